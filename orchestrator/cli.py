@@ -1,0 +1,283 @@
+"""The ``sipagent`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import __version__
+from orchestrator.config import Deployment, Diagnostic, LoadResult, Severity, check_file
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # stale render (--check), output directory problems
+EXIT_INVALID = 2  # the deployment file has errors
+EXIT_INTERNAL = 70
+
+app = typer.Typer(
+    name="sipagent",
+    help="Voice AI agents on SIP trunks through FreeSWITCH: validate and render deployments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+tls_app = typer.Typer(help="TLS helpers.", no_args_is_help=True)
+app.add_typer(tls_app, name="tls")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FileArg = Annotated[Path, typer.Argument(help="Deployment YAML file.", show_default=False)]
+EnvFileOpt = Annotated[
+    Path | None,
+    typer.Option("--env-file", help="Read ${VAR} values from this dotenv file (the process environment wins)."),
+]
+
+
+def _guard(fn: F) -> F:
+    """Plain-words errors instead of tracebacks (set SIPAGENT_DEBUG=1 to see them)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence for a CLI
+            if os.environ.get("SIPAGENT_DEBUG"):
+                raise
+            err.print(f"sipagent: internal error: {type(exc).__name__}: {exc}")
+            err.print("This is a bug; run again with SIPAGENT_DEBUG=1 and report the traceback.")
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _environment(env_file: Path | None) -> Mapping[str, str]:
+    if env_file is None:
+        return os.environ
+    from dotenv import dotenv_values
+
+    if not env_file.is_file():
+        err.print(f"sipagent: env file not found: {env_file}")
+        raise typer.Exit(EXIT_INVALID)
+    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    return {**values, **os.environ}
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        colour = "red" if d.severity is Severity.ERROR else "yellow"
+        where = f"{d.source}:{d.line}:{d.column}"
+        err.print(f"{where}: [{colour}]{d.severity.value}[/{colour}]: [bold]{d.dotted_path}[/bold]: {d.message}")
+
+
+def _load(file: Path, env_file: Path | None, strict: bool = False, quiet_ok: bool = False) -> LoadResult:
+    result = check_file(file, _environment(env_file))
+    _print_diagnostics(result.diagnostics)
+    errors, warnings = len(result.errors), len(result.warnings)
+    if errors or (strict and warnings):
+        err.print(f"[red]{file}: {errors} error(s), {warnings} warning(s)[/red]")
+        raise typer.Exit(EXIT_INVALID)
+    if not quiet_ok:
+        err.print(f"{file}: valid" + (f" ({warnings} warning(s))" if warnings else ""))
+    return result
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"sipagent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Voice AI agents on SIP trunks through FreeSWITCH."""
+
+
+@app.command()
+@_guard
+def validate(
+    file: FileArg,
+    env_file: EnvFileOpt = None,
+    strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print findings as JSON on stdout.")] = False,
+) -> None:
+    """Check a deployment file and report every problem with its YAML path and line (exit 2 on errors)."""
+    if json_output:
+        result = check_file(file, _environment(env_file))
+        out.print_json(json.dumps([d.to_dict() for d in result.diagnostics]))
+        failed = result.errors or (strict and result.warnings)
+        raise typer.Exit(EXIT_INVALID if failed else EXIT_OK)
+    _load(file, env_file, strict)
+
+
+@app.command()
+@_guard
+def render(
+    file: FileArg,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Configuration directory to write (FreeSWITCH's conf dir).")],
+    env_file: EnvFileOpt = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 and show a diff when the directory is stale.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the directory even if sipagent did not render it.")
+    ] = False,
+) -> None:
+    """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
+    from orchestrator.render import OutputError, diff_tree, render_deployment, write_tree
+
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    files = render_deployment(result.deployment, result.base_dir)
+    if check:
+        diff = diff_tree(files, out_dir)
+        if not diff.stale:
+            err.print(f"{out_dir}: up to date ({len(files)} files)")
+            return
+        for rel in diff.added:
+            out.print(f"[green]+ {rel}[/green] (missing on disk)")
+        for rel in diff.removed:
+            out.print(f"[red]- {rel}[/red] (not rendered any more)")
+        for rel in diff.changed:
+            patch = diff.patches.get(rel)
+            if patch:
+                out.print(patch, markup=False, end="")
+            else:
+                out.print(f"[yellow]~ {rel}[/yellow] (changed; holds secrets, diff not shown)")
+        for rel, old, new in diff.mode_changed:
+            out.print(f"[yellow]~ {rel}[/yellow] mode {old:o} -> {new:o}")
+        err.print(f"[red]{out_dir} is stale: run 'sipagent render {file} --out {out_dir}'[/red]")
+        raise typer.Exit(EXIT_FAILED)
+    try:
+        write_tree(files, out_dir, force=force)
+    except OutputError as exc:
+        err.print(f"sipagent: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    secret_files = sum(1 for f in files.values() if f.sensitive)
+    err.print(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)")
+
+
+@app.command()
+@_guard
+def schema(
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of the deployment file (for editor completion)."""
+    text = schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+
+
+def schema_text() -> str:
+    """The deployment JSON Schema as stable, indented JSON."""
+    doc = Deployment.model_json_schema()
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["$id"] = "https://sipagent.dev/schema/deployment-v1.json"
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+@app.command()
+@_guard
+def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
+    """Show the trunks, numbers and agents of a deployment as tables."""
+    result = _load(file, env_file, quiet_ok=True)
+    d = result.deployment
+    assert d is not None
+    fs = d.freeswitch
+    t = d.transports
+    summary = Table(title="FreeSWITCH", show_header=False)
+    summary.add_row("bind", fs.bind_ip)
+    summary.add_row("external SIP / RTP", f"{fs.ext_sip_ip or '-'} / {fs.ext_rtp_ip or '-'}")
+    summary.add_row("transports", ", ".join(f"{name} {t.port(name)}" for name in t.enabled()))
+    summary.add_row("RTP ports", f"{fs.rtp_ports.start}-{fs.rtp_ports.end}")
+    summary.add_row("codecs", ", ".join(fs.codecs))
+    summary.add_row("event socket", f"{fs.event_socket.listen_ip}:{fs.event_socket.port}")
+    out.print(summary)
+
+    trunks = Table(title="Trunks")
+    for col in ("trunk", "inbound", "auth", "SRTP in", "outbound", "SRTP out"):
+        trunks.add_column(col)
+    for trunk in d.trunks:
+        ib, ob = trunk.inbound, trunk.outbound
+        auth = []
+        if ib and ib.auth.digest:
+            auth.append(f"digest {ib.auth.digest.username}")
+        if ib and ib.auth.acl:
+            auth.append("acl " + " ".join(ib.auth.acl))
+        trunks.add_row(
+            trunk.name,
+            ", ".join(ib.transports) if ib else "-",
+            " + ".join(auth) or "-",
+            ib.media_encryption if ib else "-",
+            f"{ob.address}:{ob.effective_port} ({ob.transport})" if ob else "-",
+            ob.media_encryption if ob else "-",
+        )
+    out.print(trunks)
+
+    numbers = Table(title="Numbers")
+    for col in ("number", "trunk", "agent"):
+        numbers.add_column(col)
+    for n in d.numbers:
+        numbers.add_row(n.number, n.trunk, n.agent)
+    out.print(numbers)
+
+    agents = Table(title="Agents")
+    for col in ("agent", "protocol", "url", "audio"):
+        agents.add_column(col)
+    for a in d.agents:
+        url = a.url if a.protocol != "elevenlabs" else f"{a.url}?agent_id={a.agent_id}"  # type: ignore[union-attr]
+        agents.add_row(a.name, a.protocol, url, a.audio_format)
+    out.print(agents)
+
+
+@tls_app.command("self-signed")
+@_guard
+def tls_self_signed(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for ca.crt, NAME.crt and NAME.key.")],
+    name: Annotated[list[str], typer.Option("--name", "-n", help="DNS name for the certificate (repeatable).")],
+    ip: Annotated[list[str] | None, typer.Option("--ip", help="IP address for the certificate (repeatable).")] = None,
+    days: Annotated[int, typer.Option(min=1, max=825, help="Validity in days.")] = 365,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Create a private CA and a server certificate for labs and tests (not for production trunks)."""
+    from orchestrator.config.selfsigned import generate
+
+    try:
+        files = generate(out_dir, name, ip or [], days, force)
+    except FileExistsError as exc:
+        err.print(f"sipagent: already exists: {exc} (use --force to overwrite)")
+        raise typer.Exit(EXIT_FAILED) from None
+    except ValueError as exc:
+        err.print(f"sipagent: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    for label, path in (("CA", files.ca_certificate), ("certificate", files.certificate), ("key", files.private_key)):
+        err.print(f"wrote {label}: {path}")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

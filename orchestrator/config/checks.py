@@ -1,0 +1,302 @@
+"""Checks that span sections of a deployment: references, duplicates, ports, transports, TLS files.
+
+They run on whatever parts validated on their own, so one bad trunk does not hide the problems
+of the others; names declared by invalid entries still count as declared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from orchestrator.config import tls_material
+from orchestrator.config.diagnostics import Diagnostic, Path, Severity
+from orchestrator.config.model import FreeSwitch, Number, Transports, Trunk
+from orchestrator.config.source import Source
+
+W = Severity.WARNING
+
+
+@dataclass
+class Parts:
+    """The sections of a deployment that validated, by position in the file."""
+
+    freeswitch: FreeSwitch | None = None
+    transports: Transports | None = None
+    trunks: dict[int, Trunk] = field(default_factory=dict)
+    numbers: dict[int, Number] = field(default_factory=dict)
+    agents: dict[int, Any] = field(default_factory=dict)
+    declared_trunks: set[str] = field(default_factory=set)
+    declared_agents: set[str] = field(default_factory=set)
+
+
+class _Checker:
+    def __init__(self, parts: Parts, source: Source, base_dir: FsPath):
+        self.p = parts
+        self.src = source
+        self.base_dir = base_dir
+        self.out: list[Diagnostic] = []
+
+    def error(self, path: Path, message: str) -> None:
+        self.out.append(self.src.diagnostic(path, message))
+
+    def warn(self, path: Path, message: str) -> None:
+        self.out.append(self.src.diagnostic(path, message, W))
+
+    def run(self) -> list[Diagnostic]:
+        self.duplicates()
+        self.references()
+        self.transports()
+        self.trunk_rules()
+        self.acl_overlaps()
+        self.ports()
+        self.network()
+        self.tls()
+        self.literal_secrets()
+        return self.out
+
+    # -- names and references -------------------------------------------------------------------
+    def _first_seen(self, items: dict[int, Any], section: str, key: str, label: str) -> None:
+        first: dict[str, int] = {}
+        for i, item in items.items():
+            value = getattr(item, key)
+            if value in first:
+                line = self.src.locate((section, first[value], key))[0]
+                self.error((section, i, key), f"duplicate {label} '{value}' (first defined on line {line})")
+            else:
+                first[value] = i
+
+    def duplicates(self) -> None:
+        self._first_seen(self.p.trunks, "trunks", "name", "trunk name")
+        self._first_seen(self.p.numbers, "numbers", "number", "number")
+        self._first_seen(self.p.agents, "agents", "name", "agent name")
+        users: dict[str, int] = {}
+        for i, trunk in self.p.trunks.items():
+            digest = trunk.inbound.auth.digest if trunk.inbound else None
+            if digest is None:
+                continue
+            if digest.username in users:
+                other = self.p.trunks[users[digest.username]].name
+                self.error(
+                    ("trunks", i, "inbound", "auth", "digest", "username"),
+                    f"digest user name '{digest.username}' is already used by trunk '{other}': calls could not be told apart",
+                )
+            else:
+                users[digest.username] = i
+
+    def references(self) -> None:
+        valid_trunks = {t.name: t for t in self.p.trunks.values()}
+        for i, number in self.p.numbers.items():
+            if number.trunk not in self.p.declared_trunks:
+                known = ", ".join(sorted(self.p.declared_trunks)) or "none defined"
+                self.error(("numbers", i, "trunk"), f"unknown trunk '{number.trunk}' (known trunks: {known})")
+            elif number.trunk in valid_trunks and valid_trunks[number.trunk].inbound is None:
+                self.error(
+                    ("numbers", i, "trunk"),
+                    f"trunk '{number.trunk}' has no inbound section, so no call can arrive for this number",
+                )
+            if number.agent not in self.p.declared_agents:
+                known = ", ".join(sorted(self.p.declared_agents)) or "none defined"
+                self.error(("numbers", i, "agent"), f"unknown agent '{number.agent}' (known agents: {known})")
+
+    # -- transports -----------------------------------------------------------------------------
+    def transports(self) -> None:
+        t = self.p.transports
+        if t is None:
+            return
+        if not t.enabled():
+            self.error(("transports",), "no SIP transport is enabled: add tcp, tls or udp")
+        if t.udp is not None:
+            self.warn(
+                ("transports", "udp"),
+                "UDP signaling is for testing only: SIP messages larger than the MTU fragment or get dropped; "
+                "use TCP or TLS in production",
+            )
+        if t.tls is not None:
+            for i, message in tls_material.check_ciphers(t.tls.ciphers):
+                self.error(("transports", "tls", "ciphers", i), message)
+
+    def trunk_rules(self) -> None:
+        t = self.p.transports
+        enabled = set(t.enabled()) if t else None
+        fs_codecs = set(self.p.freeswitch.codecs) if self.p.freeswitch else None
+        for i, trunk in self.p.trunks.items():
+            base: Path = ("trunks", i)
+            if trunk.inbound:
+                inbound = trunk.inbound
+                ib = (*base, "inbound")
+                if enabled is not None:
+                    for j, tr in enumerate(inbound.transports):
+                        if tr not in enabled:
+                            self.error((*ib, "transports", j), f"transport '{tr}' is not enabled under transports")
+                if inbound.media_encryption == "required":
+                    if inbound.transports == ["udp"]:
+                        self.error(
+                            (*ib, "media_encryption"),
+                            "media encryption 'required' on a trunk that only allows UDP: SRTP keys would travel "
+                            "in clear text SDP; allow tls",
+                        )
+                    elif "tls" not in inbound.transports:
+                        self.warn(
+                            (*ib, "media_encryption"),
+                            "SRTP without TLS signaling: the SRTP keys travel in clear text SDP; allow tls",
+                        )
+                if inbound.remote_domains and "tls" not in inbound.transports:
+                    self.error(
+                        (*ib, "remote_domains"), "remote_domains apply to TLS connections, but this trunk does not allow tls"
+                    )
+                if fs_codecs is not None and inbound.codecs is not None:
+                    self._codec_subset((*ib, "codecs"), inbound.codecs, fs_codecs)
+                seen: dict[str, int] = {}
+                for j, mapping in enumerate(inbound.header_mappings()):
+                    if mapping.variable_name in seen:
+                        self.error(
+                            (*ib, "headers", j),
+                            f"variable '{mapping.variable_name}' is already filled by another header of this trunk",
+                        )
+                    seen.setdefault(mapping.variable_name, j)
+            if trunk.outbound:
+                ob = (*base, "outbound")
+                out = trunk.outbound
+                if enabled is not None and out.transport not in enabled:
+                    self.error((*ob, "transport"), f"transport '{out.transport}' is not enabled under transports")
+                if out.register_ and out.auth is None:
+                    self.error((*ob, "register"), "registering needs credentials: add outbound.auth")
+                if out.media_encryption == "required" and out.transport == "udp":
+                    self.error(
+                        (*ob, "media_encryption"),
+                        "media encryption 'required' over UDP signaling sends SRTP keys in clear text; use tls",
+                    )
+                elif out.media_encryption == "required" and out.transport == "tcp":
+                    self.warn((*ob, "media_encryption"), "SRTP over TCP signaling: keys travel in clear text SDP; use tls")
+                if fs_codecs is not None and out.codecs is not None:
+                    self._codec_subset((*ob, "codecs"), out.codecs, fs_codecs)
+
+    def _codec_subset(self, path: Path, codecs: list[str], allowed: set[str]) -> None:
+        for j, codec in enumerate(codecs):
+            if codec not in allowed:
+                self.error((*path, j), f"codec '{codec}' is not in freeswitch.codecs ({', '.join(sorted(allowed))})")
+
+    def acl_overlaps(self) -> None:
+        """Two trunks whose networks overlap on a shared transport could not be told apart."""
+        nets: list[tuple[int, int, Trunk, Any]] = []
+        for i, trunk in self.p.trunks.items():
+            if trunk.inbound:
+                for j, cidr in enumerate(trunk.inbound.auth.acl):
+                    nets.append((i, j, trunk, ipaddress.ip_network(cidr)))
+        for a in range(len(nets)):
+            for b in range(a + 1, len(nets)):
+                i1, j1, t1, n1 = nets[a]
+                i2, j2, t2, n2 = nets[b]
+                if i1 == i2 or n1.version != n2.version or not n1.overlaps(n2):
+                    continue
+                assert t1.inbound and t2.inbound
+                shared = set(t1.inbound.transports) & set(t2.inbound.transports)
+                if shared:
+                    self.error(
+                        ("trunks", i2, "inbound", "auth", "acl", j2),
+                        f"{n2} overlaps {n1} of trunk '{t1.name}' on {', '.join(sorted(shared))}: "
+                        "calls from there could not be told apart",
+                    )
+
+    # -- ports and addresses ----------------------------------------------------------------------
+    def ports(self) -> None:
+        fs, t = self.p.freeswitch, self.p.transports
+        if fs is None or t is None:
+            return
+        tcp_users: dict[int, tuple[Path, str]] = {}
+        for name, section in (("tcp", t.tcp), ("tls", t.tls)):
+            if section is None:
+                continue
+            path: Path = ("transports", name, "port")
+            if section.port in tcp_users:
+                self.error(path, f"port {section.port} is already used by {tcp_users[section.port][1]}")
+            tcp_users[section.port] = (path, f"the {name} transport")
+        esl = fs.event_socket
+        if esl.port in tcp_users and (esl.listen_ip == fs.bind_ip or esl.listen_ip in ("0.0.0.0", "::")):
+            self.error(("freeswitch", "event_socket", "port"), f"port {esl.port} is already used by {tcp_users[esl.port][1]}")
+        rtp = fs.rtp_ports
+        if t.udp is not None and rtp.start <= t.udp.port <= rtp.end:
+            self.error(
+                ("freeswitch", "rtp_ports"),
+                f"RTP range {rtp.start}-{rtp.end} overlaps the UDP SIP port {t.udp.port}",
+            )
+        calls = (rtp.end - rtp.start + 1) // 2
+        if calls < fs.max_calls:
+            self.warn(
+                ("freeswitch", "rtp_ports"),
+                f"RTP range {rtp.start}-{rtp.end} has room for {calls} calls, fewer than max_calls ({fs.max_calls})",
+            )
+
+    def network(self) -> None:
+        fs = self.p.freeswitch
+        if fs is None:
+            return
+        bind = ipaddress.ip_address(fs.bind_ip)
+        if bind.is_unspecified:
+            self.error(("freeswitch", "bind_ip"), "bind to a specific address, not 0.0.0.0 / ::")
+        if bind.is_private and not bind.is_loopback and not (fs.ext_sip_ip or fs.ext_rtp_ip):
+            self.warn(
+                ("freeswitch", "bind_ip"),
+                f"{fs.bind_ip} is a private address and no ext_sip_ip/ext_rtp_ip is set: peers outside this "
+                "network will get this address in SIP and SDP (one-way or no audio behind NAT)",
+            )
+        if bool(fs.ext_sip_ip) != bool(fs.ext_rtp_ip):
+            missing = "ext_rtp_ip" if fs.ext_sip_ip else "ext_sip_ip"
+            self.warn(("freeswitch", missing), f"{missing} is not set while the other external address is")
+        esl = ipaddress.ip_address(fs.event_socket.listen_ip)
+        if not esl.is_loopback:
+            self.warn(
+                ("freeswitch", "event_socket", "listen_ip"),
+                "the event socket listens beyond loopback: whoever reaches it with the password controls every call",
+            )
+
+    # -- TLS ------------------------------------------------------------------------------------
+    def tls(self) -> None:
+        t = self.p.transports
+        if t is None or t.tls is None:
+            return
+        try:
+            material = tls_material.load(t.tls, self.base_dir)
+        except tls_material.TlsMaterialError as exc:
+            self.error(("transports", "tls", exc.setting), exc.message)
+            return
+        for setting, message in material.warnings:
+            self.warn(("transports", "tls", setting), message)
+
+    # -- secrets --------------------------------------------------------------------------------
+    def literal_secrets(self) -> None:
+        sections: list[tuple[Path, Any]] = [(("freeswitch",), self.p.freeswitch), (("transports",), self.p.transports)]
+        sections += [(("trunks", i), t) for i, t in self.p.trunks.items()]
+        sections += [(("agents", i), a) for i, a in self.p.agents.items()]
+        for base, model in sections:
+            if model is None:
+                continue
+            for path, _ in secrets(model, base):
+                if path not in self.src.from_env and path in self.src.positions:
+                    self.warn(path, "secret written in the file: take it from the environment with ${VAR}")
+
+
+def secrets(model: Any, base: Path = ()) -> Iterator[tuple[Path, SecretStr]]:
+    """Every secret value in a validated model, with its YAML path."""
+    if isinstance(model, SecretStr):
+        yield base, model
+    elif isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            yield from secrets(getattr(model, name), (*base, name))
+    elif isinstance(model, dict):
+        for k, v in model.items():
+            yield from secrets(v, (*base, k))
+    elif isinstance(model, (list, tuple)):
+        for i, v in enumerate(model):
+            yield from secrets(v, (*base, i))
+
+
+def check(parts: Parts, source: Source, base_dir: FsPath) -> list[Diagnostic]:
+    """All cross-section findings for ``parts``."""
+    return _Checker(parts, source, base_dir).run()

@@ -1,0 +1,395 @@
+"""The deployment model: one YAML file describing FreeSWITCH, transports, trunks, numbers and agents.
+
+Each class checks its own values; checks that span sections (references, duplicates, port
+overlaps, transport/encryption combinations) live in :mod:`orchestrator.config.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from orchestrator.config.types import (
+    Cidr,
+    CodecName,
+    Domain,
+    E164,
+    ExternalAddress,
+    HeaderValue,
+    Host,
+    IpAddress,
+    MediaEncryption,
+    Name,
+    Port,
+    SipUser,
+    Transport,
+    Variable,
+    WsUrl,
+    XHeader,
+)
+
+#: Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only.
+MODERN_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+)
+
+
+class Model(BaseModel):
+    """Base for every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique(values: list, what: str) -> list:
+    seen: set = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{what} '{v}' is listed twice")
+        seen.add(v)
+    return values
+
+
+class EventSocket(Model):
+    """FreeSWITCH's event socket (ESL), which the orchestrator connects to."""
+
+    listen_ip: IpAddress = Field("127.0.0.1", description="Address mod_event_socket listens on.")
+    port: Port = Field(8021, description="ESL port.")
+    password: SecretStr = Field(description="ESL password; use ${ENV_VAR}.")
+    allow: list[Cidr] = Field(
+        default_factory=list, description="Networks allowed to connect besides loopback (default: loopback only)."
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: SecretStr) -> SecretStr:
+        text = v.get_secret_value()
+        if not text:
+            raise ValueError("the event socket password cannot be empty")
+        if any(c.isspace() for c in text):
+            raise ValueError("the event socket password cannot contain spaces or line breaks (ESL sends it on one line)")
+        return v
+
+
+class RtpPorts(Model):
+    """UDP port range FreeSWITCH allocates RTP/RTCP ports from."""
+
+    start: Port = 16384
+    end: Port = 32768
+
+    @model_validator(mode="after")
+    def _order(self) -> RtpPorts:
+        if self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be below end ({self.end})")
+        if self.start < 1024:
+            raise ValueError(f"start ({self.start}) is a privileged port; RTP ranges start at 1024 or above")
+        return self
+
+
+class Dtmf(Model):
+    """How keypad digits are carried: RFC 2833/4733 telephone-events in RTP, or SIP INFO."""
+
+    mode: Literal["rfc2833", "info"] = "rfc2833"
+    payload_type: int = Field(101, ge=96, le=127, description="Dynamic RTP payload type for telephone-event.")
+    duration_ms: int = Field(100, ge=40, le=5000, description="Duration of digits FreeSWITCH sends.")
+
+
+class FreeSwitch(Model):
+    """The FreeSWITCH node: addresses, NAT, RTP, codecs, DTMF and the event socket."""
+
+    bind_ip: IpAddress = Field(description="Local IP the SIP profiles and RTP bind to (sip-ip / rtp-ip).")
+    ext_sip_ip: ExternalAddress | None = Field(None, description="Public address put in SIP headers behind NAT.")
+    ext_rtp_ip: ExternalAddress | None = Field(None, description="Public address put in SDP behind NAT.")
+    local_networks: list[Cidr] = Field(
+        default_factory=list,
+        description="Networks reached without NAT (no external address used); default: FreeSWITCH's localnet.auto.",
+    )
+    sip_domain: Domain | None = Field(
+        None, description="Digest realm and directory domain; default: ext_sip_ip or bind_ip."
+    )
+    rtp_ports: RtpPorts = Field(default_factory=RtpPorts)
+    codecs: list[CodecName] = Field(
+        default_factory=lambda: ["G722", "PCMU", "PCMA"], min_length=1, description="Codec preference order."
+    )
+    dtmf: Dtmf = Field(default_factory=Dtmf)
+    max_calls: int = Field(1000, ge=1, le=100000, description="Concurrent call limit (max-sessions).")
+    calls_per_second: int = Field(30, ge=1, le=10000, description="New call rate limit (sessions-per-second).")
+    media_timeout_seconds: int = Field(
+        60, ge=0, le=3600, description="Hang up a call after this long without RTP (0 = never)."
+    )
+    handoff_timeout_seconds: int = Field(
+        10, ge=0, le=300, description="Reject (503) an inbound call the orchestrator has not claimed in time."
+    )
+    log_level: Literal["debug", "info", "notice", "warning", "err", "crit"] = "info"
+    event_socket: EventSocket
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, v: list[str]) -> list[str]:
+        return _unique(v, "codec")
+
+
+class TcpTransport(Model):
+    """SIP over TCP."""
+
+    port: Port = 5060
+
+
+class UdpTransport(Model):
+    """SIP over UDP: opt-in, for testing (large messages fragment at the MTU)."""
+
+    port: Port = 5060
+
+
+class TlsTransport(Model):
+    """SIP over TLS, with the certificate this server presents and the policy for peers."""
+
+    port: Port = 5061
+    certificate: str | None = Field(None, description="PEM certificate chain (leaf first); relative to this file.")
+    private_key: str | None = Field(None, description="PEM private key of the certificate.")
+    private_key_passphrase: SecretStr | None = None
+    ca_bundle: str | None = Field(None, description="PEM CA certificates trusted when verifying peers.")
+    min_version: str = Field("1.2", description="Lowest TLS version accepted: 1.2 or 1.3.")
+    ciphers: list[str] = Field(default_factory=lambda: list(MODERN_CIPHERS), min_length=1)
+    verify_peer: Literal["none", "outgoing", "incoming", "all"] = Field(
+        "outgoing",
+        description="Verify peer certificates on connections we open (outgoing), accept (incoming), or both.",
+    )
+    verify_depth: int = Field(3, ge=1, le=10)
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _min_version(cls, v: object) -> str:
+        text = str(v).strip().lower().removeprefix("tlsv").removeprefix("tls").strip()
+        if text in ("1", "1.0", "1.1"):
+            raise ValueError(f"TLS {text} is not allowed: TLS 1.2 is the floor")
+        if text not in ("1.2", "1.3"):
+            raise ValueError(f"'{v}' is not a TLS version: use 1.2 or 1.3")
+        return text
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, v: list[str]) -> list[str]:
+        return _unique(v, "cipher suite")
+
+
+class Transports(Model):
+    """Enabled SIP transports; a transport is on when its section is present."""
+
+    tcp: TcpTransport | None = None
+    tls: TlsTransport | None = None
+    udp: UdpTransport | None = None
+
+    def enabled(self) -> list[Transport]:
+        """The enabled transports, in a fixed order."""
+        return [t for t in ("tcp", "tls", "udp") if getattr(self, t) is not None]  # type: ignore[misc]
+
+    def port(self, transport: Transport) -> int:
+        """Listening port of an enabled transport."""
+        section = getattr(self, transport)
+        assert section is not None
+        return section.port
+
+
+class DigestCredentials(Model):
+    """A user name and password for SIP digest authentication."""
+
+    username: SipUser
+    password: SecretStr
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: SecretStr) -> SecretStr:
+        text = v.get_secret_value()
+        if not text:
+            raise ValueError("the password cannot be empty")
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError("the password cannot contain control characters or line breaks")
+        return v
+
+
+class OutboundCredentials(DigestCredentials):
+    """Credentials answering the trunk's 401/407 challenges."""
+
+    realm: str | None = Field(None, description="Only answer challenges for this realm (default: any).")
+
+
+class InboundAuth(Model):
+    """Who may send calls on a trunk: digest credentials, source networks, or both (then both must match)."""
+
+    digest: DigestCredentials | None = None
+    acl: list[Cidr] = Field(default_factory=list, description="Source networks allowed; everything else is denied.")
+
+    @model_validator(mode="after")
+    def _some(self) -> InboundAuth:
+        if self.digest is None and not self.acl:
+            raise ValueError("inbound calls are denied by default: give digest credentials, an acl, or both")
+        _unique(self.acl, "network")
+        return self
+
+
+class InboundHeader(Model):
+    """An inbound X- header passed to the agent as a variable."""
+
+    header: XHeader
+    variable: Variable | None = Field(None, description="Variable name; default: header name in snake_case.")
+
+    @property
+    def variable_name(self) -> str:
+        """The agent variable name this header fills."""
+        return self.variable or self.header[2:].lower().replace("-", "_")
+
+
+class Inbound(Model):
+    """Calls from the trunk to us."""
+
+    transports: list[Transport] = Field(min_length=1, description="Transports the trunk may use to reach us.")
+    auth: InboundAuth
+    media_encryption: MediaEncryption = "allowed"
+    codecs: list[CodecName] | None = Field(None, description="Subset of freeswitch.codecs; default: all.")
+    remote_domains: list[Domain] = Field(
+        default_factory=list, description="Certificate names accepted from this peer on TLS connections."
+    )
+    headers: list[XHeader | InboundHeader] = Field(
+        default_factory=list, description="Inbound X- headers exposed to the agent as variables."
+    )
+
+    @field_validator("transports")
+    @classmethod
+    def _transports(cls, v: list[str]) -> list[str]:
+        return _unique(v, "transport")
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, v: list[str] | None) -> list[str] | None:
+        return _unique(v, "codec") if v is not None else v
+
+    def header_mappings(self) -> list[InboundHeader]:
+        """Every exposed header as an :class:`InboundHeader`."""
+        return [h if isinstance(h, InboundHeader) else InboundHeader(header=h) for h in self.headers]
+
+
+class Outbound(Model):
+    """Calls from us to the trunk."""
+
+    address: Host = Field(description="Host name or IP of the trunk, without 'sip:'.")
+    port: Port | None = Field(None, description="Default: 5061 for TLS, 5060 otherwise.")
+    transport: Transport = "tcp"
+    auth: OutboundCredentials | None = None
+    media_encryption: MediaEncryption = "allowed"
+    codecs: list[CodecName] | None = None
+    headers: dict[XHeader, HeaderValue] = Field(default_factory=dict, description="X- headers added to every call.")
+    caller_id: E164 | None = Field(None, description="Default caller ID for calls on this trunk.")
+    from_domain: Host | None = Field(None, description="Host part of the From header (default: the address).")
+    register_: bool = Field(False, alias="register", description="Register to the trunk (needs auth).")
+    ping_seconds: int = Field(0, ge=0, le=3600, description="Send SIP OPTIONS this often and mark the trunk down on failure.")
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, v: list[str] | None) -> list[str] | None:
+        return _unique(v, "codec") if v is not None else v
+
+    @property
+    def effective_port(self) -> int:
+        """The port calls are sent to."""
+        return self.port or (5061 if self.transport == "tls" else 5060)
+
+
+class Trunk(Model):
+    """A SIP trunk: a peer (carrier, SBC, PBX) that sends and/or receives calls."""
+
+    name: Name
+    description: str = ""
+    inbound: Inbound | None = None
+    outbound: Outbound | None = None
+
+    @model_validator(mode="after")
+    def _direction(self) -> Trunk:
+        if self.inbound is None and self.outbound is None:
+            raise ValueError("a trunk needs an inbound section, an outbound section, or both")
+        return self
+
+
+class Number(Model):
+    """A phone number: which trunk it arrives on and which agent answers it."""
+
+    number: E164
+    trunk: Name
+    agent: Name
+
+
+ElevenLabsFormat = Literal["pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100", "pcm_48000", "ulaw_8000"]
+RawFormat = Literal["pcm_8000", "pcm_16000", "pcm_24000", "pcm_48000"]
+
+
+class _AgentBase(Model):
+    name: Name
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="HTTP headers sent when connecting (e.g. Authorization); use ${ENV_VAR}."
+    )
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class ElevenLabsAgent(_AgentBase):
+    """An ElevenLabs Agents conversation (signed URL when an API key is given)."""
+
+    protocol: Literal["elevenlabs"]
+    agent_id: str = Field(min_length=1)
+    api_key: SecretStr | None = Field(None, description="xi-api-key for private agents (signed URL).")
+    url: WsUrl = "wss://api.elevenlabs.io/v1/convai/conversation"
+    audio_format: ElevenLabsFormat = Field("pcm_16000", description="Must match the agent's configured audio format.")
+
+
+class TwilioAgent(_AgentBase):
+    """An agent speaking Twilio Media Streams (Pipecat and similar)."""
+
+    protocol: Literal["twilio"]
+    url: WsUrl
+    audio_format: Literal["ulaw_8000"] = "ulaw_8000"
+
+
+class RawAgent(_AgentBase):
+    """An agent taking raw L16 audio and JSON control messages."""
+
+    protocol: Literal["raw"]
+    url: WsUrl
+    audio_format: RawFormat = "pcm_16000"
+
+
+Agent = Annotated[Union[ElevenLabsAgent, TwilioAgent, RawAgent], Field(discriminator="protocol")]
+
+
+class Deployment(Model):
+    """A whole deployment. Build it with :func:`orchestrator.config.load_deployment` to get cross-checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="sipagent deployment")
+
+    version: Literal[1] = 1
+    freeswitch: FreeSwitch
+    transports: Transports = Field(default_factory=lambda: Transports(tcp=TcpTransport()))
+    trunks: list[Trunk] = Field(default_factory=list)
+    numbers: list[Number] = Field(default_factory=list)
+    agents: list[Agent] = Field(default_factory=list)
+
+    def trunk(self, name: str) -> Trunk:
+        """The trunk called ``name``."""
+        return next(t for t in self.trunks if t.name == name)
+
+    def agent(self, name: str) -> ElevenLabsAgent | TwilioAgent | RawAgent:
+        """The agent called ``name``."""
+        return next(a for a in self.agents if a.name == name)
+
+    @property
+    def sip_domain(self) -> str:
+        """Digest realm / directory domain actually used."""
+        fs = self.freeswitch
+        if fs.sip_domain:
+            return fs.sip_domain
+        if fs.ext_sip_ip and not fs.ext_sip_ip.startswith(("stun:", "host:")):
+            return fs.ext_sip_ip
+        return fs.bind_ip

@@ -1,0 +1,168 @@
+"""Read and check the TLS certificate, key and CA bundle a deployment points at."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from orchestrator.config.model import TlsTransport
+
+EXPIRY_WARNING_DAYS = 21
+
+
+class TlsMaterialError(Exception):
+    """A TLS file is missing or unusable; ``setting`` names the deployment key it came from."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """The PEM texts FreeSWITCH needs, plus facts about the certificate for warnings."""
+
+    certificate_pem: bytes
+    private_key_pem: bytes
+    ca_pem: bytes | None
+    not_after: dt.datetime
+    names: tuple[str, ...]
+    warnings: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def agent_pem(self) -> bytes:
+        """Certificate chain followed by the key: the ``agent.pem`` sofia-sip loads."""
+        return _ensure_newline(self.certificate_pem) + _ensure_newline(self.private_key_pem)
+
+
+def _ensure_newline(data: bytes) -> bytes:
+    return data if data.endswith(b"\n") else data + b"\n"
+
+
+def resolve(base_dir: Path, value: str) -> Path:
+    """A path from the deployment file, relative to that file's directory."""
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base_dir / path
+
+
+def _read(base_dir: Path, setting: str, value: str) -> tuple[Path, bytes]:
+    path = resolve(base_dir, value)
+    try:
+        return path, path.read_bytes()
+    except FileNotFoundError:
+        raise TlsMaterialError(setting, f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise TlsMaterialError(setting, f"{path} is a directory, not a PEM file") from None
+    except PermissionError:
+        raise TlsMaterialError(setting, f"cannot read {path}: permission denied") from None
+
+
+def _names(cert: x509.Certificate) -> tuple[str, ...]:
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        names.extend(san.get_values_for_type(x509.DNSName))
+        names.extend(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        if isinstance(attr.value, str) and attr.value not in names:
+            names.append(attr.value)
+    return tuple(names)
+
+
+def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> TlsMaterial:
+    """Load and cross-check the TLS files; raise :class:`TlsMaterialError` naming the bad setting."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    warnings: list[tuple[str, str]] = []
+    if not tls.certificate:
+        raise TlsMaterialError("certificate", "the TLS transport needs a certificate (PEM chain, leaf first)")
+    if not tls.private_key:
+        raise TlsMaterialError("private_key", "the TLS transport needs the certificate's private key (PEM)")
+
+    _, cert_pem = _read(base_dir, "certificate", tls.certificate)
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise TlsMaterialError("certificate", "not a PEM certificate (expected '-----BEGIN CERTIFICATE-----')") from None
+    leaf = chain[0]
+
+    key_path, key_pem = _read(base_dir, "private_key", tls.private_key)
+    password = tls.private_key_passphrase.get_secret_value().encode() if tls.private_key_passphrase else None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=password)
+    except TypeError:
+        raise TlsMaterialError(
+            "private_key", "the key is encrypted: set private_key_passphrase" if password is None else "the key is not encrypted: remove private_key_passphrase"
+        ) from None
+    except ValueError:
+        raise TlsMaterialError("private_key", "not a readable PEM private key (or wrong passphrase)") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if key.public_key().public_bytes(enc, pub) != leaf.public_key().public_bytes(enc, pub):
+        raise TlsMaterialError("private_key", "this key does not belong to the certificate")
+    try:
+        if key_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            warnings.append(("private_key", f"{key_path} is readable by other users: chmod 600 it"))
+    except OSError:  # pragma: no cover - file vanished between reads
+        pass
+
+    not_after = leaf.not_valid_after_utc
+    if not_after <= now:
+        raise TlsMaterialError("certificate", f"the certificate expired on {not_after:%Y-%m-%d}")
+    if leaf.not_valid_before_utc > now:
+        raise TlsMaterialError("certificate", f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d}")
+    if not_after - now < dt.timedelta(days=EXPIRY_WARNING_DAYS):
+        warnings.append(("certificate", f"the certificate expires on {not_after:%Y-%m-%d}: renew it"))
+
+    ca_pem = None
+    if tls.ca_bundle:
+        _, ca_pem = _read(base_dir, "ca_bundle", tls.ca_bundle)
+        try:
+            x509.load_pem_x509_certificates(ca_pem)
+        except ValueError:
+            raise TlsMaterialError("ca_bundle", "no PEM certificates found in the CA bundle") from None
+    elif tls.verify_peer != "none":
+        raise TlsMaterialError(
+            "ca_bundle", f"verify_peer is '{tls.verify_peer}', which needs a ca_bundle of trusted CA certificates"
+        )
+    return TlsMaterial(cert_pem, key_pem, ca_pem, not_after, _names(leaf), tuple(warnings))
+
+
+def check_ciphers(ciphers: list[str]) -> list[tuple[int, str]]:
+    """Problems with a cipher list as ``(index, message)``: unknown names and suites that are not modern.
+
+    Modern means TLS 1.2 suites with forward-secret key exchange (ECDHE/DHE) and an AEAD cipher.
+    OpenSSL itself (through :mod:`ssl`) decides what each name expands to.
+    """
+    problems = []
+    for i, name in enumerate(ciphers):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.set_ciphers(name)
+        except ssl.SSLError:
+            if name.startswith("TLS_"):
+                problems.append((i, f"'{name}' is a TLS 1.3 suite: those are always on; list TLS 1.2 suites here"))
+            else:
+                problems.append((i, f"'{name}' is not a cipher suite OpenSSL knows"))
+            continue
+        weak = sorted(
+            {
+                c["name"]
+                for c in ctx.get_ciphers()
+                if c["protocol"] != "TLSv1.3" and (not c["aead"] or c["kea"] not in ("kx-ecdhe", "kx-dhe"))
+            }
+        )
+        if weak:
+            shown = ", ".join(weak[:4]) + (" …" if len(weak) > 4 else "")
+            problems.append((i, f"'{name}' allows suites that are not modern (need ECDHE/DHE with AEAD): {shown}"))
+    return problems

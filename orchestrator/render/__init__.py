@@ -1,0 +1,28 @@
+"""Deployment → FreeSWITCH configuration tree: plan, render, write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.config.model import Deployment
+from orchestrator.render.output import OutputError, TreeDiff, diff_tree, write_tree
+from orchestrator.render.plan import Plan, build
+from orchestrator.render.renderer import RenderedFile, Renderer
+
+
+def render_deployment(deployment: Deployment, base_dir: Path) -> dict[str, RenderedFile]:
+    """Every file of the FreeSWITCH configuration for ``deployment`` (TLS paths relative to ``base_dir``)."""
+    return Renderer().render(build(deployment, base_dir))
+
+
+__all__ = [
+    "OutputError",
+    "Plan",
+    "RenderedFile",
+    "Renderer",
+    "TreeDiff",
+    "build",
+    "diff_tree",
+    "render_deployment",
+    "write_tree",
+]

@@ -1,0 +1,339 @@
+"""What FreeSWITCH needs, derived from a deployment: profiles, ACL lists, gateways, users, contexts.
+
+Templates only print this plan; every decision about FreeSWITCH parameters is made here, so it can
+be tested without rendering. Names used in FreeSWITCH:
+
+* SIP profile per enabled transport: ``tcp``, ``tls``, ``udp``.
+* ACL list per trunk with networks: ``trunk-<name>``; ``esl`` for the event socket; ``localnet``.
+* Gateway per outbound trunk: ``<trunk name>`` (dial ``sofia/gateway/<trunk>/<number>``).
+* Dialplan context per inbound trunk: ``trunk-<name>``; ``reject`` catches everything else.
+* Directory domain per profile with digest trunks: ``trunks-<transport>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from orchestrator.config import tls_material
+from orchestrator.config.model import Deployment, FreeSwitch, Trunk
+
+#: ``rtp_secure_media`` value for each media encryption setting.
+SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbidden"}
+#: ``tls-verify-policy`` for each ``verify_peer`` setting (subject checks added when names are given).
+VERIFY_POLICY = {"none": "none", "outgoing": "out", "incoming": "in", "all": "all"}
+#: What a call is handed to: the orchestrator finds it parked with these variables set.
+VAR_PREFIX = "sipagent_"
+HANDOFF_CAUSE = "NORMAL_TEMPORARY_FAILURE"  # 503: the carrier may try another route
+REJECT_CONTEXT = "reject"
+LOG_LEVELS = ["debug", "info", "notice", "warning", "err", "crit", "alert"]
+
+
+@dataclass(frozen=True)
+class AclList:
+    """A network list in acl.conf."""
+
+    name: str
+    allow: tuple[str, ...]
+    comment: str = ""
+    default: str = "deny"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An outbound trunk as a sofia gateway."""
+
+    name: str
+    proxy: str
+    transport: str
+    register: bool
+    username: str
+    password: SecretStr | None
+    realm: str | None
+    from_domain: str | None
+    ping_seconds: int
+    variables: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS parameters of the ``tls`` profile."""
+
+    version: str
+    ciphers: str
+    verify_policy: str
+    verify_depth: int
+    verify_in_subjects: tuple[str, ...]
+    passphrase: SecretStr | None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A sofia SIP profile: one transport on one address and port."""
+
+    name: str
+    transport: str
+    port: int
+    inbound_acls: tuple[tuple[str, str], ...]
+    auth_calls: bool
+    directory_domain: str | None
+    gateways: tuple[Gateway, ...]
+    tls: TlsSettings | None
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    """A digest-authenticated inbound trunk: its credentials and where its calls go."""
+
+    username: str
+    a1_hash: SecretStr
+    auth_acl: str | None
+    context: str
+    trunk: str
+
+
+@dataclass(frozen=True)
+class DirectoryDomain:
+    """Users allowed to authenticate on one profile."""
+
+    name: str
+    users: tuple[DirectoryUser, ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A number in a trunk's context."""
+
+    number: str
+    pattern: str
+    agent: str
+
+
+@dataclass(frozen=True)
+class TrunkContext:
+    """The dialplan context an inbound trunk's calls enter."""
+
+    name: str
+    trunk: str
+    require_crypto: bool
+    variables: tuple[tuple[str, str], ...]
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the templates print."""
+
+    deployment: Deployment
+    sip_domain: str
+    codec_prefs: str
+    local_network_acl: str
+    acls: tuple[AclList, ...]
+    profiles: tuple[Profile, ...]
+    directory: tuple[DirectoryDomain, ...]
+    contexts: tuple[TrunkContext, ...]
+    tls_material: tls_material.TlsMaterial | None
+    esl_acl: str
+    handoff: str
+
+    reject_context: str = REJECT_CONTEXT
+
+    @property
+    def fs(self) -> FreeSwitch:
+        """The deployment's freeswitch section."""
+        return self.deployment.freeswitch
+
+    @property
+    def log_levels(self) -> list[str]:
+        """Levels the log file records: the configured one and everything more severe."""
+        return LOG_LEVELS[LOG_LEVELS.index(self.fs.log_level) :]
+
+
+def context_name(trunk: str) -> str:
+    """Dialplan context of an inbound trunk."""
+    return f"trunk-{trunk}"
+
+
+def acl_name(trunk: str) -> str:
+    """ACL list of a trunk's networks."""
+    return f"trunk-{trunk}"
+
+
+def a1_hash(username: str, realm: str, password: SecretStr) -> SecretStr:
+    """HA1 of RFC 2617 digest (``md5(user:realm:password)``), so the password itself is never written."""
+    digest = hashlib.md5(f"{username}:{realm}:{password.get_secret_value()}".encode(), usedforsecurity=False)
+    return SecretStr(digest.hexdigest())
+
+
+def _codec_string(codecs: list[str]) -> str:
+    return ",".join(codecs)
+
+
+def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
+    out = trunk.outbound
+    assert out is not None
+    try:
+        is_ip = bool(ipaddress.ip_address(out.address))
+    except ValueError:
+        is_ip = False
+    host = f"[{out.address}]" if ":" in out.address else out.address
+    # a host name without a port leaves room for DNS SRV (RFC 3263); an IP always gets one
+    port = out.port or (out.effective_port if is_ip else None)
+    proxy = f"{host}:{port}" if port else host
+    proxy += f";transport={out.transport}"
+    variables: list[tuple[str, str]] = [
+        (f"{VAR_PREFIX}trunk", trunk.name),
+        ("rtp_secure_media_outbound", SRTP_MODES[out.media_encryption]),
+        ("absolute_codec_string", _codec_string(out.codecs or deployment.freeswitch.codecs)),
+    ]
+    if deployment.freeswitch.media_timeout_seconds:
+        variables.append(("media_timeout", str(deployment.freeswitch.media_timeout_seconds * 1000)))
+    if out.caller_id:
+        variables.append((f"{VAR_PREFIX}default_caller_id", out.caller_id))
+    variables += [(f"sip_h_{name}", value) for name, value in out.headers.items()]
+    return Gateway(
+        name=trunk.name,
+        proxy=proxy,
+        transport=out.transport,
+        register=out.register_,
+        username=out.auth.username if out.auth else "sipagent",
+        password=out.auth.password if out.auth else None,
+        realm=out.auth.realm if out.auth else None,
+        from_domain=out.from_domain,
+        ping_seconds=out.ping_seconds,
+        variables=tuple(variables),
+    )
+
+
+def _tls_settings(deployment: Deployment, subjects: tuple[str, ...]) -> TlsSettings:
+    tls = deployment.transports.tls
+    assert tls is not None
+    versions = "tlsv1.2,tlsv1.3" if tls.min_version == "1.2" else "tlsv1.3"
+    policy = VERIFY_POLICY[tls.verify_peer]
+    if subjects and tls.verify_peer in ("incoming", "all"):
+        policy = "subjects_in" if tls.verify_peer == "incoming" else "out|subjects_in"
+    return TlsSettings(
+        version=versions,
+        ciphers=":".join(tls.ciphers),
+        verify_policy=policy,
+        verify_depth=tls.verify_depth,
+        verify_in_subjects=subjects if "subjects_in" in policy else (),
+        passphrase=tls.private_key_passphrase,
+    )
+
+
+def build(deployment: Deployment, base_dir: Path) -> Plan:
+    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree)."""
+    fs = deployment.freeswitch
+    sip_domain = deployment.sip_domain
+    acls: list[AclList] = [
+        AclList("esl", tuple(["127.0.0.0/8", "::1/128", *fs.event_socket.allow]), "event socket clients"),
+    ]
+    local_network_acl = "localnet.auto"
+    if fs.local_networks:
+        acls.append(AclList("localnet", tuple(fs.local_networks), "reached without the external address"))
+        local_network_acl = "localnet"
+    for trunk in deployment.trunks:
+        if trunk.inbound and trunk.inbound.auth.acl:
+            acls.append(AclList(acl_name(trunk.name), tuple(trunk.inbound.auth.acl), f"trunk {trunk.name}"))
+
+    profiles: list[Profile] = []
+    directory: list[DirectoryDomain] = []
+    for transport in deployment.transports.enabled():
+        inbound_acls: list[tuple[str, str]] = []
+        users: list[DirectoryUser] = []
+        subjects: list[str] = []
+        domain = f"trunks-{transport}"
+        for trunk in deployment.trunks:
+            inbound = trunk.inbound
+            if inbound is None or transport not in inbound.transports:
+                continue
+            auth = inbound.auth
+            if auth.digest is not None:
+                users.append(
+                    DirectoryUser(
+                        username=auth.digest.username,
+                        a1_hash=a1_hash(auth.digest.username, sip_domain, auth.digest.password),
+                        auth_acl=acl_name(trunk.name) if auth.acl else None,
+                        context=context_name(trunk.name),
+                        trunk=trunk.name,
+                    )
+                )
+            elif auth.acl:
+                inbound_acls.append((acl_name(trunk.name), context_name(trunk.name)))
+            subjects += [d for d in inbound.remote_domains if d not in subjects]
+        if users:
+            directory.append(DirectoryDomain(domain, tuple(users)))
+        gateways = tuple(
+            _gateway(t, deployment) for t in deployment.trunks if t.outbound and t.outbound.transport == transport
+        )
+        profiles.append(
+            Profile(
+                name=transport,
+                transport=transport,
+                port=deployment.transports.port(transport),
+                inbound_acls=tuple(inbound_acls),
+                auth_calls=bool(users),
+                directory_domain=domain if users else None,
+                gateways=gateways,
+                tls=_tls_settings(deployment, tuple(subjects)) if transport == "tls" else None,
+            )
+        )
+    if any(not p.inbound_acls and not p.auth_calls for p in profiles):
+        acls.append(AclList("deny-all", (), "profiles no inbound trunk may use"))
+
+    contexts: list[TrunkContext] = []
+    for trunk in deployment.trunks:
+        inbound = trunk.inbound
+        if inbound is None:
+            continue
+        variables: list[tuple[str, str]] = [
+            (f"{VAR_PREFIX}trunk", trunk.name),
+            ("rtp_secure_media_inbound", SRTP_MODES[inbound.media_encryption]),
+            ("absolute_codec_string", _codec_string(inbound.codecs or fs.codecs)),
+        ]
+        if fs.media_timeout_seconds:
+            variables.append(("media_timeout", str(fs.media_timeout_seconds * 1000)))
+        variables += [
+            (f"{VAR_PREFIX}var_{h.variable_name}", f"${{sip_h_{h.header}}}") for h in inbound.header_mappings()
+        ]
+        routes = tuple(
+            Route(
+                number=n.number,
+                pattern="^\\+?" + n.number[1:] + "$",
+                agent=n.agent,
+            )
+            for n in deployment.numbers
+            if n.trunk == trunk.name
+        )
+        contexts.append(
+            TrunkContext(
+                name=context_name(trunk.name),
+                trunk=trunk.name,
+                require_crypto=inbound.media_encryption == "required",
+                variables=tuple(variables),
+                routes=routes,
+            )
+        )
+
+    material = None
+    if deployment.transports.tls is not None:
+        material = tls_material.load(deployment.transports.tls, base_dir)
+    handoff = f"{fs.handoff_timeout_seconds}:{HANDOFF_CAUSE}" if fs.handoff_timeout_seconds else ""
+    return Plan(
+        deployment=deployment,
+        sip_domain=sip_domain,
+        codec_prefs=_codec_string(fs.codecs),
+        local_network_acl=local_network_acl,
+        acls=tuple(acls),
+        profiles=tuple(profiles),
+        directory=tuple(directory),
+        contexts=tuple(contexts),
+        tls_material=material,
+        esl_acl="esl",
+        handoff=handoff,
+    )
