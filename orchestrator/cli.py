@@ -54,7 +54,7 @@ def _guard(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - last line of defence for a CLI
+        except Exception as exc:
             if os.environ.get("SIPAGENT_DEBUG"):
                 raise
             err.print(f"sipagent: internal error: {type(exc).__name__}: {exc}")
@@ -131,7 +131,9 @@ def validate(
 @_guard
 def render(
     file: FileArg,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Configuration directory to write (FreeSWITCH's conf dir).")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Configuration directory to write (FreeSWITCH's conf dir).")
+    ],
     env_file: EnvFileOpt = None,
     check: Annotated[
         bool, typer.Option("--check", help="Write nothing; exit 1 and show a diff when the directory is stale.")

@@ -84,7 +84,8 @@ class _Checker:
                 other = self.p.trunks[users[digest.username]].name
                 self.error(
                     ("trunks", i, "inbound", "auth", "digest", "username"),
-                    f"digest user name '{digest.username}' is already used by trunk '{other}': calls could not be told apart",
+                    f"digest user name '{digest.username}' is already used by trunk '{other}': "
+                    "calls could not be told apart",
                 )
             else:
                 users[digest.username] = i
@@ -148,7 +149,8 @@ class _Checker:
                         )
                 if inbound.remote_domains and "tls" not in inbound.transports:
                     self.error(
-                        (*ib, "remote_domains"), "remote_domains apply to TLS connections, but this trunk does not allow tls"
+                        (*ib, "remote_domains"),
+                        "remote_domains apply to TLS connections, but this trunk does not allow tls",
                     )
                 if fs_codecs is not None and inbound.codecs is not None:
                     self._codec_subset((*ib, "codecs"), inbound.codecs, fs_codecs)
@@ -173,7 +175,9 @@ class _Checker:
                         "media encryption 'required' over UDP signaling sends SRTP keys in clear text; use tls",
                     )
                 elif out.media_encryption == "required" and out.transport == "tcp":
-                    self.warn((*ob, "media_encryption"), "SRTP over TCP signaling: keys travel in clear text SDP; use tls")
+                    self.warn(
+                        (*ob, "media_encryption"), "SRTP over TCP signaling: keys travel in clear text SDP; use tls"
+                    )
                 if fs_codecs is not None and out.codecs is not None:
                     self._codec_subset((*ob, "codecs"), out.codecs, fs_codecs)
 
@@ -191,7 +195,7 @@ class _Checker:
                     nets.append((i, j, trunk, ipaddress.ip_network(cidr)))
         for a in range(len(nets)):
             for b in range(a + 1, len(nets)):
-                i1, j1, t1, n1 = nets[a]
+                i1, _, t1, n1 = nets[a]
                 i2, j2, t2, n2 = nets[b]
                 if i1 == i2 or n1.version != n2.version or not n1.overlaps(n2):
                     continue
@@ -219,7 +223,9 @@ class _Checker:
             tcp_users[section.port] = (path, f"the {name} transport")
         esl = fs.event_socket
         if esl.port in tcp_users and (esl.listen_ip == fs.bind_ip or esl.listen_ip in ("0.0.0.0", "::")):
-            self.error(("freeswitch", "event_socket", "port"), f"port {esl.port} is already used by {tcp_users[esl.port][1]}")
+            self.error(
+                ("freeswitch", "event_socket", "port"), f"port {esl.port} is already used by {tcp_users[esl.port][1]}"
+            )
         rtp = fs.rtp_ports
         if t.udp is not None and rtp.start <= t.udp.port <= rtp.end:
             self.error(

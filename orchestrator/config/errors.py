@@ -99,7 +99,11 @@ def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
         close = difflib.get_close_matches(str(last), allowed, n=1, cutoff=0.6)
         if close:
             return f"unknown setting '{last}'; did you mean '{close[0]}'?"
-        return f"unknown setting '{last}'; expected one of: {', '.join(allowed)}" if allowed else f"unknown setting '{last}'"
+        return (
+            f"unknown setting '{last}'; expected one of: {', '.join(allowed)}"
+            if allowed
+            else f"unknown setting '{last}'"
+        )
     if kind in ("value_error", "assertion_error"):
         msg = error["msg"]
         for prefix in ("Value error, ", "Assertion failed, "):
@@ -107,10 +111,11 @@ def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
         return msg
     if kind == "literal_error":
         return f"{_shown(value)} is not allowed here: use {ctx.get('expected', '')}"
-    if kind == "union_tag_invalid":
-        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {_shown(ctx.get('tag'))}: use {ctx.get('expected_tags', '')}"
-    if kind == "union_tag_not_found":
-        return f"{ctx.get('discriminator', 'a kind').strip(chr(39))!r} is required"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str(ctx.get("discriminator", "kind")).strip("'")
+        if kind == "union_tag_not_found":
+            return f"'{tag}' is required"
+        return f"unknown {tag} {_shown(ctx.get('tag'))}: use {ctx.get('expected_tags', '')}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"must be a whole number{got}"
     if kind in ("float_parsing", "float_type"):
@@ -140,9 +145,20 @@ def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
 
 def convert(exc: ValidationError, source: Source, root: Any, prefix: Path = ()) -> list[Diagnostic]:
     """Diagnostics for every error in ``exc``; ``root`` is the type that was validated at ``prefix``."""
-    out = []
+    found: dict[Path, list[tuple[str, str]]] = {}
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        path = source.resolve_path((*prefix, *loc))
-        out.append(source.diagnostic(path, friendly(error, root, loc)))
+        path = source.resolve_path((*prefix, *loc), names_field=error["type"] in _NAMES_FIELD)
+        found.setdefault(path, []).append((error["type"], friendly(error, root, loc)))
+    out = []
+    for path, errors in found.items():
+        # a union (e.g. "header name or mapping") reports one error per member: when one member
+        # explains the problem, drop the others' "wrong type" noise
+        specific = [msg for kind, msg in errors if kind not in _TYPE_ERRORS]
+        for msg in dict.fromkeys(specific or [msg for _, msg in errors]):
+            out.append(source.diagnostic(path, msg))
     return out
+
+
+_NAMES_FIELD = {"missing", "extra_forbidden"}
+_TYPE_ERRORS = {"model_type", "model_attributes_type", "dict_type", "string_type", "list_type"}

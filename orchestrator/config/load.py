@@ -58,7 +58,9 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
     if data is None:
         return LoadResult(None, sort(diags), source, base_dir)
     if not isinstance(data, dict):
-        diags.append(source.diagnostic((), "the deployment file must be a mapping with freeswitch, transports, trunks, …"))
+        diags.append(
+            source.diagnostic((), "the deployment file must be a mapping with freeswitch, transports, trunks, …")
+        )
         return LoadResult(None, sort(diags), source, base_dir)
 
     for key in data:
@@ -69,9 +71,15 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
 
     parts = checks.Parts()
     if data.get("version", "1") not in ("1", 1):
-        diags.append(source.diagnostic(("version",), f"unsupported version {data['version']!r}: this sipagent reads version 1"))
+        diags.append(
+            source.diagnostic(("version",), f"unsupported version {data['version']!r}: this sipagent reads version 1")
+        )
     if "freeswitch" not in data:
-        diags.append(source.diagnostic(("freeswitch",), "'freeswitch' is required: the FreeSWITCH node's addresses and event socket"))
+        diags.append(
+            source.diagnostic(
+                ("freeswitch",), "'freeswitch' is required: the FreeSWITCH node's addresses and event socket"
+            )
+        )
     else:
         parts.freeswitch = _validate(source, diags, FreeSwitch, data["freeswitch"], ("freeswitch",))
     if "transports" in data:
@@ -93,7 +101,9 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
                 valid[i] = value
         setattr(parts, key, valid)
         if key in ("trunks", "agents"):
-            names = {str(item["name"]) for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)}
+            names = {
+                str(item["name"]) for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)
+            }
             setattr(parts, f"declared_{key}", names)
 
     diags.extend(checks.check(parts, source, base_dir))
@@ -113,7 +123,9 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
     return LoadResult(deployment, sort(diags), source, base_dir)
 
 
-def check_text(text: str, name: str = "", env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> LoadResult:
+def check_text(
+    text: str, name: str = "", env: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> LoadResult:
     """Validate deployment YAML given as text (``env`` defaults to the process environment)."""
     source = parse(text, name, os.environ if env is None else env)
     return check_source(source, base_dir or Path.cwd())

@@ -6,15 +6,15 @@ overlaps, transport/encryption combinations) live in :mod:`orchestrator.config.c
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from orchestrator.config.types import (
+    E164,
     Cidr,
     CodecName,
     Domain,
-    E164,
     ExternalAddress,
     HeaderValue,
     Host,
@@ -72,7 +72,9 @@ class EventSocket(Model):
         if not text:
             raise ValueError("the event socket password cannot be empty")
         if any(c.isspace() for c in text):
-            raise ValueError("the event socket password cannot contain spaces or line breaks (ESL sends it on one line)")
+            raise ValueError(
+                "the event socket password cannot contain spaces or line breaks (ESL sends it on one line)"
+            )
         return v
 
 
@@ -287,7 +289,9 @@ class Outbound(Model):
     caller_id: E164 | None = Field(None, description="Default caller ID for calls on this trunk.")
     from_domain: Host | None = Field(None, description="Host part of the From header (default: the address).")
     register_: bool = Field(False, alias="register", description="Register to the trunk (needs auth).")
-    ping_seconds: int = Field(0, ge=0, le=3600, description="Send SIP OPTIONS this often and mark the trunk down on failure.")
+    ping_seconds: int = Field(
+        0, ge=0, le=3600, description="Send SIP OPTIONS this often and mark the trunk down on failure."
+    )
 
     @field_validator("codecs")
     @classmethod
@@ -361,7 +365,7 @@ class RawAgent(_AgentBase):
     audio_format: RawFormat = "pcm_16000"
 
 
-Agent = Annotated[Union[ElevenLabsAgent, TwilioAgent, RawAgent], Field(discriminator="protocol")]
+Agent = Annotated[ElevenLabsAgent | TwilioAgent | RawAgent, Field(discriminator="protocol")]
 
 
 class Deployment(Model):

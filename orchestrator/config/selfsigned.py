@@ -40,7 +40,7 @@ def generate(out: Path, names: list[str], ips: list[str] = (), days: int = 365, 
     if existing and not force:
         raise FileExistsError(", ".join(str(p) for p in existing))
 
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sipagent test CA ({names[0]})")])
     ca = (
@@ -52,9 +52,7 @@ def generate(out: Path, names: list[str], ips: list[str] = (), days: int = 365, 
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=days + 1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())

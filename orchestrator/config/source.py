@@ -52,22 +52,22 @@ class Source:
         line, column = self.locate(path)
         return Diagnostic(line, column, tuple(path), message, severity, self.name)
 
-    def resolve_path(self, loc: tuple[Any, ...]) -> Path:
+    def resolve_path(self, loc: tuple[Any, ...], names_field: bool = True) -> Path:
         """Map a pydantic error location onto the YAML tree, dropping parts that are not in the file.
 
         Pydantic inserts union tags and validator names into locations; a part that does not exist in
-        the data is skipped unless it is the last one (a missing field).
+        the data is skipped, unless it is the last one and ``names_field`` says it names a field
+        (a missing or unknown setting).
         """
         node = self.data
         path: list[str | int] = []
         for i, part in enumerate(loc):
-            if isinstance(node, dict) and isinstance(part, str) and part in node:
+            if (isinstance(node, dict) and isinstance(part, str) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            ):
                 node = node[part]
                 path.append(part)
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                node = node[part]
-                path.append(part)
-            elif i == len(loc) - 1 and isinstance(part, (str, int)):
+            elif names_field and i == len(loc) - 1 and isinstance(part, (str, int)):
                 path.append(part)
                 node = None
         return tuple(path)
@@ -162,10 +162,13 @@ def parse(text: str, name: str = "", env: Mapping[str, str] | None = None) -> So
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # point at where the broken construct starts (context), say where the parser noticed
+        mark = exc.context_mark or exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "invalid YAML"
-        context = f" ({exc.context})" if exc.context else ""
+        context = f" ({exc.context} that starts here)" if exc.context and exc.context_mark else ""
+        if exc.problem_mark and exc.context_mark and exc.problem_mark.line != exc.context_mark.line:
+            context += f", noticed on line {exc.problem_mark.line + 1}"
         diag = Diagnostic(line, col, (), f"YAML syntax error: {problem}{context}", Severity.ERROR, name)
         return Source(None, {}, name, [diag])
     except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare

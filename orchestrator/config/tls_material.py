@@ -82,7 +82,7 @@ def _names(cert: x509.Certificate) -> tuple[str, ...]:
 
 def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> TlsMaterial:
     """Load and cross-check the TLS files; raise :class:`TlsMaterialError` naming the bad setting."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     warnings: list[tuple[str, str]] = []
     if not tls.certificate:
         raise TlsMaterialError("certificate", "the TLS transport needs a certificate (PEM chain, leaf first)")
@@ -93,7 +93,9 @@ def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> T
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
-        raise TlsMaterialError("certificate", "not a PEM certificate (expected '-----BEGIN CERTIFICATE-----')") from None
+        raise TlsMaterialError(
+            "certificate", "not a PEM certificate (expected '-----BEGIN CERTIFICATE-----')"
+        ) from None
     leaf = chain[0]
 
     key_path, key_pem = _read(base_dir, "private_key", tls.private_key)
@@ -102,7 +104,10 @@ def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> T
         key = serialization.load_pem_private_key(key_pem, password=password)
     except TypeError:
         raise TlsMaterialError(
-            "private_key", "the key is encrypted: set private_key_passphrase" if password is None else "the key is not encrypted: remove private_key_passphrase"
+            "private_key",
+            "the key is encrypted: set private_key_passphrase"
+            if password is None
+            else "the key is not encrypted: remove private_key_passphrase",
         ) from None
     except ValueError:
         raise TlsMaterialError("private_key", "not a readable PEM private key (or wrong passphrase)") from None
@@ -120,7 +125,9 @@ def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> T
     if not_after <= now:
         raise TlsMaterialError("certificate", f"the certificate expired on {not_after:%Y-%m-%d}")
     if leaf.not_valid_before_utc > now:
-        raise TlsMaterialError("certificate", f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d}")
+        raise TlsMaterialError(
+            "certificate", f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d}"
+        )
     if not_after - now < dt.timedelta(days=EXPIRY_WARNING_DAYS):
         warnings.append(("certificate", f"the certificate expires on {not_after:%Y-%m-%d}: renew it"))
 

@@ -58,7 +58,9 @@ def _e164(value: str) -> str:
         raise ValueError(f"'{value}' is not E.164: country codes never start with 0")
     if value.startswith("+") and value[1:].isdigit() and len(value) > 16:
         raise ValueError(f"'{value}' is not E.164: at most 15 digits after '+'")
-    raise ValueError(f"'{value}' is not E.164: expected '+', the country code and the subscriber number, e.g. +15551234567")
+    raise ValueError(
+        f"'{value}' is not E.164: expected '+', the country code and the subscriber number, e.g. +15551234567"
+    )
 
 
 def _cidr(value: str) -> str:
@@ -72,7 +74,9 @@ def _cidr(value: str) -> str:
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"'{value}' is not a valid CIDR network (expected e.g. 203.0.113.0/24 or 2001:db8::/32)") from None
+        raise ValueError(
+            f"'{value}' is not a valid CIDR network (expected e.g. 203.0.113.0/24 or 2001:db8::/32)"
+        ) from None
     raise ValueError(f"'{value}' has host bits set: the network is {loose}")
 
 

@@ -8,8 +8,8 @@ otherwise expand ``$${...}`` inside a password). A file that prints a secret is 
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path

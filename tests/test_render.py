@@ -1,0 +1,301 @@
+"""Rendering: golden files, XML well-formedness and escaping, determinism, modes, atomic replacement."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from fsxml import assemble, params, profile_params
+from support import EXAMPLE_ENV
+
+from orchestrator.config import check_file, check_text
+from orchestrator.render import diff_tree, render_deployment, write_tree
+from orchestrator.render import output as output_mod
+from orchestrator.render.output import OutputError
+from orchestrator.render.renderer import MARKER, RenderedFile
+
+GOLDEN = Path(__file__).parent / "golden" / "example"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def render_example(example_dir: Path, env: dict[str, str] | None = None) -> dict[str, RenderedFile]:
+    result = check_file(example_dir / "deployment.yaml", env or EXAMPLE_ENV)
+    assert result.errors == [], [str(d) for d in result.errors]
+    assert result.deployment is not None
+    return render_deployment(result.deployment, result.base_dir)
+
+
+def _normalise(rel: str, content: bytes) -> str:
+    """Golden comparison ignores what depends on freshly generated TLS keys (the digests)."""
+    return _DIGEST.sub("<digest>", content.decode())
+
+
+def test_golden_example(example_dir: Path) -> None:
+    files = render_example(example_dir)
+    rendered = {rel: f for rel, f in files.items() if not rel.startswith("tls/")}
+    if os.environ.get("UPDATE_GOLDEN"):
+        for old in GOLDEN.rglob("*"):
+            if old.is_file():
+                old.unlink()
+        for rel, f in rendered.items():
+            (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / rel).write_text(_normalise(rel, f.content))
+    expected = {p.relative_to(GOLDEN).as_posix() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert set(rendered) == expected
+    for rel, f in rendered.items():
+        assert _normalise(rel, f.content) == (GOLDEN / rel).read_text(), f"{rel} differs from golden (UPDATE_GOLDEN=1)"
+    assert sorted(rel for rel in files if rel.startswith("tls/")) == ["tls/agent.pem", "tls/cafile.pem"]
+
+
+def test_tls_material_copied(example_dir: Path) -> None:
+    files = render_example(example_dir)
+    cert = (example_dir / "tls" / "sip.example.com.crt").read_bytes()
+    key = (example_dir / "tls" / "sip.example.com.key").read_bytes()
+    assert files["tls/agent.pem"].content == cert + key
+    assert files["tls/agent.pem"].sensitive
+    assert files["tls/cafile.pem"].content == (example_dir / "tls" / "ca.crt").read_bytes()
+
+
+def test_every_file_is_well_formed_xml(example_dir: Path) -> None:
+    for rel, f in render_example(example_dir).items():
+        if rel.endswith(".xml"):
+            ET.fromstring(f.content)  # raises on malformed XML
+
+
+def test_assembled_document(example_dir: Path, tmp_path: Path) -> None:
+    """The document FreeSWITCH builds after preprocessing has the expected shape."""
+    write_tree(render_example(example_dir), tmp_path / "conf")
+    doc = assemble(tmp_path / "conf")
+    sections = [s.get("name") for s in doc.findall("section")]
+    assert sections == ["configuration", "dialplan", "directory"]
+    configs = {c.get("name") for c in doc.findall("section/configuration")}
+    assert {"modules.conf", "switch.conf", "event_socket.conf", "acl.conf", "sofia.conf"} <= configs
+    profiles = [p.get("name") for p in doc.findall(".//configuration[@name='sofia.conf']/profiles/profile")]
+    assert profiles == ["tcp", "tls"]
+    tls = dict(profile_params(doc, "tls"))
+    assert tls["tls-cert-dir"] == f"{tmp_path / 'conf'}/tls"
+    assert tls["tls-version"] == "tlsv1.2,tlsv1.3"
+    assert tls["tls-only"] == "true"
+    assert tls["auth-calls"] == "true"
+    assert tls["challenge-realm"] == "sip.example.com"
+    tcp = profile_params(doc, "tcp")
+    assert ("apply-inbound-acl", "trunk-office-pbx:trunk-office-pbx") in tcp
+    assert ("bind-params", "transport=tcp") in tcp
+    assert dict(tcp)["auth-calls"] == "false"
+    modules = [m.get("module") for m in doc.findall(".//configuration[@name='modules.conf']/modules/load")]
+    assert {"mod_sofia", "mod_event_socket", "mod_audio_fork", "mod_spandsp"} <= set(modules)
+    switch = params(doc.find(".//configuration[@name='switch.conf']"))
+    assert (switch["rtp-start-port"], switch["rtp-end-port"]) == ("16384", "24575")
+    contexts = [c.get("name") for c in doc.findall("section[@name='dialplan']/context")]
+    assert contexts == ["reject", "trunk-carrier-secure", "trunk-office-pbx"]
+
+
+def test_special_characters_survive_escaping(example_dir: Path, tmp_path: Path) -> None:
+    """A password with XML and preprocessor metacharacters reaches FreeSWITCH unchanged."""
+    nasty = "p<a&s\"s'w>o$${domain}r$d"
+    files = render_example(example_dir, {**EXAMPLE_ENV, "CARRIER_SECURE_OUT_PASSWORD": nasty})
+    raw = files["sip_profiles/tls.xml"].content.decode()
+    assert "$${domain}" not in raw  # the preprocessor must not see it
+    write_tree(files, tmp_path / "conf")
+    doc = assemble(tmp_path / "conf")
+    gw = doc.find(".//gateway[@name='carrier-secure']")
+    assert gw is not None
+    assert params(gw)["password"] == nasty
+
+
+def test_esl_password_and_ha1(example_dir: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    write_tree(render_example(example_dir), tmp_path / "conf")
+    doc = assemble(tmp_path / "conf")
+    esl = params(doc.find(".//configuration[@name='event_socket.conf']"))
+    assert esl["password"] == "esl-secret"
+    assert esl["apply-inbound-acl"] == "esl"
+    user = doc.find(".//domain[@name='trunks-tls']//user[@id='carrier-secure']")
+    assert user is not None
+    expected = hashlib.md5(b"carrier-secure:sip.example.com:inbound-secret").hexdigest()
+    assert params(user)["a1-hash"] == expected
+    raw = b"".join(f.read_bytes() for f in (tmp_path / "conf").rglob("*.xml"))
+    assert b"inbound-secret" not in raw  # only the HA1 is written
+
+
+def test_render_is_deterministic_across_processes(example_dir: Path, tmp_path: Path) -> None:
+    """Same input, byte-identical output, whatever the hash seed of the process."""
+    script = (
+        "import sys; from pathlib import Path; from orchestrator.config import check_file;"
+        "from orchestrator.render import render_deployment;"
+        f"r = check_file(Path(sys.argv[1]), {EXAMPLE_ENV!r});"
+        "files = render_deployment(r.deployment, r.base_dir);"
+        "import hashlib; h = hashlib.sha256();"
+        "[h.update(k.encode() + v.content + oct(v.mode).encode()) for k, v in files.items()];"
+        "print(h.hexdigest())"
+    )
+    digests = set()
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(example_dir / "deployment.yaml")],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        digests.add(proc.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_file_modes_on_disk(example_dir: Path, tmp_path: Path) -> None:
+    files = render_example(example_dir)
+    secret = {rel for rel, f in files.items() if f.sensitive}
+    assert secret == {
+        "autoload_configs/event_socket.conf.xml",
+        "directory/trunks-tls.xml",
+        "sip_profiles/tls.xml",
+        "tls/agent.pem",
+    }
+    for umask in (0o000, 0o077):
+        old = os.umask(umask)
+        try:
+            out = tmp_path / f"conf-{umask:o}"
+            write_tree(files, out)
+        finally:
+            os.umask(old)
+        for rel in files:
+            mode = stat.S_IMODE((out / rel).stat().st_mode)
+            assert mode == (0o600 if rel in secret else 0o644), (rel, oct(mode), oct(umask))
+
+
+def test_secrets_only_in_secret_files(example_dir: Path) -> None:
+    files = render_example(example_dir)
+    for rel, f in files.items():
+        if f.sensitive:
+            continue
+        for value in EXAMPLE_ENV.values():
+            assert value.encode() not in f.content, (rel, value)
+
+
+# -- atomic replacement ---------------------------------------------------------------------
+
+
+def test_replaces_old_tree_and_removes_stale_files(example_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "work" / "conf"
+    files = render_example(example_dir)
+    write_tree(files, out)
+    (out / "sip_profiles" / "old.xml").write_text("<profile/>")
+    (out / "sip_profiles" / "old.xml").chmod(0o644)
+    write_tree(files, out)
+    assert not (out / "sip_profiles" / "old.xml").exists()
+    assert not diff_tree(files, out).stale
+    assert [p.name for p in out.parent.iterdir()] == ["conf"]  # no temporary directories left
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_swap_paths(example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
+    if not exchange:
+        monkeypatch.setattr(output_mod, "_exchange", lambda a, b: False)
+    out = tmp_path / "work" / "conf"
+    files = render_example(example_dir)
+    write_tree({"freeswitch.xml": RenderedFile(b"<document/>\n", 0o644), MARKER: RenderedFile(b"{}\n", 0o644)}, out)
+    write_tree(files, out)
+    assert not diff_tree(files, out).stale
+    assert sorted(p.name for p in out.parent.iterdir()) == ["conf"]
+
+
+def test_failed_render_leaves_old_tree_untouched(
+    example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "work" / "conf"
+    files = render_example(example_dir)
+    write_tree(files, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    real_write = os.write
+    calls = {"n": 0}
+
+    def failing_write(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(output_mod.os, "write", failing_write)
+    changed = dict(files)
+    changed["freeswitch.xml"] = RenderedFile(b"<document>changed</document>\n", 0o644)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_tree(changed, out)
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in out.parent.iterdir()] == ["conf"]
+
+
+def test_refuses_to_replace_foreign_directory(example_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    (out / "passwd").write_text("root:x:0:0\n")
+    files = render_example(example_dir)
+    with pytest.raises(OutputError, match="not rendered by sipagent"):
+        write_tree(files, out)
+    assert (out / "passwd").read_text() == "root:x:0:0\n"
+    write_tree(files, out, force=True)
+    assert not (out / "passwd").exists()
+
+
+def test_refuses_symlink_output(example_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "real"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(OutputError, match="symbolic link"):
+        write_tree(render_example(example_dir), tmp_path / "link")
+
+
+# -- --check ----------------------------------------------------------------------------------
+
+
+def test_diff_reports_changes_without_leaking_secrets(example_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "conf"
+    files = render_example(example_dir)
+    write_tree(files, out)
+    assert not diff_tree(files, out).stale
+
+    newer = render_example(example_dir, {**EXAMPLE_ENV, "FREESWITCH_ESL_PASSWORD": "rotated-secret"})
+    (out / "autoload_configs" / "switch.conf.xml").write_text("<configuration/>\n")
+    (out / "extra.xml").write_text("<x/>")
+    os.chmod(out / "autoload_configs" / "acl.conf.xml", 0o600)
+    diff = diff_tree(newer, out)
+    assert diff.stale
+    assert "autoload_configs/event_socket.conf.xml" in diff.changed
+    assert "autoload_configs/event_socket.conf.xml" not in diff.patches
+    assert "autoload_configs/switch.conf.xml" in diff.patches
+    assert diff.removed == ["extra.xml"]
+    assert ("autoload_configs/acl.conf.xml", 0o600, 0o644) in diff.mode_changed
+    assert all("rotated-secret" not in p and "esl-secret" not in p for p in diff.patches.values())
+
+
+def test_gateway_proxy_forms(tls_dir: Path) -> None:
+    from orchestrator.render import build
+
+    text = (
+        "freeswitch: {bind_ip: 127.0.0.1, event_socket: {password: x}}\n"
+        "transports: {tcp: {}}\n"
+        "trunks:\n"
+        "  - {name: byname, outbound: {address: sbc.example.com}}\n"
+        "  - {name: byname-port, outbound: {address: sbc.example.com, port: 5070}}\n"
+        "  - {name: byip, outbound: {address: 192.0.2.7}}\n"
+        "  - {name: byv6, outbound: {address: '2001:db8::7'}}\n"
+    )
+    result = check_text(text, "t.yaml", {}, tls_dir)
+    assert result.deployment is not None
+    plan = build(result.deployment, tls_dir)
+    proxies = {g.name: g.proxy for g in plan.profiles[0].gateways}
+    assert proxies == {
+        "byname": "sbc.example.com;transport=tcp",  # no port: DNS SRV decides (RFC 3263)
+        "byname-port": "sbc.example.com:5070;transport=tcp",
+        "byip": "192.0.2.7:5060;transport=tcp",
+        "byv6": "[2001:db8::7]:5060;transport=tcp",
+    }
