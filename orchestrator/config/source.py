@@ -96,7 +96,7 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
-        if node.style is None and node.tag == _NULL_TAG:
+        if node.style in (None, "") and node.tag == _NULL_TAG:  # plain style: None (Python) or "" (libyaml)
             return None
         return self._interpolate(node.value, path, _mark(node))
 

@@ -286,6 +286,9 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
     if any(not p.inbound_acls and not p.auth_calls for p in profiles):
         acls.append(AclList("deny-all", (), "profiles no inbound trunk may use"))
 
+    numbers_by_trunk: dict[str, list] = {}
+    for n in deployment.numbers:
+        numbers_by_trunk.setdefault(n.trunk, []).append(n)
     contexts: list[TrunkContext] = []
     for trunk in deployment.trunks:
         inbound = trunk.inbound
@@ -302,13 +305,8 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
             (f"{VAR_PREFIX}var_{h.variable_name}", f"${{sip_h_{h.header}}}") for h in inbound.header_mappings()
         ]
         routes = tuple(
-            Route(
-                number=n.number,
-                pattern="^\\+?" + n.number[1:] + "$",
-                agent=n.agent,
-            )
-            for n in deployment.numbers
-            if n.trunk == trunk.name
+            Route(number=n.number, pattern="^\\+?" + n.number[1:] + "$", agent=n.agent)
+            for n in numbers_by_trunk.get(trunk.name, [])
         )
         contexts.append(
             TrunkContext(
