@@ -26,8 +26,10 @@ MARKER = ".sipagent-render.json"
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
 
-_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+_TABLE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"})
 _PREPROCESSOR = re.compile(r"\$(?=\$)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPECIAL = re.compile(r"[&<>\"'$\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,16 @@ class _FileState:
 
 def xml_escape(value: str) -> str:
     """Escape text for XML, and break up ``$$`` so FreeSWITCH's preprocessor never sees ``$${``."""
-    for ch in value:
-        if (ord(ch) < 32 and ch not in "\t\n\r") or ord(ch) == 0x7F:
-            raise ValueError("control characters cannot be written into FreeSWITCH XML")
-    escaped = "".join(_ESCAPES.get(ch, ch) for ch in value)
-    return _PREPROCESSOR.sub("&#36;", escaped)
+    if not _SPECIAL.search(value):
+        return value
+    if _CONTROL.search(value):
+        raise ValueError("control characters cannot be written into FreeSWITCH XML")
+    return _PREPROCESSOR.sub("&#36;", value.translate(_TABLE))
 
 
 def _finalize(value: Any) -> Any:
-    if isinstance(value, Markup):
-        return value
+    if isinstance(value, str):
+        return Markup(xml_escape(value)) if not isinstance(value, Markup) else value
     if value is None:
         raise ValueError("template printed None: a plan value is missing")
     if isinstance(value, SecretStr):
