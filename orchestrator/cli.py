@@ -218,7 +218,7 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
 
     trunks = Table(title="Trunks")
     for col in ("trunk", "inbound", "auth", "SRTP in", "outbound", "SRTP out"):
-        trunks.add_column(col)
+        trunks.add_column(col, overflow="fold")
     for trunk in d.trunks:
         ib, ob = trunk.inbound, trunk.outbound
         auth = []
@@ -238,14 +238,14 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
 
     numbers = Table(title="Numbers")
     for col in ("number", "trunk", "agent"):
-        numbers.add_column(col)
+        numbers.add_column(col, overflow="fold")
     for n in d.numbers:
         numbers.add_row(n.number, n.trunk, n.agent)
     out.print(numbers)
 
     agents = Table(title="Agents")
     for col in ("agent", "protocol", "url", "audio"):
-        agents.add_column(col)
+        agents.add_column(col, overflow="fold")
     for a in d.agents:
         url = a.url if a.protocol != "elevenlabs" else f"{a.url}?agent_id={a.agent_id}"  # type: ignore[union-attr]
         agents.add_row(a.name, a.protocol, url, a.audio_format)
