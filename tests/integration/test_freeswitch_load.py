@@ -89,11 +89,15 @@ def test_profiles_running_on_their_ports_and_transports(loaded: Loaded) -> None:
         assert re.search(rf"^\s*{name}\s+profile\s+\S+\s+RUNNING", status, re.M), status
     assert "udp" not in re.findall(r"^\s*(\S+)\s+profile", status, re.M)
     tcp = loaded.fs.api("sofia status profile tcp")
-    assert re.search(rf"BIND-URL\s+sip:mod_sofia@127.0.0.1:{loaded.ports['tcp']};maddr=127.0.0.1;transport=tcp$", tcp, re.M)
+    assert re.search(
+        rf"BIND-URL\s+sip:mod_sofia@127.0.0.1:{loaded.ports['tcp']};maddr=127.0.0.1;transport=tcp$", tcp, re.M
+    )
     assert re.search(r"LATE-NEG\s+true", tcp)
     assert re.search(r"CODECS IN\s+G722,PCMU,PCMA", tcp)
     tls = loaded.fs.api("sofia status profile tls")
-    assert re.search(rf"TLS-BIND-URL\s+sips:mod_sofia@127.0.0.1:{loaded.ports['tls']};maddr=127.0.0.1;transport=tls", tls)
+    assert re.search(
+        rf"TLS-BIND-URL\s+sips:mod_sofia@127.0.0.1:{loaded.ports['tls']};maddr=127.0.0.1;transport=tls", tls
+    )
     # TCP accepts; nothing listens on UDP for the TCP port (transport=tcp only)
     socket.create_connection(("127.0.0.1", loaded.ports["tcp"]), timeout=3).close()
 
