@@ -16,6 +16,7 @@ from orchestrator.config.diagnostics import DeploymentError, Diagnostic, Severit
 from orchestrator.config.errors import convert
 from orchestrator.config.model import Agent, Deployment, FreeSwitch, Number, TcpTransport, Transports, Trunk
 from orchestrator.config.source import Source, parse
+from orchestrator.perf import gc_paused
 
 _LISTS: dict[str, Any] = {"trunks": Trunk, "numbers": Number, "agents": Agent}
 _TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents"]
@@ -127,8 +128,9 @@ def check_text(
     text: str, name: str = "", env: Mapping[str, str] | None = None, base_dir: Path | None = None
 ) -> LoadResult:
     """Validate deployment YAML given as text (``env`` defaults to the process environment)."""
-    source = parse(text, name, os.environ if env is None else env)
-    return check_source(source, base_dir or Path.cwd())
+    with gc_paused():
+        source = parse(text, name, os.environ if env is None else env)
+        return check_source(source, base_dir or Path.cwd())
 
 
 def check_file(path: str | Path, env: Mapping[str, str] | None = None) -> LoadResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.config.model import Deployment
+from orchestrator.perf import gc_paused
 from orchestrator.render.output import OutputError, TreeDiff, diff_tree, write_tree
 from orchestrator.render.plan import Plan, build
 from orchestrator.render.renderer import RenderedFile, Renderer
@@ -12,7 +13,8 @@ from orchestrator.render.renderer import RenderedFile, Renderer
 
 def render_deployment(deployment: Deployment, base_dir: Path) -> dict[str, RenderedFile]:
     """Every file of the FreeSWITCH configuration for ``deployment`` (TLS paths relative to ``base_dir``)."""
-    return Renderer().render(build(deployment, base_dir))
+    with gc_paused():
+        return Renderer().render(build(deployment, base_dir))
 
 
 __all__ = [
