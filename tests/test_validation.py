@@ -630,6 +630,14 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
         "duplicate agent name 'support'",
     ),
     (
+        "agent-header-injection",
+        {
+            "agents": "agents:\n  - name: support\n    protocol: raw\n    url: 'ws://x/y'\n    headers: {Authorization: \"Bearer a\\r\\nX: y\"} #!\n"
+        },
+        "agents[0].headers",
+        "cannot contain line breaks",
+    ),
+    (
         "agent-unknown-setting",
         {"agents": "agents:\n  - name: support\n    protocol: elevenlabs\n    agent_id: abc\n    apikey: x #!\n"},
         "agents[0].apikey",

@@ -6,6 +6,7 @@ overlaps, transport/encryption combinations) live in :mod:`orchestrator.config.c
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -179,6 +180,13 @@ class TlsTransport(Model):
     def _ciphers(cls, v: list[str]) -> list[str]:
         return _unique(v, "cipher suite")
 
+    @field_validator("private_key_passphrase")
+    @classmethod
+    def _passphrase(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v.get_secret_value()):
+            raise ValueError("the passphrase cannot contain control characters or line breaks")
+        return v
+
 
 class Transports(Model):
     """Enabled SIP transports; a transport is on when its section is present."""
@@ -337,6 +345,16 @@ class _AgentBase(Model):
         default_factory=dict, description="HTTP headers sent when connecting (e.g. Authorization); use ${ENV_VAR}."
     )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"'{name}' is not a valid HTTP header name")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value.get_secret_value()):
+                raise ValueError(f"the value of header '{name}' cannot contain line breaks or control characters")
+        return v
 
 
 class ElevenLabsAgent(_AgentBase):

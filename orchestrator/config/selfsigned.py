@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def generate(out: Path, names: list[str], ips: list[str] = (), days: int = 365, force: bool = False) -> GeneratedFiles:  # type: ignore[assignment]
+def generate(
+    out: Path, names: Sequence[str], ips: Sequence[str] = (), days: int = 365, force: bool = False
+) -> GeneratedFiles:
     """Write ``ca.crt``, ``<name>.crt`` (leaf + CA) and ``<name>.key`` (mode 0600) into ``out``."""
     if not names:
         raise ValueError("give at least one DNS name")
