@@ -398,14 +398,6 @@ class Deployment(Model):
     numbers: list[Number] = Field(default_factory=list)
     agents: list[Agent] = Field(default_factory=list)
 
-    def trunk(self, name: str) -> Trunk:
-        """The trunk called ``name``."""
-        return next(t for t in self.trunks if t.name == name)
-
-    def agent(self, name: str) -> ElevenLabsAgent | TwilioAgent | RawAgent:
-        """The agent called ``name``."""
-        return next(a for a in self.agents if a.name == name)
-
     @property
     def sip_domain(self) -> str:
         """Digest realm / directory domain actually used."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID, NameOID
 
 from orchestrator.config.model import TlsTransport
 
@@ -35,7 +34,6 @@ class TlsMaterial:
     private_key_pem: bytes
     ca_pem: bytes | None
     not_after: dt.datetime
-    names: tuple[str, ...]
     warnings: tuple[tuple[str, str], ...] = field(default=())
 
     @property
@@ -64,20 +62,6 @@ def _read(base_dir: Path, setting: str, value: str) -> tuple[Path, bytes]:
         raise TlsMaterialError(setting, f"{path} is a directory, not a PEM file") from None
     except PermissionError:
         raise TlsMaterialError(setting, f"cannot read {path}: permission denied") from None
-
-
-def _names(cert: x509.Certificate) -> tuple[str, ...]:
-    names: list[str] = []
-    try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-        names.extend(san.get_values_for_type(x509.DNSName))
-        names.extend(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-    except x509.ExtensionNotFound:
-        pass
-    for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        if isinstance(attr.value, str) and attr.value not in names:
-            names.append(attr.value)
-    return tuple(names)
 
 
 def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> TlsMaterial:
@@ -142,7 +126,7 @@ def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> T
         raise TlsMaterialError(
             "ca_bundle", f"verify_peer is '{tls.verify_peer}', which needs a ca_bundle of trusted CA certificates"
         )
-    return TlsMaterial(cert_pem, key_pem, ca_pem, not_after, _names(leaf), tuple(warnings))
+    return TlsMaterial(cert_pem, key_pem, ca_pem, not_after, tuple(warnings))
 
 
 def check_ciphers(ciphers: list[str]) -> list[tuple[int, str]]:
