@@ -1,0 +1,326 @@
+"""asyncio ESL client for one FreeSWITCH node: connect, authenticate, subscribe, api/bgapi, reconnect.
+
+The protocol work happens in :mod:`orchestrator.esl.protocol`; this module only moves bytes and
+resolves futures. The connection is kept up by a supervisor task with bounded exponential
+backoff; every (re)connection calls ``on_connect`` so the owner can resync its state (FreeSWITCH
+keeps the calls while the link is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid as uuidlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from orchestrator.esl import protocol as p
+
+log = logging.getLogger("sipagent.esl")
+
+EventHandler = Callable[[p.Event], None]
+ConnectHook = Callable[[], Awaitable[None]]
+
+
+class EslError(Exception):
+    """Base class of client errors."""
+
+
+class NotConnected(EslError):
+    """The node is not connected right now (the supervisor is reconnecting)."""
+
+
+class ConnectionLost(EslError):
+    """The connection dropped while a command was waiting for its reply."""
+
+
+class AuthenticationFailed(EslError):
+    """FreeSWITCH refused the password (or the event socket ACL refused us)."""
+
+
+class CommandTimeout(EslError):
+    """No reply in time. For ``api`` the late reply is discarded when it comes."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a node's event socket is: ``host:port`` and password."""
+
+    host: str
+    port: int
+    password: str
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """Name for logs and metrics."""
+        return self.name or f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str, name: str = "") -> Endpoint:
+        """``host:port:password`` (the FREESWITCH_ESL format); the password may contain ':'."""
+        host, port, password = text.split(":", 2)
+        return cls(host, int(port), password, name)
+
+
+@dataclass
+class Backoff:
+    """Bounded exponential backoff with jitter."""
+
+    initial: float = 0.2
+    maximum: float = 30.0
+    factor: float = 2.0
+    _next: float = 0.0
+
+    def reset(self) -> None:
+        """Start again from ``initial``."""
+        self._next = 0.0
+
+    def next(self) -> float:
+        """The next delay."""
+        self._next = self.initial if self._next == 0 else min(self.maximum, self._next * self.factor)
+        return self._next * random.uniform(0.8, 1.2)
+
+
+class EslClient:
+    """A supervised inbound ESL connection to one FreeSWITCH node."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        events: list[str],
+        custom: list[str] = (),  # type: ignore[assignment]
+        event_format: str = "plain",
+        on_event: EventHandler | None = None,
+        on_connect: ConnectHook | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+        command_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        max_frame: int = p.MAX_BODY_BYTES,
+    ) -> None:
+        self.endpoint = endpoint
+        self.events = list(events)
+        self.custom = list(custom)
+        self.event_format = event_format
+        self.on_event = on_event or (lambda _e: None)
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.command_timeout = command_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff()
+        self.max_frame = max_frame
+        self._conn: p.Connection | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._jobs: dict[str, asyncio.Future[str]] = {}
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.connections = 0  # successful connections so far (1 + reconnects)
+        self.last_error: str = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while authenticated and subscribed."""
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Start the supervisor (returns at once; see :meth:`wait_connected`)."""
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._supervise(), name=f"esl-{self.endpoint.label}")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the node is connected."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._drop_link(ConnectionLost("client stopped"))
+
+    # -- commands -------------------------------------------------------------------------------
+    async def _send(self, line: str, timeout: float | None, headers: dict[str, str] | None = None) -> p.Reply:
+        conn, writer = self._conn, self._writer
+        if conn is None or writer is None or not self.connected:
+            raise NotConnected(f"{self.endpoint.label} is not connected")
+        future: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
+        data, entry = conn.send(line, future, headers)
+        writer.write(data)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout or self.command_timeout)
+        except TimeoutError:
+            entry.abandoned = True  # its late reply will be matched and dropped: order stays right
+            raise CommandTimeout(f"no reply to '{line.split(' ', 2)[:2]}' from {self.endpoint.label}") from None
+
+    async def api(self, cmd: str, *, timeout: float | None = None, check: bool = True) -> str:
+        """Run ``api <cmd>``; with ``check`` an ``-ERR``/``-USAGE`` answer raises :class:`CommandError`."""
+        reply = await self._send(f"api {cmd}", timeout)
+        if isinstance(reply.message, p.CommandReply):  # refused by the event socket itself
+            raise p.CommandError(cmd, reply.message.text)
+        if check and not reply.message.ok:
+            raise p.CommandError(cmd, reply.message.body)
+        return reply.message.body
+
+    async def command(self, line: str, *, timeout: float | None = None) -> p.CommandReply:
+        """Send a non-api command (``event``, ``filter`` …) and return its reply."""
+        reply = await self._send(line, timeout)
+        assert isinstance(reply.message, p.CommandReply)
+        return reply.message
+
+    async def bgapi(self, cmd: str, *, timeout: float | None = None, check: bool = True) -> str:
+        """Run ``bgapi <cmd>`` and wait for its BACKGROUND_JOB result (keeps the connection free meanwhile)."""
+        job = str(uuidlib.uuid4())
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._jobs[job] = future
+        try:
+            reply = await self._send(f"bgapi {cmd}", None, {"Job-UUID": job})
+            assert isinstance(reply.message, p.CommandReply)
+            if not reply.message.ok:
+                raise p.CommandError(cmd, reply.message.text)
+            body = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise CommandTimeout(f"no BACKGROUND_JOB for '{cmd.split(' ', 1)[0]}' from {self.endpoint.label}") from None
+        finally:
+            self._jobs.pop(job, None)
+        if check and body.startswith(("-ERR", "-USAGE")):
+            raise p.CommandError(cmd, body)
+        return body
+
+    # -- connection -----------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        while not self._closing:
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except AuthenticationFailed as exc:
+                self.last_error = str(exc)
+                log.error("esl %s: %s", self.endpoint.label, exc)
+            except p.ProtocolError as exc:
+                self.last_error = f"protocol error: {exc}"
+                log.error("esl %s: protocol error, reconnecting: %s", self.endpoint.label, exc)
+            except (OSError, EOFError, ConnectionLost, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("esl %s: connection lost: %s", self.endpoint.label, self.last_error)
+            finally:
+                self._drop_link(ConnectionLost(f"connection to {self.endpoint.label} lost"))
+            if self._closing:
+                break
+            if asyncio.get_running_loop().time() - started > 30:
+                self.backoff.reset()  # it was up for a while: retry fast
+            await asyncio.sleep(self.backoff.next())
+
+    async def _run_once(self) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.endpoint.host, self.endpoint.port), self.connect_timeout
+        )
+        self._writer = writer
+        self._conn = conn = p.Connection(parser=p.Parser(max_body=self.max_frame))
+        backlog: deque[object] = deque()
+        greeting = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
+        if isinstance(greeting, p.RudeRejection):
+            raise AuthenticationFailed(f"refused by the event socket ACL: {greeting.body.strip()}")
+        if not isinstance(greeting, p.AuthRequest):
+            raise p.ProtocolError(f"expected auth/request, got {type(greeting).__name__}")
+        data, _ = conn.send(f"auth {self.endpoint.password}")
+        writer.write(data)
+        reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
+        if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
+            raise AuthenticationFailed("authentication failed (wrong event socket password?)")
+        data, _ = conn.send(p.subscribe(self.events, self.custom, self.event_format).decode().rstrip("\n"))
+        writer.write(data)
+        reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
+        if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
+            raise p.ProtocolError("event subscription refused")
+        self._connected.set()
+        self.connections += 1
+        self.backoff.reset()
+        log.info("esl %s: connected (connection #%d)", self.endpoint.label, self.connections)
+        hook = asyncio.create_task(self._after_connect())
+        try:
+            while backlog:
+                self._dispatch(backlog.popleft())
+            while True:
+                data = await reader.read(256 * 1024)
+                if not data:
+                    raise ConnectionLost("FreeSWITCH closed the connection")
+                for item in conn.receive(data):
+                    self._dispatch(item)
+        finally:
+            hook.cancel()
+
+    async def _after_connect(self) -> None:
+        if self.on_connect is None:
+            return
+        try:
+            await self.on_connect()
+        except asyncio.CancelledError:
+            raise
+        except EslError as exc:
+            log.warning("esl %s: resync after connect failed: %s", self.endpoint.label, exc)
+        except Exception:
+            log.exception("esl %s: on_connect hook failed", self.endpoint.label)
+
+    async def _next_item(self, reader: asyncio.StreamReader, conn: p.Connection, backlog: deque[object]) -> object:
+        """During the handshake: the next reply or greeting; events that arrive meanwhile are dispatched."""
+        while True:
+            while backlog:
+                item = backlog.popleft()
+                if isinstance(item, p.Event):
+                    self._dispatch(item)
+                elif not isinstance(item, p.DisconnectNotice):
+                    return item
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionLost("FreeSWITCH closed the connection during the handshake")
+            backlog.extend(conn.receive(data))
+
+    def _dispatch(self, item: object) -> None:
+        if isinstance(item, p.Reply):
+            future = item.pending.token
+            if isinstance(future, asyncio.Future) and not future.done():
+                future.set_result(item)
+        elif isinstance(item, p.Event):
+            if item.name == "BACKGROUND_JOB":
+                job = self._jobs.get(item.get("Job-UUID"))
+                if job is not None and not job.done():
+                    job.set_result(item.body)
+            try:
+                self.on_event(item)
+            except Exception:
+                log.exception("esl %s: event handler failed on %s", self.endpoint.label, item.name)
+        elif isinstance(item, p.DisconnectNotice):
+            log.info("esl %s: disconnect notice", self.endpoint.label)
+        elif isinstance(item, p.RudeRejection):
+            raise AuthenticationFailed(f"refused by the event socket ACL: {item.body.strip()}")
+        elif isinstance(item, p.UnknownFrame):
+            log.warning("esl %s: ignoring frame of type %r", self.endpoint.label, item.content_type)
+
+    def _drop_link(self, reason: EslError) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._conn is not None:
+            for entry in self._conn.pending:
+                if isinstance(entry.token, asyncio.Future) and not entry.token.done():
+                    entry.token.set_exception(reason)
+            self._conn = None
+        for job in self._jobs.values():
+            if not job.done():
+                job.set_exception(reason)
+        if was_connected and self.on_disconnect is not None:
+            self.on_disconnect()
