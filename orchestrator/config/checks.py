@@ -16,7 +16,7 @@ from pydantic import BaseModel, SecretStr
 
 from orchestrator.config import tls_material
 from orchestrator.config.diagnostics import Diagnostic, Path, Severity
-from orchestrator.config.model import FreeSwitch, Number, Transports, Trunk
+from orchestrator.config.model import FreeSwitch, Number, Orchestrator, Transports, Trunk
 from orchestrator.config.source import Source
 
 W = Severity.WARNING
@@ -31,6 +31,7 @@ class Parts:
     trunks: dict[int, Trunk] = field(default_factory=dict)
     numbers: dict[int, Number] = field(default_factory=dict)
     agents: dict[int, Any] = field(default_factory=dict)
+    orchestrator: Orchestrator | None = None
     declared_trunks: set[str] = field(default_factory=set)
     declared_agents: set[str] = field(default_factory=set)
 
@@ -287,6 +288,7 @@ class _Checker:
         sections: list[tuple[Path, Any]] = [(("freeswitch",), self.p.freeswitch), (("transports",), self.p.transports)]
         sections += [(("trunks", i), t) for i, t in self.p.trunks.items()]
         sections += [(("agents", i), a) for i, a in self.p.agents.items()]
+        sections.append((("orchestrator",), self.p.orchestrator))
         for base, model in sections:
             if model is None:
                 continue

@@ -14,13 +14,24 @@ from pydantic import TypeAdapter, ValidationError
 from orchestrator.config import checks
 from orchestrator.config.diagnostics import DeploymentError, Diagnostic, Severity, sort
 from orchestrator.config.errors import convert
-from orchestrator.config.model import Agent, Deployment, FreeSwitch, Number, TcpTransport, Transports, Trunk
+from orchestrator.config.model import (
+    Agent,
+    Deployment,
+    FreeSwitch,
+    Number,
+    Orchestrator,
+    TcpTransport,
+    Transports,
+    Trunk,
+)
 from orchestrator.config.source import Source, parse
 from orchestrator.perf import gc_paused
 
 _LISTS: dict[str, Any] = {"trunks": Trunk, "numbers": Number, "agents": Agent}
-_TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents"]
-_ADAPTERS: dict[Any, TypeAdapter] = {tp: TypeAdapter(tp) for tp in (*_LISTS.values(), FreeSwitch, Transports)}
+_TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents", "orchestrator"]
+_ADAPTERS: dict[Any, TypeAdapter] = {
+    tp: TypeAdapter(tp) for tp in (*_LISTS.values(), FreeSwitch, Transports, Orchestrator)
+}
 
 
 @dataclass
@@ -87,6 +98,10 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
         parts.transports = _validate(source, diags, Transports, data["transports"], ("transports",))
     else:
         parts.transports = Transports(tcp=TcpTransport())
+    if "orchestrator" in data:
+        parts.orchestrator = _validate(source, diags, Orchestrator, data["orchestrator"], ("orchestrator",))
+    else:
+        parts.orchestrator = Orchestrator()
 
     for key in _LISTS:
         items = data.get(key)
@@ -120,6 +135,7 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
             trunks=list(parts.trunks.values()),
             numbers=list(parts.numbers.values()),
             agents=list(parts.agents.values()),
+            orchestrator=parts.orchestrator,
         )
     return LoadResult(deployment, sort(diags), source, base_dir)
 

@@ -386,6 +386,48 @@ class RawAgent(_AgentBase):
 Agent = Annotated[ElevenLabsAgent | TwilioAgent | RawAgent, Field(discriminator="protocol")]
 
 
+class Node(Model):
+    """A FreeSWITCH event socket this orchestrator drives."""
+
+    name: Name
+    host: str = Field("127.0.0.1", description="Address of the node's event socket.")
+    port: Port = 8021
+    password: SecretStr | None = Field(None, description="Default: freeswitch.event_socket.password.")
+
+
+class HttpApi(Model):
+    """The orchestrator's HTTP API (calls, health, Prometheus metrics)."""
+
+    listen_ip: IpAddress = "127.0.0.1"
+    port: Port = 8080
+    token: SecretStr | None = Field(None, description="Bearer token required on /v1 (use ${ENV_VAR}); none = no API.")
+
+
+class Orchestrator(Model):
+    """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
+
+    nodes: list[Node] = Field(
+        default_factory=list,
+        description="FreeSWITCH nodes; default: one node at freeswitch.event_socket (127.0.0.1 if it listens on all).",
+    )
+    media_url: WsUrl = Field(
+        "ws://127.0.0.1:8090", description="Media bridge URL as FreeSWITCH's mod_audio_fork reaches it."
+    )
+    media_secret: SecretStr | None = Field(
+        None, description="Key for the per-call tokens in fork URLs (use ${ENV_VAR}); default: random per process."
+    )
+    api: HttpApi = Field(default_factory=HttpApi)
+    records: str | None = Field("calls.jsonl", description="JSONL file of call records (relative to this file).")
+    originate_timeout_seconds: int = Field(60, ge=5, le=600, description="Ring time before an outbound call gives up.")
+    command_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, v: list[Node]) -> list[Node]:
+        _unique([n.name for n in v], "node")
+        return v
+
+
 class Deployment(Model):
     """A whole deployment. Build it with :func:`orchestrator.config.load_deployment` to get cross-checks."""
 
@@ -397,6 +439,7 @@ class Deployment(Model):
     trunks: list[Trunk] = Field(default_factory=list)
     numbers: list[Number] = Field(default_factory=list)
     agents: list[Agent] = Field(default_factory=list)
+    orchestrator: Orchestrator = Field(default_factory=Orchestrator)
 
     @property
     def sip_domain(self) -> str:

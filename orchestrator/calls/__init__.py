@@ -1,0 +1,1 @@
+"""Calls: FreeSWITCH events → call state → actions, records and metrics."""

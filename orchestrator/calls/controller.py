@@ -1,0 +1,485 @@
+"""The call controller: drives calls on every FreeSWITCH node over ESL.
+
+It connects one :class:`~orchestrator.esl.client.EslClient` per node, feeds their events to the
+sans-I/O :class:`~orchestrator.calls.tracker.CallTracker`, runs the commands the tracker asks for
+(in order, per call), and offers the actions the API and the media bridge need: originate, hang
+up, transfer, send DTMF. Notices (answered, DTMF, transfer result, ended …) go to listeners, the
+call records and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid as uuidlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.calls import records
+from orchestrator.calls.outcome import HANGUP_REASONS
+from orchestrator.calls.tracker import CUSTOM, EVENTS, Api, Call, CallTracker, Notice, Policy, fork_rate, valid_digits
+from orchestrator.config.model import Deployment
+from orchestrator.esl.client import Endpoint, EslClient, EslError
+from orchestrator.esl.protocol import CommandError, Event, parse_json_event
+from orchestrator.media import fork
+from orchestrator.metrics import Metrics
+
+log = logging.getLogger("sipagent.calls")
+
+Listener = Callable[[Notice], None]
+
+_E164 = re.compile(r"\+?[0-9]{2,15}")
+_SIP_URI = re.compile(r"sips?:[A-Za-z0-9+._~!$&*=%-]+@[A-Za-z0-9.\-\[\]:]+(;[A-Za-z0-9=._-]+)*")
+_HEADER = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]*")
+_VARNAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+class CallError(Exception):
+    """A call action that cannot be done; ``code`` is stable for API clients."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class NodeState:
+    """A node and its client."""
+
+    name: str
+    client: EslClient
+
+
+def _escape_var(value: str) -> str:
+    """A value inside an originate ``{…}`` block: commas escaped; braces and control characters refused."""
+    if any(ord(c) < 32 for c in value) or "{" in value or "}" in value or "'" in value:
+        raise CallError("invalid_value", f"value {value!r} cannot contain braces, quotes or control characters")
+    return value.replace(",", "\\,")
+
+
+class Controller:
+    """Calls on all nodes of one deployment."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        base_dir: Path,
+        *,
+        metrics: Metrics | None = None,
+        tokens: fork.Tokens | None = None,
+        write_records: bool = True,
+        backoff: Any = None,
+        ended_cache: int = 1000,
+    ) -> None:
+        self.deployment = deployment
+        self.metrics = metrics or Metrics()
+        o = deployment.orchestrator
+        secret = o.media_secret.get_secret_value().encode() if o.media_secret else None
+        self.tokens = tokens or fork.Tokens(secret)
+        self.tracker = CallTracker(
+            Policy(
+                agents={a.name: a.protocol for a in deployment.agents},
+                numbers={n.number: n.agent for n in deployment.numbers},
+                fork_command=self._fork_command,
+            )
+        )
+        self.listeners: list[Listener] = []
+        self.records = records.RecordWriter(base_dir / o.records) if o.records and write_records else None
+        self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._ended_cache = ended_cache
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.nodes: dict[str, NodeState] = {}
+        esl = deployment.freeswitch.event_socket
+        nodes = o.nodes or []
+        if not nodes:
+            host = "127.0.0.1" if esl.listen_ip in ("0.0.0.0", "::") else esl.listen_ip
+            endpoints = [Endpoint(host, esl.port, esl.password.get_secret_value(), "fs1")]
+        else:
+            endpoints = [
+                Endpoint(n.host, n.port, (n.password or esl.password).get_secret_value(), n.name) for n in nodes
+            ]
+        for ep in endpoints:
+            client = EslClient(
+                ep,
+                events=EVENTS,
+                custom=CUSTOM,
+                on_event=self._event_handler(ep.name),
+                on_connect=self._connect_handler(ep.name),
+                on_disconnect=self._disconnect_handler(ep.name),
+                command_timeout=o.command_timeout_seconds,
+                backoff=backoff,
+            )
+            self.nodes[ep.name] = NodeState(ep.name, client)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect to every node (in the background) and start writing records."""
+        if self.records is not None:
+            self.records.start()
+        for node in self.nodes.values():
+            self.metrics.esl_connected.labels(node.name).set(0)
+            await node.client.start()
+
+    async def stop(self) -> None:
+        """Disconnect; calls stay up in FreeSWITCH."""
+        for node in self.nodes.values():
+            await node.client.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.records is not None:
+            await self.records.close()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Receive every notice (answered, dtmf, transfer, hangup, ended, fork_* …)."""
+        self.listeners.append(listener)
+
+    # -- queries --------------------------------------------------------------------------------
+    def call(self, uuid: str) -> Call | None:
+        """A live call."""
+        return self.tracker.calls.get(uuid)
+
+    def describe(self, uuid: str) -> dict[str, Any] | None:
+        """A live call's summary, or the record of a recently ended one."""
+        call = self.tracker.calls.get(uuid)
+        if call is not None:
+            return call.summary()
+        return self.ended.get(uuid)
+
+    def connected_nodes(self) -> list[str]:
+        """Names of the nodes connected right now."""
+        return [n.name for n in self.nodes.values() if n.client.connected]
+
+    # -- ESL hooks ------------------------------------------------------------------------------
+    def _event_handler(self, node: str) -> Callable[[Event], None]:
+        def handle(event: Event) -> None:
+            actions, notices = self.tracker.handle(node, event)
+            self._execute(actions)
+            self._notify(notices)
+
+        return handle
+
+    def _connect_handler(self, node: str) -> Callable[[], Any]:
+        async def connected() -> None:
+            self.metrics.esl_connected.labels(node).set(1)
+            self.metrics.esl_connects.labels(node).inc()
+            await self._resync(node)
+
+        return connected
+
+    def _disconnect_handler(self, node: str) -> Callable[[], None]:
+        def disconnected() -> None:
+            self.metrics.esl_connected.labels(node).set(0)
+            self.tracker.connection_lost(node)
+
+        return disconnected
+
+    async def _resync(self, node: str) -> None:
+        """After (re)connecting: list the node's channels, dump each, let the tracker reconcile."""
+        client = self.nodes[node].client
+        text = await client.api("show channels as json")
+        rows = json.loads(text or "{}").get("rows", []) if text.strip().startswith("{") else []
+        dumps: dict[str, Event] = {}
+        for row in rows:
+            uuid = row.get("uuid", "")
+            if not uuid:
+                continue
+            try:
+                dump = await client.api(f"uuid_dump {uuid} json")
+            except CommandError:
+                continue  # hung up meanwhile
+            dumps[uuid] = parse_json_event(dump)
+        actions, notices = self.tracker.resync(node, dumps)
+        if dumps or notices:
+            log.info(
+                "resync %s: %d channels, %d of ours re-attached",
+                node,
+                len(dumps),
+                sum(1 for c in self.tracker.calls.values() if c.node == node and c.reattached),
+            )
+        self._execute(actions)
+        self._notify(notices)
+
+    # -- running commands -------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _execute(self, actions: list[Api]) -> None:
+        by_call: dict[str, list[Api]] = {}
+        for action in actions:
+            by_call.setdefault(action.call, []).append(action)
+        for call_uuid, batch in by_call.items():
+            self._spawn(self._run_batch(call_uuid, batch))
+
+    async def _run_batch(self, call_uuid: str, batch: list[Api]) -> None:
+        lock = self._locks.setdefault(call_uuid, asyncio.Lock())
+        async with lock:
+            for action in batch:
+                client = self.nodes[action.node].client
+                try:
+                    if action.background:
+                        await client.bgapi(action.command)
+                    else:
+                        await client.api(action.command)
+                except CommandError as exc:
+                    # the channel hung up meanwhile, or FreeSWITCH refused: later steps are moot
+                    log.info("call %s: %s", call_uuid, exc)
+                    self._command_failed(call_uuid, action, exc)
+                    break
+                except EslError as exc:
+                    log.warning("call %s: %s failed: %s", call_uuid, action.command.split(" ", 1)[0], exc)
+                    break
+        if call_uuid not in self.tracker.calls:
+            self._locks.pop(call_uuid, None)
+
+    def _command_failed(self, call_uuid: str, action: Api, exc: CommandError) -> None:
+        call = self.tracker.calls.get(call_uuid)
+        if call is None:
+            return
+        if action.command.startswith("uuid_audio_fork") and " start " in action.command:
+            call.fork = "failed"
+            self.metrics.fork_failures.labels("start_refused").inc()
+            self._notify([Notice("fork_failed", call, {"reason": exc.reply})])
+
+    def _notify(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            self._account(notice)
+            for listener in self.listeners:
+                try:
+                    listener(notice)
+                except Exception:
+                    log.exception("listener failed on %s", notice.kind)
+
+    def _account(self, notice: Notice) -> None:
+        call = notice.call
+        m = self.metrics
+        if notice.kind == "answered" and not notice.data.get("reattached"):
+            if call.answered_at and call.created_at:
+                m.setup_seconds.labels(call.direction).observe(max(0.0, call.answered_at - call.created_at))
+        elif notice.kind == "dtmf":
+            m.dtmf.labels("in").inc()
+        elif notice.kind == "transfer":
+            assert call.transfer is not None
+            m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
+        elif notice.kind == "fork_failed":
+            m.fork_failures.labels("connect_failed").inc()
+            # no media path to the agent: the call cannot be served
+            self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
+        elif notice.kind == "ended":
+            m.calls.labels(call.direction, call.hangup.result if call.hangup else "unknown").inc()
+            record = records.build(call, lost=bool(notice.data.get("lost")))
+            self.ended[call.uuid] = record
+            while len(self.ended) > self._ended_cache:
+                self.ended.popitem(last=False)
+            if self.records is not None:
+                self.records.write(record)
+        self._gauge()
+
+    def _gauge(self) -> None:
+        counts = {"inbound": 0, "outbound": 0}
+        for c in self.tracker.calls.values():
+            counts[c.direction] += 1
+        for direction, n in counts.items():
+            self.metrics.active_calls.labels(direction).set(n)
+
+    # -- fork -----------------------------------------------------------------------------------
+    def _fork_command(self, call: Call) -> str:
+        url = fork.fork_url(self.deployment.orchestrator.media_url, call.uuid, self.tokens.token(call.uuid))
+        metadata = {
+            "call_id": call.uuid,
+            "direction": call.direction,
+            "agent": call.agent,
+            "trunk": call.trunk,
+            "codec": call.codec,
+            "rate": call.rate,
+            "variables": call.variables,
+        }
+        return fork.start_command(call.uuid, url, fork_rate(call.rate), metadata)
+
+    # -- actions --------------------------------------------------------------------------------
+    def _pick_node(self) -> str:
+        connected = [n for n in self.nodes.values() if n.client.connected]
+        if not connected:
+            raise CallError("no_freeswitch", "no FreeSWITCH node is connected", 503)
+        load = {n.name: 0 for n in connected}
+        for c in self.tracker.calls.values():
+            if c.node in load:
+                load[c.node] += 1
+        return min(load, key=lambda name: (load[name], name))
+
+    async def originate(
+        self,
+        *,
+        trunk: str,
+        to: str,
+        agent: str,
+        caller_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        variables: dict[str, str] | None = None,
+        timeout: int | None = None,
+    ) -> Call:
+        """Place an outbound call through ``trunk`` to an E.164 number or SIP URI; returns at once.
+
+        Progress and the outcome (with the real SIP status) arrive as notices and in
+        :meth:`describe`; the agent is connected when the callee answers.
+        """
+        d = self.deployment
+        t = next((t for t in d.trunks if t.name == trunk), None)
+        if t is None or t.outbound is None:
+            raise CallError("unknown_trunk", f"no outbound trunk named '{trunk}'", 404)
+        if agent not in {a.name for a in d.agents}:
+            raise CallError("unknown_agent", f"no agent named '{agent}'", 404)
+        if _E164.fullmatch(to):
+            dest = to
+        elif _SIP_URI.fullmatch(to):
+            dest = to.split(":", 1)[1]  # sofia/gateway/<gw>/user@host sends to that URI
+        else:
+            raise CallError("invalid_destination", "destination must be an E.164 number or a sip: URI")
+        cid = caller_id or t.outbound.caller_id or ""
+        if cid and not _E164.fullmatch(cid):
+            raise CallError("invalid_caller_id", "caller_id must be an E.164 number")
+        node = self._pick_node()
+        uuid = str(uuidlib.uuid4())
+        vars_: dict[str, str] = {
+            "origination_uuid": uuid,
+            "sipagent_direction": "outbound",
+            "sipagent_agent": agent,
+            "sipagent_trunk": trunk,
+            "sipagent_destination": to,
+            "originate_timeout": str(timeout or d.orchestrator.originate_timeout_seconds),
+            "ignore_early_media": "true",
+            "sip_refer_continue_after_reply": "true",
+            "send_silence_when_idle": "-1",
+        }
+        if cid:
+            vars_["origination_caller_id_number"] = cid
+            vars_["origination_caller_id_name"] = cid
+        for name, value in (headers or {}).items():
+            if not _HEADER.fullmatch(name):
+                raise CallError("invalid_header", f"'{name}' is not an X- header name")
+            vars_[f"sip_h_{name}"] = value
+        for name, value in (variables or {}).items():
+            if not _VARNAME.fullmatch(name):
+                raise CallError("invalid_variable", f"'{name}' is not a valid variable name")
+            vars_[f"sipagent_var_{name}"] = value
+        block = ",".join(f"{k}={_escape_var(v)}" for k, v in vars_.items())
+        command = f"originate {{{block}}}sofia/gateway/{trunk}/{dest} &park()"
+        call = self.tracker.expect_outbound(uuid, node, trunk=trunk, agent=agent, destination=to, caller_id=cid)
+        call.variables.update(variables or {})
+        self._gauge()
+        self._spawn(self._originate(node, uuid, command))
+        return call
+
+    async def _originate(self, node: str, uuid: str, command: str) -> None:
+        client = self.nodes[node].client
+        try:
+            body = await client.bgapi(command, check=False)
+        except EslError as exc:
+            # the link dropped: the channel (if any) is found again by resync
+            log.warning("originate %s: %s", uuid, exc)
+            return
+        self._notify(self.tracker.originate_result(uuid, body))
+
+    def _live(self, uuid: str) -> Call:
+        call = self.tracker.calls.get(uuid)
+        if call is None:
+            raise CallError("unknown_call", f"no active call {uuid}", 404)
+        return call
+
+    async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None:
+        """Hang up a call with a reason (completed, busy, rejected, unavailable, no_answer, error)."""
+        call = self._live(uuid)
+        cause = HANGUP_REASONS.get(reason)
+        if cause is None:
+            raise CallError("invalid_reason", f"reason must be one of: {', '.join(HANGUP_REASONS)}")
+        await self._kill(call, cause, by)
+
+    async def _kill(self, call: Call, cause: str, by: str) -> None:
+        self.tracker.mark_hangup_by(call.uuid, by)
+        try:
+            await self.nodes[call.node].client.api(f"uuid_kill {call.uuid} {cause}")
+        except CommandError:
+            pass  # already gone
+        except EslError as exc:
+            raise CallError("freeswitch_unreachable", str(exc), 503) from None
+
+    async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None:
+        """Send DTMF digits into the call (RFC 2833 per the trunk's DTMF mode)."""
+        call = self._live(uuid)
+        if not valid_digits(digits) or len(digits) > 64:
+            raise CallError("invalid_digits", "digits must be 0-9, *, #, A-D (at most 64)")
+        if not 40 <= duration_ms <= 2000:
+            raise CallError("invalid_duration", "duration must be 40-2000 ms")
+        await self._api(call, f"uuid_send_dtmf {uuid} {digits}@{duration_ms}")
+        call.dtmf_out += digits
+        self.metrics.dtmf.labels("out").inc(len(digits))
+
+    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
+        """Transfer an answered call: ``refer`` (SIP REFER to the peer) or ``bridge`` (new leg through a trunk).
+
+        The outcome arrives as a ``transfer`` notice; a failed transfer leaves the call with the agent.
+        """
+        call = self._live(uuid)
+        if call.state not in ("answered",):
+            raise CallError("not_answered", f"call is {call.state}, transfers need an answered call", 409)
+        if method == "refer":
+            if _E164.fullmatch(target):
+                t = next((t for t in self.deployment.trunks if t.name == call.trunk), None)
+                if t is None or t.outbound is None:
+                    raise CallError("invalid_target", "a number needs the trunk's outbound address: give a sip: URI")
+                target = f"sip:{target}@{t.outbound.address}"
+            elif not _SIP_URI.fullmatch(target):
+                raise CallError("invalid_target", "target must be an E.164 number or a sip: URI")
+            self.tracker.start_transfer(uuid, "refer", target)
+            try:
+                # sip_refer_continue_after_reply is set at answer: the outcome comes as sofia::notify_refer
+                await self._api(call, f"uuid_deflect {uuid} {target}", background=True)
+            except CallError as exc:
+                self._notify(self.tracker.transfer_failed(uuid, exc.message))
+                raise
+        elif method == "bridge":
+            via = trunk or call.trunk
+            t = next((t for t in self.deployment.trunks if t.name == via), None)
+            if t is None or t.outbound is None:
+                raise CallError("unknown_trunk", f"no outbound trunk named '{via}'", 404)
+            if _E164.fullmatch(target):
+                dest = target
+            elif _SIP_URI.fullmatch(target):
+                dest = target.split(":", 1)[1]
+            else:
+                raise CallError("invalid_target", "target must be an E.164 number or a sip: URI")
+            self.tracker.start_transfer(uuid, "bridge", target)
+            await self._api(call, fork.stop_command(uuid))
+            inline = (
+                f"m:^:set:hangup_after_bridge=true^set:continue_on_fail=true^bridge:sofia/gateway/{via}/{dest}^park"
+            )
+            try:
+                await self._api(call, f"uuid_transfer {uuid} '{inline}' inline")
+            except CallError as exc:
+                self._notify(self.tracker.transfer_failed(uuid, exc.message))
+                raise
+        else:
+            raise CallError("invalid_method", "method must be refer or bridge")
+
+    async def _api(self, call: Call, command: str, background: bool = False) -> str:
+        client = self.nodes[call.node].client
+        try:
+            if background:
+                return await client.bgapi(command)
+            return await client.api(command)
+        except CommandError as exc:
+            raise CallError("freeswitch_refused", exc.reply, 409) from None
+        except EslError as exc:
+            raise CallError("freeswitch_unreachable", str(exc), 503) from None

@@ -1,0 +1,115 @@
+"""How a call ended, in SIP terms: from FreeSWITCH's hang-up variables to a result an operator reads.
+
+FreeSWITCH reports a Q.850 cause name (``USER_BUSY``) and, for SIP failures, the status the peer
+sent (``sip_invite_failure_status`` / ``sip_term_status``; recorded in fixture 04). Both are kept;
+the result category says what happened without collapsing everything into one generic error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: result category for each SIP final status (outbound) — the status the peer really sent
+SIP_RESULTS: dict[int, str] = {
+    486: "busy",
+    600: "busy",
+    480: "no_answer",
+    408: "no_answer",
+    487: "cancelled",
+    404: "not_found",
+    484: "not_found",
+    410: "not_found",
+    604: "not_found",
+    403: "rejected",
+    603: "rejected",
+    401: "auth_failed",
+    407: "auth_failed",
+    488: "incompatible",
+    606: "incompatible",
+    415: "incompatible",
+    503: "unavailable",
+    502: "unavailable",
+    500: "unavailable",
+    504: "unavailable",
+}
+
+#: result category for a hang-up cause when no SIP status tells more
+CAUSE_RESULTS: dict[str, str] = {
+    "NORMAL_CLEARING": "completed",
+    "USER_BUSY": "busy",
+    "NO_ANSWER": "no_answer",
+    "NO_USER_RESPONSE": "no_answer",
+    "ORIGINATOR_CANCEL": "cancelled",
+    "UNALLOCATED_NUMBER": "not_found",
+    "NO_ROUTE_DESTINATION": "not_found",
+    "CALL_REJECTED": "rejected",
+    "INCOMING_CALL_BARRED": "rejected",
+    "INCOMPATIBLE_DESTINATION": "incompatible",
+    "NORMAL_TEMPORARY_FAILURE": "unavailable",
+    "GATEWAY_DOWN": "unavailable",
+    "DESTINATION_OUT_OF_ORDER": "unavailable",
+    "NETWORK_OUT_OF_ORDER": "unavailable",
+    "RECOVERY_ON_TIMER_EXPIRE": "no_answer",
+    "BLIND_TRANSFER": "transferred",
+    "ATTENDED_TRANSFER": "transferred",
+    "MEDIA_TIMEOUT": "media_timeout",
+    "LOSE_RACE": "cancelled",
+}
+
+#: what the agent (or an API client) may give as a hang-up reason, and the cause sent
+HANGUP_REASONS: dict[str, str] = {
+    "completed": "NORMAL_CLEARING",
+    "busy": "USER_BUSY",
+    "rejected": "CALL_REJECTED",
+    "unavailable": "NORMAL_TEMPORARY_FAILURE",
+    "no_answer": "NO_ANSWER",
+    "error": "NORMAL_TEMPORARY_FAILURE",
+}
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """The end of a call as FreeSWITCH reported it."""
+
+    cause: str
+    q850: int | None
+    sip_status: int | None
+    sip_phrase: str
+    disposition: str
+    result: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return asdict(self)
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
+
+
+def from_variables(get: Any, answered: bool) -> Hangup:
+    """Build a :class:`Hangup` from a lookup of channel variables (``get(name) -> str``).
+
+    A failed INVITE reports ``sip_invite_failure_status``; an answered call ended by BYE has
+    ``sip_term_status`` 200; a call we cancelled (``originate_timeout``) has neither but a 487.
+    """
+    cause = get("hangup_cause") or "NORMAL_CLEARING"
+    disposition = get("sip_hangup_disposition")
+    failure = _int(get("sip_invite_failure_status"))
+    term = _int(get("sip_term_status"))
+    status = failure if failure is not None else term
+    phrase = get("sip_invite_failure_phrase") or ""
+    if answered:
+        result = CAUSE_RESULTS.get(cause, "completed" if cause.startswith("NORMAL") else "failed")
+        if result in ("busy", "no_answer", "not_found", "rejected", "cancelled", "unavailable"):
+            result = "completed"  # an answered call that ends is a completed call, whatever the cause text
+        if cause in ("BLIND_TRANSFER", "ATTENDED_TRANSFER", "MEDIA_TIMEOUT"):
+            result = CAUSE_RESULTS[cause]
+    elif status is not None and status >= 300 and status != 487:
+        result = SIP_RESULTS.get(status, "failed")
+    else:
+        result = CAUSE_RESULTS.get(cause, "failed")
+        if result == "completed":
+            result = "cancelled"  # never answered, ended normally: the caller gave up
+    return Hangup(cause, _int(get("hangup_cause_q850")), status, phrase, disposition, result)

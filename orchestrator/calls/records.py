@@ -1,0 +1,105 @@
+"""Call records: one JSON object per ended call, appended to a JSONL file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from orchestrator.calls.tracker import Call
+
+log = logging.getLogger("sipagent.records")
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def build(call: Call, lost: bool = False) -> dict[str, Any]:
+    """The record of an ended call."""
+    setup = call.answered_at - call.created_at if call.answered_at and call.created_at else None
+    duration = (call.ended_at or 0) - call.answered_at if call.answered_at and call.ended_at else 0.0
+    if call.direction == "inbound":
+        caller, callee = call.remote, call.number
+    else:
+        caller, callee = call.number, call.remote
+    return {
+        "id": call.uuid,
+        "node": call.node,
+        "direction": call.direction,
+        "from": caller,
+        "to": callee,
+        "trunk": call.trunk,
+        "agent": call.agent,
+        "sip_call_id": call.sip_call_id,
+        "codec": call.codec,
+        "rate": call.rate,
+        "srtp": call.srtp or None,
+        "progress": call.progress,
+        "timings": {
+            "created": _round(call.created_at),
+            "ringing": _round(call.progress_at),
+            "early_media": _round(call.early_media_at),
+            "answered": _round(call.answered_at),
+            "ended": _round(call.ended_at),
+            "setup_seconds": _round(setup),
+            "duration_seconds": _round(max(duration, 0.0)),
+        },
+        "result": call.hangup.result if call.hangup else "unknown",
+        "hangup": call.hangup.to_dict() if call.hangup else None,
+        "hangup_by": call.hangup_by or None,
+        "originate_error": call.originate_error or None,
+        "transfer": vars(call.transfer) if call.transfer else None,
+        "dtmf": {"received": call.dtmf_in, "sent": call.dtmf_out},
+        "quality": call.quality,
+        "fork": call.fork,
+        "reattached": call.reattached,
+        "lost": lost,
+    }
+
+
+class RecordWriter:
+    """Appends records to a JSONL file from a background task (disk writes never block the loop)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._task = asyncio.create_task(self._run(), name="call-records")
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue a record."""
+        self._queue.put_nowait(record)
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        done = False
+        while not done:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            done = batch[-1] is None
+            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in batch if r is not None)
+            if lines:
+                try:
+                    await asyncio.to_thread(self._append, lines)
+                    self.written += lines.count("\n")
+                except OSError as exc:
+                    log.error("cannot write call records to %s: %s", self.path, exc)
+
+    def _append(self, lines: str) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(lines)

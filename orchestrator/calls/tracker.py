@@ -1,0 +1,551 @@
+"""Call state, sans-I/O: FreeSWITCH events in, commands and notifications out.
+
+:class:`CallTracker` knows every call this orchestrator handles, on every node. ``handle(node,
+event)`` updates the call and returns what to do next: :class:`Api` commands to run on that node
+and :class:`Notice` items for the rest of the orchestrator (agents, records, metrics). Nothing here
+does I/O, so the whole call lifecycle is tested by feeding events.
+
+Inbound: the rendered dialplan parks the call with ``sipagent_*`` variables (docs/call-flow.md);
+on ``CHANNEL_PARK`` the tracker claims it (``uuid_park``, which also cancels the hand-off
+timeout), prepares it and answers; on ``CHANNEL_ANSWER`` it starts the audio fork at the codec's
+rate. Outbound calls are registered before ``originate`` with the UUID we chose, so every event of
+the new channel is recognised. Resync after a (re)connection rebuilds calls from ``uuid_dump``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from orchestrator.calls import outcome
+from orchestrator.esl.protocol import Event
+from orchestrator.media import fork
+
+Direction = Literal["inbound", "outbound"]
+VAR = "sipagent_"
+
+#: events the tracker needs (plus the CUSTOM subclasses below)
+EVENTS = [
+    "CHANNEL_CREATE",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_ANSWER",
+    "CHANNEL_PARK",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "DTMF",
+    "BACKGROUND_JOB",
+]
+CUSTOM = [
+    "mod_audio_fork::connect",
+    "mod_audio_fork::connect_failed",
+    "mod_audio_fork::disconnect",
+    "mod_audio_fork::buffer_overrun",
+    "mod_audio_fork::error",
+    "sofia::notify_refer",
+]
+
+_SIPFRAG = re.compile(r"SIP/2\.0 (\d{3})\s*(.*)")
+_DIGITS = re.compile(r"[0-9*#A-Da-d]+")
+
+
+@dataclass(frozen=True)
+class Api:
+    """Run ``api <command>`` on ``node`` (for ``call``; ``then`` names a follow-up for the tracker)."""
+
+    node: str
+    command: str
+    call: str = ""
+    background: bool = False
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the rest of the orchestrator should know: ``kind`` and the call it concerns."""
+
+    kind: str  # answered, dtmf, fork_connected, fork_failed, fork_disconnected, transfer, hangup, ended, rejected
+    call: Call
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Transfer:
+    """A transfer attempt and how it went."""
+
+    method: Literal["refer", "bridge"]
+    target: str
+    status: Literal["pending", "succeeded", "failed"] = "pending"
+    sip_status: int | None = None
+    detail: str = ""
+
+
+@dataclass(eq=False)
+class Call:
+    """One call, inbound or outbound, as the orchestrator knows it."""
+
+    uuid: str
+    node: str
+    direction: Direction
+    trunk: str = ""
+    agent: str = ""
+    number: str = ""  # ours: the called number (inbound) or the caller ID we present (outbound)
+    remote: str = ""  # theirs: the caller (inbound) or the destination (outbound)
+    state: str = "new"  # new, parked, claimed, dialing, ringing, early, answered, transferring, bridged, ended
+    created_at: float = 0.0
+    progress_at: float | None = None
+    early_media_at: float | None = None
+    answered_at: float | None = None
+    hangup_at: float | None = None
+    ended_at: float | None = None
+    progress: list[int] = field(default_factory=list)
+    codec: str = ""
+    rate: int = 0
+    srtp: str = ""
+    sip_call_id: str = ""
+    variables: dict[str, str] = field(default_factory=dict)  # what the agent gets
+    hangup: outcome.Hangup | None = None
+    hangup_by: str = ""  # remote, agent, api, orchestrator, freeswitch
+    transfer: Transfer | None = None
+    fork: str = "none"  # none, starting, connected, failed, closed
+    originate_error: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
+    dtmf_in: str = ""
+    dtmf_out: str = ""
+    reattached: bool = False
+
+    @property
+    def active(self) -> bool:
+        """True until FreeSWITCH reported the hang-up."""
+        return self.state != "ended"
+
+    def summary(self) -> dict[str, Any]:
+        """The call's state for the API."""
+        return {
+            "id": self.uuid,
+            "node": self.node,
+            "direction": self.direction,
+            "state": self.state,
+            "trunk": self.trunk,
+            "agent": self.agent,
+            "number": self.number,
+            "remote": self.remote,
+            "progress": self.progress,
+            "codec": self.codec,
+            "rate": self.rate,
+            "srtp": self.srtp,
+            "created_at": self.created_at,
+            "answered_at": self.answered_at,
+            "ended_at": self.ended_at,
+            "hangup": self.hangup.to_dict() if self.hangup else None,
+            "hangup_by": self.hangup_by or None,
+            "transfer": vars(self.transfer) if self.transfer else None,
+            "fork": self.fork,
+        }
+
+
+def _ts(value: str) -> float | None:
+    """FreeSWITCH microsecond timestamps ("0" = not happened) to epoch seconds."""
+    return int(value) / 1e6 if value.isdigit() and value != "0" else None
+
+
+def fork_rate(rate: int) -> str:
+    """The ``uuid_audio_fork`` sampling argument for a codec rate: 16k for wideband, else 8k."""
+    return "16k" if rate >= 16000 else "8k"
+
+
+@dataclass
+class Policy:
+    """What the tracker needs from the deployment (kept small so tests build it easily)."""
+
+    agents: dict[str, str]  # agent name -> protocol
+    numbers: dict[str, str]  # E.164 number -> agent
+    fork_command: Callable[[Call], str]  # builds the `uuid_audio_fork <uuid> start …` command
+    answer_variables: dict[str, str] = field(
+        default_factory=lambda: {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
+    )
+
+
+class CallTracker:
+    """All calls, fed by events from every node."""
+
+    def __init__(self, policy: Policy, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.calls: dict[str, Call] = {}
+        self.clock = clock
+
+    # -- entry points ---------------------------------------------------------------------------
+    def handle(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        """Process one event from ``node``; returns commands and notices."""
+        name = event.name
+        if name == "CUSTOM":
+            return self._custom(node, event)
+        handler = _HANDLERS.get(name)
+        if handler is None:
+            return [], []
+        return handler(self, node, event)
+
+    def expect_outbound(
+        self, uuid: str, node: str, *, trunk: str, agent: str, destination: str, caller_id: str
+    ) -> Call:
+        """Register an outbound call before its ``originate`` is sent (its UUID is ours)."""
+        call = Call(
+            uuid,
+            node,
+            "outbound",
+            trunk=trunk,
+            agent=agent,
+            number=caller_id,
+            remote=destination,
+            state="dialing",
+            created_at=self.clock(),
+        )
+        call.variables = {"caller_id": caller_id, "called_number": destination, "trunk": trunk, "call_id": uuid}
+        self.calls[uuid] = call
+        return call
+
+    def originate_result(self, uuid: str, body: str) -> list[Notice]:
+        """The BACKGROUND_JOB body of our ``originate``: ``+OK <uuid>`` or ``-ERR <CAUSE>``."""
+        call = self.calls.get(uuid)
+        if call is None or body.startswith("+OK"):
+            return []
+        call.originate_error = body.strip().removeprefix("-ERR").strip()
+        if call.state == "dialing":  # no channel was ever created (e.g. gateway unknown or down)
+            call.hangup = outcome.Hangup(
+                call.originate_error or "NORMAL_TEMPORARY_FAILURE",
+                None,
+                None,
+                "",
+                "",
+                outcome.CAUSE_RESULTS.get(call.originate_error, "failed"),
+            )
+            return self._end(call, "freeswitch")
+        return []
+
+    def mark_hangup_by(self, uuid: str, who: str) -> None:
+        """Remember who asked for the hang-up we are about to send."""
+        call = self.calls.get(uuid)
+        if call is not None and not call.hangup_by:
+            call.hangup_by = who
+
+    def start_transfer(self, uuid: str, method: Literal["refer", "bridge"], target: str) -> Call | None:
+        """Note a transfer attempt (the controller sends the command)."""
+        call = self.calls.get(uuid)
+        if call is None or call.state == "ended":
+            return None
+        call.transfer = Transfer(method, target)
+        call.state = "transferring"
+        return call
+
+    def transfer_failed(self, uuid: str, detail: str) -> list[Notice]:
+        """The transfer command itself failed: the call stays with the agent."""
+        call = self.calls.get(uuid)
+        if call is None or call.transfer is None:
+            return []
+        call.transfer.status, call.transfer.detail = "failed", detail
+        if call.state == "transferring":
+            call.state = "answered"
+        return [Notice("transfer", call, {"succeeded": False, "detail": detail})]
+
+    def connection_lost(self, node: str) -> None:
+        """The ESL link to ``node`` dropped: nothing to do until resync (FreeSWITCH keeps the calls)."""
+
+    def resync(self, node: str, dumps: dict[str, Event]) -> tuple[list[Api], list[Notice]]:
+        """Reconcile ``node``'s calls with its live channels (``uuid_dump`` of each, by uuid).
+
+        Calls we knew that are gone ended while the link was down: their record says so. Channels
+        we did not know (the orchestrator restarted) are re-attached; the ones in the hand-off park
+        are claimed; answered ones get a new audio fork (the old media connection died with the
+        process).
+        """
+        actions: list[Api] = []
+        notices: list[Notice] = []
+        for uuid, call in list(self.calls.items()):
+            if call.node == node and uuid not in dumps and call.state not in ("dialing",):
+                call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "lost")
+                call.hangup_by = call.hangup_by or "unknown"
+                notices += self._end(call, "unknown", lost=True)
+        for uuid, dump in dumps.items():
+            known = self.calls.get(uuid)
+            if known is not None:
+                if known.state == "dialing" and dump.get("Answer-State") == "answered":
+                    a, n = self._answered(node, dump)
+                    actions += a
+                    notices += n
+                continue
+            call = self._from_channel(node, dump)
+            if call is None:
+                continue
+            call.reattached = True
+            self.calls[uuid] = call
+            if dump.get("Answer-State") == "answered" or dump.get("Channel-Call-State") == "ACTIVE":
+                call.state = "answered"
+                call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
+                self._codec(call, dump)
+                actions.append(Api(node, fork.stop_command(uuid), uuid))
+                actions.append(self._fork(call))
+                notices.append(Notice("answered", call, {"reattached": True}))
+            elif call.direction == "inbound":
+                actions += self._claim(call)
+            else:
+                call.state = "ringing"
+        return actions, notices
+
+    # -- channel events -------------------------------------------------------------------------
+    def _from_channel(self, node: str, event: Event) -> Call | None:
+        """A call from a channel's variables, if it is ours (it carries sipagent_* variables)."""
+        agent = event.variable(VAR + "agent")
+        direction = event.variable(VAR + "direction") or event.get("Call-Direction") or "inbound"
+        if not agent:
+            return None
+        uuid = event.uuid
+        call = Call(uuid, node, "outbound" if direction == "outbound" else "inbound", agent=agent)
+        call.trunk = event.variable(VAR + "trunk")
+        call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or self.clock()
+        call.sip_call_id = event.variable("sip_call_id")
+        if call.direction == "inbound":
+            call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
+            call.remote = event.get("Caller-Caller-ID-Number")
+            call.variables = {
+                "caller_id": call.remote,
+                "caller_name": event.get("Caller-Caller-ID-Name"),
+                "called_number": call.number,
+                "call_id": uuid,
+                "sip_call_id": call.sip_call_id,
+                "trunk": call.trunk,
+            }
+            prefix = "variable_" + VAR + "var_"
+            for key, value in event.headers.items():
+                if key.startswith(prefix) and value:
+                    call.variables[key[len(prefix) :]] = value
+        else:
+            call.number = event.variable("origination_caller_id_number")
+            call.remote = event.variable(VAR + "destination")
+            call.variables = {
+                "caller_id": call.number,
+                "called_number": call.remote,
+                "trunk": call.trunk,
+                "call_id": uuid,
+            }
+        return call
+
+    def _park(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        uuid = event.uuid
+        call = self.calls.get(uuid)
+        if call is None:
+            if event.get("Call-Direction") != "inbound" or not event.variable(VAR + "trunk"):
+                return [], []
+            call = self._from_channel(node, event)
+            if call is None:  # parked by a trunk context without an agent: not ours to answer
+                return [], []
+            self.calls[uuid] = call
+            return self._claim(call), []
+        if call.state == "bridged" or (
+            call.transfer and call.transfer.status == "pending" and call.transfer.method == "bridge"
+        ):
+            # a bridged transfer failed and the inline dialplan parked the call again: back to the agent
+            assert call.transfer is not None
+            call.transfer.status = "failed"
+            call.state = "answered"
+            return [self._fork(call)], [Notice("transfer", call, {"succeeded": False, "detail": "bridge failed"})]
+        return [], []  # our own uuid_park re-parks the channel: nothing new
+
+    def _claim(self, call: Call) -> list[Api]:
+        protocol = self.policy.agents.get(call.agent)
+        expected = self.policy.numbers.get(call.number)
+        if protocol is None or (expected is not None and expected != call.agent) or expected is None:
+            # the rendered dialplan and this orchestrator's deployment disagree: refuse cleanly (404)
+            call.hangup_by = "orchestrator"
+            return [Api(call.node, f"uuid_kill {call.uuid} UNALLOCATED_NUMBER", call.uuid)]
+        call.state = "claimed"
+        setvars = ";".join(f"{k}={v}" for k, v in self.policy.answer_variables.items())
+        return [
+            Api(call.node, f"uuid_park {call.uuid}", call.uuid),
+            Api(call.node, f"uuid_setvar_multi {call.uuid} {setvars}", call.uuid),
+            Api(call.node, f"uuid_answer {call.uuid}", call.uuid),
+        ]
+
+    def _codec(self, call: Call, event: Event) -> None:
+        call.codec = event.get("Channel-Read-Codec-Name") or event.variable("read_codec") or call.codec
+        rate = event.get("Channel-Read-Codec-Rate") or event.variable("read_rate")
+        if rate.isdigit():
+            call.rate = int(rate)
+        call.srtp = event.variable("rtp_secure_media_negotiated") or call.srtp
+
+    def _fork(self, call: Call) -> Api:
+        call.fork = "starting"
+        return Api(call.node, self.policy.fork_command(call), call.uuid)
+
+    def _answered(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is None or call.answered_at is not None:
+            return [], []
+        call.answered_at = _ts(event.get("Caller-Channel-Answered-Time")) or self.clock()
+        call.state = "answered"
+        self._codec(call, event)
+        return [self._fork(call)], [Notice("answered", call)]
+
+    def _create(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is not None and call.state == "dialing":
+            call.state = "ringing"
+            call.sip_call_id = event.variable("sip_call_id")
+        return [], []
+
+    def _progress(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is None or call.direction != "outbound":
+            return [], []
+        media = event.name == "CHANNEL_PROGRESS_MEDIA"
+        status = 183 if media else 180
+        if status not in call.progress:
+            call.progress.append(status)
+        if media:
+            call.early_media_at = call.early_media_at or self.clock()
+            call.state = "early"
+        else:
+            call.progress_at = call.progress_at or self.clock()
+            if call.state in ("dialing", "ringing"):
+                call.state = "ringing"
+        return [], [Notice("progress", call, {"status": status})]
+
+    def _bridge(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is None or call.transfer is None or call.transfer.method != "bridge":
+            return [], []
+        if event.name == "CHANNEL_BRIDGE":
+            call.transfer.status = "succeeded"
+            call.state = "bridged"
+            return [], [Notice("transfer", call, {"succeeded": True})]
+        return [], []
+
+    def _dtmf(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        digit = event.get("DTMF-Digit")
+        if call is None or not digit:
+            return [], []
+        call.dtmf_in += digit
+        duration = event.get("DTMF-Duration")
+        return [], [Notice("dtmf", call, {"digit": digit, "duration": int(duration) if duration.isdigit() else 0})]
+
+    def _hangup(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is None or call.hangup_at is not None:
+            return [], []
+        call.hangup_at = self.clock()
+        return [], [Notice("hangup", call)]
+
+    def _hangup_complete(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is None:
+            return [], []
+        if not call.hangup_by:
+            disposition = event.variable("sip_hangup_disposition")
+            call.hangup_by = "remote" if disposition.startswith("recv_") else "freeswitch"
+        self._codec(call, event)
+        call.hangup = outcome.from_variables(event.variable, call.answered_at is not None)
+        call.quality = _quality(event)
+        if call.transfer and call.transfer.status == "pending" and call.hangup.cause == "BLIND_TRANSFER":
+            call.transfer.status = "succeeded"
+        return [], self._end(call, call.hangup_by)
+
+    def _end(self, call: Call, by: str, lost: bool = False) -> list[Notice]:
+        call.state = "ended"
+        call.hangup_by = call.hangup_by or by
+        call.ended_at = self.clock()
+        call.fork = "closed" if call.fork != "none" else "none"
+        self.calls.pop(call.uuid, None)
+        return [Notice("ended", call, {"lost": lost})]
+
+    # -- CUSTOM events --------------------------------------------------------------------------
+    def _custom(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        if call is None:
+            return [], []
+        sub = event.subclass
+        if sub == "mod_audio_fork::connect":
+            call.fork = "connected"
+            return [], [Notice("fork_connected", call)]
+        if sub == "mod_audio_fork::connect_failed":
+            call.fork = "failed"
+            return [], [Notice("fork_failed", call, {"reason": event.body})]
+        if sub == "mod_audio_fork::disconnect":
+            if call.fork == "connected":
+                call.fork = "closed"
+            return [], [Notice("fork_disconnected", call, {"body": event.body})]
+        if sub in ("mod_audio_fork::buffer_overrun", "mod_audio_fork::error"):
+            return [], [Notice("fork_" + sub.split("::")[1], call, {"body": event.body})]
+        if sub == "sofia::notify_refer":
+            return self._notify_refer(call, event)
+        return [], []
+
+    def _notify_refer(self, call: Call, event: Event) -> tuple[list[Api], list[Notice]]:
+        if call.transfer is None or call.transfer.method != "refer":
+            return [], []
+        m = _SIPFRAG.search(event.body)
+        if m is None:
+            return [], []
+        status = int(m.group(1))
+        if status < 200:
+            return [], []  # 100 Trying / 180 Ringing at the target: keep waiting
+        call.transfer.sip_status = status
+        call.transfer.detail = m.group(2).strip()
+        if status < 300:
+            call.transfer.status = "succeeded"
+            # the transfer target took the call: our leg is done (FreeSWITCH does not BYE on its own
+            # when sip_refer_continue_after_reply is set)
+            call.hangup_by = call.hangup_by or "transfer"
+            return [Api(call.node, f"uuid_kill {call.uuid} BLIND_TRANSFER", call.uuid)], [
+                Notice("transfer", call, {"succeeded": True, "sip_status": status})
+            ]
+        call.transfer.status = "failed"
+        call.state = "answered"
+        return [], [
+            Notice("transfer", call, {"succeeded": False, "sip_status": status, "detail": call.transfer.detail})
+        ]
+
+
+def _quality(event: Event) -> dict[str, float]:
+    """RTCP/RTP quality FreeSWITCH computed for the call (``rtp_audio_in_*``)."""
+    out: dict[str, float] = {}
+    for key, name in (
+        ("mos", "rtp_audio_in_mos"),
+        ("quality_percentage", "rtp_audio_in_quality_percentage"),
+        ("jitter_min_variance", "rtp_audio_in_jitter_min_variance"),
+        ("jitter_max_variance", "rtp_audio_in_jitter_max_variance"),
+        ("jitter_loss_rate", "rtp_audio_in_jitter_loss_rate"),
+        ("jitter_burst_rate", "rtp_audio_in_jitter_burst_rate"),
+        ("packets_in", "rtp_audio_in_packet_count"),
+        ("packets_skipped", "rtp_audio_in_skip_packet_count"),
+        ("flaw_total", "rtp_audio_in_flaw_total"),
+        ("packets_out", "rtp_audio_out_packet_count"),
+    ):
+        value = event.variable(name)
+        try:
+            out[key] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def valid_digits(digits: str) -> bool:
+    """DTMF digits FreeSWITCH can send (0-9 * # A-D)."""
+    return bool(_DIGITS.fullmatch(digits))
+
+
+_HANDLERS: dict[str, Callable[[CallTracker, str, Event], tuple[list[Api], list[Notice]]]] = {
+    "CHANNEL_CREATE": CallTracker._create,
+    "CHANNEL_PROGRESS": CallTracker._progress,
+    "CHANNEL_PROGRESS_MEDIA": CallTracker._progress,
+    "CHANNEL_ANSWER": CallTracker._answered,
+    "CHANNEL_PARK": CallTracker._park,
+    "CHANNEL_BRIDGE": CallTracker._bridge,
+    "CHANNEL_UNBRIDGE": CallTracker._bridge,
+    "CHANNEL_HANGUP": CallTracker._hangup,
+    "CHANNEL_HANGUP_COMPLETE": CallTracker._hangup_complete,
+    "DTMF": CallTracker._dtmf,
+}

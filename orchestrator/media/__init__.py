@@ -1,0 +1,1 @@
+"""Media: FreeSWITCH's audio fork ⇄ the orchestrator's bridge ⇄ agents."""
