@@ -252,6 +252,93 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
     out.print(agents)
 
 
+@app.command("run")
+@_guard
+def run_orchestrator(
+    file: FileArg,
+    env_file: EnvFileOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the orchestrator: drive calls on the FreeSWITCH nodes, serve the HTTP API and metrics."""
+    import asyncio
+    import logging
+
+    from orchestrator.runtime import serve
+
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(result.deployment, result.base_dir))
+
+
+@app.command()
+@_guard
+def call(
+    to: Annotated[str, typer.Argument(help="E.164 number or sip: URI to call.", show_default=False)],
+    trunk: Annotated[str, typer.Option(help="Outbound trunk.")],
+    agent: Annotated[str, typer.Option(help="Agent that talks to the callee.")],
+    caller_id: Annotated[str | None, typer.Option(help="E.164 caller ID (default: the trunk's).")] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="X-Name=value (repeatable).")] = None,
+    api: Annotated[
+        str, typer.Option(envvar="SIPAGENT_API", help="Orchestrator API base URL.")
+    ] = "http://127.0.0.1:8080",
+    token_env: Annotated[str, typer.Option(help="Environment variable holding the API token.")] = "SIPAGENT_API_TOKEN",
+    wait: Annotated[bool, typer.Option(help="Follow the call until it is answered or fails.")] = True,
+) -> None:
+    """Place an outbound call through a running orchestrator (`sipagent run`) and report its progress."""
+    import time
+
+    import httpx
+
+    token = os.environ.get(token_env)
+    if not token:
+        err.print(f"sipagent: set {token_env} to the orchestrator's API token")
+        raise typer.Exit(EXIT_INVALID)
+    headers: dict[str, str] = {}
+    for item in header or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"sipagent: --header needs Name=value, got {item!r}")
+            raise typer.Exit(EXIT_INVALID)
+        headers[name] = value
+    body = {"trunk": trunk, "to": to, "agent": agent, "caller_id": caller_id, "headers": headers}
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=api, headers=auth, timeout=10) as client:
+            resp = client.post("/v1/calls", json=body)
+            if resp.status_code != 201:
+                problem = (
+                    resp.json().get("error", {})
+                    if resp.headers.get("content-type", "").startswith("application/json")
+                    else {}
+                )
+                err.print(f"sipagent: call refused ({resp.status_code}): {problem.get('message', resp.text)}")
+                raise typer.Exit(EXIT_FAILED)
+            state = resp.json()
+            call_id = state["id"]
+            out.print(f"call {call_id}: dialing {to} via {trunk}")
+            seen: set[str] = set()
+            while wait:
+                time.sleep(0.5)
+                state = client.get(f"/v1/calls/{call_id}").json()
+                for status in state.get("progress", []):
+                    if str(status) not in seen:
+                        seen.add(str(status))
+                        out.print(f"call {call_id}: {status} {'ringing' if status == 180 else 'session progress'}")
+                if state.get("answered_at") and "answered" not in seen:
+                    seen.add("answered")
+                    out.print(f"call {call_id}: answered ({state.get('codec')}), agent {agent} connected")
+                    break
+                if state.get("result") or state.get("state") == "ended":
+                    hangup = state.get("hangup") or {}
+                    sip = f"SIP {hangup.get('sip_status')} " if hangup.get("sip_status") else ""
+                    out.print(f"call {call_id}: {state.get('result')} ({sip}{hangup.get('cause', '')})")
+                    raise typer.Exit(EXIT_OK if state.get("result") == "completed" else EXIT_FAILED)
+    except httpx.HTTPError as exc:
+        err.print(f"sipagent: cannot reach the orchestrator at {api}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
 @tls_app.command("self-signed")
 @_guard
 def tls_self_signed(

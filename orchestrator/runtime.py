@@ -1,0 +1,45 @@
+"""Run the orchestrator: call controller on every node, HTTP API, metrics, until a signal stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from orchestrator.api.http import create_app
+from orchestrator.calls.controller import Controller
+from orchestrator.config.model import Deployment
+
+log = logging.getLogger("sipagent")
+
+
+async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM). Calls stay up in FreeSWITCH when it exits."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    controller = Controller(deployment, base_dir)
+    await controller.start()
+    api = deployment.orchestrator.api
+    token = api.token.get_secret_value() if api.token else None
+    if token is None:
+        log.warning("no orchestrator.api.token: /v1 answers 503 (health and metrics still served)")
+    config = uvicorn.Config(
+        create_app(controller, token), host=api.listen_ip, port=api.port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http = asyncio.create_task(server.serve(), name="http-api")
+    log.info("sipagent running: API on http://%s:%d, %d node(s)", api.listen_ip, api.port, len(controller.nodes))
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        await http
+        await controller.stop()
