@@ -126,7 +126,15 @@ def test_schema_matches_committed_copy() -> None:
     committed = Path(__file__).resolve().parents[1] / "docs" / "deployment.schema.json"
     assert committed.read_text() == schema_text(), "run: sipagent schema --out docs/deployment.schema.json"
     doc = json.loads(schema_text())
-    assert set(doc["properties"]) == {"version", "freeswitch", "transports", "trunks", "numbers", "agents", "orchestrator"}
+    assert set(doc["properties"]) == {
+        "version",
+        "freeswitch",
+        "transports",
+        "trunks",
+        "numbers",
+        "agents",
+        "orchestrator",
+    }
 
 
 def test_show_has_no_secrets(example_dir: Path, env_file: Path) -> None:

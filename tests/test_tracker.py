@@ -33,8 +33,6 @@ INBOUND_VARS = {
     "sipagent_trunk": "carrier",
     "sipagent_agent": "support",
     "sipagent_number": "+15551234567",
-    "sipagent_var_customer_id": "42",
-    "sipagent_var_campaign": "spring sale",
 }
 
 
@@ -48,6 +46,7 @@ def tracker() -> CallTracker:
             agents={"support": "elevenlabs", "sales": "twilio"},
             numbers={"+15551234567": "support", "+15550000009": "sales"},
             fork_command=fork_cmd,
+            headers={"carrier": [("X-Customer-Id", "customer_id"), ("X-Campaign", "campaign")]},
         ),
         clock=iter(range(1000, 100000)).__next__,
     )
@@ -83,6 +82,7 @@ def test_inbound_call_lifecycle() -> None:
     )
     assert call.variables["caller_id"] == "+15550001234"
     assert call.variables["called_number"] == "+15551234567"
+    # the trunk's configured X- headers (recorded as sip_h_X-*), under their variable names
     assert call.variables["customer_id"] == "42" and call.variables["campaign"] == "spring sale"
     assert call.variables["sip_call_id"] == "1-28185@127.0.0.1"
 

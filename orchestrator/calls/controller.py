@@ -88,6 +88,11 @@ class Controller:
                 agents={a.name: a.protocol for a in deployment.agents},
                 numbers={n.number: n.agent for n in deployment.numbers},
                 fork_command=self._fork_command,
+                headers={
+                    t.name: [(h.header, h.variable_name) for h in t.inbound.header_mappings()]
+                    for t in deployment.trunks
+                    if t.inbound
+                },
             )
         )
         self.listeners: list[Listener] = []

@@ -165,6 +165,7 @@ class Policy:
     agents: dict[str, str]  # agent name -> protocol
     numbers: dict[str, str]  # E.164 number -> agent
     fork_command: Callable[[Call], str]  # builds the `uuid_audio_fork <uuid> start …` command
+    headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # trunk -> [(X-header, variable)]
     answer_variables: dict[str, str] = field(
         default_factory=lambda: {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
     )
@@ -318,10 +319,12 @@ class CallTracker:
                 "sip_call_id": call.sip_call_id,
                 "trunk": call.trunk,
             }
-            prefix = "variable_" + VAR + "var_"
-            for key, value in event.headers.items():
-                if key.startswith(prefix) and value:
-                    call.variables[key[len(prefix) :]] = value
+            # only the trunk's configured X- headers reach the agent; read straight from sip_h_*
+            # (copying them in the dialplan would run them through variable expansion)
+            for header, variable in self.policy.headers.get(call.trunk, ()):
+                value = event.variable("sip_h_" + header)
+                if value:
+                    call.variables[variable] = value
         else:
             call.number = event.variable("origination_caller_id_number")
             call.remote = event.variable(VAR + "destination")

@@ -301,9 +301,6 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
         ]
         if fs.media_timeout_seconds:
             variables.append(("media_timeout", str(fs.media_timeout_seconds * 1000)))
-        variables += [
-            (f"{VAR_PREFIX}var_{h.variable_name}", f"${{sip_h_{h.header}}}") for h in inbound.header_mappings()
-        ]
         routes = tuple(
             Route(number=n.number, pattern="^\\+?" + n.number[1:] + "$", agent=n.agent)
             for n in numbers_by_trunk.get(trunk.name, [])
