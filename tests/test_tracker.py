@@ -200,9 +200,12 @@ def _answered_inbound(t: CallTracker) -> list[Event]:
     return evs
 
 
-def _notify(status_line: str) -> Event:
+def _notify(status_line: str, substate: str = "active") -> Event:
     event = next(e for e in recorded("06-refer/notify-603/esl.bin") if e.subclass == "sofia::notify_refer")
-    return Event(dict(event.headers, **{"Unique-ID": INBOUND_UUID}), status_line + "\r\n")
+    assert "Unique-ID" not in event.headers  # FreeSWITCH names the channel "UniqueID" in this event
+    assert event.get("subscription-substate") == "terminated"
+    headers = dict(event.headers, UniqueID=INBOUND_UUID, **{"subscription-substate": substate})
+    return Event(headers, status_line + "\r\n")
 
 
 def test_refer_failure_keeps_the_call_with_the_agent() -> None:
@@ -213,15 +216,26 @@ def test_refer_failure_keeps_the_call_with_the_agent() -> None:
     actions, notices = feed(t, [_notify("SIP/2.0 603 Declined")])
     assert actions == []
     [n] = notices
-    assert n.kind == "transfer" and n.data == {"succeeded": False, "sip_status": 603, "detail": "Declined"}
+    assert n.kind == "transfer"
+    assert n.data == {"succeeded": False, "sip_status": 603, "detail": "Declined", "call_continues": True}
     assert t.calls[INBOUND_UUID].state == "answered"
+
+
+def test_refer_failure_with_terminated_subscription_ends_the_orphaned_channel() -> None:
+    """sofia-sip BYEs the peer when the final NOTIFY terminates the subscription; the channel must go too."""
+    t = tracker()
+    _answered_inbound(t)
+    t.start_transfer(INBOUND_UUID, "refer", "sip:+15559998888@sbc.example")
+    actions, notices = feed(t, [_notify("SIP/2.0 603 Declined", "terminated")])
+    assert [a.command for a in actions] == [f"uuid_kill {INBOUND_UUID} NORMAL_CLEARING"]
+    assert notices[0].data["call_continues"] is False and notices[0].data["succeeded"] is False
 
 
 def test_refer_success_ends_our_leg() -> None:
     t = tracker()
     evs = _answered_inbound(t)
     t.start_transfer(INBOUND_UUID, "refer", "sip:+15559998888@sbc.example")
-    actions, notices = feed(t, [_notify("SIP/2.0 200 OK")])
+    actions, notices = feed(t, [_notify("SIP/2.0 200 OK", "terminated")])
     assert [a.command for a in actions] == [f"uuid_kill {INBOUND_UUID} BLIND_TRANSFER"]
     assert notices[0].data["succeeded"] is True
     _, notices = feed(t, [e for e in evs if e.name == "CHANNEL_HANGUP_COMPLETE"])

@@ -466,7 +466,8 @@ class CallTracker:
 
     # -- CUSTOM events --------------------------------------------------------------------------
     def _custom(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
-        call = self.calls.get(event.uuid)
+        # sofia::notify_refer names the channel "UniqueID" (no hyphen; fixture 06)
+        call = self.calls.get(event.uuid or event.get("UniqueID"))
         if call is None:
             return [], []
         sub = event.subclass
@@ -506,10 +507,18 @@ class CallTracker:
                 Notice("transfer", call, {"succeeded": True, "sip_status": status})
             ]
         call.transfer.status = "failed"
+        data = {"succeeded": False, "sip_status": status, "detail": call.transfer.detail, "call_continues": True}
+        if event.get("subscription-substate") == "terminated":
+            # Measured with FreeSWITCH 1.10.12 / sofia-sip 1.13.17: when the final NOTIFY terminates the
+            # refer subscription, the SIP stack sends BYE to the peer by itself, yet the channel stays
+            # up with nobody on the other end. Clean it up instead of leaving the agent talking to no one.
+            data["call_continues"] = False
+            call.hangup_by = call.hangup_by or "transfer"
+            return [Api(call.node, f"uuid_kill {call.uuid} NORMAL_CLEARING", call.uuid)], [
+                Notice("transfer", call, data)
+            ]
         call.state = "answered"
-        return [], [
-            Notice("transfer", call, {"succeeded": False, "sip_status": status, "detail": call.transfer.detail})
-        ]
+        return [], [Notice("transfer", call, data)]
 
 
 def _quality(event: Event) -> dict[str, float]:
