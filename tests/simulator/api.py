@@ -1,0 +1,445 @@
+"""The ``api``/``bgapi`` commands of the simulator and their exact reply bodies (recorded unless noted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from . import texts
+from .causes import normalize_cause
+from .channel import SHOW_CHANNEL_FIELDS, SimChannel
+from .texts import NO_SUCH_CHANNEL, USAGE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import SimulatedFreeSwitch
+
+CALLS_FIELDS = [
+    "uuid",
+    "direction",
+    "created",
+    "created_epoch",
+    "name",
+    "state",
+    "cid_name",
+    "cid_num",
+    "ip_addr",
+    "dest",
+    "presence_id",
+    "presence_data",
+    "accountcode",
+    "callstate",
+    "callee_name",
+    "callee_num",
+    "callee_direction",
+    "call_uuid",
+    "hostname",
+    "sent_callee_name",
+    "sent_callee_num",
+]
+B_FIELDS = [
+    "uuid",
+    "direction",
+    "created",
+    "created_epoch",
+    "name",
+    "state",
+    "cid_name",
+    "cid_num",
+    "ip_addr",
+    "dest",
+    "presence_id",
+    "presence_data",
+    "accountcode",
+    "callstate",
+    "callee_name",
+    "callee_num",
+    "callee_direction",
+    "sent_callee_name",
+    "sent_callee_num",
+]
+
+
+def split_args(text: str, limit: int = 0) -> list[str]:
+    """Split on spaces like FreeSWITCH's ``switch_separate_string``: single quotes group words and are removed.
+
+    With ``limit`` the last element keeps the rest of the line unchanged.
+    """
+    out: list[str] = []
+    cur: list[str] = []
+    quote = False
+    i = 0
+    text = text.strip()
+    while i < len(text):
+        ch = text[i]
+        if limit and len(out) == limit - 1:
+            out.append(text[i:].strip())
+            return out
+        if ch == "'":
+            quote = not quote
+        elif ch == " " and not quote:
+            if cur:
+                out.append("".join(cur))
+                cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+class Job:
+    """A running ``bgapi`` command: fires BACKGROUND_JOB once, when the command has its result."""
+
+    def __init__(self, sim: SimulatedFreeSwitch, job_uuid: str, command: str, arg: str):
+        self.sim, self.uuid, self.command, self.arg = sim, job_uuid, command, arg
+        self.done = False
+
+    def complete(self, result: str) -> None:
+        """Fire BACKGROUND_JOB with ``result`` as body (only the first call counts)."""
+        if self.done:
+            return
+        self.done = True
+        headers = [("Job-UUID", self.uuid), ("Job-Command", self.command)]
+        if self.arg:
+            headers.append(("Job-Command-Arg", self.arg))
+        self.sim.fire("BACKGROUND_JOB", headers, body=result, source="BACKGROUND_JOB")
+
+
+class ApiCommands:
+    """Mixin with the api command table of :class:`~simulator.server.SimulatedFreeSwitch`."""
+
+    channels: dict[str, SimChannel]
+
+    # -- entry points --------------------------------------------------------------------------------
+    async def run_api(self: SimulatedFreeSwitch, cmdline: str, job: Job | None = None) -> str:
+        """Execute an api command line and return its response body."""
+        cmd, _, arg = cmdline.strip().partition(" ")
+        arg = arg.strip()
+        handler: Callable[..., Awaitable[str]] | None = getattr(self, f"api_{cmd.lower()}", None)
+        if handler is None or not cmd:
+            return f"-ERR {cmd} Command not found!\n"
+        headers = [("API-Command", cmd)]
+        if arg:
+            headers.append(("API-Command-Argument", arg))
+        self.fire("API", headers, source="API")
+        return await handler(arg, job)
+
+    async def run_bgapi(self: SimulatedFreeSwitch, cmdline: str, job_uuid: str) -> None:
+        """Execute a bgapi command line; BACKGROUND_JOB carries the result."""
+        cmd, _, arg = cmdline.strip().partition(" ")
+        job = Job(self, job_uuid, cmd, arg.strip())
+        await asyncio.sleep(0)  # the command/reply is written before the job's events
+        result = await self.run_api(cmdline, job)
+        job.complete(result)
+
+    def _chan(self, uuid: str) -> SimChannel | None:
+        ch = self.channels.get(uuid.strip())
+        return ch if ch is not None and ch.alive else None
+
+    # -- core / status --------------------------------------------------------------------------------
+    async def api_status(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``status``"""
+        return texts.status_text(
+            time.monotonic() - self.started, self.sessions_since_startup, len(self.channels), self.peak_sessions
+        )
+
+    async def api_version(self, arg: str, job: Job | None) -> str:
+        """``version``"""
+        return texts.VERSION
+
+    async def api_global_getvar(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``global_getvar [name]`` -- the value without newline, ``-ERR no reply`` when unset."""
+        if not arg:
+            return "".join(f"{k}={v}\n" for k, v in self.globals.items())
+        value = self.globals.get(arg)
+        return value if value is not None else "-ERR no reply\n"
+
+    async def api_global_setvar(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``global_setvar name=value`` (not recorded)."""
+        k, sep, v = arg.partition("=")
+        if not sep:
+            k, _, v = arg.partition(" ")
+        self.globals[k.strip()] = v.strip()
+        return "+OK\n"
+
+    async def api_reloadxml(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``reloadxml``"""
+        self.fire("RELOADXML")
+        return "+OK [Success]\n"
+
+    async def api_reloadacl(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``reloadacl`` (also fires RELOADXML, recorded)."""
+        self.fire("RELOADXML")
+        return "+OK acl reloaded\n"
+
+    async def api_hupall(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``hupall [cause]``"""
+        cause = normalize_cause(arg.split()[0] if arg else "MANAGER_REQUEST")
+        for ch in list(self.channels.values()):
+            self.hangup(ch, cause)
+        return f"+OK hangup all channels with cause {cause}\n"
+
+    # -- show ------------------------------------------------------------------------------------------
+    async def api_show(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``show channels|calls [count] [as json]``"""
+        words = arg.split()
+        as_json = len(words) >= 3 and words[-2].lower() == "as" and words[-1].lower() == "json"
+        what = words[0].lower() if words else ""
+        if what not in ("channels", "calls"):
+            return "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|like <match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|management|modules|nat_map|say|interfaces|interface_types|tasks|limits|status\n"  # noqa: E501
+        rows = self._channel_rows() if what == "channels" else self._call_rows()
+        if len(words) > 1 and words[1].lower() == "count":
+            return f"\n{len(rows)} total.\n"
+        if as_json:
+            if not rows:
+                return '{"row_count": 0}\n'
+            return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"), ensure_ascii=False)
+        fields = list(rows[0]) if rows else (list(SHOW_CHANNEL_FIELDS) if what == "channels" else self._call_fields())
+        lines = [",".join(fields)] + [",".join(r[f] for f in fields) for r in rows]
+        return "\n".join(lines) + f"\n\n{len(rows)} total.\n"
+
+    def _channel_rows(self: SimulatedFreeSwitch) -> list[dict[str, str]]:
+        chans = sorted((c for c in self.channels.values() if c.alive), key=lambda c: c.times["created"])
+        return [c.show_row() for c in chans]
+
+    @staticmethod
+    def _call_fields() -> list[str]:
+        return CALLS_FIELDS + [f"b_{f}" for f in B_FIELDS] + ["call_created_epoch"]
+
+    def _call_rows(self: SimulatedFreeSwitch) -> list[dict[str, str]]:
+        rows = []
+        seen: set[str] = set()
+        for ch in sorted((c for c in self.channels.values() if c.alive), key=lambda c: c.times["created"]):
+            if ch.uuid in seen:
+                continue
+            other = self.channels.get(ch.bridged_to or "")
+            a, b = ch, other
+            if b is not None and b.other_type == "originator" and a.other_type == "originatee":
+                pass
+            elif b is not None and a.other_type == "originator":
+                a, b = b, a
+            seen.add(a.uuid)
+            ra = a.show_row()
+            row = {f: ra[f] for f in CALLS_FIELDS}
+            if b is not None:
+                seen.add(b.uuid)
+                rb = b.show_row()
+                row.update({f"b_{f}": rb[f] for f in B_FIELDS})
+                row["call_created_epoch"] = str(a.times["bridged"] // 1_000_000)
+            else:
+                row.update({f"b_{f}": "" for f in B_FIELDS})
+                row["call_created_epoch"] = ""
+            rows.append(row)
+        return rows
+
+    # -- channel queries ---------------------------------------------------------------------------------
+    async def api_uuid_exists(self, arg: str, job: Job | None) -> str:
+        """``uuid_exists <uuid>`` -- ``true``/``false`` without newline."""
+        return "true" if arg and self._chan(arg.split()[0]) else "false"
+
+    async def api_uuid_getvar(self, arg: str, job: Job | None) -> str:
+        """``uuid_getvar <uuid> <var>`` -- raw value, ``_undef_`` when unset."""
+        parts = arg.split()
+        if len(parts) < 2:
+            return USAGE["uuid_getvar"]
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        value = ch.getvar(parts[1])
+        return value if value is not None else "_undef_"
+
+    async def api_uuid_setvar(self, arg: str, job: Job | None) -> str:
+        """``uuid_setvar <uuid> <var> [value]`` -- the value is the rest of the line; no value unsets."""
+        parts = split_args(arg, 3)
+        if len(parts) < 2:
+            return USAGE["uuid_setvar"]
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        ch.setvar(parts[1], parts[2] if len(parts) > 2 else None)
+        return "+OK\n"
+
+    async def api_uuid_setvar_multi(self, arg: str, job: Job | None) -> str:
+        """``uuid_setvar_multi <uuid> a=1;b=2`` -- empty values unset."""
+        uuid, _, spec = arg.partition(" ")
+        ch = self._chan(uuid) if uuid else None
+        if ch is None or not spec.strip():
+            return (NO_SUCH_CHANNEL if uuid else "") + USAGE["uuid_setvar_multi"]
+        for item in spec.strip().split(";"):
+            k, sep, v = item.partition("=")
+            if sep and k:
+                ch.setvar(k, v)
+        return "+OK\n"
+
+    async def api_uuid_dump(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_dump <uuid> [json|plain|xml]`` -- a CHANNEL_DATA event serialised, not fired."""
+        parts = arg.split()
+        if not parts:
+            return USAGE["uuid_dump"]
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        ev = ch.build("CHANNEL_DATA")
+        fmt = parts[1].lower() if len(parts) > 1 else "plain"
+        if fmt == "json":
+            return ev.serialize_json().decode()
+        if fmt == "xml":
+            return ev.serialize_xml().decode()
+        return ev.serialize_plain().decode()
+
+    # -- channel control --------------------------------------------------------------------------------
+    async def api_uuid_kill(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_kill <uuid> [cause]`` -- ``+OK``; unknown causes become NORMAL_CLEARING (recorded)."""
+        parts = arg.split()
+        if not parts:
+            return USAGE["uuid_kill"]
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        cause = normalize_cause(parts[1] if len(parts) > 1 else "NORMAL_CLEARING")
+        self.hangup(ch, cause)
+        return "+OK\n"
+
+    async def api_uuid_park(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_park <uuid>``"""
+        ch = self._chan(arg.split()[0]) if arg else None
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        self.park(ch)
+        return "+OK\n"
+
+    async def api_uuid_answer(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_answer <uuid>`` -- ``-ERROR`` for a bogus uuid (recorded)."""
+        ch = self._chan(arg.split()[0]) if arg else None
+        if ch is None:
+            return "-ERROR\n"
+        if not ch.answered:
+            self.answer(ch)
+        return "+OK\n"
+
+    async def api_uuid_break(self, arg: str, job: Job | None) -> str:
+        """``uuid_break <uuid> [all]`` -- no events."""
+        if not arg:
+            return USAGE["uuid_break"]
+        return "+OK\n" if self._chan(arg.split()[0]) else NO_SUCH_CHANNEL
+
+    async def api_uuid_send_dtmf(self, arg: str, job: Job | None) -> str:
+        """``uuid_send_dtmf <uuid> <digits>`` -- ``+OK <uuid> sent DTMF <digits>.``; no DTMF event (it leaves FS)."""
+        parts = arg.split()
+        if len(parts) < 2:
+            return USAGE["uuid_send_dtmf"]
+        ch = self._chan(parts[0])
+        if ch is None:
+            return "-ERR Cannot locate session!\n"
+        ch.dtmf_sent.append(parts[1])
+        return f"+OK {ch.uuid} sent DTMF {parts[1]}.\n"
+
+    async def api_uuid_transfer(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_transfer <uuid> [-bleg|-both] <dest> [dialplan] [context]`` -- ``+OK``, then the transfer runs."""
+        parts = split_args(arg)
+        if len(parts) < 2:
+            return USAGE["uuid_transfer"]
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        rest = parts[1:]
+        if rest[0] in ("-bleg", "-both"):
+            leg = rest.pop(0)
+            if not rest:
+                return USAGE["uuid_transfer"]
+            if leg == "-bleg":
+                other = self._chan(ch.bridged_to or "")
+                if other is None:
+                    return "-ERR No such channel!\n"
+                ch = other
+        dest = rest[0]
+        dialplan = rest[1] if len(rest) > 1 else "XML"
+        context = rest[2] if len(rest) > 2 else None
+        self.transfer(ch, dest, dialplan, context)
+        return "+OK\n"
+
+    async def api_uuid_bridge(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_bridge <uuid> <other_uuid>`` -- ``+OK <other_uuid>``; ``-ERR Invalid uuid`` (recorded)."""
+        parts = arg.split()
+        if len(parts) < 2:
+            return USAGE["uuid_bridge"]
+        a, b = self._chan(parts[0]), self._chan(parts[1])
+        if a is None or b is None or a is b:
+            return "-ERR Invalid uuid\n"
+        self.uuid_bridge(a, b)
+        return f"+OK {b.uuid}\n"
+
+    async def api_uuid_deflect(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_deflect <uuid> <sip-uri>`` -- SIP REFER; blocking unless ``sip_refer_continue_after_reply``."""
+        parts = arg.split()
+        if len(parts) < 2:
+            return USAGE["uuid_deflect"] if not parts else f"-ERR No such channel {parts[0]}!\n"
+        ch = self._chan(parts[0])
+        if ch is None:
+            return f"-ERR No such channel {parts[0]}!\n"
+        return await self.deflect(ch, parts[1])
+
+    async def api_uuid_audio_fork(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_audio_fork <uuid> start|stop|send_text|... ...`` (mod_audio_fork; no real WebSocket is opened)."""
+        parts = arg.split(" ")
+        ch = self._chan(parts[0]) if parts and parts[0] else None
+        if ch is None or len(parts) < 2:
+            return "-ERR Operation Failed\n"
+        sub = parts[1].lower()
+        if sub == "start":
+            if len(parts) < 5:
+                return "-ERR Operation Failed\n"
+            self.start_fork(ch, parts[2:])
+            return "+OK Success\n"
+        if sub == "stop":
+            if ch.fork is None:
+                return "-ERR Operation Failed\n"
+            self.stop_fork(ch, " ".join(parts[2:]) or None)
+            return "+OK Success\n"
+        if sub in ("send_text", "pause", "resume", "graceful-shutdown", "stop_play"):
+            if ch.fork is None:
+                return "-ERR Operation Failed\n"
+            ch.fork.setdefault("sent", []).append((sub, " ".join(parts[2:])))
+            return "+OK Success\n"
+        return "-ERR Operation Failed\n"
+
+    # -- originate ------------------------------------------------------------------------------------
+    async def api_originate(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``originate <dial string> &app(args)|<exten> [dialplan] [context] [cid_name] [cid_num] [timeout]``"""
+        parts = split_args(arg)
+        if len(parts) < 2:
+            return USAGE["originate"]
+        return await self.originate(parts[0], parts[1], parts[2:], job)
+
+    # -- sofia ------------------------------------------------------------------------------------------
+    async def api_sofia(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``sofia status [profile <p>|gateway <g>]``, ``sofia profile <p> killgw <g>|rescan``."""
+        w = arg.split()
+        if w[:1] == ["status"]:
+            if len(w) == 1:
+                return texts.sofia_status(self.profiles, self.gateways)
+            if len(w) >= 3 and w[1] == "gateway":
+                name = w[2].split("::")[-1]
+                info = self.gateways.get(name)
+                if info is None:
+                    return "Invalid Gateway!\n"
+                return texts.sofia_status_gateway(name, info, int(time.monotonic() - self.started))
+            if len(w) >= 3 and w[1] == "profile":
+                if w[2] not in self.profiles:
+                    return "Invalid Profile!\n"
+                url = self.profiles[w[2]]
+                return f"{texts.RULER}\nName             \t{w[2]}\nURL              \t{url}\n{texts.RULER}\n"
+        if len(w) >= 3 and w[0] == "profile":
+            if w[1] not in self.profiles:
+                return f"Invalid Profile [{w[1]}]"
+            if w[2] == "killgw" and len(w) >= 4:
+                if self.gateways.pop(w[3], None) is None:
+                    return "-ERR no such gateway.\n"
+                return "+OK gateway marked for deletion.\n"
+            if w[2] == "rescan":
+                return "Reload XML [Success]\n+OK scan complete\n"
+        return "-ERR Usage: sofia status|profile ...\n"
