@@ -1394,3 +1394,28 @@ async def test_unanswered_call_rows_cancel_and_json_custom_body_match_15():
         assert not sim.channels and ch.hangup_cause == "MANAGER_REQUEST"
     finally:
         await sim.stop()
+
+
+@run
+async def test_caller_hangs_up_during_and_after_a_bridge_transfer():
+    """Unrecorded combinations, kept consistent: the dialled leg is cancelled / hung up with the caller."""
+    sim = await started()
+    try:
+        c = await Client.open(sim, events="plain CHANNEL_HANGUP_COMPLETE CHANNEL_UNBRIDGE")
+        sim.set_originate_outcome("+1777*", "no-answer")
+        a = await fixture_call(sim, answered=True)
+        assert await c.api(f"uuid_transfer {a.uuid} bridge:sofia/gateway/gw/+17775550000 inline") == "+OK\n"
+        await sim.wait_for(lambda: len(sim.channels) == 2)
+        b = next(ch for ch in sim.channels.values() if ch is not a)
+        await sim.remote_hangup(a.uuid)
+        await sim.wait_for(lambda: not sim.channels)
+        assert b.hangup_cause == "ORIGINATOR_CANCEL" and b.variables["sip_hangup_disposition"] == "send_cancel"
+        a = await fixture_call(sim, answered=True)
+        assert await c.api(f"uuid_transfer {a.uuid} bridge:sofia/gateway/gw/+18885550000 inline") == "+OK\n"
+        await sim.wait_for(lambda: a.bridged_to is not None)
+        b = sim.channels[a.bridged_to]
+        assert await c.api(f"uuid_kill {a.uuid}") == "+OK\n"
+        await sim.wait_for(lambda: not sim.channels)
+        assert b.hangup_cause == "NORMAL_CLEARING" and "CHANNEL_UNBRIDGE" in b.event_names()
+    finally:
+        await sim.stop()

@@ -15,7 +15,6 @@ Event sequences follow the recordings:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import time
 from dataclasses import dataclass
@@ -930,12 +929,16 @@ class CallFlows:
         leg.fire_state("CS_CONSUME_MEDIA")
         return leg
 
-    async def _sleep_or_gone(self, leg: SimChannel, seconds: float) -> bool:
-        """Sleep; False when the leg died meanwhile."""
+    async def _sleep_or_gone(self, leg: SimChannel, seconds: float, also: SimChannel | None = None) -> bool:
+        """Sleep; stop early (returning False) when ``leg`` -- or ``also`` -- goes away."""
         if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leg.gone.wait(), seconds)
-        return leg.alive
+            waits = [asyncio.ensure_future(x.gone.wait()) for x in (leg, also) if x is not None]
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        return leg.alive and (also is None or also.alive)
 
     async def _progress_outbound(self: SimulatedFreeSwitch, leg: SimChannel, *, flip_cid: bool,
                                  originator: SimChannel | None = None, hook: Any = None,
@@ -948,7 +951,7 @@ class CallFlows:
         def abandoned() -> bool:
             return originator is not None and not originator.alive
 
-        if not await self._sleep_or_gone(leg, out.ring_ms / 1000) or abandoned():
+        if not await self._sleep_or_gone(leg, out.ring_ms / 1000, originator) or abandoned():
             return self._abandon(leg, hook, originator)
         leg.profile = _insert_after(leg.profile, "Callee-ID-Number", "Network-Addr", host.split(":")[0])
         leg.setvars(
@@ -983,7 +986,7 @@ class CallFlows:
                     limit = None
             limit = self.default_originate_timeout if limit is None else limit
             left = max(0.0, limit - (time.monotonic() - started))
-            if not await self._sleep_or_gone(leg, left) or abandoned():
+            if not await self._sleep_or_gone(leg, left, originator) or abandoned():
                 return self._abandon(leg, hook, originator)
             self.hangup(
                 leg,
@@ -993,7 +996,7 @@ class CallFlows:
                 result_hook=hook,
             )
             return False
-        if not await self._sleep_or_gone(leg, out.answer_ms / 1000) or abandoned():
+        if not await self._sleep_or_gone(leg, out.answer_ms / 1000, originator) or abandoned():
             return self._abandon(leg, hook, originator)
         if out.kind != "answer":
             self._reject(leg, int(out.kind), result_hook=hook)

@@ -150,6 +150,7 @@ class Connection:
         self.pending: list[bytes] = []
         self.closed = False
         self.commands: list[str] = []
+        self.task: asyncio.Task[Any] | None = None
 
     # -- output ----------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -331,10 +332,14 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
         """Stop listening, close every connection and cancel every pending timer (calls vanish silently)."""
         if self._server is not None:
             self._server.close()
+        handlers = [conn.task for conn in self.connections if conn.task is not None]
         for conn in list(self.connections):
             conn.close(abort=True)
-        for task in list(self._tasks):
+        for task in list(self._tasks) + handlers:
             task.cancel()
+        for task in handlers:
+            with contextlib.suppress(BaseException):
+                await task
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
@@ -378,9 +383,12 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(self, reader, writer)
+        conn.task = asyncio.current_task()
         self.connections.add(conn)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback chokes on a cancelled handler task)
         finally:
             self.connections.discard(conn)
 
