@@ -988,9 +988,9 @@ async def test_refer_continue_after_reply_matches_13(variant):
         ch = await fixture_call(sim, answered=True, variables=policy)
         sim.set_refer_outcome("*", None if variant == "no-notify" else variant.split("-")[1])
         assert await c.api(f"uuid_setvar {ch.uuid} sip_refer_continue_after_reply true") == "+OK\n"
-        t0 = time.monotonic()
+        sim.refer_notify_delay = 0.05
         assert await c.api(f"uuid_deflect {ch.uuid} sip:+15559998888@127.0.0.1:5071") == "+OK:\n"
-        assert time.monotonic() - t0 < 0.05, "returns at once"
+        assert "sip_refer_reply" not in ch.variables, "returns at once, before any NOTIFY"
         await asyncio.sleep(0.1)
         await c.settle()
         assert ch.alive and await c.api(f"uuid_exists {ch.uuid}") == "true", "the channel stays up"
@@ -1171,9 +1171,7 @@ async def test_audio_fork_matches_fixture_05():
         m = c.mark()
         start = await c.command(f'api uuid_audio_fork {ch.uuid} start {url} mono 16k {{"callId":"x","agent":"y"}}')
         assert start.body == b"+OK Success\n" and c.mark() == m, "+OK Success before ::connect (recorded)"
-        t0 = time.monotonic()
-        await c.wait_event("mod_audio_fork::connect", since=m)
-        assert 0.01 < time.monotonic() - t0 < 0.5
+        await c.wait_event("mod_audio_fork::connect", since=m, timeout=1.0)
         assert ch.fork["url"] == url and ch.fork["mix"] == "mono" and ch.fork["rate"] == "16k"
         assert ch.fork["metadata"] == '{"callId":"x","agent":"y"}'
         for ev in rec:  # what the WebSocket server made FreeSWITCH fire
