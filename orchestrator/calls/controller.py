@@ -16,7 +16,7 @@ import re
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +51,11 @@ class CallError(Exception):
 
 @dataclass
 class NodeState:
-    """A node and its client."""
+    """A node, its client, and whether its calls have been reconciled since the last connection."""
 
     name: str
     client: EslClient
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 #: originate variable blocks use FreeSWITCH's ``^^<char>`` syntax with this separator, so values may
@@ -189,11 +190,13 @@ class Controller:
             self.metrics.esl_connected.labels(node).set(1)
             self.metrics.esl_connects.labels(node).inc()
             await self._resync(node)
+            self.nodes[node].synced.set()
 
         return connected
 
     def _disconnect_handler(self, node: str) -> Callable[[], None]:
         def disconnected() -> None:
+            self.nodes[node].synced.clear()
             self.metrics.esl_connected.labels(node).set(0)
             self.tracker.connection_lost(node)
 

@@ -291,7 +291,7 @@ class CallTracker:
                 actions.append(self._fork(call))
                 notices.append(Notice("answered", call, {"reattached": True}))
             elif call.direction == "inbound":
-                actions += self._claim(call)
+                actions += self._claim(call, dump.get("Channel-State"))
             else:
                 call.state = "ringing"
         return actions, notices
@@ -346,7 +346,7 @@ class CallTracker:
             if call is None:  # parked by a trunk context without an agent: not ours to answer
                 return [], []
             self.calls[uuid] = call
-            return self._claim(call), []
+            return self._claim(call, event.get("Channel-State")), []
         if call.state == "bridged" or (
             call.transfer and call.transfer.status == "pending" and call.transfer.method == "bridge"
         ):
@@ -357,7 +357,7 @@ class CallTracker:
             return [self._fork(call)], [Notice("transfer", call, {"succeeded": False, "detail": "bridge failed"})]
         return [], []  # our own uuid_park re-parks the channel: nothing new
 
-    def _claim(self, call: Call) -> list[Api]:
+    def _claim(self, call: Call, channel_state: str = "CS_EXECUTE") -> list[Api]:
         protocol = self.policy.agents.get(call.agent)
         expected = self.policy.numbers.get(call.number)
         if protocol is None or (expected is not None and expected != call.agent) or expected is None:
@@ -366,11 +366,16 @@ class CallTracker:
             return [Api(call.node, f"uuid_kill {call.uuid} UNALLOCATED_NUMBER", call.uuid)]
         call.state = "claimed"
         setvars = ";".join(f"{k}={v}" for k, v in self.policy.answer_variables.items())
-        return [
-            Api(call.node, f"uuid_park {call.uuid}", call.uuid),
+        actions = [
             Api(call.node, f"uuid_setvar_multi {call.uuid} {setvars}", call.uuid),
             Api(call.node, f"uuid_answer {call.uuid}", call.uuid),
         ]
+        if channel_state != "CS_PARK":
+            # still in the dialplan's timed park: uuid_park re-parks it without the timeout. A channel
+            # already in CS_PARK was claimed before (by an earlier orchestrator): parking it again would
+            # leave it in CS_PARK with no park loop reading its media (tests/fixtures_esl/11-park-claim)
+            actions.insert(0, Api(call.node, f"uuid_park {call.uuid}", call.uuid))
+        return actions
 
     def _codec(self, call: Call, event: Event) -> None:
         call.codec = event.get("Channel-Read-Codec-Name") or event.variable("read_codec") or call.codec

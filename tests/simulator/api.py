@@ -12,6 +12,7 @@ from . import texts
 from .causes import normalize_cause
 from .channel import SHOW_CHANNEL_FIELDS, SimChannel
 from .texts import NO_SUCH_CHANNEL, USAGE
+from .wire import fs_cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import SimulatedFreeSwitch
@@ -63,32 +64,38 @@ B_FIELDS = [
 
 
 def split_args(text: str, limit: int = 0) -> list[str]:
-    """Split on spaces like FreeSWITCH's ``switch_separate_string``: single quotes group words and are removed.
+    """Split on blanks like FreeSWITCH's ``switch_separate_string``: single quotes group, a backslash escapes
+    the next character (both resolved by :func:`fs_cleanup`).
 
     With ``limit`` the last element keeps the rest of the line unchanged.
     """
-    out: list[str] = []
+    raw: list[str] = []
     cur: list[str] = []
     quote = False
     i = 0
     text = text.strip()
     while i < len(text):
+        if limit and len(raw) == limit - 1:
+            raw.append(text[i:].strip())
+            return [fs_cleanup(t) for t in raw[:-1]] + [raw[-1]]
         ch = text[i]
-        if limit and len(out) == limit - 1:
-            out.append(text[i:].strip())
-            return out
+        if ch == "\\" and i + 1 < len(text):
+            cur.append(text[i : i + 2])
+            i += 2
+            continue
         if ch == "'":
             quote = not quote
+            cur.append(ch)
         elif ch == " " and not quote:
             if cur:
-                out.append("".join(cur))
+                raw.append("".join(cur))
                 cur = []
         else:
             cur.append(ch)
         i += 1
     if cur:
-        out.append("".join(cur))
-    return out
+        raw.append("".join(cur))
+    return [fs_cleanup(t) for t in raw]
 
 
 class Job:

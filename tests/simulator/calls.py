@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .causes import SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel, new_uuid, now_us
+from .wire import fs_cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Job
@@ -66,13 +67,13 @@ def _true(value: str | None) -> bool:
 
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside ``{}``/``[]``/``<>``/quotes, honouring ``\\,``."""
+    """Split on ``sep`` outside nested brackets and quotes; a backslash protects the next character."""
     out, cur, depth, quote = [], [], 0, False
     i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\\" and i + 1 < len(text):
-            cur.append(text[i + 1])
+            cur.append(text[i : i + 2])
             i += 2
             continue
         if ch == "'":
@@ -92,21 +93,32 @@ def _split_top(text: str, sep: str = ",") -> list[str]:
 
 
 def parse_dial_string(dial: str) -> tuple[list[tuple[str, str]], str]:
-    """``{a=b,c=d}[e=f]sofia/...`` -> ([("a","b"), ...], "sofia/...")."""
+    """``{a=b,c=d}[e=f]sofia/...`` -> ([("a","b"), ...], "sofia/...").
+
+    Like ``switch_event_create_brackets``: ``^^<c>`` right after the bracket makes ``<c>`` the separator,
+    and each item is cleaned up again (the second round of escape processing after the API's own split).
+    """
     variables: list[tuple[str, str]] = []
     s = dial.strip()
     while s and s[0] in "{[<":
-        close = {"{": "}", "[": "]", "<": ">"}[s[0]]
-        end = s.find(close)
+        opening, close = s[0], {"{": "}", "[": "]", "<": ">"}[s[0]]
+        depth, end = 0, -1
+        for i, ch in enumerate(s):  # the matching bracket, like switch_find_end_paren
+            depth += ch == opening
+            depth -= ch == close
+            if depth == 0:
+                end = i
+                break
         if end < 0:
             break
-        for item in _split_top(s[1:end]):
-            k, sep, v = item.partition("=")
-            if sep and k.strip():
-                v = v.strip()
-                if len(v) >= 2 and v[0] == v[-1] == "'":
-                    v = v[1:-1]
-                variables.append((k.strip(), v))
+        body, sep = s[1:end], ","
+        if body.startswith("^^") and len(body) > 2:
+            sep, body = body[2], body[3:]
+        items = _split_top(body, sep) if sep == "," else body.split(sep)
+        for item in items:
+            k, eq, v = item.partition("=")
+            if eq and k.strip():
+                variables.append((k.strip(), fs_cleanup(v, sep)))
         s = s[end + 1 :].strip()
     return variables, s
 
@@ -725,7 +737,10 @@ class CallFlows:
         await self._run_inline(ch, dest)
 
     async def _run_inline(self: SimulatedFreeSwitch, ch: SimChannel, spec: str) -> None:
-        for item in _split_top(spec):
+        sep = ","
+        if spec.startswith("m:") and len(spec) > 3 and spec[3] == ":":  # m:<sep>: picks the separator
+            sep, spec = spec[2], spec[4:]
+        for item in _split_top(spec, sep) if sep == "," else spec.split(sep):
             item = item.strip()
             if not item:
                 continue
@@ -777,6 +792,10 @@ class CallFlows:
         if not ok:
             _copy_callee(a, leg)
             a.fire_callstate("ACTIVE")
+            if _true(a.variables.get("continue_on_fail")):  # the inline dialplan goes on (e.g. to park)
+                a.running_app = None
+                a.execute_complete("bridge", data, app_uuid=app_uuid)
+                return
             self.hangup(a, leg.hangup_cause or "NORMAL_TEMPORARY_FAILURE")
             return
         self._link(a, leg, "bridge_app")
@@ -787,6 +806,8 @@ class CallFlows:
         self._call_update_send(a)
         if a.bridge_done is not None:
             await a.bridge_done
+        if a.alive and _true(a.variables.get("hangup_after_bridge")):
+            self.hangup(a, "NORMAL_CLEARING")
 
     # ================================================================================================
     # originate
