@@ -85,6 +85,11 @@ class Backoff:
         return self._next * random.uniform(0.8, 1.2)
 
 
+def _consume(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class EslClient:
     """A supervised inbound ESL connection to one FreeSWITCH node."""
 
@@ -155,6 +160,7 @@ class EslClient:
         if conn is None or writer is None or not self.connected:
             raise NotConnected(f"{self.endpoint.label} is not connected")
         future: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)  # a caller that gave up must not leave an unretrieved error
         data, entry = conn.send(line, future, headers)
         writer.write(data)
         try:
@@ -182,6 +188,7 @@ class EslClient:
         """Run ``bgapi <cmd>`` and wait for its BACKGROUND_JOB result (keeps the connection free meanwhile)."""
         job = str(uuidlib.uuid4())
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
         self._jobs[job] = future
         try:
             reply = await self._send(f"bgapi {cmd}", None, {"Job-UUID": job})
