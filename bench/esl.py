@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import sys
 import time
@@ -117,9 +118,53 @@ async def bgapi_rate(seconds: float) -> float:
     return count / elapsed
 
 
+def memory_per_call(n: int = 1000) -> float:
+    """Bytes the call tracker holds per live call (claimed, answered, forked), from recorded events."""
+    import tracemalloc
+
+    from orchestrator.calls.tracker import CallTracker, Policy
+    from orchestrator.esl.protocol import Event
+    from orchestrator.media import fork
+
+    events = [m for m in p.Parser().feed(FIXTURE.read_bytes()) if isinstance(m, p.Event)]
+    park = next(e for e in events if e.name == "CHANNEL_PARK").headers
+    answer = next(e for e in events if e.name == "CHANNEL_ANSWER").headers
+    extra = {
+        "variable_sipagent_trunk": "carrier",
+        "variable_sipagent_agent": "a",
+        "variable_sipagent_number": "+15551234567",
+    }
+    tokens = fork.Tokens(b"bench")
+    tracker = CallTracker(
+        Policy(
+            agents={"a": "raw"},
+            numbers={"+15551234567": "a"},
+            fork_command=lambda c: fork.start_command(
+                c.uuid, fork.fork_url("ws://b", c.uuid, tokens.token(c.uuid)), "8k", {}
+            ),
+            headers={"carrier": [("X-Customer-Id", "customer_id")]},
+        )
+    )
+    feed = []
+    for i in range(n):
+        uuid = f"{i:08d}-0000-4000-8000-000000000000"
+        feed.append(Event(dict(park, **extra, **{"Unique-ID": uuid})))
+        feed.append(Event(dict(answer, **extra, **{"Unique-ID": uuid})))
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for event in feed:
+        tracker.handle("fs1", event)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    assert len(tracker.calls) == n
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return grown / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=6.0, help="total time per parser")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds; the best round counts")
     parser.add_argument("--repeat", type=int, default=50, help="copies of the recorded stream per run")
     args = parser.parse_args()
 
@@ -127,36 +172,41 @@ def main() -> None:
     stream = frames * args.repeat
     mb = len(stream) / 1e6
     per_run = ours(stream)
-    assert per_run == greenswitch_parse(stream), "both parsers must see the same events"
+    with contextlib.suppress(ImportError):
+        assert per_run == greenswitch_parse(stream), "both parsers must see the same events"
     print(f"stream: fixture 02 plain events x{args.repeat}: {per_run} events, {mb:.2f} MB per run")
 
-    n, t = timed(lambda: ours(stream), args.seconds)
-    ours_eps = n / t
+    # alternate short rounds and keep each parser's best, so machine noise hits both alike
+    best: dict[str, float] = {}
+    parsers = {"ours": ours, "full": ours_full}
+    try:
+        import greenswitch  # noqa: F401
+
+        parsers["gs"] = greenswitch_parse
+    except ImportError:
+        pass
+    for _ in range(args.rounds):
+        for key, fn in parsers.items():
+            n, t = timed(lambda fn=fn: fn(stream), args.seconds / args.rounds)
+            best[key] = max(best.get(key, 0.0), n / t)
+    ours_eps = best["ours"]
     rate = f"{ours_eps:,.0f} events/s, {ours_eps / per_run * mb:.1f} MB/s"
     print(f"ours:        {rate} (reading {len(TOUCHED)} headers each)")
-    n, t = timed(lambda: ours_full(stream), args.seconds)
-    full_eps = n / t
+    full_eps = best["full"]
     print(f"ours, every header decoded: {full_eps:,.0f} events/s, {full_eps / per_run * mb:.1f} MB/s")
-    try:
-        n, t = timed(lambda: greenswitch_parse(stream), args.seconds)
-        gs_eps = n / t
+    gs_eps = best.get("gs", 0.0)
+    if gs_eps:
         print(f"greenswitch: {gs_eps:,.0f} events/s, {gs_eps / per_run * mb:.1f} MB/s (parses every header)")
-    except ImportError:
-        gs_eps = 0.0
+    else:
         print("greenswitch: not installed (pip install '.[bench]')")
 
     try:
-        rate = asyncio.run(bgapi_rate(args.seconds))
+        rate = asyncio.run(bgapi_rate(min(args.seconds, 3.0)))
         print(f"bgapi round trips against the simulator: {rate:,.0f}/s (50 in flight)")
     except ImportError as exc:
         print(f"bgapi: skipped ({exc})")
 
-    try:
-        from bench_calls import memory_per_call  # type: ignore[import-not-found]
-
-        print(f"memory per tracked call: {memory_per_call():,.0f} bytes")
-    except ImportError:
-        pass
+    print(f"memory per tracked call: {memory_per_call():,.0f} bytes (1,000 answered inbound calls in the tracker)")
 
     if gs_eps:
         print(f"ratio, every header decoded: {full_eps / gs_eps:.1f}x")

@@ -100,7 +100,7 @@ class Event:
 
     def __init__(self, headers: dict[str, str] | None = None, body: str = "", *, text: str | None = None) -> None:
         self._decoded = headers
-        self._text = "\n" + text if text is not None else None
+        self._text = text
         self.body = body
 
     @property
@@ -108,7 +108,7 @@ class Event:
         """Every header, decoded (built once)."""
         if self._decoded is None:
             assert self._text is not None
-            self._decoded = _event_headers(self._text[1:])
+            self._decoded = _event_headers(self._text)
         return self._decoded
 
     def get(self, name: str, default: str = "") -> str:
@@ -117,10 +117,13 @@ class Event:
             return self._decoded.get(name, default)
         text = self._text
         assert text is not None
-        i = text.find("\n" + name + ":")
-        if i < 0:
-            return default
-        i += len(name) + 2
+        if text.startswith(name + ":"):
+            i = len(name) + 1
+        else:
+            i = text.find("\n" + name + ":")
+            if i < 0:
+                return default
+            i += len(name) + 2
         if text.startswith(" ", i):
             i += 1
         j = text.find("\n", i)
@@ -240,7 +243,7 @@ def parse_plain_event(text: str) -> Event:
     if not _HEADER_LINE.match(head):
         raise ProtocolError("event does not start with a header line", head[:80].encode())
     event = Event(text=head)
-    length = event.get("Content-Length", "")
+    length = event.get("Content-Length", "") if rest else ""  # nothing after the headers: no body to look for
     if length:
         if not length.isdigit():
             raise ProtocolError("bad Content-Length in event", length.encode())
