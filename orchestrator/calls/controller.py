@@ -196,9 +196,9 @@ class Controller:
 
     def _disconnect_handler(self, node: str) -> Callable[[], None]:
         def disconnected() -> None:
+            # nothing to undo: FreeSWITCH keeps the calls, the resync after reconnecting reconciles them
             self.nodes[node].synced.clear()
             self.metrics.esl_connected.labels(node).set(0)
-            self.tracker.connection_lost(node)
 
         return disconnected
 

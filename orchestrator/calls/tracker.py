@@ -252,9 +252,6 @@ class CallTracker:
             call.state = "answered"
         return [Notice("transfer", call, {"succeeded": False, "detail": detail})]
 
-    def connection_lost(self, node: str) -> None:
-        """The ESL link to ``node`` dropped: nothing to do until resync (FreeSWITCH keeps the calls)."""
-
     def resync(self, node: str, dumps: dict[str, Event]) -> tuple[list[Api], list[Notice]]:
         """Reconcile ``node``'s calls with its live channels (``uuid_dump`` of each, by uuid).
 
