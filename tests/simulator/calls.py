@@ -123,6 +123,24 @@ def parse_dial_string(dial: str) -> tuple[list[tuple[str, str]], str]:
     return variables, s
 
 
+def _codec_vars(codec: str, rate: int) -> list[tuple[str, str]]:
+    """The negotiated-codec variables FreeSWITCH sets on a channel (recorded order)."""
+    return [
+        ("rtp_use_codec_name", codec),
+        ("rtp_use_codec_rate", str(rate)),
+        ("rtp_use_codec_ptime", "20"),
+        ("rtp_use_codec_channels", "1"),
+        ("rtp_last_audio_codec_string", f"{codec}@{rate}h@20i@1c"),
+        ("read_codec", codec),
+        ("original_read_codec", codec),
+        ("read_rate", str(rate)),
+        ("original_read_rate", str(rate)),
+        ("write_codec", codec),
+        ("write_rate", str(rate)),
+        ("dtmf_type", "rfc2833"),
+    ]
+
+
 class CallFlows:
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
@@ -387,18 +405,7 @@ class CallFlows:
             ("remote_media_ip", peer),
             ("remote_media_port", str(ch.remote_media_port)),
             ("rtp_audio_recv_pt", "0" if codec == "PCMU" else "8"),
-            ("rtp_use_codec_name", codec),
-            ("rtp_use_codec_rate", str(rate)),
-            ("rtp_use_codec_ptime", "20"),
-            ("rtp_use_codec_channels", "1"),
-            ("rtp_last_audio_codec_string", f"{codec}@{rate}h@20i@1c"),
-            ("read_codec", codec),
-            ("original_read_codec", codec),
-            ("read_rate", str(rate)),
-            ("original_read_rate", str(rate)),
-            ("write_codec", codec),
-            ("write_rate", str(rate)),
-            ("dtmf_type", "rfc2833"),
+            *_codec_vars(codec, rate),
             ("endpoint_disposition", "RECEIVED"),
         ]
         ch.sip_call_id = call_id
@@ -1031,18 +1038,7 @@ class CallFlows:
                 ("remote_video_media_flow", "inactive"),
                 ("remote_text_media_flow", "inactive"),
                 ("remote_audio_media_flow", "sendrecv"),
-                ("rtp_use_codec_name", codec),
-                ("rtp_use_codec_rate", str(rate)),
-                ("rtp_use_codec_ptime", "20"),
-                ("rtp_use_codec_channels", "1"),
-                ("rtp_last_audio_codec_string", f"{codec}@{rate}h@20i@1c"),
-                ("read_codec", codec),
-                ("original_read_codec", codec),
-                ("read_rate", str(rate)),
-                ("original_read_rate", str(rate)),
-                ("write_codec", codec),
-                ("write_rate", str(rate)),
-                ("dtmf_type", "rfc2833"),
+                *_codec_vars(codec, rate),
             ]
         )
         leg.setvars(leg.answer_media_vars())
