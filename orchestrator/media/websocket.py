@@ -1,0 +1,462 @@
+"""WebSocket connection, sans-I/O: bytes in → messages out, messages in → bytes out.
+
+The opening handshake (HTTP upgrade, ``Sec-WebSocket-Accept``, subprotocol negotiation, the client's
+URI and headers) is done by the ``websockets`` library's own sans-I/O protocols
+(:class:`websockets.server.ServerProtocol`, :class:`websockets.client.ClientProtocol`), and frames are
+(un)masked with its C speed-up. The data phase — RFC 6455 framing of already-open connections — is
+this module's, because it is the media hot path: every call moves ~200 frames a second through the
+bridge, and ``websockets``' generator-based frame reader costs ~8 µs per 640-byte frame where this one
+costs ~1 µs (``bench/media.py`` shows what the whole path costs). Everything RFC 6455 asks of an
+endpoint without extensions is checked: masking direction, reserved bits, control frame rules,
+fragmentation, UTF-8 of text, close codes, a message size limit — a violation closes with the code the
+RFC names and is reported with what was wrong.
+
+Usage (either side)::
+
+    ws = WebSocket.server(subprotocols=["audio.drachtio.org"])
+    for event in ws.receive_data(data):      # Request, Text, Binary, Closed
+        ...
+    ws.accept() / ws.reject(403, "bad token")
+    transport.write(ws.binary(pcm))            # framed bytes to send
+    transport.write(ws.data_to_send())         # pongs, close replies, handshake responses
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+try:  # the C speed-up ships with every binary wheel of websockets
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - pure Python fallback
+    from websockets.utils import apply_mask
+
+__all__ = ["Binary", "Closed", "Opened", "ProtocolError", "Text", "WebSocket"]
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+_HEAD = b"\r\n\r\n"
+_MAX_HANDSHAKE = 16384
+_pack_short = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
+_unpack_short = struct.Struct("!H").unpack_from
+_unpack_long = struct.Struct("!Q").unpack_from
+_urandom = os.urandom
+
+
+class _MaskKeys:
+    """Unpredictable masking keys (RFC 6455 5.3) drawn from the OS CSPRNG 4 KiB at a time."""
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def __call__(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._pool):
+            self._pool, pos = _urandom(4096), 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+
+_mask_key = _MaskKeys()
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; ``code`` is the close code to send."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Opened:
+    """The handshake completed (client side: with the server's response)."""
+
+    subprotocol: str | None
+    response: Response | None = None
+
+
+@dataclass(slots=True)
+class Text:
+    """A complete text message."""
+
+    data: str
+
+
+@dataclass(slots=True)
+class Binary:
+    """A complete binary message."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class Closed:
+    """The connection is closed (``code`` 1006 when it ended without a close frame)."""
+
+    code: int
+    reason: str
+    error: str | None = None  # what the peer did wrong, when we closed because of it
+
+
+Event = Request | Opened | Text | Binary | Closed
+
+
+def _frame_header(first: int, length: int, mask: int) -> bytes:
+    if length < 126:
+        return bytes((first, mask | length))
+    if length < 65536:
+        return _pack_short(first, mask | 126, length)
+    return _pack_long(first, mask | 127, length)
+
+
+def _close_payload(code: int, reason: str) -> bytes:
+    return code.to_bytes(2, "big") + reason.encode()[:123] if code not in (1005, 1006) else b""
+
+
+def _valid_close_code(code: int) -> bool:
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code < 5000
+
+
+class WebSocket:
+    """One WebSocket connection (server or client side), without I/O."""
+
+    __slots__ = (
+        "_buf",
+        "_frag",
+        "_frag_op",
+        "_handshake",
+        "_out",
+        "close_code",
+        "close_reason",
+        "closed",
+        "closing",
+        "is_client",
+        "max_message",
+        "open",
+        "request",
+        "subprotocol",
+    )
+
+    def __init__(self, handshake: ServerProtocol | ClientProtocol, *, client: bool, max_message: int) -> None:
+        self.is_client = client
+        self._handshake: Any = handshake
+        self._buf = b""
+        self._out: list[bytes] = []
+        self._frag_op = 0
+        self._frag: list[bytes] = []
+        self.max_message = max_message
+        self.open = False
+        self.closing = False  # we sent a close frame
+        self.closed = False
+        self.subprotocol: str | None = None
+        self.request: Request | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def server(cls, subprotocols: list[str] | None = None, max_message: int = 1 << 20) -> WebSocket:
+        """The server side: feed it the client's bytes; it yields a :class:`Request` to accept or reject."""
+        wanted = [Subprotocol(p) for p in subprotocols or ()]
+
+        def select(_: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+            # ours when offered; a client offering none (or others) is still accepted
+            return next((p for p in offered if p in wanted), None)
+
+        hs = ServerProtocol(subprotocols=wanted or None, select_subprotocol=select, max_size=max_message)
+        return cls(hs, client=False, max_message=max_message)
+
+    @classmethod
+    def client(
+        cls,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        subprotocols: list[str] | None = None,
+        max_message: int = 1 << 22,
+    ) -> WebSocket:
+        """The client side; the request is ready in :meth:`data_to_send` at once."""
+        protos = [Subprotocol(p) for p in subprotocols] if subprotocols else None
+        hs = ClientProtocol(parse_uri(url), subprotocols=protos, max_size=max_message)
+        ws = cls(hs, client=True, max_message=max_message)
+        request = hs.connect()
+        for name, value in (headers or {}).items():
+            request.headers[name] = value
+        ws.request = request
+        hs.send_request(request)
+        ws._out.extend(hs.data_to_send())
+        return ws
+
+    # -- handshake ------------------------------------------------------------------------------
+    def accept(self, extra_headers: dict[str, str] | None = None) -> None:
+        """Accept the client's request (subprotocol negotiated by ``websockets``)."""
+        hs: ServerProtocol = self._handshake
+        assert self.request is not None
+        response = hs.accept(self.request)
+        if response.status_code != 101:  # the request was not a valid upgrade
+            hs.send_response(response)
+            self._out.extend(hs.data_to_send())
+            self.closed = True
+            return
+        for name, value in (extra_headers or {}).items():
+            response.headers[name] = value
+        hs.send_response(response)
+        self._out.extend(hs.data_to_send())
+        self.subprotocol = hs.subprotocol
+        self.open = True
+        self._handshake = None
+
+    def reject(self, status: int, text: str) -> None:
+        """Refuse the upgrade with an HTTP status; the connection should then be closed."""
+        hs: ServerProtocol = self._handshake
+        response = hs.reject(status, text + "\n")
+        hs.send_response(response)
+        self._out.extend(hs.data_to_send())
+        self.closed = True
+        self._handshake = None
+
+    def _receive_handshake(self, data: bytes) -> list[Event]:
+        buf = self._buf + data
+        end = buf.find(_HEAD)
+        if end < 0:
+            if len(buf) > _MAX_HANDSHAKE:
+                raise ProtocolError(1002, "HTTP handshake too large")
+            self._buf = buf
+            return []
+        head, rest = buf[: end + 4], buf[end + 4 :]
+        self._buf = b""
+        hs = self._handshake
+        hs.receive_data(head)
+        received = hs.events_received()
+        if not received and rest and self.is_client:  # a refusal carries a body
+            hs.receive_data(rest)
+            received, rest = hs.events_received(), b""
+        events: list[Event] = []
+        for ev in received:
+            if isinstance(ev, Request):
+                if hs.handshake_exc is not None:
+                    self.reject(400, f"Failed to open a WebSocket connection: {hs.handshake_exc}")
+                    return [Closed(1002, "", f"bad upgrade request: {hs.handshake_exc}")]
+                self.request = ev
+                events.append(ev)
+            elif isinstance(ev, Response):
+                if hs.handshake_exc is not None:
+                    self.closed = True
+                    return [Closed(1006, "", f"handshake refused: {hs.handshake_exc}")]
+                self.open = True
+                self.subprotocol = hs.subprotocol
+                self._handshake = None
+                events.append(Opened(self.subprotocol, ev))
+                if rest:
+                    events.extend(self.receive_data(rest))
+        return events
+
+    # -- receiving ------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Bytes from the peer → complete messages and state changes."""
+        if self.closed:
+            return []
+        if not self.open:
+            if self._handshake is None:
+                return []
+            try:
+                return self._receive_handshake(data)
+            except ProtocolError as exc:
+                self.closed = True
+                return [Closed(1002, "", exc.detail)]
+        if not self._buf and not self._frag_op and len(data) > 6:
+            # the hot path: exactly one complete, final binary frame with a short length field
+            b1 = data[1]
+            if data[0] == 0x82 and (b1 & 0x7F) < 126:
+                length = b1 & 0x7F
+                if b1 & 0x80:
+                    if not self.is_client and len(data) == length + 6:
+                        return [Binary(apply_mask(data[6:], data[2:6]))]
+                elif self.is_client and len(data) == length + 2:
+                    return [Binary(data[2:])]
+            elif data[0] == 0x82 and (b1 & 0x7F) == 126 and len(data) > 8:
+                length = (data[2] << 8) | data[3]
+                if b1 & 0x80:
+                    if not self.is_client and len(data) == length + 8 and length <= self.max_message:
+                        return [Binary(apply_mask(data[8:], data[4:8]))]
+                elif self.is_client and len(data) == length + 4 and length <= self.max_message:
+                    return [Binary(data[4:])]
+        try:
+            return self._receive_frames(data)
+        except ProtocolError as exc:
+            return [self._fail(exc.code, exc.detail)]
+
+    def _fail(self, code: int, detail: str) -> Closed:
+        if not self.closing:
+            self._out.append(self._frame(OP_CLOSE, _close_payload(code, "")))
+            self.closing = True
+        self.closed = True
+        self._buf = b""
+        self.close_code = code
+        return Closed(code, "", detail)
+
+    def _receive_frames(self, data: bytes) -> list[Event]:
+        buf = self._buf + data if self._buf else data
+        size = len(buf)
+        pos = 0
+        events: list[Event] = []
+        want_mask = not self.is_client
+        while size - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = _unpack_short(buf, head)[0]
+                head += 2
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = _unpack_long(buf, head)[0]
+                head += 8
+            if bool(b1 & 0x80) is not want_mask:
+                raise ProtocolError(1002, "client frames must be masked" if want_mask else "server frames are unmasked")
+            if length > self.max_message:
+                raise ProtocolError(1009, f"frame of {length} bytes exceeds the {self.max_message} byte limit")
+            if want_mask:
+                end = head + 4 + length
+                if end > size:
+                    break
+                payload = apply_mask(buf[head + 4 : end], buf[head : head + 4])
+            else:
+                end = head + length
+                if end > size:
+                    break
+                payload = buf[head:end]
+            pos = end
+            if b0 & 0x70:
+                raise ProtocolError(1002, "reserved bits set (no extension was negotiated)")
+            opcode = b0 & 0x0F
+            if b0 & 0x80 and opcode == OP_BINARY and not self._frag_op:  # the hot path
+                events.append(Binary(payload))
+                continue
+            event = self._frame_event(opcode, bool(b0 & 0x80), payload)
+            if event is not None:
+                events.append(event)
+                if isinstance(event, Closed):
+                    self._buf = b""
+                    return events
+        self._buf = buf[pos:] if pos < size else b""
+        if len(self._buf) > self.max_message + 14:
+            raise ProtocolError(1009, "message exceeds the size limit")
+        return events
+
+    def _frame_event(self, opcode: int, fin: bool, payload: bytes) -> Event | None:
+        if opcode >= 8:
+            if not fin or len(payload) > 125:
+                raise ProtocolError(1002, "control frames must be final and at most 125 bytes")
+            if opcode == OP_PING:
+                if not self.closing:
+                    self._out.append(self._frame(OP_PONG, payload))
+                return None
+            if opcode == OP_PONG:
+                return None
+            if opcode == OP_CLOSE:
+                return self._receive_close(payload)
+            raise ProtocolError(1002, f"unknown opcode {opcode}")
+        if opcode == OP_CONT:
+            if not self._frag_op:
+                raise ProtocolError(1002, "continuation frame without a message to continue")
+            self._frag.append(payload)
+            if sum(map(len, self._frag)) > self.max_message:
+                raise ProtocolError(1009, f"message exceeds the {self.max_message} byte limit")
+            if not fin:
+                return None
+            opcode, payload = self._frag_op, b"".join(self._frag)
+            self._frag_op, self._frag = 0, []
+        elif opcode in (OP_TEXT, OP_BINARY):
+            if self._frag_op:
+                raise ProtocolError(1002, "new message inside a fragmented one")
+            if not fin:
+                self._frag_op, self._frag = opcode, [payload]
+                return None
+        else:
+            raise ProtocolError(1002, f"unknown opcode {opcode}")
+        if opcode == OP_BINARY:
+            return Binary(payload)
+        try:
+            return Text(payload.decode())
+        except UnicodeDecodeError:
+            raise ProtocolError(1007, "text message is not valid UTF-8") from None
+
+    def _receive_close(self, payload: bytes) -> Closed:
+        if len(payload) == 1:
+            raise ProtocolError(1002, "close frame with a 1-byte payload")
+        code, reason = 1005, ""
+        if payload:
+            code = int.from_bytes(payload[:2], "big")
+            if not _valid_close_code(code):
+                raise ProtocolError(1002, f"invalid close code {code}")
+            try:
+                reason = payload[2:].decode()
+            except UnicodeDecodeError:
+                raise ProtocolError(1007, "close reason is not valid UTF-8") from None
+        if not self.closing:  # echo the peer's close (RFC 6455 5.5.1)
+            self._out.append(self._frame(OP_CLOSE, payload))
+            self.closing = True
+        self.closed = True
+        self.close_code, self.close_reason = code, reason
+        return Closed(code, reason)
+
+    # -- sending --------------------------------------------------------------------------------
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        if self.is_client:
+            key = _mask_key()
+            return _frame_header(0x80 | opcode, len(payload), 0x80) + key + apply_mask(payload, key)
+        return _frame_header(0x80 | opcode, len(payload), 0) + payload
+
+    def binary(self, data: bytes) -> bytes:
+        """A binary message, framed."""
+        if self.is_client:
+            key = _mask_key()
+            return _frame_header(0x82, len(data), 0x80) + key + apply_mask(data, key)
+        n = len(data)
+        if n < 126:
+            return bytes((0x82, n)) + data
+        if n < 65536:
+            return _pack_short(0x82, 126, n) + data
+        return _pack_long(0x82, 127, n) + data
+
+    def text(self, data: str) -> bytes:
+        """A text message, framed."""
+        return self._frame(OP_TEXT, data.encode())
+
+    def close(self, code: int = 1000, reason: str = "") -> bytes:
+        """Start the closing handshake (returns the close frame; b"" if already closing)."""
+        if self.closing or not self.open:
+            return b""
+        self.closing = True
+        return self._frame(OP_CLOSE, _close_payload(code, reason))
+
+    def ping(self, payload: bytes = b"") -> bytes:
+        """A ping frame."""
+        return self._frame(OP_PING, payload)
+
+    def data_to_send(self) -> bytes:
+        """Bytes the protocol itself must send (handshake, pongs, close replies)."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
