@@ -1,0 +1,147 @@
+"""The contract between the media bridge and an agent protocol (sans-I/O).
+
+An adapter turns call events into WebSocket messages for the agent and the agent's messages into
+actions on the call. It never touches a socket or a clock: the bridge feeds it and executes what it
+returns. Audio crossing the contract is always **L16 mono, little-endian, at the call's rate**
+(``CallInfo.rate``: 8000 or 16000); each adapter converts to and from its agent's own format with
+its own per-call :mod:`orchestrator.media.audio` converters, so frames join without clicks.
+
+Messages to the agent are ``str`` (a text frame) or ``bytes`` (a binary frame).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = str | bytes
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What an agent learns about the call when it connects."""
+
+    call_id: str  # FreeSWITCH channel UUID
+    direction: str  # inbound | outbound
+    caller_id: str  # E.164 or whatever the trunk sent
+    called_number: str
+    agent: str  # agent name in the deployment
+    trunk: str
+    rate: int  # 8000 | 16000: the call (fork) audio rate
+    variables: dict[str, str] = field(default_factory=dict)  # call variables (X- headers, API variables)
+
+
+# -- actions: what an adapter asks the bridge to do -------------------------------------------------
+@dataclass(frozen=True)
+class Send:
+    """Send a message to the agent (a reply: pong, tool result, Twilio mark echo …)."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Play:
+    """Agent audio for the caller: L16 at the call rate. ``event_id`` groups audio of one utterance."""
+
+    pcm: bytes
+    event_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Clear:
+    """Barge-in: drop every bit of agent audio not yet heard (flush queues and FreeSWITCH's buffer)."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Tell the agent (via :meth:`AgentProtocol.mark_played`) when the audio queued before this point was heard."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End the call. ``reason`` is a short word for the record (e.g. ``agent_end_call``)."""
+
+    reason: str = "agent_hangup"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Transfer the call to ``target`` (E.164 or sip: URI)."""
+
+    target: str
+    tool_call_id: str | None = None  # set when the agent asked through a tool call: answer with tool_result
+
+
+@dataclass(frozen=True)
+class SendDtmf:
+    """Send DTMF digits to the caller."""
+
+    digits: str
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A line of the conversation for the call record (role: ``agent`` or ``user``)."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """Facts the agent reported about the session (e.g. ElevenLabs conversation id)."""
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProtocolViolation:
+    """A message the adapter could not understand; the bridge logs it (with ``where``) and goes on."""
+
+    where: str  # e.g. "agent message #12 (type 'audio')"
+    detail: str
+
+
+Action = Send | Play | Clear | Mark | Hangup | Transfer | SendDtmf | Transcript | AgentInfo | ProtocolViolation
+
+
+class AgentProtocol(ABC):
+    """One call's conversation with one agent. Create one per call."""
+
+    #: whether the agent wants binary frames (raw L16) rather than text
+    binary_audio: bool = False
+
+    def __init__(self, call: CallInfo) -> None:
+        self.call = call
+
+    @abstractmethod
+    def open(self) -> list[Message]:
+        """Messages to send right after the WebSocket is connected (before any audio)."""
+
+    @abstractmethod
+    def audio(self, pcm: bytes) -> Message | None:
+        """Caller audio (L16 at the call rate, any length) → the message carrying it, if any yet."""
+
+    @abstractmethod
+    def receive(self, message: Message) -> list[Action]:
+        """A message from the agent → actions."""
+
+    def dtmf(self, digit: str) -> list[Message]:
+        """A DTMF digit the caller pressed."""
+        return []
+
+    def mark_played(self, name: str) -> list[Message]:
+        """Audio before mark ``name`` has been heard by the caller."""
+        return []
+
+    def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
+        """The outcome of a tool call the agent made (transfer, DTMF …)."""
+        return []
+
+    def close(self, reason: str) -> list[Message]:
+        """Messages to send before the bridge closes the agent connection (call ended)."""
+        return []

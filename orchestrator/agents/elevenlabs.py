@@ -1,0 +1,257 @@
+"""ElevenLabs Agents conversation WebSocket, sans-I/O.
+
+Connecting: a public agent is reached at :func:`public_url`; with an API key, the bridge first does
+the GET described by :func:`signed_url_request` and connects to :func:`parse_signed_url` of the answer.
+
+To the agent:
+
+- on open, ``conversation_initiation_client_data`` with ``dynamic_variables``: the call variables
+  (keys starting ``system__`` dropped: ElevenLabs reserves them, and fills ``system__caller_id`` only
+  for its own telephony) plus ``caller_id``, ``called_number``, ``call_id`` and ``direction``;
+- caller audio as ``{"user_audio_chunk": <base64>}`` in the agent's input format, one message per
+  frame the bridge hands over (20 ms): ElevenLabs takes any chunk size, and batching would only add
+  latency to its turn detection;
+- ``pong`` for every ``ping``, right away. ``ping_ms`` is ElevenLabs' own latency figure; its
+  examples delay the pong by it to *simulate* latency, which a real client must not do;
+- ``client_tool_result`` answering ``client_tool_call``;
+- a caller's DTMF digit as ``contextual_update`` ("The caller pressed the keypad key 5."): it reaches
+  the agent's context without interrupting it or forcing a reply per digit, so multi-digit entries
+  work; the agent reacts on its next turn.
+
+From the agent: ``audio`` → :class:`Play` (dropped when its ``event_id`` is at or below the last
+``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`, client tools
+``end_call``, ``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``) and
+``send_dtmf`` (``digits``) → actions; any other tool is answered with an error result. ``vad_score``
+and types this adapter does not know are ignored (ElevenLabs adds types over time).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from orchestrator.agents import _wire
+from orchestrator.agents._wire import Malformed, get
+from orchestrator.agents.base import (
+    Action,
+    AgentInfo,
+    AgentProtocol,
+    CallInfo,
+    Clear,
+    Hangup,
+    Message,
+    Play,
+    ProtocolViolation,
+    Send,
+    SendDtmf,
+    Transcript,
+    Transfer,
+)
+from orchestrator.config.model import ElevenLabsAgent
+from orchestrator.media.audio import Converter, parse_format
+
+SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
+TRANSFER_TOOLS = ("transfer_call", "transfer")
+TRANSFER_PARAMETERS = ("number", "target", "destination")
+
+
+def public_url(config: ElevenLabsAgent) -> str:
+    """The conversation URL of a public agent: the configured URL with ``agent_id``."""
+    separator = "&" if "?" in config.url else "?"
+    return f"{config.url}{separator}agent_id={quote(config.agent_id, safe='')}"
+
+
+def signed_url_request(config: ElevenLabsAgent) -> tuple[str, dict[str, str]] | None:
+    """The GET (URL, headers) that fetches a signed URL for a private agent; None without an API key.
+
+    The host is the configured WebSocket URL's (regional hosts work), over https (http for ws://).
+    """
+    if config.api_key is None:
+        return None
+    parts = urlsplit(config.url)
+    scheme = "http" if parts.scheme == "ws" else "https"
+    url = urlunsplit((scheme, parts.netloc, SIGNED_URL_PATH, f"agent_id={quote(config.agent_id, safe='')}", ""))
+    return url, {"xi-api-key": config.api_key.get_secret_value()}
+
+
+def parse_signed_url(body: bytes) -> str:
+    """The ``signed_url`` from the answer to :func:`signed_url_request`; ValueError if there is none."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"the signed-URL answer is not JSON: {exc}") from None
+    url = data.get("signed_url") if isinstance(data, dict) else None
+    if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
+        raise ValueError("the signed-URL answer has no WebSocket 'signed_url'")
+    return url
+
+
+class ElevenLabsProtocol(AgentProtocol):
+    """One call's ElevenLabs conversation."""
+
+    def __init__(self, call: CallInfo, config: ElevenLabsAgent) -> None:
+        super().__init__(call)
+        self.config = config
+        self.input_format = self.output_format = config.audio_format
+        self._to_agent = self._input_converter(config.audio_format)
+        self._from_agent = self._output_converter(config.audio_format)
+        self._interrupted: int | None = None  # event_id of the last interruption
+        self._received = 0
+
+    def _input_converter(self, name: str) -> Converter:
+        encoding, rate = parse_format(name)
+        return Converter(self.call.rate, rate, "l16", encoding)
+
+    def _output_converter(self, name: str) -> Converter:
+        encoding, rate = parse_format(name)
+        return Converter(rate, self.call.rate, encoding, "l16")
+
+    # -- to the agent ------------------------------------------------------------------------------
+    def open(self) -> list[Message]:
+        variables = {k: v for k, v in _wire.call_facts(self.call).items() if not k.startswith("system__")}
+        return [json.dumps({"type": "conversation_initiation_client_data", "dynamic_variables": variables})]
+
+    def audio(self, pcm: bytes) -> Message | None:
+        data = self._to_agent.convert(pcm)
+        if not data:
+            return None
+        return '{"user_audio_chunk":"' + binascii.b2a_base64(data, newline=False).decode("ascii") + '"}'
+
+    def dtmf(self, digit: str) -> list[Message]:
+        if not _wire.DTMF_DIGITS.fullmatch(digit):
+            return []
+        text = f"The caller pressed the keypad key {digit}."
+        return [json.dumps({"type": "contextual_update", "text": text})]
+
+    def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
+        message = {"type": "client_tool_result", "tool_call_id": tool_call_id, "result": result, "is_error": is_error}
+        return [json.dumps(message)]
+
+    # -- from the agent ----------------------------------------------------------------------------
+    def receive(self, message: Message) -> list[Action]:
+        self._received += 1
+        kind = None
+        try:
+            data = _wire.parse_object(message)
+            kind = data.get("type")
+            if not isinstance(kind, str):
+                raise Malformed("no 'type'")
+            handler = self._handlers.get(kind)
+            return handler(self, data) if handler is not None else []
+        except (Malformed, ValueError) as exc:
+            where = f"agent message #{self._received}" + (f" (type '{kind}')" if isinstance(kind, str) else "")
+            return [ProtocolViolation(where=where, detail=str(exc))]
+
+    def _metadata(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "conversation_initiation_metadata_event", dict)
+        info = {
+            k: event[k]
+            for k in ("conversation_id", "agent_output_audio_format", "user_input_audio_format")
+            if isinstance(event.get(k), str)
+        }
+        actions: list[Action] = [AgentInfo(info)]
+        for key, attr, make in (
+            ("user_input_audio_format", "input_format", self._input_converter),
+            ("agent_output_audio_format", "output_format", self._output_converter),
+        ):
+            announced = info.get(key)
+            if announced is None or announced == getattr(self, attr):
+                continue
+            where = f"agent message #{self._received} (type 'conversation_initiation_metadata')"
+            try:
+                converter = make(announced)
+            except ValueError:
+                detail = f"{key} '{announced}' is not supported; keeping the configured '{getattr(self, attr)}'"
+                actions.append(ProtocolViolation(where, detail))
+                continue
+            detail = f"{key} is '{announced}' but the configuration says '{getattr(self, attr)}': following the agent"
+            actions.append(ProtocolViolation(where, detail))
+            setattr(self, attr, announced)
+            if attr == "input_format":
+                self._to_agent = converter
+            else:
+                self._from_agent = converter
+        return actions
+
+    def _audio(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "audio_event", dict)
+        eid = _wire.event_id(event.get("event_id"), "audio_event.event_id")
+        payload = get(event, "audio_base_64", str, "audio_event.")
+        if self._interrupted is not None and eid <= self._interrupted:
+            return []
+        try:
+            raw = binascii.a2b_base64(payload, strict_mode=True)
+        except binascii.Error as exc:
+            raise Malformed(f"'audio_event.audio_base_64' is not base64: {exc}") from None
+        pcm = self._from_agent.convert(raw)
+        return [Play(pcm, eid)] if pcm else []
+
+    def _interruption(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "interruption_event", dict)
+        eid = _wire.event_id(event.get("event_id"), "interruption_event.event_id")
+        self._interrupted = eid if self._interrupted is None else max(eid, self._interrupted)
+        self._from_agent.reset()  # the tail of the interrupted utterance must not leak into the next
+        return [Clear()]
+
+    def _ping(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "ping_event", dict)
+        eid = _wire.event_id(event.get("event_id"), "ping_event.event_id")
+        return [Send(json.dumps({"type": "pong", "event_id": eid}))]
+
+    def _agent_response(self, data: dict[str, Any]) -> list[Action]:
+        text = get(get(data, "agent_response_event", dict), "agent_response", str, "agent_response_event.")
+        return [Transcript("agent", text.strip())] if text.strip() else []
+
+    def _correction(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "agent_response_correction_event", dict)
+        text = get(event, "corrected_agent_response", str, "agent_response_correction_event.")
+        return [Transcript("agent", text.strip())] if text.strip() else []
+
+    def _user_transcript(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "user_transcription_event", dict)
+        text = get(event, "user_transcript", str, "user_transcription_event.")
+        return [Transcript("user", text.strip())] if text.strip() else []
+
+    def _tool_call(self, data: dict[str, Any]) -> list[Action]:
+        call = get(data, "client_tool_call", dict)
+        name = get(call, "tool_name", str, "client_tool_call.")
+        call_id = get(call, "tool_call_id", str, "client_tool_call.")
+        parameters = call.get("parameters")
+        parameters = {} if parameters is None else parameters
+        if not isinstance(parameters, dict):
+            raise Malformed("'client_tool_call.parameters' is not an object")
+
+        def fail(reason: str) -> list[Action]:
+            return [Send(m) for m in self.tool_result(call_id, reason, is_error=True)]
+
+        if name == "end_call":
+            return [*(Send(m) for m in self.tool_result(call_id, "The call is being ended.")), Hangup("agent_end_call")]
+        if name in TRANSFER_TOOLS:
+            target = next((parameters[k] for k in TRANSFER_PARAMETERS if parameters.get(k) not in (None, "")), None)
+            if target is None:
+                return fail(f"missing parameter: give the destination as one of {', '.join(TRANSFER_PARAMETERS)}")
+            target = str(target).strip()
+            if not _wire.valid_target(target):
+                return fail(f"'{target}' is not a phone number or SIP URI")
+            return [Transfer(target, call_id)]
+        if name == "send_dtmf":
+            digits = parameters.get("digits")
+            digits = str(digits).strip() if isinstance(digits, str | int) and not isinstance(digits, bool) else ""
+            if not _wire.DTMF_SEQUENCE.fullmatch(digits):
+                return fail("'digits' must be 1 to 64 of 0-9 * # A-D (w/W pause)")
+            return [SendDtmf(digits, call_id)]
+        return fail(f"unknown tool '{name}'")
+
+    _handlers: ClassVar[dict[str, Callable[[ElevenLabsProtocol, dict[str, Any]], list[Action]]]] = {
+        "conversation_initiation_metadata": _metadata,
+        "audio": _audio,
+        "interruption": _interruption,
+        "ping": _ping,
+        "agent_response": _agent_response,
+        "agent_response_correction": _correction,
+        "user_transcript": _user_transcript,
+        "client_tool_call": _tool_call,
+    }

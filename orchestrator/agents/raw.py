@@ -1,0 +1,164 @@
+"""The raw protocol, sans-I/O: binary L16 audio both ways, JSON text messages for control.
+
+Audio: binary frames of L16 mono little-endian at the agent's ``audio_format`` rate
+(``pcm_8000`` … ``pcm_48000``), both ways, any length (an odd trailing byte waits for the next frame).
+The caller's audio is sent as the bridge hands it over (normally 20 ms a frame).
+
+Control messages (JSON objects in text frames, distinguished by ``type``):
+
+=========================  ===============================================================================
+Bridge → agent
+=========================  ===============================================================================
+``start``                  first message: ``{"type":"start","call":{"call_id","direction","caller_id",
+                           "called_number","agent","trunk","rate","variables":{…}},"audio":{"encoding":
+                           "l16","sample_rate":16000}}``. ``call.rate`` is the telephone side's rate;
+                           ``audio.sample_rate`` is the rate of the audio on this connection.
+``dtmf``                   the caller pressed a key: ``{"type":"dtmf","digit":"5"}``
+``mark``                   the agent audio sent before the agent's mark ``name`` has been heard:
+                           ``{"type":"mark","name":"x"}``
+``result``                 outcome of a ``transfer`` or ``dtmf`` request that had an ``id``:
+                           ``{"type":"result","id":"…","ok":true,"detail":"…"}``
+``stop``                   the call ended; the bridge closes the connection next: ``{"type":"stop",
+                           "reason":"…"}``
+=========================  ===============================================================================
+
+=========================  ===============================================================================
+Agent → bridge
+=========================  ===============================================================================
+``hangup``                 end the call: ``{"type":"hangup","reason":"done"}`` (``reason`` optional)
+``transfer``               ``{"type":"transfer","target":"+4930123456" | "sip:…","id":"t1"}`` (``id``
+                           optional: give one to get a ``result``)
+``dtmf``                   send digits to the caller: ``{"type":"dtmf","digits":"12#","id":"d1"}``
+``clear``                  barge-in: drop agent audio not yet played: ``{"type":"clear"}``
+``mark``                   ``{"type":"mark","name":"x"}``: answered with a ``mark`` once the audio sent
+                           before it has been heard
+``transcript``             a line for the call record: ``{"type":"transcript","role":"agent"|"user",
+                           "text":"…"}``
+=========================  ===============================================================================
+
+Anything else from the agent (unknown type, missing or mistyped field, invalid JSON) is reported as a
+:class:`ProtocolViolation` and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from orchestrator.agents import _wire
+from orchestrator.agents._wire import Malformed, get
+from orchestrator.agents.base import (
+    Action,
+    AgentProtocol,
+    CallInfo,
+    Clear,
+    Hangup,
+    Mark,
+    Message,
+    Play,
+    ProtocolViolation,
+    SendDtmf,
+    Transcript,
+    Transfer,
+)
+from orchestrator.config.model import RawAgent
+from orchestrator.media.audio import Converter, parse_format
+
+MAX_REASON = 64
+
+
+class RawProtocol(AgentProtocol):
+    """One call's raw L16 + JSON connection."""
+
+    binary_audio = True
+
+    def __init__(self, call: CallInfo, config: RawAgent) -> None:
+        super().__init__(call)
+        self.config = config
+        _, self.rate = parse_format(config.audio_format)
+        self._to_agent = Converter(call.rate, self.rate)
+        self._from_agent = Converter(self.rate, call.rate)
+        self._received = 0
+
+    # -- to the agent ------------------------------------------------------------------------------
+    def open(self) -> list[Message]:
+        start = {
+            "type": "start",
+            "call": dataclasses.asdict(self.call),
+            "audio": {"encoding": "l16", "sample_rate": self.rate},
+        }
+        return [json.dumps(start)]
+
+    def audio(self, pcm: bytes) -> Message | None:
+        return self._to_agent.convert(pcm) or None
+
+    def dtmf(self, digit: str) -> list[Message]:
+        if not _wire.DTMF_DIGITS.fullmatch(digit):
+            return []
+        return [json.dumps({"type": "dtmf", "digit": digit})]
+
+    def mark_played(self, name: str) -> list[Message]:
+        return [json.dumps({"type": "mark", "name": name})]
+
+    def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
+        return [json.dumps({"type": "result", "id": tool_call_id, "ok": not is_error, "detail": result})]
+
+    def close(self, reason: str) -> list[Message]:
+        return [json.dumps({"type": "stop", "reason": reason})]
+
+    # -- from the agent ----------------------------------------------------------------------------
+    def receive(self, message: Message) -> list[Action]:
+        self._received += 1
+        if isinstance(message, bytes):
+            pcm = self._from_agent.convert(message)
+            return [Play(pcm)] if pcm else []
+        kind = None
+        try:
+            data = _wire.parse_object(message)
+            kind = data.get("type")
+            if not isinstance(kind, str):
+                raise Malformed("no 'type'")
+            return self._control(kind, data)
+        except (Malformed, ValueError) as exc:
+            where = f"agent message #{self._received}" + (f" (type '{kind}')" if isinstance(kind, str) else "")
+            return [ProtocolViolation(where=where, detail=str(exc))]
+
+    def _control(self, kind: str, data: dict[str, Any]) -> list[Action]:
+        if kind == "hangup":
+            reason = data.get("reason")
+            if reason is not None and not isinstance(reason, str):
+                raise Malformed("'reason' is not a string")
+            reason = (reason or "").strip()[:MAX_REASON]
+            return [Hangup(reason or "agent_hangup")]
+        if kind == "transfer":
+            target = get(data, "target", str).strip()
+            if not _wire.valid_target(target):
+                raise Malformed(f"'target' {target!r} is not a phone number or SIP URI")
+            return [Transfer(target, self._request_id(data))]
+        if kind == "dtmf":
+            digits = get(data, "digits", str)
+            if not _wire.DTMF_SEQUENCE.fullmatch(digits):
+                raise Malformed("'digits' must be 1 to 64 of 0-9 * # A-D (w/W pause)")
+            return [SendDtmf(digits, self._request_id(data))]
+        if kind == "clear":
+            self._from_agent.reset()
+            return [Clear()]
+        if kind == "mark":
+            return [Mark(get(data, "name", str))]
+        if kind == "transcript":
+            role = get(data, "role", str)
+            if role not in ("agent", "user"):
+                raise Malformed(f"'role' is '{role}', not 'agent' or 'user'")
+            text = get(data, "text", str).strip()
+            return [Transcript(role, text)] if text else []
+        raise Malformed(f"unknown type '{kind}'")
+
+    @staticmethod
+    def _request_id(data: dict[str, Any]) -> str | None:
+        value = data.get("id")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise Malformed("'id' is not a string")
+        return str(value)

@@ -1,0 +1,142 @@
+"""Twilio Media Streams, sans-I/O: the bridge plays Twilio for agents built for it (Pipecat and similar).
+
+To the agent, as Twilio sends them: ``connected``, ``start`` (``tracks: ["inbound"]``, μ-law 8 kHz,
+``customParameters`` = call variables plus ``caller_id``, ``called_number``, ``call_id``, ``direction``),
+``media`` (caller audio, one message per frame the bridge hands over), ``dtmf``, ``mark`` (echoed when
+the audio before it has been heard) and ``stop``. Every message but ``connected`` carries ``streamSid``
+and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media`` message's ``chunk``
+counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
+
+Identifiers: ``streamSid`` is ``MZ`` + 32 random hex digits per call; ``callSid`` is ``CA`` + the call
+UUID's 32 hex digits (or a hash of another call id); ``accountSid`` is :data:`ACCOUNT_SID`, a fixed
+placeholder of the right shape, since there is no Twilio account.
+
+From the agent: ``media`` → :class:`Play`, ``mark`` → :class:`Mark`, ``clear`` → :class:`Clear`; other
+events are ignored. A message naming another ``streamSid`` is dropped and reported: an agent mixing
+up its streams must not play one call's audio to another caller. A missing ``streamSid`` is accepted.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import re
+import secrets
+from typing import Any
+
+from orchestrator.agents import _wire
+from orchestrator.agents._wire import Malformed, get
+from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play, ProtocolViolation
+from orchestrator.config.model import TwilioAgent
+from orchestrator.media.audio import Converter
+
+#: ``AC`` + 32 hex digits, as Twilio's, but all zero: a placeholder, not an account
+ACCOUNT_SID = "AC" + "0" * 32
+RATE = 8000
+
+
+def call_sid(call_id: str) -> str:
+    """``CA`` + 32 hex digits derived from the call id (the UUID's own digits when it is a UUID)."""
+    digits = call_id.replace("-", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", digits):
+        digits = hashlib.sha256(call_id.encode()).hexdigest()[:32]
+    return "CA" + digits
+
+
+class TwilioProtocol(AgentProtocol):
+    """One call's Twilio Media Stream."""
+
+    def __init__(self, call: CallInfo, config: TwilioAgent | None = None, account_sid: str = ACCOUNT_SID) -> None:
+        super().__init__(call)
+        self.config = config
+        self.account_sid = account_sid
+        self.call_sid = call_sid(call.call_id)
+        self.stream_sid = "MZ" + secrets.token_hex(16)
+        self._to_agent = Converter(call.rate, RATE, "l16", "ulaw")
+        self._from_agent = Converter(RATE, call.rate, "ulaw", "l16")
+        self._sequence = 0
+        self._chunk = 0
+        self._samples = 0  # μ-law samples (= bytes) sent so far
+        self._received = 0
+        self._stopped = False
+
+    def _next(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def _event(self, event: str, body: dict[str, Any]) -> str:
+        message = {"event": event, "sequenceNumber": str(self._next()), event: body, "streamSid": self.stream_sid}
+        return json.dumps(message)
+
+    # -- to the agent ------------------------------------------------------------------------------
+    def open(self) -> list[Message]:
+        connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = {
+            "accountSid": self.account_sid,
+            "streamSid": self.stream_sid,
+            "callSid": self.call_sid,
+            "tracks": ["inbound"],
+            "customParameters": _wire.call_facts(self.call),
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
+        }
+        return [connected, self._event("start", start)]
+
+    def audio(self, pcm: bytes) -> Message | None:
+        ulaw = self._to_agent.convert(pcm)
+        if not ulaw:
+            return None
+        self._sequence += 1
+        self._chunk += 1
+        timestamp = self._samples * 1000 // RATE
+        self._samples += len(ulaw)
+        payload = binascii.b2a_base64(ulaw, newline=False).decode("ascii")
+        return (
+            f'{{"event":"media","sequenceNumber":"{self._sequence}","media":{{"track":"inbound",'
+            f'"chunk":"{self._chunk}","timestamp":"{timestamp}","payload":"{payload}"}},'
+            f'"streamSid":"{self.stream_sid}"}}'
+        )
+
+    def dtmf(self, digit: str) -> list[Message]:
+        if not _wire.DTMF_DIGITS.fullmatch(digit):
+            return []
+        return [self._event("dtmf", {"track": "inbound_track", "digit": digit})]
+
+    def mark_played(self, name: str) -> list[Message]:
+        return [self._event("mark", {"name": name})]
+
+    def close(self, reason: str) -> list[Message]:
+        if self._stopped:
+            return []
+        self._stopped = True
+        return [self._event("stop", {"accountSid": self.account_sid, "callSid": self.call_sid})]
+
+    # -- from the agent ----------------------------------------------------------------------------
+    def receive(self, message: Message) -> list[Action]:
+        self._received += 1
+        event = None
+        try:
+            data = _wire.parse_object(message)
+            event = data.get("event")
+            if not isinstance(event, str):
+                raise Malformed("no 'event'")
+            sid = data.get("streamSid")
+            if sid is not None and sid != self.stream_sid:
+                raise Malformed(f"streamSid '{sid}' is not this call's ('{self.stream_sid}'): message dropped")
+            if event == "media":
+                payload = get(get(data, "media", dict), "payload", str, "media.")
+                try:
+                    ulaw = binascii.a2b_base64(payload, strict_mode=True)
+                except binascii.Error as exc:
+                    raise Malformed(f"'media.payload' is not base64: {exc}") from None
+                pcm = self._from_agent.convert(ulaw)
+                return [Play(pcm)] if pcm else []
+            if event == "mark":
+                return [Mark(get(get(data, "mark", dict), "name", str, "mark."))]
+            if event == "clear":
+                self._from_agent.reset()
+                return [Clear()]
+            return []
+        except (Malformed, ValueError) as exc:
+            where = f"agent message #{self._received}" + (f" (event '{event}')" if isinstance(event, str) else "")
+            return [ProtocolViolation(where=where, detail=str(exc))]
