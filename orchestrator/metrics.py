@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class Metrics:
@@ -29,7 +36,69 @@ class Metrics:
         )
         self.esl_connects = Counter("sipagent_esl_connects", "Event socket connections made.", ["node"], registry=r)
         self.fork_failures = Counter("sipagent_fork_failures", "Audio forks that failed.", ["reason"], registry=r)
+        self.media_sessions = Counter(
+            "sipagent_media_sessions", "Calls whose audio fork reached the bridge.", registry=r
+        )
+        self.media_sessions_ended = Counter(
+            "sipagent_media_sessions_ended", "Media sessions ended, by outcome.", ["outcome"], registry=r
+        )
+        self.media_errors = Counter("sipagent_media_errors", "Media bridge errors by kind.", ["kind"], registry=r)
+        self.interruptions = Counter("sipagent_media_interruptions", "Barge-ins (agent audio flushed).", registry=r)
+        self.agent_connect_seconds = Histogram(
+            "sipagent_agent_connect_seconds",
+            "Time to open the agent connection (URL, TCP, TLS, WebSocket).",
+            ["protocol"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+            registry=r,
+        )
+        self.media_latency = Histogram(
+            "sipagent_media_added_latency_seconds",
+            "Time the bridge holds a message before passing it on (sampled), by direction.",
+            ["direction"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def bind_media(self, bridge: Any) -> None:
+        """Export the bridge's plain-integer counters and queue depths at scrape time."""
+        self.registry.register(_MediaCollector(bridge, self))
 
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _MediaCollector(Collector):
+    """Reads the media bridge's counters when Prometheus scrapes (the hot path only adds integers)."""
+
+    def __init__(self, bridge: Any, metrics: Metrics) -> None:
+        self.bridge = bridge
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        b = self.bridge
+        for direction, samples in (("to_agent", b.latency_to_agent), ("to_caller", b.latency_to_caller)):
+            hist = self.metrics.media_latency.labels(direction)
+            while samples:
+                hist.observe(samples.popleft())
+        c = b.counters()
+        frames = CounterMetricFamily("sipagent_media_frames", "Audio messages through the bridge.", labels=["path"])
+        byts = CounterMetricFamily("sipagent_media_bytes", "Audio bytes through the bridge.", labels=["path"])
+        frames.add_metric(["caller_to_bridge"], c["frames_in"])
+        frames.add_metric(["bridge_to_agent"], c["frames_to_agent"])
+        frames.add_metric(["agent_to_bridge"], c["frames_from_agent"])
+        frames.add_metric(["bridge_to_caller"], c["frames_out"])
+        byts.add_metric(["caller_to_bridge"], c["bytes_in"])
+        byts.add_metric(["agent_to_bridge"], c["bytes_from_agent"])
+        byts.add_metric(["bridge_to_caller"], c["bytes_out"])
+        dropped = CounterMetricFamily(
+            "sipagent_media_dropped_frames", "Caller audio dropped (agent slow or connecting).", labels=[]
+        )
+        dropped.add_metric([], c["dropped_to_agent"])
+        active = GaugeMetricFamily("sipagent_media_active_sessions", "Calls with a live media session.")
+        active.add_metric([], len(b.sessions))
+        depth = GaugeMetricFamily(
+            "sipagent_media_playback_queue_seconds", "Agent audio waiting to be paced out, all calls.", labels=[]
+        )
+        depth.add_metric([], sum(s.pacer.queued_ms for s in b.sessions.values()) / 1000)
+        yield from (frames, byts, dropped, active, depth)

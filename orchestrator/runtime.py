@@ -13,6 +13,7 @@ import uvicorn
 from orchestrator.api.http import create_app
 from orchestrator.calls.controller import Controller
 from orchestrator.config.model import Deployment
+from orchestrator.media.bridge import MediaBridge
 
 log = logging.getLogger("sipagent")
 
@@ -25,6 +26,9 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     controller = Controller(deployment, base_dir)
+    bridge = MediaBridge(deployment, controller.tokens, controller, controller.metrics)
+    controller.add_listener(bridge.on_notice)
+    await bridge.start()
     await controller.start()
     api = deployment.orchestrator.api
     token = api.token.get_secret_value() if api.token else None
@@ -36,10 +40,18 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     http = asyncio.create_task(server.serve(), name="http-api")
-    log.info("sipagent running: API on http://%s:%d, %d node(s)", api.listen_ip, api.port, len(controller.nodes))
+    log.info(
+        "sipagent running: API on http://%s:%d, media bridge on %s:%d, %d node(s)",
+        api.listen_ip,
+        api.port,
+        deployment.orchestrator.media.listen_ip,
+        bridge.port,
+        len(controller.nodes),
+    )
     try:
         await stop.wait()
     finally:
         server.should_exit = True
         await http
         await controller.stop()
+        await bridge.stop()

@@ -274,12 +274,12 @@ class Controller:
 
     def _notify(self, notices: list[Notice]) -> None:
         for notice in notices:
-            self._account(notice)
-            for listener in self.listeners:
+            for listener in self.listeners:  # first, so the media bridge's summary is in the record
                 try:
                     listener(notice)
                 except Exception:
                     log.exception("listener failed on %s", notice.kind)
+            self._account(notice)
 
     def _account(self, notice: Notice) -> None:
         call = notice.call
@@ -316,16 +316,22 @@ class Controller:
     # -- fork -----------------------------------------------------------------------------------
     def _fork_command(self, call: Call) -> str:
         url = fork.fork_url(self.deployment.orchestrator.media_url, call.uuid, self.tokens.token(call.uuid))
+        inbound = call.direction == "inbound"
         metadata = {
             "call_id": call.uuid,
             "direction": call.direction,
             "agent": call.agent,
             "trunk": call.trunk,
+            "caller_id": call.remote if inbound else call.number,
+            "called_number": call.number if inbound else call.remote,
             "codec": call.codec,
             "rate": call.rate,
             "variables": call.variables,
         }
-        return fork.start_command(call.uuid, url, fork_rate(call.rate), metadata)
+        rate = fork_rate(call.rate)
+        streaming = self.deployment.orchestrator.media.playback == "streaming"
+        stream_rate = (16000 if rate == "16k" else 8000) if streaming else None
+        return fork.start_command(call.uuid, url, rate, metadata, stream_rate=stream_rate)
 
     # -- actions --------------------------------------------------------------------------------
     def _pick_node(self) -> str:
@@ -423,6 +429,23 @@ class Controller:
         if cause is None:
             raise CallError("invalid_reason", f"reason must be one of: {', '.join(HANGUP_REASONS)}")
         await self._kill(call, cause, by)
+
+    async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None:
+        """Play ``prompt`` to the caller, then hang up (the media path failed: ``reason`` goes in the record)."""
+        call = self._live(uuid)
+        self.tracker.mark_hangup_by(uuid, by)
+        call.media.setdefault("outcome", reason)
+        await self._api(call, f"uuid_transfer {uuid} 'playback:{prompt},hangup:NORMAL_TEMPORARY_FAILURE' inline")
+
+    async def flush_playback(self, uuid: str) -> None:
+        """Stop agent audio being played from files (file playback barge-in)."""
+        call = self._live(uuid)
+        await self._api(call, f"uuid_break {uuid} all")
+
+    def media_record(self, uuid: str) -> dict[str, Any] | None:
+        """The call's media summary, filled in by the media bridge (None for an unknown call)."""
+        call = self.tracker.calls.get(uuid)
+        return call.media if call is not None else None
 
     async def _kill(self, call: Call, cause: str, by: str) -> None:
         self.tracker.mark_hangup_by(call.uuid, by)

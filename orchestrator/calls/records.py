@@ -57,6 +57,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "fork": call.fork,
         "reattached": call.reattached,
         "lost": lost,
+        "media": call.media or None,
     }
 
 

@@ -14,6 +14,7 @@ the new channel is recognised. Resync after a (re)connection rebuilds calls from
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -47,10 +48,12 @@ CUSTOM = [
     "mod_audio_fork::disconnect",
     "mod_audio_fork::buffer_overrun",
     "mod_audio_fork::error",
+    "mod_audio_fork::play_audio",
     "sofia::notify_refer",
 ]
 
 _SIPFRAG = re.compile(r"SIP/2\.0 (\d{3})\s*(.*)")
+_TMPFILE = re.compile(r"/[A-Za-z0-9_./-]+\.(tmp\.r8|tmp\.r16|tmp\.r24|tmp\.r32|tmp\.r48|tmp\.wav|r8|r16|wav)")
 _DIGITS = re.compile(r"[0-9*#A-Da-d]+")
 
 
@@ -117,6 +120,7 @@ class Call:
     dtmf_in: str = ""
     dtmf_out: str = ""
     reattached: bool = False
+    media: dict[str, Any] = field(default_factory=dict)  # the media bridge's summary (agent, frames, transcript)
 
     @property
     def active(self) -> bool:
@@ -485,9 +489,20 @@ class CallTracker:
             return [], [Notice("fork_disconnected", call, {"body": event.body})]
         if sub in ("mod_audio_fork::buffer_overrun", "mod_audio_fork::error"):
             return [], [Notice("fork_" + sub.split("::")[1], call, {"body": event.body})]
+        if sub == "mod_audio_fork::play_audio":  # file playback: the module wrote the file, we play it
+            return self._play_file(call, event.body), []
         if sub == "sofia::notify_refer":
             return self._notify_refer(call, event)
         return [], []
+
+    def _play_file(self, call: Call, body: str) -> list[Api]:
+        try:
+            path = json.loads(body).get("file", "")
+        except (ValueError, AttributeError):
+            path = ""
+        if not isinstance(path, str) or not _TMPFILE.fullmatch(path) or call.state == "ended":
+            return []
+        return [Api(call.node, f"uuid_broadcast {call.uuid} {path} aleg", call.uuid)]
 
     def _notify_refer(self, call: Call, event: Event) -> tuple[list[Api], list[Notice]]:
         if call.transfer is None or call.transfer.method != "refer":

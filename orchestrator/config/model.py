@@ -403,6 +403,51 @@ class HttpApi(Model):
     token: SecretStr | None = Field(None, description="Bearer token required on /v1 (use ${ENV_VAR}); none = no API.")
 
 
+class MediaSettings(Model):
+    """The media bridge: where FreeSWITCH's audio forks connect, how agent audio is played, what failures do."""
+
+    listen_ip: IpAddress = Field("127.0.0.1", description="Address the bridge listens on for audio forks.")
+    port: Port = Field(8090, description="Port of the bridge (orchestrator.media_url must lead here).")
+    playback: Literal["streaming", "file"] = Field(
+        "streaming",
+        description="streaming: jambonz mod_audio_fork plays L16 sent back at once (lowest latency); "
+        "file: drachtio mod_audio_fork writes each segment to a file that is played over ESL.",
+    )
+    lead_ms: int = Field(
+        40, ge=0, le=1000, description="Agent audio kept in FreeSWITCH beyond what its playback needs (barge-in)."
+    )
+    file_segment_ms: int = Field(400, ge=100, le=5000, description="file playback: audio per file.")
+    max_playback_seconds: float = Field(
+        60.0, gt=0, le=600, description="Agent audio held for pacing per call; more is dropped and counted."
+    )
+    agent_queue_ms: int = Field(
+        1000, ge=0, le=10000, description="Caller audio kept while the agent connects (older is dropped)."
+    )
+    agent_buffer_kb: int = Field(
+        64, ge=8, le=4096, description="Unsent data to a slow agent before caller audio is dropped."
+    )
+    agent_stall_seconds: float = Field(
+        5.0, gt=0, le=120, description="An agent not reading for this long is treated as failed."
+    )
+    fork_grace_seconds: float = Field(
+        1.0, gt=0, le=30, description="Wait for the hang-up event after a fork closes before calling it media loss."
+    )
+    on_failure: Literal["hangup", "prompt"] = Field(
+        "hangup", description="When the agent cannot be reached or goes away: hang up, or play fallback_prompt first."
+    )
+    fallback_prompt: str | None = Field(
+        None, description="What FreeSWITCH plays before hanging up (a file on its host or e.g. tone_stream://…)."
+    )
+
+    @model_validator(mode="after")
+    def _prompt(self) -> MediaSettings:
+        if self.on_failure == "prompt" and not self.fallback_prompt:
+            raise ValueError("on_failure: prompt needs fallback_prompt")
+        if self.fallback_prompt and any(c in self.fallback_prompt for c in " '\\\n,^"):
+            raise ValueError("fallback_prompt cannot contain blanks, quotes, commas, carets or backslashes")
+        return self
+
+
 class Orchestrator(Model):
     """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
 
@@ -416,6 +461,7 @@ class Orchestrator(Model):
     media_secret: SecretStr | None = Field(
         None, description="Key for the per-call tokens in fork URLs (use ${ENV_VAR}); default: random per process."
     )
+    media: MediaSettings = Field(default_factory=MediaSettings)
     api: HttpApi = Field(default_factory=HttpApi)
     records: str | None = Field("calls.jsonl", description="JSONL file of call records (relative to this file).")
     originate_timeout_seconds: int = Field(60, ge=5, le=600, description="Ring time before an outbound call gives up.")

@@ -54,8 +54,14 @@ def fork_url(media_url: str, call_uuid: str, token: str) -> str:
     return f"{media_url.rstrip('/')}/calls/{quote(call_uuid)}?token={token}"
 
 
-def start_command(call_uuid: str, url: str, rate: str, metadata: dict[str, Any], mix: str = "mono") -> str:
-    """``uuid_audio_fork <uuid> start <url> <mix> <rate> <bug> <metadata>`` (api arguments)."""
+def start_command(
+    call_uuid: str, url: str, rate: str, metadata: dict[str, Any], mix: str = "mono", stream_rate: int | None = None
+) -> str:
+    """``uuid_audio_fork <uuid> start <url> <mix> <rate> <bug> <metadata>`` (api arguments).
+
+    With ``stream_rate`` the jambonz form: ``… <metadata> true true <stream_rate>`` turns on
+    bidirectional streaming (the bridge sends L16 at ``stream_rate`` back and it is played at once).
+    """
     if rate not in ("8k", "16k"):
         raise ValueError("fork rate must be 8k or 16k")
     text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
@@ -63,7 +69,12 @@ def start_command(call_uuid: str, url: str, rate: str, metadata: dict[str, Any],
         raise ValueError(f"fork metadata exceeds {MAX_METADATA} bytes")
     if any(c in url for c in " '\\\n"):
         raise ValueError("fork URL cannot contain blanks, quotes or backslashes")
-    return f"uuid_audio_fork {call_uuid} start {url} {mix} {rate} {BUG_NAME} {escape_argument(text)}"
+    command = f"uuid_audio_fork {call_uuid} start {url} {mix} {rate} {BUG_NAME} {escape_argument(text)}"
+    if stream_rate is not None:
+        if stream_rate not in (8000, 16000, 24000, 48000):
+            raise ValueError("stream rate must be 8000, 16000, 24000 or 48000")
+        command += f" true true {stream_rate}"
+    return command
 
 
 def stop_command(call_uuid: str) -> str:

@@ -1,0 +1,762 @@
+"""The media bridge: FreeSWITCH's audio forks on one side, voice agents on the other (asyncio).
+
+Each call's ``mod_audio_fork`` connects here (``/calls/<uuid>?token=…``, subprotocol
+``audio.drachtio.org``), sends its metadata, then L16 frames every 20 ms. The bridge opens the call's
+agent connection, runs the agent protocol (:mod:`orchestrator.agents`), sends caller audio on as it
+arrives and paces the agent's audio back (:mod:`orchestrator.media.playback`).
+
+Design for the hot path (``bench/media.py`` measures it): no task, queue or future per message —
+asyncio ``Protocol`` callbacks feed the sans-I/O WebSocket (:mod:`orchestrator.media.websocket`)
+and the adapter, and write straight to the peer's transport; one 20 ms timer paces every call that
+has audio waiting; counters are plain integers read by Prometheus at scrape time; latency is sampled.
+
+Failures stay inside their call: an agent that cannot be reached in time, closes mid-call, or
+stops reading, and a fork that drops while the call is up, each end the call in the configured way
+(hang up, or play a fallback prompt then hang up) with a reason in the call record and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import json
+import logging
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from orchestrator import agents
+from orchestrator.agents import base
+from orchestrator.agents.connect import resolve
+from orchestrator.config.model import Deployment, MediaSettings
+from orchestrator.media import fork
+from orchestrator.media.playback import Pacer
+from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
+from orchestrator.metrics import Metrics
+
+log = logging.getLogger("sipagent.media")
+
+TICK = 0.020
+SAMPLE_EVERY = 16  # latency is measured on one message in 16
+KILL_AUDIO = '{"type":"killAudio"}'
+
+
+class CallControl(Protocol):
+    """What the bridge asks of the call controller."""
+
+    async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None: ...
+    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None: ...
+    async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None: ...
+    async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
+    async def flush_playback(self, uuid: str) -> None: ...
+    def media_record(self, uuid: str) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class Stats:
+    """Per-call counters (plain integers: the hot path only adds)."""
+
+    frames_in: int = 0  # caller → bridge
+    bytes_in: int = 0
+    frames_to_agent: int = 0
+    dropped_to_agent: int = 0
+    frames_from_agent: int = 0
+    bytes_from_agent: int = 0
+    frames_out: int = 0  # bridge → FreeSWITCH
+    bytes_out: int = 0
+    interruptions: int = 0
+    violations: int = 0
+    agent_connect_ms: float | None = None
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------
+class ForkConnection(asyncio.Protocol):
+    """One ``mod_audio_fork`` WebSocket (server side)."""
+
+    def __init__(self, bridge: MediaBridge) -> None:
+        self.bridge = bridge
+        self.ws = WebSocket.server(subprotocols=[fork.SUBPROTOCOL], max_message=1 << 20)
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.call_id = ""
+        self.peer = ""
+        self._n = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.bridge.forks.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._n += 1
+        t0 = time.perf_counter() if self._n % SAMPLE_EVERY == 0 else 0.0
+        session = self.session
+        for event in self.ws.receive_data(data):
+            if type(event) is Binary:
+                if session is not None:
+                    session.caller_audio(event.data)
+            elif type(event) is Text:
+                if session is None:
+                    session = self.session = self.bridge.open_session(self, event.data)
+                else:
+                    log.debug("call %s: text from the fork ignored: %.200s", self.call_id, event.data)
+            elif type(event) is Request:
+                self.bridge.admit(self, event)
+            elif type(event) is Closed:
+                self._closed(event)
+        out = self.ws.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+            if self.ws.closed and not self.ws.open:  # rejected handshake
+                self.transport.close()
+        if t0:
+            self.bridge.latency_to_agent.append(time.perf_counter() - t0)
+
+    def _closed(self, event: Closed) -> None:
+        if event.error:
+            log.warning(
+                "fork %s (call %s): %s; closing with %d", self.peer, self.call_id or "?", event.error, event.code
+            )
+            self.bridge.metrics.media_errors.labels("fork_protocol").inc()
+        if self.transport is not None:
+            out = self.ws.data_to_send()
+            if out:
+                self.transport.write(out)
+            self.transport.close()
+
+    def send_audio(self, pcm: bytes) -> None:
+        """Agent audio into the call (streaming playback)."""
+        if self.transport is not None and self.ws.open and not self.ws.closing:
+            self.transport.write(self.ws.binary(pcm))
+
+    def send_text(self, text: str) -> None:
+        """A control message to mod_audio_fork."""
+        if self.transport is not None and self.ws.open and not self.ws.closing:
+            self.transport.write(self.ws.text(text))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket (then the TCP connection when the peer answers, or after a grace time)."""
+        if self.transport is None:
+            return
+        frame = self.ws.close(code, reason)
+        if frame:
+            self.transport.write(frame)
+            loop = asyncio.get_running_loop()
+            transport = self.transport
+            loop.call_later(2.0, transport.close)
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.bridge.forks.discard(self)
+        if self.session is not None:
+            self.session.fork_lost(self, self.ws.close_code or 1006)
+
+
+class AgentConnection(asyncio.Protocol):
+    """The WebSocket to one call's agent (client side)."""
+
+    def __init__(self, session: Session, url: str, headers: dict[str, str]) -> None:
+        self.session = session
+        self.ws = WebSocket.client(url, headers=headers)
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.paused = False
+        self.paused_at = 0.0
+        self._n = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        limit = self.session.bridge.settings.agent_buffer_kb * 1024
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a small kernel buffer too: a stalled agent is noticed, memory stays bounded
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(limit, 16384))
+        self.transport.set_write_buffer_limits(high=limit)
+        self.transport.write(self.ws.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        self._n += 1
+        t0 = time.perf_counter() if self._n % SAMPLE_EVERY == 0 else 0.0
+        session = self.session
+        for event in self.ws.receive_data(data):
+            etype = type(event)
+            if etype is Text or etype is Binary:
+                session.agent_message(event.data)  # type: ignore[union-attr]
+            elif etype is Opened:
+                if not self.opened.done():
+                    self.opened.set_result(None)
+            elif etype is Closed:
+                out = self.ws.data_to_send()
+                if out and self.transport is not None:
+                    self.transport.write(out)
+                if not self.opened.done():
+                    self.opened.set_exception(ConnectionError(event.error or f"closed {event.code}"))  # type: ignore[union-attr]
+                else:
+                    session.agent_lost(event.code, event.reason or event.error or "")  # type: ignore[union-attr]
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        out = self.ws.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if t0:
+            self.session.bridge.latency_to_caller.append(time.perf_counter() - t0)
+
+    def send(self, message: base.Message) -> None:
+        """A message to the agent."""
+        if self.transport is None or self.ws.closing:
+            return
+        if type(message) is bytes:
+            self.transport.write(self.ws.binary(message))
+        else:
+            self.transport.write(self.ws.text(message))  # type: ignore[arg-type]
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.paused_at = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the agent WebSocket."""
+        if self.transport is None:
+            return
+        frame = self.ws.close(code, reason)
+        if frame:
+            self.transport.write(frame)
+            asyncio.get_running_loop().call_later(2.0, self.transport.close)
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(str(exc) if exc else "connection closed during the handshake"))
+        elif not self.ws.closed:
+            self.session.agent_lost(1006, str(exc) if exc else "connection lost")
+
+
+# ---------------------------------------------------------------------------------------------------
+class Session:
+    """One call's audio: its fork, its agent connection, the agent protocol and playback."""
+
+    def __init__(self, bridge: MediaBridge, call_id: str, metadata: dict[str, Any], agent_config: Any) -> None:
+        self.bridge = bridge
+        self.call_id = call_id
+        self.metadata = metadata
+        rate = int(metadata.get("rate") or 8000)
+        self.rate = 16000 if rate >= 16000 else 8000
+        variables = metadata.get("variables") or {}
+        self.info = base.CallInfo(
+            call_id=call_id,
+            direction=str(metadata.get("direction", "")),
+            caller_id=str(metadata.get("caller_id", "")),
+            called_number=str(metadata.get("called_number", "")),
+            agent=str(metadata.get("agent", "")),
+            trunk=str(metadata.get("trunk", "")),
+            rate=self.rate,
+            variables={str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {},
+        )
+        self.agent_config = agent_config
+        self.adapter: base.AgentProtocol = agents.create(self.info, agent_config)
+        s = bridge.settings
+        if s.playback == "streaming":
+            self.pacer = Pacer(self.rate, lead_ms=s.lead_ms, max_seconds=s.max_playback_seconds)
+        else:  # whole segments become files FreeSWITCH plays; keep one segment ahead
+            seg = s.file_segment_ms
+            self.pacer = Pacer(
+                self.rate,
+                lead_ms=2 * seg,
+                prebuffer_ms=0,
+                chunk_ms=0,
+                min_send_ms=seg,
+                max_seconds=s.max_playback_seconds,
+                pad=False,
+            )
+        self.fork: ForkConnection | None = None
+        self.agent: AgentConnection | None = None
+        self.stats = Stats()
+        self.pending: deque[bytes] = deque()  # caller audio while the agent connects
+        self.pending_max = max(1, s.agent_queue_ms // 20)
+        self.state = "connecting"  # connecting, open, ending, ended
+        self.outcome = ""
+        self.started = time.monotonic()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # -- caller side ----------------------------------------------------------------------------
+    def caller_audio(self, pcm: bytes) -> None:
+        """A frame of caller audio (the hot path)."""
+        st = self.stats
+        st.frames_in += 1
+        st.bytes_in += len(pcm)
+        agent = self.agent
+        if agent is not None:
+            message = self.adapter.audio(pcm)
+            if message is not None:
+                if agent.paused:
+                    st.dropped_to_agent += 1
+                    self._check_stall(agent)
+                else:
+                    agent.send(message)
+                    st.frames_to_agent += 1
+        elif self.state == "connecting":
+            if len(self.pending) >= self.pending_max:
+                self.pending.popleft()
+                st.dropped_to_agent += 1
+            self.pending.append(pcm)
+
+    def _check_stall(self, agent: AgentConnection) -> None:
+        if time.monotonic() - agent.paused_at > self.bridge.settings.agent_stall_seconds:
+            self.fail("agent_stalled", "the agent stopped reading audio")
+
+    def dtmf(self, digit: str) -> None:
+        """The caller pressed a key."""
+        if self.agent is not None:
+            for message in self.adapter.dtmf(digit):
+                self.agent.send(message)
+
+    # -- agent side -----------------------------------------------------------------------------
+    async def connect_agent(self) -> None:
+        """Open the agent connection within its timeout, or fail the call."""
+        cfg = self.agent_config
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(cfg.connect_timeout_seconds):
+                url, headers, ssl_context = await resolve(cfg, self.bridge.http)
+                parts = urlsplit(url)
+                host = parts.hostname or ""
+                port = parts.port or (443 if parts.scheme == "wss" else 80)
+                loop = asyncio.get_running_loop()
+                conn = AgentConnection(self, url, headers)
+                await loop.create_connection(
+                    lambda: conn, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
+                )
+                await conn.opened
+        except TimeoutError:
+            self.fail("agent_connect_timeout", f"no agent connection within {cfg.connect_timeout_seconds:g} s")
+            return
+        except (OSError, ConnectionError, ssl.SSLError, ValueError) as exc:
+            self.fail("agent_connect_failed", str(exc) or type(exc).__name__)
+            return
+        if self.state != "connecting":
+            conn.close(1000, "call ended")
+            return
+        self.agent = conn
+        self.state = "open"
+        self.stats.agent_connect_ms = round((time.monotonic() - t0) * 1000, 1)
+        self.bridge.metrics.agent_connect_seconds.labels(cfg.protocol).observe(time.monotonic() - t0)
+        for message in self.adapter.open():
+            conn.send(message)
+        while self.pending:
+            self.caller_audio_buffered(self.pending.popleft())
+
+    def caller_audio_buffered(self, pcm: bytes) -> None:
+        """Caller audio that waited for the agent connection."""
+        assert self.agent is not None
+        message = self.adapter.audio(pcm)
+        if message is not None:
+            self.agent.send(message)
+            self.stats.frames_to_agent += 1
+
+    def agent_message(self, message: base.Message) -> None:
+        """A message from the agent."""
+        try:
+            actions = self.adapter.receive(message)
+        except Exception:  # an adapter bug must not take other calls down
+            log.exception("call %s: agent adapter failed on a message", self.call_id)
+            self.bridge.metrics.media_errors.labels("adapter").inc()
+            return
+        for action in actions:
+            self._act(action)
+
+    def _act(self, action: base.Action) -> None:
+        kind = type(action)
+        if kind is base.Play:
+            pcm = action.pcm  # type: ignore[union-attr]
+            st = self.stats
+            st.frames_from_agent += 1
+            st.bytes_from_agent += len(pcm)
+            now = time.monotonic()
+            self.pacer.push(pcm, now)
+            self._poll(now)
+            if self.pacer.busy:
+                self.bridge.pacing.add(self)
+        elif kind is base.Send:
+            if self.agent is not None:
+                self.agent.send(action.message)  # type: ignore[union-attr]
+        elif kind is base.Clear:
+            self.interrupt()
+        elif kind is base.Mark:
+            self.pacer.mark(action.name)  # type: ignore[union-attr]
+            self.bridge.pacing.add(self)
+        elif kind is base.Hangup:
+            self.spawn(self._hangup(action.reason))  # type: ignore[union-attr]
+        elif kind is base.Transfer:
+            self.spawn(self._transfer(action))  # type: ignore[arg-type]
+        elif kind is base.SendDtmf:
+            self.spawn(self._send_dtmf(action))  # type: ignore[arg-type]
+        elif kind is base.Transcript:
+            if len(self.stats.transcript) < 2000:
+                self.stats.transcript.append(
+                    {"t": round(time.monotonic() - self.started, 2), "role": action.role, "text": action.text}  # type: ignore[union-attr]
+                )
+        elif kind is base.AgentInfo:
+            record = self.bridge.control.media_record(self.call_id) if self.bridge.control else None
+            if record is not None:
+                record.setdefault("agent", {}).update(action.data)  # type: ignore[union-attr]
+        elif kind is base.ProtocolViolation:
+            self.stats.violations += 1
+            self.bridge.metrics.media_errors.labels("agent_protocol").inc()
+            if self.stats.violations <= 20:
+                log.warning("call %s: agent %s: %s", self.call_id, action.where, action.detail)  # type: ignore[union-attr]
+
+    def _poll(self, now: float) -> None:
+        chunk, marks = self.pacer.poll(now)
+        if chunk is not None and self.fork is not None:
+            self.stats.frames_out += 1
+            self.stats.bytes_out += len(chunk)
+            if self.bridge.settings.playback == "streaming":
+                self.fork.send_audio(chunk)
+            else:
+                self.fork.send_text(_play_audio(chunk, self.rate))
+        if marks and self.agent is not None:
+            for name in marks:
+                for message in self.adapter.mark_played(name):
+                    self.agent.send(message)
+
+    def interrupt(self) -> None:
+        """Barge-in: flush everything the caller has not heard yet."""
+        self.stats.interruptions += 1
+        self.bridge.metrics.interruptions.inc()
+        cleared = self.pacer.clear(time.monotonic())
+        if self.fork is not None:
+            if self.bridge.settings.playback == "streaming":
+                self.fork.send_text(KILL_AUDIO)
+            elif self.bridge.control is not None:
+                self.spawn(self.bridge.control.flush_playback(self.call_id))
+        if self.agent is not None:
+            for name in cleared:
+                for message in self.adapter.mark_played(name):
+                    self.agent.send(message)
+
+    # -- call actions ---------------------------------------------------------------------------
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run a call action in the background (its failure is logged, never raised)."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _hangup(self, reason: str) -> None:
+        self.outcome = self.outcome or reason
+        if self.bridge.control is not None:
+            try:
+                await self.bridge.control.hangup(self.call_id, "completed", by="agent")
+            except Exception as exc:
+                log.warning("call %s: agent hang-up failed: %s", self.call_id, exc)
+
+    async def _transfer(self, action: base.Transfer) -> None:
+        ok, detail = await self._control(
+            self.bridge.control.transfer(self.call_id, action.target) if self.bridge.control else None
+        )
+        self._tool_result(action.tool_call_id, ok, detail or f"transfer to {action.target} started")
+
+    async def _send_dtmf(self, action: base.SendDtmf) -> None:
+        ok, detail = await self._control(
+            self.bridge.control.send_dtmf(self.call_id, action.digits) if self.bridge.control else None
+        )
+        self._tool_result(action.tool_call_id, ok, detail or f"sent {action.digits}")
+
+    async def _control(self, coro: Awaitable[Any] | None) -> tuple[bool, str]:
+        if coro is None:
+            return False, "no call control"
+        try:
+            await coro
+        except Exception as exc:
+            return False, getattr(exc, "message", None) or str(exc)
+        return True, ""
+
+    def _tool_result(self, tool_call_id: str | None, ok: bool, detail: str) -> None:
+        if tool_call_id is None or self.agent is None:
+            return
+        for message in self.adapter.tool_result(tool_call_id, detail, is_error=not ok):
+            self.agent.send(message)
+
+    # -- endings --------------------------------------------------------------------------------
+    def fail(self, reason: str, detail: str) -> None:
+        """The media path broke: end the call the configured way (once)."""
+        if self.state in ("ending", "ended"):
+            return
+        self.state = "ending"
+        self.outcome = reason
+        log.warning("call %s: %s (%s): %s", self.call_id, reason, self.info.agent, detail)
+        self.bridge.metrics.media_errors.labels(reason).inc()
+        if self.agent is not None:
+            self.agent.close(1011, reason)
+        s = self.bridge.settings
+        control = self.bridge.control
+        if control is None:
+            return
+        if s.on_failure == "prompt" and s.fallback_prompt and reason != "media_lost":
+            self.spawn(control.play_and_hangup(self.call_id, s.fallback_prompt, reason, "bridge"))
+        else:
+            self.spawn(self._failure_hangup())
+
+    async def _failure_hangup(self) -> None:
+        try:
+            await self.bridge.control.hangup(self.call_id, "error", by="bridge")  # type: ignore[union-attr]
+        except Exception as exc:
+            log.info("call %s: hang-up after %s: %s", self.call_id, self.outcome, exc)
+
+    def agent_lost(self, code: int, reason: str) -> None:
+        """The agent connection ended while the call was up."""
+        if self.state == "open":
+            self.fail("agent_closed", f"agent closed the connection ({code} {reason})".strip())
+
+    def fork_lost(self, conn: ForkConnection, code: int) -> None:
+        """The fork socket is gone; if the call is not ending, wait briefly for its hang-up, then fail."""
+        if conn is not self.fork or self.state in ("ending", "ended"):
+            return
+        self.fork = None
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.bridge.settings.fork_grace_seconds, self._fork_check, code)
+
+    def _fork_check(self, code: int) -> None:
+        if self.fork is None and self.state not in ("ending", "ended"):
+            self.fail("media_lost", f"FreeSWITCH's audio fork closed ({code}) while the call is up")
+
+    def call_ended(self) -> None:
+        """FreeSWITCH reported the hang-up: close both sockets and write the summary."""
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.bridge.pacing.discard(self)
+        if self.agent is not None:
+            for message in self.adapter.close("call ended"):
+                self.agent.send(message)
+            self.agent.close(1000, "call ended")
+        if self.fork is not None:  # FreeSWITCH closes it after the hang-up; don't rely on it
+            self.fork.close(1000, "")
+        self.bridge.sessions.pop(self.call_id, None)
+        self.bridge.account(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The media part of the call record."""
+        st = self.stats
+        return {
+            "agent_protocol": self.agent_config.protocol,
+            "playback": self.bridge.settings.playback,
+            "outcome": self.outcome or "completed",
+            "agent_connect_ms": st.agent_connect_ms,
+            "frames": {
+                "from_caller": st.frames_in,
+                "to_agent": st.frames_to_agent,
+                "dropped_to_agent": st.dropped_to_agent,
+                "from_agent": st.frames_from_agent,
+                "to_caller": st.frames_out,
+            },
+            "playback_dropped_ms": round(self.pacer.dropped_bytes / (self.rate * 2 / 1000)),
+            "interruptions": st.interruptions,
+            "agent_protocol_errors": st.violations,
+            "transcript": st.transcript,
+        }
+
+
+def _play_audio(pcm: bytes, rate: int) -> str:
+    """A drachtio ``playAudio`` message (file playback)."""
+    b64 = binascii.b2a_base64(pcm, newline=False).decode()
+    return f'{{"type":"playAudio","data":{{"audioContentType":"raw","sampleRate":{rate},"audioContent":"{b64}"}}}}'
+
+
+# ---------------------------------------------------------------------------------------------------
+class MediaBridge:
+    """The WebSocket server for every call's fork, and the sessions."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        tokens: fork.Tokens,
+        control: CallControl | None = None,
+        metrics: Metrics | None = None,
+        http: Any = None,
+        port: int | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self._port = deployment.orchestrator.media.port if port is None else port  # 0: any free port
+        self.settings: MediaSettings = deployment.orchestrator.media
+        self.tokens = tokens
+        self.control = control
+        self.metrics = metrics or Metrics()
+        self.http = http
+        self.agents = {a.name: a for a in deployment.agents}
+        self.sessions: dict[str, Session] = {}
+        self.forks: set[ForkConnection] = set()
+        self.pacing: set[Session] = set()
+        self.latency_to_agent: deque[float] = deque(maxlen=4096)
+        self.latency_to_caller: deque[float] = deque(maxlen=4096)
+        self.server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+        self.totals = Stats()
+        self.metrics.bind_media(self)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen for forks and start the pacing clock."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        self.server = await loop.create_server(
+            lambda: ForkConnection(self), s.listen_ip, self._port, backlog=1024, reuse_address=True
+        )
+        self._next_tick = loop.time() + TICK
+        self._timer = loop.call_at(self._next_tick, self._tick)
+        log.info("media bridge listening on %s:%d (%s playback)", s.listen_ip, self.port, s.playback)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for session in list(self.sessions.values()):
+            if session.agent is not None:
+                session.agent.close(1001, "orchestrator stopping")
+        for conn in list(self.forks):
+            conn.close(1001, "")
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if self.pacing:
+            for session in list(self.pacing):
+                session._poll(now)
+                if not session.pacer.busy:
+                    self.pacing.discard(session)
+        self._next_tick += TICK
+        t = loop.time()
+        if self._next_tick < t:  # we fell behind (loaded host): do not try to catch up
+            self._next_tick = t + TICK
+        self._timer = loop.call_at(self._next_tick, self._tick)
+
+    # -- forks ----------------------------------------------------------------------------------
+    def admit(self, conn: ForkConnection, request: Request) -> None:
+        """Accept a fork only for a known path with the call's token."""
+        parts = urlsplit(request.path)
+        segments = parts.path.strip("/").split("/")
+        if len(segments) != 2 or segments[0] != "calls" or not segments[1]:
+            conn.ws.reject(404, "unknown path")
+            log.warning("fork from %s: unknown path %r rejected", conn.peer, parts.path)
+            self.metrics.media_errors.labels("fork_rejected").inc()
+            return
+        call_id = unquote(segments[1])
+        token = (parse_qs(parts.query).get("token") or [""])[0]
+        if not self.tokens.verify(call_id, token):
+            conn.ws.reject(403, "bad token")
+            log.warning("fork from %s for call %s: bad token, rejected", conn.peer, call_id)
+            self.metrics.media_errors.labels("fork_rejected").inc()
+            return
+        conn.call_id = call_id
+        conn.ws.accept()
+
+    def open_session(self, conn: ForkConnection, text: str) -> Session | None:
+        """The fork's first text frame (metadata): attach it to the call's session (new or existing)."""
+        call_id = conn.call_id
+        existing = self.sessions.get(call_id)
+        if existing is not None and existing.state in ("connecting", "open"):
+            old, existing.fork = existing.fork, conn  # FreeSWITCH re-forked the call: keep the agent
+            if old is not None and old is not conn:
+                old.session = None
+                old.close(1000, "")
+            return existing
+        try:
+            metadata = json.loads(text)
+            if not isinstance(metadata, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            return self._refuse(conn, f"fork metadata (first text frame) is not JSON: {exc}")
+        agent_name = metadata.get("agent")
+        agent_config = self.agents.get(agent_name) if isinstance(agent_name, str) else None
+        if agent_config is None:
+            return self._refuse(conn, f"fork metadata names no configured agent (agent={agent_name!r})")
+        try:
+            session = Session(self, call_id, metadata, agent_config)
+        except (ValueError, TypeError) as exc:
+            return self._refuse(conn, f"fork metadata: {exc}")
+        session.fork = conn
+        self.sessions[call_id] = session
+        self.metrics.media_sessions.inc()
+        session.spawn(session.connect_agent())
+        return session
+
+    def _refuse(self, conn: ForkConnection, why: str) -> None:
+        log.warning("call %s: %s; closing the fork", conn.call_id, why)
+        self.metrics.media_errors.labels("fork_metadata").inc()
+        conn.close(1008, "bad metadata")
+        return None
+
+    # -- notices from the call controller -----------------------------------------------------------
+    def on_notice(self, notice: Any) -> None:
+        """Call events: DTMF to the agent; hang-up closes the session; a fork that never connected fails."""
+        session = self.sessions.get(notice.call.uuid)
+        kind = notice.kind
+        if kind == "dtmf":
+            if session is not None:
+                session.dtmf(notice.data["digit"])
+        elif kind in ("hangup", "ended"):
+            if session is not None:
+                session.call_ended()
+        elif kind == "fork_failed" and session is None:
+            log.warning("call %s: audio fork failed (%s)", notice.call.uuid, notice.data.get("reason", ""))
+
+    def account(self, session: Session) -> None:
+        """Fold an ended session into the totals and the call record."""
+        t, st = self.totals, session.stats
+        t.frames_in += st.frames_in
+        t.bytes_in += st.bytes_in
+        t.frames_to_agent += st.frames_to_agent
+        t.dropped_to_agent += st.dropped_to_agent
+        t.frames_from_agent += st.frames_from_agent
+        t.bytes_from_agent += st.bytes_from_agent
+        t.frames_out += st.frames_out
+        t.bytes_out += st.bytes_out
+        self.metrics.media_sessions_ended.labels(session.outcome or "completed").inc()
+        record = self.control.media_record(session.call_id) if self.control is not None else None
+        if record is not None:
+            record.update(session.summary())
+
+    def counters(self) -> dict[str, int]:
+        """Totals over ended and live sessions (read at scrape time)."""
+        out = {k: getattr(self.totals, k) for k in _COUNTERS}
+        for s in self.sessions.values():
+            for k in _COUNTERS:
+                out[k] += getattr(s.stats, k)
+        return out
+
+
+_COUNTERS = (
+    "frames_in",
+    "bytes_in",
+    "frames_to_agent",
+    "dropped_to_agent",
+    "frames_from_agent",
+    "bytes_from_agent",
+    "frames_out",
+    "bytes_out",
+)
