@@ -72,6 +72,7 @@ class FakeAgent:
         reject: int | None = None,
         close_after: int | None = None,
         close_code: int = 1000,
+        port: int = 0,
     ) -> None:
         self.echo = echo
         self.handshake = handshake
@@ -80,16 +81,16 @@ class FakeAgent:
         self.close_code = close_code
         self.sessions: list[Session] = []
         self.stalled = 0  # TCP connections accepted and never answered (handshake=False)
-        self.port = 0
+        self.port = port  # 0: any free port
         self._server: Server | asyncio.Server | None = None
         self._stalled_writers: list[asyncio.StreamWriter] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> Self:
         if self.handshake:
-            self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._process_request)
+            self._server = await serve(self._handle, "127.0.0.1", self.port, process_request=self._process_request)
         else:
-            self._server = await asyncio.start_server(self._stall, "127.0.0.1", 0)
+            self._server = await asyncio.start_server(self._stall, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

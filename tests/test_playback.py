@@ -118,3 +118,10 @@ def test_file_mode_sends_whole_segments_one_ahead() -> None:
     out = _run(p, 4.0)
     sizes = [len(c) // MS for _, c, _ in out]
     assert sizes[0] == 800 and all(s == 400 for s in sizes[1:-1]) and sum(sizes) == 2000
+
+
+def test_file_mode_burst_still_goes_in_whole_segments() -> None:
+    p = Pacer(RATE, lead_ms=800, prebuffer_ms=0, chunk_ms=0, min_send_ms=400, pad=False)
+    p.push(bytes(3000 * MS), 0.0)  # the agent sends 3 s at once, then goes quiet
+    sizes = [len(c) // MS for _, c, _ in _run(p, 5.0)]
+    assert sizes == [800, 400, 400, 400, 400, 400, 200]

@@ -247,6 +247,7 @@ class Controller:
         async with lock:
             for action in batch:
                 client = self.nodes[action.node].client
+                log.debug("call %s: %s", call_uuid, action.command.split(" {", 1)[0])
                 try:
                     if action.background:
                         await client.bgapi(action.command)
@@ -516,6 +517,7 @@ class Controller:
 
     async def _api(self, call: Call, command: str, background: bool = False) -> str:
         client = self.nodes[call.node].client
+        log.debug("call %s: %s", call.uuid, command.split(" {", 1)[0])
         try:
             if background:
                 return await client.bgapi(command)

@@ -416,7 +416,9 @@ class MediaSettings(Model):
     lead_ms: int = Field(
         40, ge=0, le=1000, description="Agent audio kept in FreeSWITCH beyond what its playback needs (barge-in)."
     )
-    file_segment_ms: int = Field(400, ge=100, le=5000, description="file playback: audio per file.")
+    file_segment_ms: int = Field(
+        1000, ge=100, le=10000, description="file playback: audio per file (FreeSWITCH pauses 100 ms between files)."
+    )
     max_playback_seconds: float = Field(
         60.0, gt=0, le=600, description="Agent audio held for pacing per call; more is dropped and counted."
     )

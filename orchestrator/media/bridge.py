@@ -45,6 +45,7 @@ log = logging.getLogger("sipagent.media")
 TICK = 0.020
 SAMPLE_EVERY = 16  # latency is measured on one message in 16
 KILL_AUDIO = '{"type":"killAudio"}'
+FILE_GAP = 0.11  # file playback: FreeSWITCH pauses 100 ms between two queued files (measured), plus margin
 
 
 class CallControl(Protocol):
@@ -441,21 +442,32 @@ class Session:
         self.bridge.metrics.interruptions.inc()
         cleared = self.pacer.clear(time.monotonic())
         if self.fork is not None:
-            if self.bridge.settings.playback == "streaming":
-                self.fork.send_text(KILL_AUDIO)
-            elif self.bridge.control is not None:
-                self.spawn(self.bridge.control.flush_playback(self.call_id))
+            self.fork.send_text(KILL_AUDIO)  # streaming: empties the playout buffer; file: breaks the playback
+            if self.bridge.settings.playback == "file" and self.bridge.control is not None:
+                self.spawn(self.bridge.control.flush_playback(self.call_id))  # and drops the queued files
+                # FreeSWITCH takes the next file off its queue ~100 ms before playing it (measured): a break
+                # landing in that gap misses it, so break once more after the gap
+                asyncio.get_running_loop().call_later(FILE_GAP, self._flush_again)
         if self.agent is not None:
             for name in cleared:
                 for message in self.adapter.mark_played(name):
                     self.agent.send(message)
+
+    def _flush_again(self) -> None:
+        if self.state == "open" and self.bridge.control is not None:
+            self.spawn(self.bridge.control.flush_playback(self.call_id))
 
     # -- call actions ---------------------------------------------------------------------------
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a call action in the background (its failure is logged, never raised)."""
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("call %s: %s", self.call_id, getattr(task.exception(), "message", None) or task.exception())
 
     async def _hangup(self, reason: str) -> None:
         self.outcome = self.outcome or reason

@@ -141,8 +141,9 @@ class Pacer:
                 if idle and len(queue) % unit:
                     queue += bytes(unit - len(queue) % unit)  # the agent went quiet: pad the tail
                 allowed = min(allowed, len(queue)) // unit * unit
-            elif self._min_send and not idle and min(allowed, len(queue)) < self._min_send:
-                allowed = 0  # file playback: whole segments only, unless the agent went quiet
+            elif self._min_send and min(allowed, len(queue)) < self._min_send:
+                if len(queue) >= self._min_send or not idle:
+                    allowed = 0  # file playback: whole segments only (a shorter tail once the agent is quiet)
             if allowed > 0:
                 if allowed >= len(queue):
                     chunk = bytes(queue)

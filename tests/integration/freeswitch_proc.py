@@ -114,7 +114,15 @@ class FreeSwitch:
                 self.proc.wait()
 
 
-def start(binary: str, conf: Path, root: Path, esl_port: int, esl_password: str, timeout: float = 60) -> FreeSwitch:
+def start(
+    binary: str,
+    conf: Path,
+    root: Path,
+    esl_port: int,
+    esl_password: str,
+    timeout: float = 60,
+    mod_dir: Path | None = None,
+) -> FreeSwitch:
     """Start FreeSWITCH in the foreground on ``conf``; wait until the core is ready and profiles loaded."""
     dirs = {}
     for name in ("log", "db", "run", "temp", "storage", "cache", "recordings", "sounds", "certs", "scripts"):
@@ -123,9 +131,9 @@ def start(binary: str, conf: Path, root: Path, esl_port: int, esl_password: str,
     cmd = [binary, "-nonat", "-nf", "-nc", "-conf", str(conf)]
     for name, path in dirs.items():
         cmd += [f"-{name}", str(path)]
-    mod_dir = os.environ.get("FREESWITCH_MOD_DIR")
-    if mod_dir:
-        cmd += ["-mod", mod_dir]
+    mods = str(mod_dir) if mod_dir else os.environ.get("FREESWITCH_MOD_DIR")
+    if mods:
+        cmd += ["-mod", mods]
     stdout = open(root / "stdout.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     fs = FreeSwitch(proc, root, esl_port, esl_password)

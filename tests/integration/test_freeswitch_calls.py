@@ -85,6 +85,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     }
     doc["orchestrator"] = {
         "media_url": f"ws://127.0.0.1:{ports['bridge']}",
+        "media": {"playback": "file"},  # the drachtio module FreeSWITCH loads here takes the 7-token start
         "records": "calls.jsonl",
         "nodes": [{"name": "fs1", "port": ports["esl"]}],
     }
