@@ -141,12 +141,10 @@ class Pacer:
                 if idle and len(queue) % unit:
                     queue += bytes(unit - len(queue) % unit)  # the agent went quiet: pad the tail
                 allowed = min(allowed, len(queue)) // unit * unit
-            elif (
-                self._min_send
-                and min(allowed, len(queue)) < self._min_send
-                and (len(queue) >= self._min_send or not idle)
-            ):
-                allowed = 0  # file playback: whole segments only (a shorter tail once the agent is quiet)
+            elif self._min_send:  # file playback: whole segments; a shorter tail only once the agent is quiet
+                need = min(len(queue), self._min_send) if idle else self._min_send
+                if allowed < need or len(queue) < need:
+                    allowed = 0
             if allowed > 0:
                 if allowed >= len(queue):
                     chunk = bytes(queue)
