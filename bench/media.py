@@ -101,7 +101,15 @@ def echo_agent(conn: Any) -> None:
 
 
 # -- bridge ----------------------------------------------------------------------------------------
-def _deployment(agent_port: int, protocol: str, rate: int) -> Any:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _deployment(agent_port: int, protocol: str, rate: int, port: int = 8090) -> Any:
     from orchestrator.config.model import Deployment
 
     agent: dict[str, Any] = {
@@ -116,20 +124,48 @@ def _deployment(agent_port: int, protocol: str, rate: int) -> Any:
         {
             "freeswitch": {"bind_ip": "127.0.0.1", "event_socket": {"password": "x"}},
             "agents": [agent],
-            "orchestrator": {"media": {"listen_ip": "127.0.0.1"}},
+            "orchestrator": {"media": {"listen_ip": "127.0.0.1", "port": port}},
         }
     )
 
 
+class _NoControl:
+    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
+        pass
+
+
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _proc_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate: int) -> None:
     """Process: the bridge under test; reports its port, then CPU/latency/memory on request."""
-    _pin(0)
     loop = _loop()
     asyncio.set_event_loop(loop)
-    if design == "reference":
+    pool = None
+    if design.startswith("workers"):  # the main process only relays; the workers carry the calls
+        from orchestrator.media.workers import WorkerPool
+        from orchestrator.metrics import Metrics
+
+        port = _free_port()
+        dep = _deployment(agent_port, protocol, rate, port)
+        pool = WorkerPool(dep, _NoControl(), Metrics(), SECRET, int(design.split("x")[1]))
+        loop.run_until_complete(pool.start())
+        bridge = None
+    elif design == "reference":
+        _pin(0)
         port = loop.run_until_complete(_reference_bridge(agent_port))
         bridge = None
     else:
+        _pin(0)
         from orchestrator.media import bridge as b
 
         b.SAMPLE_EVERY = 1
@@ -139,6 +175,17 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
     conn.send(port)
     to_agent: list[float] = []
     to_caller: list[float] = []
+    pids = [p.pid for p in pool.processes] if pool is not None else []
+
+    def cpu() -> tuple[float, float]:
+        user, system = _cpu()
+        for pid in pids:
+            u, s_ = _proc_cpu(pid)
+            user, system = user + u, system + s_
+        return user, system
+
+    def rss() -> int:
+        return _rss() + sum(_proc_rss(pid) for pid in pids)
 
     async def serve() -> None:
         while True:
@@ -153,9 +200,11 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
                 if cmd == "mark":
                     to_agent.clear()
                     to_caller.clear()
-                    conn.send((_cpu(), time.monotonic(), _rss()))
+                    conn.send((cpu(), time.monotonic(), rss()))
                 elif cmd == "stop":
-                    conn.send((_cpu(), time.monotonic(), _rss(), to_agent, to_caller))
+                    conn.send((cpu(), time.monotonic(), rss(), to_agent, to_caller))
+                    if pool is not None:
+                        await pool.stop()
                     return
 
     loop.run_until_complete(serve())
@@ -297,7 +346,7 @@ def run_case(calls: int, rate: int, seconds: float, protocol: str, design: str) 
     agent.start()
     agent_port = a_parent.recv()
     b_parent, b_child = ctx.Pipe()
-    bridge = ctx.Process(target=bridge_process, args=(b_child, agent_port, protocol, design, rate), daemon=True)
+    bridge = ctx.Process(target=bridge_process, args=(b_child, agent_port, protocol, design, rate))
     bridge.start()
     bridge_port = b_parent.recv()
     b_parent.send("mark")
@@ -348,6 +397,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--protocol", default="raw", choices=["raw"])
     parser.add_argument("--reference", action="store_true", help="also run the obvious websockets design")
+    parser.add_argument("--workers", type=int, default=0, help="also run the bridge as N worker processes")
     args = parser.parse_args()
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} protocol={args.protocol} window={args.seconds}s")
     header = (
@@ -358,7 +408,8 @@ def main() -> None:
     results = []
     for rate in [int(r) for r in args.rates.split(",")]:
         for calls in [int(c) for c in args.calls.split(",")]:
-            designs = ["bridge", "reference"] if args.reference else ["bridge"]
+            designs = ["bridge"] + (["reference"] if args.reference else [])
+            designs += [f"workersx{args.workers}"] if args.workers else []
             for design in designs:
                 r = run_case(calls, rate, args.seconds, args.protocol, design)
                 results.append(r)

@@ -14,6 +14,7 @@ from orchestrator.api.http import create_app
 from orchestrator.calls.controller import Controller
 from orchestrator.config.model import Deployment
 from orchestrator.media.bridge import MediaBridge
+from orchestrator.media.workers import WorkerPool
 
 log = logging.getLogger("sipagent")
 
@@ -26,7 +27,12 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     controller = Controller(deployment, base_dir)
-    bridge = MediaBridge(deployment, controller.tokens, controller, controller.metrics)
+    media = deployment.orchestrator.media
+    bridge: MediaBridge | WorkerPool
+    if media.workers > 1:
+        bridge = WorkerPool(deployment, controller, controller.metrics, controller.tokens.secret, media.workers)
+    else:
+        bridge = MediaBridge(deployment, controller.tokens, controller, controller.metrics)
     controller.add_listener(bridge.on_notice)
     await bridge.start()
     await controller.start()
@@ -41,11 +47,12 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     http = asyncio.create_task(server.serve(), name="http-api")
     log.info(
-        "sipagent running: API on http://%s:%d, media bridge on %s:%d, %d node(s)",
+        "sipagent running: API on http://%s:%d, media bridge on %s:%d (%d process(es)), %d node(s)",
         api.listen_ip,
         api.port,
-        deployment.orchestrator.media.listen_ip,
-        bridge.port,
+        media.listen_ip,
+        media.port,
+        media.workers,
         len(controller.nodes),
     )
     try:

@@ -46,8 +46,8 @@ class Control:
     async def flush_playback(self, uuid: str) -> None:
         self.calls.append(("flush", uuid))
 
-    def media_record(self, uuid: str) -> dict[str, Any] | None:
-        return self.records.setdefault(uuid, {})
+    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
+        self.records.setdefault(uuid, {}).update(data)
 
     def kinds(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -103,7 +103,7 @@ def deployment(agent: dict[str, Any], **media: Any) -> Deployment:
         {
             "freeswitch": {"bind_ip": "127.0.0.1", "event_socket": {"password": "x"}},
             "agents": [{"name": "bot", **agent}],
-            "orchestrator": {"media": {"connect_timeout_seconds": 1, **media} if False else media},
+            "orchestrator": {"media": media},
         }
     )
 

@@ -443,10 +443,18 @@ class Controller:
         call = self._live(uuid)
         await self._api(call, f"uuid_break {uuid} all")
 
-    def media_record(self, uuid: str) -> dict[str, Any] | None:
-        """The call's media summary, filled in by the media bridge (None for an unknown call)."""
+    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
+        """Merge the media bridge's facts into the call's record (agent session, frames, transcript, outcome)."""
         call = self.tracker.calls.get(uuid)
-        return call.media if call is not None else None
+        if call is None:
+            return
+        for key, value in data.items():
+            if isinstance(value, dict) and isinstance(call.media.get(key), dict):
+                call.media[key].update(value)
+            elif key == "outcome" and call.media.get("outcome") and value == "completed":
+                continue  # a failure reason already recorded (e.g. fallback prompt) stays
+            else:
+                call.media[key] = value
 
     async def _kill(self, call: Call, cause: str, by: str) -> None:
         self.tracker.mark_hangup_by(call.uuid, by)

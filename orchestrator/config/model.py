@@ -408,6 +408,9 @@ class MediaSettings(Model):
 
     listen_ip: IpAddress = Field("127.0.0.1", description="Address the bridge listens on for audio forks.")
     port: Port = Field(8090, description="Port of the bridge (orchestrator.media_url must lead here).")
+    workers: int = Field(
+        1, ge=1, le=64, description="Bridge processes sharing the port (SO_REUSEPORT); one per core for large hosts."
+    )
     playback: Literal["streaming", "file"] = Field(
         "streaming",
         description="streaming: jambonz mod_audio_fork plays L16 sent back at once (lowest latency); "

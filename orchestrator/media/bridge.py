@@ -56,7 +56,7 @@ class CallControl(Protocol):
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None: ...
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
     async def flush_playback(self, uuid: str) -> None: ...
-    def media_record(self, uuid: str) -> dict[str, Any] | None: ...
+    def media_update(self, uuid: str, data: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -413,9 +413,8 @@ class Session:
                     {"t": round(time.monotonic() - self.started, 2), "role": action.role, "text": action.text}  # type: ignore[union-attr]
                 )
         elif kind is base.AgentInfo:
-            record = self.bridge.control.media_record(self.call_id) if self.bridge.control else None
-            if record is not None:
-                record.setdefault("agent", {}).update(action.data)  # type: ignore[union-attr]
+            if self.bridge.control is not None:
+                self.bridge.control.media_update(self.call_id, {"agent": action.data})  # type: ignore[union-attr]
         elif kind is base.ProtocolViolation:
             self.stats.violations += 1
             self.bridge.metrics.media_errors.labels("agent_protocol").inc()
@@ -602,8 +601,10 @@ class MediaBridge:
         metrics: Metrics | None = None,
         http: Any = None,
         port: int | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.deployment = deployment
+        self.reuse_port = reuse_port  # several worker processes share the port
         self._port = deployment.orchestrator.media.port if port is None else port  # 0: any free port
         self.settings: MediaSettings = deployment.orchestrator.media
         self.tokens = tokens
@@ -628,7 +629,12 @@ class MediaBridge:
         loop = asyncio.get_running_loop()
         s = self.settings
         self.server = await loop.create_server(
-            lambda: ForkConnection(self), s.listen_ip, self._port, backlog=1024, reuse_address=True
+            lambda: ForkConnection(self),
+            s.listen_ip,
+            self._port,
+            backlog=1024,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         self._next_tick = loop.time() + TICK
         self._timer = loop.call_at(self._next_tick, self._tick)
@@ -749,9 +755,8 @@ class MediaBridge:
         t.frames_out += st.frames_out
         t.bytes_out += st.bytes_out
         self.metrics.media_sessions_ended.labels(session.outcome or "completed").inc()
-        record = self.control.media_record(session.call_id) if self.control is not None else None
-        if record is not None:
-            record.update(session.summary())
+        if self.control is not None:
+            self.control.media_update(session.call_id, session.summary())
 
     def counters(self) -> dict[str, int]:
         """Totals over ended and live sessions (read at scrape time)."""

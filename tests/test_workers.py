@@ -1,0 +1,77 @@
+"""Media bridge in worker processes: forks spread over workers, call actions and records reach the main process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+
+from fake_agents import FakeRawAgent
+from test_bridge import TOKENS, Control, Fork, deployment, wait_until
+from websockets.asyncio.client import connect
+
+from orchestrator.calls.tracker import Notice
+from orchestrator.media import fork
+from orchestrator.media.workers import WorkerPool
+from orchestrator.metrics import Metrics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Call:
+    def __init__(self, uuid: str) -> None:
+        self.uuid = uuid
+
+
+async def test_two_workers_share_the_port_and_act_through_the_main_process() -> None:
+    port = free_port()
+    async with FakeRawAgent(rate=8000) as agent:
+        dep = deployment({"protocol": "raw", "url": agent.url, "audio_format": "pcm_8000"}, port=port)
+        control = Control()
+        metrics = Metrics()
+        pool = WorkerPool(dep, control, metrics, TOKENS.secret, 2)
+        await pool.start()
+        try:
+            forks = []
+            for i in range(8):
+                cid = f"c0ffee00-0000-4000-8000-00000000000{i}"
+                url = fork.fork_url(f"ws://127.0.0.1:{port}", cid, TOKENS.token(cid))
+                ws = await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+                meta: dict[str, Any] = {"call_id": cid, "agent": "bot", "rate": 8000, "direction": "inbound"}
+                await ws.send(json.dumps(meta))
+                forks.append(Fork(ws, 8000))
+            await agent.wait_session(8)
+            for f in forks:
+                await f.send_audio(bytes(range(256)) * 5, realtime=False)
+            for s in agent.sessions:
+                await agent.wait_audio(1280, session=s)
+            # the agent of call 3 hangs up: the worker asks the main process
+            target = next(s for s in agent.sessions if s.of_type("start")[0]["call"]["call_id"].endswith("3"))
+            await agent.send_hangup("done", session=target)
+            await wait_until(lambda: control.calls)
+            assert control.calls == [("hangup", "c0ffee00-0000-4000-8000-000000000003", "completed", "agent")]
+            # the main process's notice closes the call in whichever worker has it, and its record comes back
+            pool.on_notice(Notice("hangup", _Call("c0ffee00-0000-4000-8000-000000000003"), {}))  # type: ignore[arg-type]
+            await wait_until(lambda: "c0ffee00-0000-4000-8000-000000000003" in control.records)
+            record = control.records["c0ffee00-0000-4000-8000-000000000003"]
+            assert record["outcome"] == "done" and record["frames"]["from_caller"] == 4  # 1280 bytes in 20 ms frames
+            await asyncio.wait_for(forks[3].closed.wait(), 3)
+            deadline = time.monotonic() + 5
+            while len(pool.exposition) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            text = metrics.render().decode()
+            per_worker = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("sipagent_media_sessions_total{")
+            ]
+            assert len(per_worker) == 2 and sum(per_worker) == 8  # both workers took calls, none lost
+            assert all(n > 0 for n in per_worker)
+        finally:
+            await pool.stop()
