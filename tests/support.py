@@ -14,4 +14,6 @@ EXAMPLE_ENV = {
     "CARRIER_SECURE_OUT_PASSWORD": "outbound-secret",
     "ELEVENLABS_API_KEY": "xi-test-key",
     "SALES_AGENT_TOKEN": "sales-token",
+    "SIPAGENT_MEDIA_SECRET": "media-secret",
+    "SIPAGENT_API_TOKEN": "api-token",
 }

@@ -436,7 +436,7 @@ class Controller:
         call = self._live(uuid)
         self.tracker.mark_hangup_by(uuid, by)
         call.media.setdefault("outcome", reason)
-        await self._api(call, f"uuid_transfer {uuid} 'playback:{prompt},hangup:NORMAL_TEMPORARY_FAILURE' inline")
+        await self._api(call, f"uuid_transfer {uuid} 'm:^:playback:{prompt}^hangup:NORMAL_TEMPORARY_FAILURE' inline")
 
     async def flush_playback(self, uuid: str) -> None:
         """Stop agent audio being played from files (file playback barge-in)."""

@@ -448,8 +448,8 @@ class MediaSettings(Model):
     def _prompt(self) -> MediaSettings:
         if self.on_failure == "prompt" and not self.fallback_prompt:
             raise ValueError("on_failure: prompt needs fallback_prompt")
-        if self.fallback_prompt and any(c in self.fallback_prompt for c in " '\\\n,^"):
-            raise ValueError("fallback_prompt cannot contain blanks, quotes, commas, carets or backslashes")
+        if self.fallback_prompt and any(c in self.fallback_prompt for c in " '\"\\^\n"):
+            raise ValueError("fallback_prompt cannot contain blanks, quotes, carets or backslashes")
         return self
 
 

@@ -95,7 +95,12 @@ def media_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     doc["agents"][1]["audio_format"] = "pcm_8000"
     doc["orchestrator"] = {
         "media_url": f"ws://127.0.0.1:{ports['bridge']}",
-        "media": {"port": ports["bridge"], "playback": mode},
+        "media": {
+            "port": ports["bridge"],
+            "playback": mode,
+            "on_failure": "prompt",
+            "fallback_prompt": "tone_stream://%(1000,0,800)",
+        },
         "records": "calls.jsonl",
         "nodes": [{"name": "fs1", "port": ports["esl"]}],
     }
@@ -118,7 +123,8 @@ class Running:
 
 
 @pytest.fixture()
-async def running(media_env: MediaEnv) -> AsyncIterator[Running]:
+async def running(media_env: MediaEnv, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    modes = getattr(request, "param", {})
     result = check_file(media_env.work / "deployment.yaml", EXAMPLE_ENV)
     assert result.deployment is not None
     notices: list[Notice] = []
@@ -126,7 +132,7 @@ async def running(media_env: MediaEnv) -> AsyncIterator[Running]:
     bridge = MediaBridge(result.deployment, controller.tokens, controller, controller.metrics)
     controller.add_listener(bridge.on_notice)
     controller.add_listener(notices.append)
-    async with FakeRawAgent(rate=8000, port=media_env.ports["agent"]) as agent:
+    async with FakeRawAgent(rate=8000, port=media_env.ports["agent"], **modes) as agent:
         await bridge.start()
         await controller.start()
         await controller.nodes["fs1"].client.wait_connected(10)
@@ -224,3 +230,17 @@ async def test_audio_both_ways_barge_in_and_playback_latency(media_env: MediaEnv
     record: dict[str, Any] = r.controller.ended[uuid]
     assert record["media"]["outcome"] == "done" and record["media"]["interruptions"] == 1
     assert record["media"]["frames"]["from_caller"] > 100
+
+
+@pytest.mark.parametrize("running", [{"reject": 503}], indirect=True)
+async def test_unreachable_agent_plays_the_fallback_prompt_then_hangs_up(media_env: MediaEnv, running: Running) -> None:
+    env, r = media_env, running
+    proc = await caller(env)
+    answered = await wait_for(r.notices, "answered")
+    ended = await wait_for(r.notices, "ended")
+    assert await asyncio.wait_for(proc.wait(), 15) == 0  # the caller got a BYE
+    record: dict[str, Any] = r.controller.ended[answered.call.uuid]
+    assert record["media"]["outcome"] == "agent_connect_failed"
+    assert record["hangup_by"] == "bridge"
+    assert record["timings"]["duration_seconds"] >= 0.9  # the 1 s prompt was played first
+    assert ended.call.hangup is not None and ended.call.hangup.cause == "NORMAL_TEMPORARY_FAILURE"
