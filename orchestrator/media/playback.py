@@ -133,9 +133,10 @@ class Pacer:
         """Audio to send now (one message, or None) and the marks heard by now."""
         chunk: bytes | None = None
         queue = self._queue
-        if queue:
+        idle = now - self._last_push >= self._idle
+        filling = self._pad and not idle and len(queue) < self._threshold  # a unit is not complete yet
+        if queue and not filling:
             allowed = (self._target - self.held(now)) & ~1
-            idle = now - self._last_push >= self._idle
             if self._pad:  # streaming: whole prebuffer units only, so FreeSWITCH never keeps a tail
                 unit = self._threshold
                 if idle and len(queue) % unit:
