@@ -11,24 +11,50 @@ script the outside world (inbound calls, far-end hangups, DTMF, originate / REFE
     ...                                     # the code under test talks ESL to 127.0.0.1:sim.port
     await sim.remote_hangup(ch.uuid)
     await sim.stop()
+
+mod_audio_fork as a real WebSocket client (``sim.fork_websocket = True``; off by default: scripted
+``set_fork_outcome`` events and no socket) -- see :mod:`simulator.audiofork` and :mod:`simulator.media`::
+
+    sim.fork_websocket = True
+    sim.set_caller_audio(ch.uuid, pcm_8k)           # what the caller says (L16 at the leg rate), loop=False
+    ... uuid_audio_fork <uuid> start ws://... ...   # the code under test; the simulator connects to its server
+    client = sim.fork_client(ch.uuid)               # or ch.fork_client: a ForkClient
+    await client.connected.wait()                   # also: closed, state, request_path, request_headers,
+                                                    # subprotocol, metadata, sent_text, sent_frames, send_times,
+                                                    # received_text, received_binary_bytes, close_code,
+                                                    # close_reason, heard_frames, heard_pcm(), kill_times,
+                                                    # mark_replies, playout
+    ch.audio.heard_frames                           # [(loop time, L16)] written to the caller (all forks)
+    sim.fork_overrun(ch.uuid)                       # mod_audio_fork::buffer_overrun
+    sim.files                                       # playAudio temp files, playable with uuid_broadcast
+
+Timing knobs are class attributes of SimulatedFreeSwitch: ``frame_interval`` (20 ms), ``fork_rx_chunk``,
+``fork_buffer_secs``, ``fork_open_timeout``, ``broadcast_lead_frames`` (plus the instance's ``fork_connect_delay``).
 """
 
 from .api import split_args
+from .audiofork import ForkClient, ForkSpec, StreamPlayout
 from .calls import DialError, Outcome, parse_dial_string
 from .causes import CAUSES, SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel
+from .media import ChannelAudio, Resampler
 from .server import Connection, SimulatedFreeSwitch
 from .wire import Event, api_response, command_reply, url_encode
 
 __all__ = [
     "CAUSES",
     "SIP_FAILURES",
+    "ChannelAudio",
     "Connection",
     "DialError",
     "Event",
+    "ForkClient",
+    "ForkSpec",
     "Outcome",
+    "Resampler",
     "SimChannel",
     "SimulatedFreeSwitch",
+    "StreamPlayout",
     "api_response",
     "command_reply",
     "normalize_cause",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from . import texts
+from . import audiofork, texts
 from .causes import normalize_cause
 from .channel import SHOW_CHANNEL_FIELDS, SimChannel
 from .texts import NO_SUCH_CHANNEL, USAGE
@@ -328,11 +328,17 @@ class ApiCommands:
             self.answer(ch)
         return "+OK\n"
 
-    async def api_uuid_break(self, arg: str, job: Job | None) -> str:
-        """``uuid_break <uuid> [all]`` -- no events."""
+    async def api_uuid_break(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_break <uuid> [all]`` -- ends the current playback (``all``: and the queued broadcasts)."""
         if not arg:
             return USAGE["uuid_break"]
-        return "+OK\n" if self._chan(arg.split()[0]) else NO_SUCH_CHANNEL
+        uuid, _, flag = arg.partition(" ")
+        ch = self._chan(uuid)
+        if ch is None:
+            return NO_SUCH_CHANNEL
+        if ch.audio is not None:
+            ch.audio.set_break("all" in flag)
+        return "+OK\n"
 
     async def api_uuid_send_dtmf(self, arg: str, job: Job | None) -> str:
         """``uuid_send_dtmf <uuid> <digits>`` -- ``+OK <uuid> sent DTMF <digits>.``; no DTMF event (it leaves FS)."""
@@ -391,28 +397,21 @@ class ApiCommands:
         return await self.deflect(ch, parts[1])
 
     async def api_uuid_audio_fork(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
-        """``uuid_audio_fork <uuid> start|stop|send_text|... ...`` (mod_audio_fork; no real WebSocket is opened)."""
-        parts = arg.split(" ")
-        ch = self._chan(parts[0]) if parts and parts[0] else None
-        if ch is None or len(parts) < 2:
-            return "-ERR Operation Failed\n"
-        sub = parts[1].lower()
-        if sub == "start":
-            if len(parts) < 5:
-                return "-ERR Operation Failed\n"
-            self.start_fork(ch, parts[2:])
-            return "+OK Success\n"
-        if sub == "stop":
-            if ch.fork is None:
-                return "-ERR Operation Failed\n"
-            self.stop_fork(ch, " ".join(parts[2:]) or None)
-            return "+OK Success\n"
-        if sub in ("send_text", "pause", "resume", "graceful-shutdown", "stop_play"):
-            if ch.fork is None:
-                return "-ERR Operation Failed\n"
-            ch.fork.setdefault("sent", []).append((sub, " ".join(parts[2:])))
-            return "+OK Success\n"
-        return "-ERR Operation Failed\n"
+        """``uuid_audio_fork <uuid> start|stop|send_text|pause|resume|graceful-shutdown|stop_play ...``
+        (mod_audio_fork; see :mod:`simulator.audiofork`)."""
+        return await audiofork.api(self, arg)
+
+    async def api_uuid_broadcast(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]`` -- ``+OK Message sent`` (recorded in fixture 10);
+        the playback starts after 5 lead frames (:mod:`simulator.media`)."""
+        argv = audiofork.fs_separate(arg, 4)
+        if len(argv) < 2:
+            return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
+        ch = self._chan(argv[0])
+        if ch is None:
+            return "-ERR invalid uuid\n"
+        self.channel_audio(ch).broadcast(argv[1])
+        return "+OK Message sent\n"
 
     # -- originate ------------------------------------------------------------------------------------
     async def api_originate(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:

@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .audiofork import ForkClient, ForkSpec
 from .causes import SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel, new_uuid, now_us
+from .media import ChannelAudio
 from .wire import fs_cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,6 +153,9 @@ class CallFlows:
         self._refer_outcomes: dict[str, str | None] = {}
         self._peer_port = 5061
         self.auto_gateways = True
+        self._gone: dict[str, SimChannel] = {}  # ended channels that had forks (fork_client lookups)
+        self.files: dict[str, bytes] = {}  # files written by the simulated modules (playAudio temp files)
+        self.play_count = 0  # mod_audio_fork's global playAudio file counter
 
     # ================================================================================================
     # scripting the outside world
@@ -306,7 +311,8 @@ class CallFlows:
         ch = self.channels[uuid]
         source = "AUDIO_FORK" if subclass.startswith("mod_audio_fork::") else "CUSTOM"
         ch.fire("CUSTOM", subclass=subclass, body=body, source=source)
-        if subclass in ("mod_audio_fork::connect_failed", "mod_audio_fork::disconnect"):
+        if subclass in ("mod_audio_fork::connect_failed", "mod_audio_fork::disconnect") and ch.fork is not None:
+            self._detach_fork(ch, ch.fork)  # scripted: the fork is dropped
             ch.fork = None
         await asyncio.sleep(0)
 
@@ -542,12 +548,10 @@ class CallFlows:
             ch.running_app = None
             ch.execute_complete(app, data, app_uuid=app_uuid)
         ch.fire_state("CS_HANGUP")
-        if ch.fork is not None:
-            ch.fire(
-                "MEDIA_BUG_STOP",
-                pre=[("Media-Bug-Function", "audio_fork"), ("Media-Bug-Target", "N/A")],
-            )
-            ch.fork = None
+        for fork in list(ch.bugs.values()):  # the client closes 1000 "" (after CHANNEL_HANGUP), no ::disconnect
+            self._detach_fork(ch, fork)
+            ch.fire("MEDIA_BUG_STOP", pre=[("Media-Bug-Function", "audio_fork"), ("Media-Bug-Target", "N/A")])
+        ch.fork = None
         ch.fire_callstate("HANGUP")
         ch.fire_state("CS_REPORTING")
         ch.setvars(ch.cdr_vars())
@@ -569,6 +573,8 @@ class CallFlows:
         ch.fire_state("CS_DESTROY")
         ch.alive = False
         self.channels.pop(ch.uuid, None)
+        if any(f.get("client") is not None for f in ch.forks):
+            self._gone[ch.uuid] = ch
         ch.gone.set()
 
     def _reject(self: SimulatedFreeSwitch, ch: SimChannel, status: int, result_hook: Any = None) -> str:
@@ -1193,52 +1199,102 @@ class CallFlows:
     # ================================================================================================
     # mod_audio_fork
     # ================================================================================================
-    def start_fork(self: SimulatedFreeSwitch, ch: SimChannel, args: list[str]) -> None:
-        """``uuid_audio_fork <uuid> start <url> <mix> <rate> [bugname] [metadata] [bidir stream stream-rate]``:
-        MEDIA_BUG_START now, ``mod_audio_fork::connect`` (or ``connect_failed``) ``fork_connect_delay`` later."""
-        url, mix, rate = args[0], args[1], args[2]
-        extra = args[3:]
-        fork: dict[str, Any] = {"url": url, "mix": mix, "rate": rate, "bugname": None, "metadata": None}
-        if extra and extra[0].startswith("{"):
-            fork["metadata"] = " ".join(extra)
-        elif extra:
-            fork["bugname"] = extra[0]
-            tail = extra[1:]
-            if len(tail) == 4:
-                fork["metadata"], fork["bidirectional"], fork["stream"], fork["stream_rate"] = tail
-            elif tail:
-                fork["metadata"] = " ".join(tail)
-        fork["args"] = list(args)
+    def start_fork(self: SimulatedFreeSwitch, ch: SimChannel, spec: ForkSpec, args: list[str]) -> None:
+        """A media bug for a parsed ``uuid_audio_fork ... start``: MEDIA_BUG_START now; then a real WebSocket client
+        (``fork_websocket``) or, scripted, ``mod_audio_fork::connect`` / ``connect_failed`` ``fork_connect_delay``
+        later. A ``set_fork_outcome`` of ``connect_failed`` wins over the socket."""
+        fork = spec.as_dict(args)
         ch.fork = fork
         ch.forks.append(fork)
+        ch.bugs[spec.bug] = fork
         ch.fire("MEDIA_BUG_START", pre=[("Media-Bug-Function", "audio_fork"), ("Media-Bug-Target", "N/A")])
         outcome, reason = "connect", None
         for pattern, out, why in self.fork_outcomes:
-            if fnmatch.fnmatchcase(url, pattern):
+            if fnmatch.fnmatchcase(spec.url, pattern):
                 outcome, reason = out, why
                 break
-        self.spawn(self._fork_connect(ch, fork, outcome, reason))
+        if self.fork_websocket and outcome == "connect":
+            fork["client"] = ForkClient(self, ch, fork, spec)
+            fork["client"].start()
+        else:
+            self.spawn(self._fork_connect(ch, fork, outcome, reason))
 
     async def _fork_connect(self: SimulatedFreeSwitch, ch: SimChannel, fork: dict[str, Any], outcome: str,
                             reason: str | None) -> None:  # fmt: skip
+        """Scripted connect (no socket). After ``connect_failed`` the bug stays attached, as in FreeSWITCH."""
         await asyncio.sleep(self.fork_connect_delay)
-        if not ch.alive or ch.fork is not fork:
+        if not ch.alive or ch.bugs.get(fork["bug"]) is not fork:
             return
         if outcome == "connect_failed":
             body = '{"reason":"%s"}' % (reason or "Unable to connect")
             ch.fire("CUSTOM", subclass="mod_audio_fork::connect_failed", body=body, source="AUDIO_FORK")
-            ch.fork = None
         else:
             fork["connected"] = True
             ch.fire("CUSTOM", subclass="mod_audio_fork::connect", source="AUDIO_FORK")
 
-    def stop_fork(self, ch: SimChannel, final_text: str | None) -> None:
-        """``uuid_audio_fork <uuid> stop [text]``: MEDIA_BUG_STOP, no ``::disconnect`` event (recorded)."""
-        if ch.fork is not None:
-            ch.fork["final_text"] = final_text
-            ch.fork["stopped"] = True
+    def stop_fork(self, ch: SimChannel, fork: dict[str, Any], final_text: str | None) -> None:
+        """``uuid_audio_fork <uuid> stop [bugname] [text]``: MEDIA_BUG_STOP; the client sends ``text``, then closes
+        1000; no ``::disconnect`` event (recorded)."""
+        fork["final_text"] = final_text
+        fork["stopped"] = True
+        self._detach_fork(ch, fork, final_text)
         ch.fire("MEDIA_BUG_STOP", pre=[("Media-Bug-Function", "audio_fork"), ("Media-Bug-Target", "N/A")])
-        ch.fork = None
+
+    def _detach_fork(self, ch: SimChannel, fork: dict[str, Any], text: str | None = None) -> None:
+        if ch.bugs.get(fork["bug"]) is fork:
+            del ch.bugs[fork["bug"]]
+        if fork.get("client") is not None:
+            fork["client"].detach(text)
+        if ch.fork is fork:
+            ch.fork = next(reversed(ch.bugs.values()), None)
+
+    async def _close_forks(self: SimulatedFreeSwitch) -> None:
+        """``stop()``: close the open fork sockets (1000 "") and drop queued playbacks."""
+        waits = []
+        for ch in self.channels.values():
+            if ch.audio is not None:
+                ch.audio.close()
+            for fork in ch.bugs.values():
+                client = fork.get("client")
+                if client is not None and client.state == "connected":
+                    client.detach()
+                    waits.append(asyncio.ensure_future(client.closed.wait()))
+        if waits:
+            await asyncio.wait(waits, timeout=self.fork_close_wait)
+            for w in waits:
+                w.cancel()
+
+    # ================================================================================================
+    # channel audio
+    # ================================================================================================
+    def channel_audio(self: SimulatedFreeSwitch, ch: SimChannel) -> ChannelAudio:
+        """The channel's :class:`~simulator.media.ChannelAudio` (created on first use)."""
+        if ch.audio is None:
+            ch.audio = ChannelAudio(self, ch)
+        return ch.audio
+
+    def set_caller_audio(self: SimulatedFreeSwitch, uuid: str, pcm: bytes, loop: bool = False) -> None:
+        """What the caller says: L16 (little-endian) at the leg's codec rate, silence once exhausted (or looped).
+        Every fork streams it from its next frame on (resampled to the fork rate)."""
+        self.channel_audio(self.channels[uuid]).set_caller(pcm, loop)
+
+    def fork_client(self: SimulatedFreeSwitch, uuid: str) -> ForkClient | None:
+        """The WebSocket client of the channel's latest fork (also after the channel is gone)."""
+        ch = self.channels.get(uuid) or self._gone.get(uuid)
+        if ch is None:
+            return None
+        clients = [f["client"] for f in ch.forks if f.get("client") is not None]
+        return clients[-1] if clients else None
+
+    def fork_overrun(self: SimulatedFreeSwitch, uuid: str) -> None:
+        """Fire ``mod_audio_fork::buffer_overrun`` (no body) for the channel's latest fork, as when the server does not
+        read and the module's buffer (MOD_AUDIO_FORK_BUFFER_SECS) overflows."""
+        ch = self.channels[uuid]
+        client = ch.fork_client
+        if client is not None:
+            client.overrun()
+        else:
+            ch.fire("CUSTOM", subclass="mod_audio_fork::buffer_overrun", source="AUDIO_FORK")
 
 
 def _copy_callee(a: SimChannel, b: SimChannel) -> None:

@@ -8,6 +8,7 @@ tags, SSRCs, SDP) are plausible stand-ins.
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ SOURCES: dict[str, tuple[str, str, int]] = {
     "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1879),
     "MEDIA_BUG_START": ("switch_core_media_bug.c", "switch_core_media_bug_add", 1014),
     "MEDIA_BUG_STOP": ("switch_core_media_bug.c", "switch_core_media_bug_destroy", 84),
+    # not recorded: file/function/line of switch_event_create in FreeSWITCH v1.10.12
+    "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", 1646),
+    "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", 2020),
     "CHANNEL_DATA": ("mod_commands.c", "uuid_dump_function", 6468),
     "AUDIO_FORK": ("mod_audio_fork.c", "responseHandler", 22),
     "API": ("switch_loadable_module.c", "switch_api_execute", 2954),
@@ -110,6 +114,8 @@ VAR_EVENTS = frozenset(
         "CUSTOM",
         "MEDIA_BUG_START",
         "MEDIA_BUG_STOP",
+        "PLAYBACK_START",
+        "PLAYBACK_STOP",
     }
 )
 
@@ -237,6 +243,12 @@ def _stamp(us: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(us / 1_000_000))
 
 
+def atoi(text: str | None) -> int:
+    """C ``atoi``: leading blanks, sign and digits; 0 when there are none."""
+    m = re.match(r"\s*([+-]?\d+)", text or "")
+    return int(m.group(1)) if m else 0
+
+
 def _rand_tag(n: int = 13) -> str:
     alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
     return "".join(random.choice(alphabet) for _ in range(n))
@@ -251,7 +263,10 @@ class SimChannel:
     ``dialog_ended`` (True while ``alive`` = an orphaned channel, e.g. after a continue-after-reply REFER),
     ``caller_id``, ``events`` (every event fired for this channel), ``dtmf_sent`` (digit strings given to
     ``uuid_send_dtmf``), ``dtmf_received`` (digits the far end sent), ``fork`` (args of the running
-    ``uuid_audio_fork``), ``forks`` (every start), ``hangup_cause``, ``bridged_to`` and ``alive``.
+    ``uuid_audio_fork``; ``fork["client"]`` is its :class:`~simulator.audiofork.ForkClient` when
+    ``sim.fork_websocket`` is on), ``forks`` (every start), ``bugs`` (attached fork media bugs by bug name),
+    ``fork_client``, ``audio`` (:class:`~simulator.media.ChannelAudio`: ``heard_frames``, ``heard_pcm()``; None until
+    audio is used), ``hangup_cause``, ``bridged_to`` and ``alive``.
     """
 
     sim: SimulatedFreeSwitch = field(repr=False)
@@ -279,6 +294,8 @@ class SimChannel:
     dtmf_received: list[str] = field(default_factory=list)
     fork: dict[str, Any] | None = None
     forks: list[dict[str, Any]] = field(default_factory=list)
+    bugs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audio: Any = field(default=None, repr=False)
     bridged_to: str | None = None
     rtp_stats: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RTP_STATS))
     # -- internals -------------------------------------------------------------------------------
@@ -307,6 +324,9 @@ class SimChannel:
     bridge_kind: str | None = field(default=None, repr=False)
     bridge_done: Any = field(default=None, repr=False)
     gone: Any = field(default=None, repr=False)
+    park_gen: int = 0  # switch_ivr_park invocations (one per CHANNEL_PARK)
+    park_seen: int = -1  # the park invocation that has seen media (and read send_silence_when_idle)
+    park_sval: int = 0  # atoi(send_silence_when_idle) as that park loop read it
 
     def __post_init__(self) -> None:
         t = now_us()
@@ -444,7 +464,26 @@ class SimChannel:
         ev = self.build(name, **kw)
         self.events.append(ev)
         self.sim.deliver(ev)
+        if name in ("CHANNEL_PARK", "CHANNEL_ANSWER"):
+            self._park_media_check(new_park=name == "CHANNEL_PARK")
         return ev
+
+    def _park_media_check(self, *, new_park: bool) -> None:
+        """``switch_ivr_park`` reads ``send_silence_when_idle`` once, when its loop first has media (v1.10.12)."""
+        if new_park:
+            self.park_gen += 1
+            self.park_sval = 0
+        if self.park_seen == self.park_gen or not self.media or (not new_park and not self.parked):
+            return
+        self.park_seen = self.park_gen
+        self.park_sval = atoi(self.variables.get("send_silence_when_idle"))
+        if self.audio is not None:
+            self.audio.kick()
+
+    @property
+    def fork_client(self) -> Any:
+        """The :class:`~simulator.audiofork.ForkClient` of the latest attached fork (None without a socket)."""
+        return self.fork.get("client") if self.fork is not None else None
 
     # -- common event helpers -----------------------------------------------------------------------
     def fire_state(self, state: str, number: int | None = None) -> None:

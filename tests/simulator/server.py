@@ -280,7 +280,31 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
     (BACKGROUND_JOB of a failed originate before or after CHANNEL_HANGUP_COMPLETE; recorded mostly after).
     Timing knobs (seconds): ``fork_connect_delay`` (20 ms recorded), ``refer_notify_delay`` (202 -> NOTIFY),
     ``refer_no_notify_timeout`` (10 s recorded for a REFER whose NOTIFY never comes).
+
+    mod_audio_fork (:mod:`simulator.audiofork`): with ``fork_websocket = True`` ``uuid_audio_fork ... start`` opens a
+    real WebSocket like the module's libwebsockets client; off (the default), forks only fire the scripted
+    ``::connect`` / ``::connect_failed`` (``set_fork_outcome``) and open no socket. Test API: ``set_caller_audio(uuid,
+    pcm, loop=False)``, ``fork_client(uuid)`` / ``ch.fork_client`` (a :class:`~simulator.audiofork.ForkClient`),
+    ``fork_overrun(uuid)``, ``channel_audio(ch)`` / ``ch.audio`` (what the caller heard), ``files`` (playAudio temp
+    files), ``uuid_broadcast`` / ``uuid_break`` playback (:mod:`simulator.media`).
     """
+
+    #: open a real WebSocket for ``uuid_audio_fork start`` (False: scripted events only, no socket)
+    fork_websocket: bool = False
+    #: libwebsockets' rx buffer: server binary frames reach the streaming playout in pieces of at most this size
+    fork_rx_chunk: int = 1024
+    #: MOD_AUDIO_FORK_BUFFER_SECS: audio waiting to be written before ``::buffer_overrun``
+    fork_buffer_secs: int = 2
+    #: WebSocket connect + handshake timeout (libwebsockets' timeout_secs)
+    fork_open_timeout: float = 10.0
+    #: the media frame clock (ptime)
+    frame_interval: float = 0.02
+    #: how long ``stop()`` waits for fork WebSockets to finish their close handshake
+    fork_close_wait: float = 1.0
+    #: frames ``uuid_broadcast`` reads before its playback starts
+    broadcast_lead_frames: int = 5
+    #: SWITCH_GLOBAL_dirs.temp_dir (playAudio files are named ``<temp_dir>/<uuid>_<n>.tmp.<ext>``)
+    temp_dir: str = "/tmp"
 
     def __init__(self, password: str = "ClueCon", *, hostname: str = "sim", core_uuid: str | None = None):
         self.password = password
@@ -329,9 +353,11 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Stop listening, close every connection and cancel every pending timer (calls vanish silently)."""
+        """Stop listening, close every connection and cancel every pending timer (calls vanish silently; open fork
+        WebSockets are closed 1000 first, waiting at most ``fork_close_wait`` for the servers' replies)."""
         if self._server is not None:
             self._server.close()
+        await self._close_forks()
         handlers = [conn.task for conn in self.connections if conn.task is not None]
         for conn in list(self.connections):
             conn.close(abort=True)
