@@ -130,7 +130,12 @@ def _deployment(agent_port: int, protocol: str, rate: int, port: int = 8090) -> 
 
 
 class _NoControl:
+    """Call control for the bench: nothing to hang up or transfer."""
+
     def media_update(self, uuid: str, data: dict[str, Any]) -> None:
+        pass
+
+    async def hangup(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 

@@ -92,8 +92,9 @@ class WorkerPool:
     async def stop(self) -> None:
         """Stop the workers (their calls stay up in FreeSWITCH) and the control socket."""
         for writer in self.links.values():
-            with contextlib.suppress(ConnectionError):
-                writer.write(b'{"op":"stop"}\n')
+            if not writer.is_closing():
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    writer.write(b'{"op":"stop"}\n')
         for proc in self.processes:
             await asyncio.to_thread(proc.join, 10)
             if proc.is_alive():
@@ -111,8 +112,9 @@ class WorkerPool:
         line = json.dumps({"op": "notice", "kind": notice.kind, "call": notice.call.uuid, "data": notice.data})
         data = line.encode() + b"\n"
         for writer in self.links.values():
-            with contextlib.suppress(ConnectionError):
-                writer.write(data)
+            if not writer.is_closing():
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    writer.write(data)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = -1
@@ -146,8 +148,9 @@ class WorkerPool:
             await getattr(self.control, msg["op"])(*msg.get("args", []), **msg.get("kwargs", {}))
         except Exception as exc:
             reply.update(ok=False, code=getattr(exc, "code", "error"), error=getattr(exc, "message", None) or str(exc))
-        with contextlib.suppress(ConnectionError):
-            writer.write(json.dumps(reply).encode() + b"\n")
+        if not writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(json.dumps(reply).encode() + b"\n")
 
 
 class _WorkerCollector(Collector):
