@@ -60,3 +60,11 @@ def test_tokens() -> None:
     assert fork.Tokens(b"k" * 32).token("call-1") == t  # stable across restarts with the same secret
     assert fork.Tokens().token("call-1") != t
     assert fork.fork_url("ws://h:1/", "call-1", t) == f"ws://h:1/calls/call-1?token={t}"
+
+
+def test_mod_audio_stream_start_and_stop_commands() -> None:
+    cmd = fork.start_command("u1", "ws://h:1/calls/u1?token=t", "16k", {"a": "b c"}, module="mod_audio_stream")
+    assert cmd == 'uuid_audio_stream u1 start ws://h:1/calls/u1?token=t mono 16k {"a":"b\\sc"}'
+    assert fork.stop_command("u1", "mod_audio_stream") == "uuid_audio_stream u1 stop"
+    with pytest.raises(ValueError):
+        fork.start_command("u1", "ws://h/x", "8k", {}, stream_rate=8000, module="mod_audio_stream")

@@ -243,3 +243,33 @@ async def test_agent_that_never_answers_ends_the_call_with_a_reason(flow: Flow) 
     record = await _record(f, uuid)
     assert record["media"]["outcome"] == "agent_connect_timeout"
     assert uuid not in f.sim.channels or not f.sim.channels[uuid].alive
+
+
+@pytest.mark.parametrize(
+    "flow", [{"media": "{fork_module: mod_audio_stream, playback: file, file_segment_ms: 400}"}], indirect=True
+)
+async def test_mod_audio_stream_fork_and_file_playback(flow: Flow) -> None:
+    f = flow
+    uuid = await f.inbound()
+    f.sim.set_caller_audio(uuid, tone(440, 8000, 2000))
+    await f.wait("fork_connected")
+    session = await f.agent.wait_session()
+    heard_by_agent = await f.agent.wait_audio(8000, timeout=5)
+    assert abs(dominant_frequency(heard_by_agent[1600:8000], 8000) - 440) < 10
+    client = f.sim.fork_client(uuid)
+    assert client is not None and client.spec.module == "mod_audio_stream"  # type: ignore[union-attr]
+    assert client.subprotocol is None and '"agent":"bot"' in (client.metadata or "")
+    await f.agent.send_audio(tone(1000, 8000, 800))
+    await asyncio.sleep(1.2)
+    ch = f.sim.channels[uuid]
+    assert 0.7 <= len(_runs(ch.audio.heard_frames, 1000)) * 0.02 <= 0.9
+    assert [e for e in ch.events if e.name == "CUSTOM" and e.get("Event-Subclass") == "mod_audio_stream::play"]
+    await f.agent.send_audio(tone(1000, 8000, 3000))
+    await asyncio.sleep(0.3)
+    await f.agent.send_clear()
+    await asyncio.sleep(0.4)
+    before = len(_runs(ch.audio.heard_frames, 1000))
+    await asyncio.sleep(0.5)
+    assert len(_runs(ch.audio.heard_frames, 1000)) == before  # uuid_break stopped the file
+    await f.sim.remote_hangup(uuid)
+    await f.agent.wait_for(lambda: session.closed.is_set())

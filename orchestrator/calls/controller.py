@@ -100,6 +100,7 @@ class Controller:
                 agents={a.name: a.protocol for a in deployment.agents},
                 numbers={n.number: n.agent for n in deployment.numbers},
                 fork_command=self._fork_command,
+                fork_module=o.media.fork_module,
                 headers={
                     t.name: [(h.header, h.variable_name) for h in t.inbound.header_mappings()]
                     for t in deployment.trunks
@@ -330,9 +331,9 @@ class Controller:
             "variables": call.variables,
         }
         rate = fork_rate(call.rate)
-        streaming = self.deployment.orchestrator.media.playback == "streaming"
-        stream_rate = (16000 if rate == "16k" else 8000) if streaming else None
-        return fork.start_command(call.uuid, url, rate, metadata, stream_rate=stream_rate)
+        media = self.deployment.orchestrator.media
+        stream_rate = (16000 if rate == "16k" else 8000) if media.playback == "streaming" else None
+        return fork.start_command(call.uuid, url, rate, metadata, stream_rate=stream_rate, module=media.fork_module)
 
     # -- actions --------------------------------------------------------------------------------
     def _pick_node(self) -> str:
@@ -511,7 +512,7 @@ class Controller:
             else:
                 raise CallError("invalid_target", "target must be an E.164 number or a sip: URI")
             self.tracker.start_transfer(uuid, "bridge", target)
-            await self._api(call, fork.stop_command(uuid))
+            await self._api(call, fork.stop_command(uuid, self.deployment.orchestrator.media.fork_module))
             inline = (
                 f"m:^:set:hangup_after_bridge=true^set:continue_on_fail=true^bridge:sofia/gateway/{via}/{dest}^park"
             )

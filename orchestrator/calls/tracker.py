@@ -49,6 +49,10 @@ CUSTOM = [
     "mod_audio_fork::buffer_overrun",
     "mod_audio_fork::error",
     "mod_audio_fork::play_audio",
+    "mod_audio_stream::connect",
+    "mod_audio_stream::error",
+    "mod_audio_stream::disconnect",
+    "mod_audio_stream::play",
     "sofia::notify_refer",
 ]
 
@@ -169,6 +173,7 @@ class Policy:
     agents: dict[str, str]  # agent name -> protocol
     numbers: dict[str, str]  # E.164 number -> agent
     fork_command: Callable[[Call], str]  # builds the `uuid_audio_fork <uuid> start …` command
+    fork_module: str = "mod_audio_fork"  # or mod_audio_stream
     headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # trunk -> [(X-header, variable)]
     answer_variables: dict[str, str] = field(
         default_factory=lambda: {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
@@ -288,7 +293,7 @@ class CallTracker:
                 call.state = "answered"
                 call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
                 self._codec(call, dump)
-                actions.append(Api(node, fork.stop_command(uuid), uuid))
+                actions.append(Api(node, fork.stop_command(uuid, self.policy.fork_module), uuid))
                 actions.append(self._fork(call))
                 notices.append(Notice("answered", call, {"reattached": True}))
             elif call.direction == "inbound":
@@ -477,19 +482,19 @@ class CallTracker:
         if call is None:
             return [], []
         sub = event.subclass
-        if sub == "mod_audio_fork::connect":
+        if sub in ("mod_audio_fork::connect", "mod_audio_stream::connect"):
             call.fork = "connected"
             return [], [Notice("fork_connected", call)]
-        if sub == "mod_audio_fork::connect_failed":
+        if sub in ("mod_audio_fork::connect_failed", "mod_audio_stream::error"):
             call.fork = "failed"
             return [], [Notice("fork_failed", call, {"reason": event.body})]
-        if sub == "mod_audio_fork::disconnect":
+        if sub in ("mod_audio_fork::disconnect", "mod_audio_stream::disconnect"):
             if call.fork == "connected":
                 call.fork = "closed"
             return [], [Notice("fork_disconnected", call, {"body": event.body})]
         if sub in ("mod_audio_fork::buffer_overrun", "mod_audio_fork::error"):
             return [], [Notice("fork_" + sub.split("::")[1], call, {"body": event.body})]
-        if sub == "mod_audio_fork::play_audio":  # file playback: the module wrote the file, we play it
+        if sub in ("mod_audio_fork::play_audio", "mod_audio_stream::play"):  # file playback: the module wrote it
             return self._play_file(call, event.body), []
         if sub == "sofia::notify_refer":
             return self._notify_refer(call, event)

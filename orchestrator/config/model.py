@@ -411,6 +411,11 @@ class MediaSettings(Model):
     workers: int = Field(
         1, ge=1, le=64, description="Bridge processes sharing the port (SO_REUSEPORT); one per core for large hosts."
     )
+    fork_module: Literal["mod_audio_fork", "mod_audio_stream"] = Field(
+        "mod_audio_fork",
+        description="FreeSWITCH module that forks call audio: mod_audio_fork (drachtio or jambonz) or "
+        "mod_audio_stream (amigniter, open-source edition: file playback only).",
+    )
     playback: Literal["streaming", "file"] = Field(
         "streaming",
         description="streaming: jambonz mod_audio_fork plays L16 sent back at once (lowest latency); "
@@ -446,6 +451,8 @@ class MediaSettings(Model):
 
     @model_validator(mode="after")
     def _prompt(self) -> MediaSettings:
+        if self.fork_module == "mod_audio_stream" and self.playback != "file":
+            raise ValueError("fork_module mod_audio_stream plays agent audio from files: set playback: file")
         if self.on_failure == "prompt" and not self.fallback_prompt:
             raise ValueError("on_failure: prompt needs fallback_prompt")
         if self.fallback_prompt and any(c in self.fallback_prompt for c in " '\"\\^\n"):

@@ -428,6 +428,8 @@ class Session:
             self.stats.bytes_out += len(chunk)
             if self.bridge.settings.playback == "streaming":
                 self.fork.send_audio(chunk)
+            elif self.bridge.settings.fork_module == "mod_audio_stream":
+                self.fork.send_text(_stream_audio(chunk, self.rate))
             else:
                 self.fork.send_text(_play_audio(chunk, self.rate))
         if marks and self.agent is not None:
@@ -441,7 +443,8 @@ class Session:
         self.bridge.metrics.interruptions.inc()
         cleared = self.pacer.clear(time.monotonic())
         if self.fork is not None:
-            self.fork.send_text(KILL_AUDIO)  # streaming: empties the playout buffer; file: breaks the playback
+            if self.bridge.settings.fork_module == "mod_audio_fork":  # mod_audio_stream has no such message
+                self.fork.send_text(KILL_AUDIO)  # streaming: empties the playout buffer; file: breaks the playback
             if self.bridge.settings.playback == "file" and self.bridge.control is not None:
                 self.spawn(self.bridge.control.flush_playback(self.call_id))  # and drops the queued files
                 # FreeSWITCH takes the next file off its queue ~100 ms before playing it (measured): a break
@@ -581,6 +584,12 @@ class Session:
             "agent_protocol_errors": st.violations,
             "transcript": st.transcript,
         }
+
+
+def _stream_audio(pcm: bytes, rate: int) -> str:
+    """A mod_audio_stream ``streamAudio`` message (file playback)."""
+    b64 = binascii.b2a_base64(pcm, newline=False).decode()
+    return f'{{"type":"streamAudio","data":{{"audioDataType":"raw","sampleRate":{rate},"audioData":"{b64}"}}}}'
 
 
 def _play_audio(pcm: bytes, rate: int) -> str:

@@ -55,12 +55,20 @@ def fork_url(media_url: str, call_uuid: str, token: str) -> str:
 
 
 def start_command(
-    call_uuid: str, url: str, rate: str, metadata: dict[str, Any], mix: str = "mono", stream_rate: int | None = None
+    call_uuid: str,
+    url: str,
+    rate: str,
+    metadata: dict[str, Any],
+    mix: str = "mono",
+    stream_rate: int | None = None,
+    module: str = "mod_audio_fork",
 ) -> str:
     """``uuid_audio_fork <uuid> start <url> <mix> <rate> <bug> <metadata>`` (api arguments).
 
     With ``stream_rate`` the jambonz form: ``… <metadata> true true <stream_rate>`` turns on
     bidirectional streaming (the bridge sends L16 at ``stream_rate`` back and it is played at once).
+    With ``module="mod_audio_stream"``: ``uuid_audio_stream <uuid> start <url> <mix> <rate> <metadata>``
+    (its bug name is fixed; the metadata is the rest of the line, split and unescaped the same way).
     """
     if rate not in ("8k", "16k"):
         raise ValueError("fork rate must be 8k or 16k")
@@ -69,6 +77,10 @@ def start_command(
         raise ValueError(f"fork metadata exceeds {MAX_METADATA} bytes")
     if any(c in url for c in " '\\\n"):
         raise ValueError("fork URL cannot contain blanks, quotes or backslashes")
+    if module == "mod_audio_stream":
+        if stream_rate is not None:
+            raise ValueError("mod_audio_stream cannot stream audio back")
+        return f"uuid_audio_stream {call_uuid} start {url} {mix} {rate} {escape_argument(text)}"
     command = f"uuid_audio_fork {call_uuid} start {url} {mix} {rate} {BUG_NAME} {escape_argument(text)}"
     if stream_rate is not None:
         if stream_rate not in (8000, 16000, 24000, 48000):
@@ -77,6 +89,8 @@ def start_command(
     return command
 
 
-def stop_command(call_uuid: str) -> str:
+def stop_command(call_uuid: str, module: str = "mod_audio_fork") -> str:
     """Stop the call's fork."""
+    if module == "mod_audio_stream":
+        return f"uuid_audio_stream {call_uuid} stop"
     return f"uuid_audio_fork {call_uuid} stop {BUG_NAME}"

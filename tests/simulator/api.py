@@ -401,6 +401,11 @@ class ApiCommands:
         (mod_audio_fork; see :mod:`simulator.audiofork`)."""
         return await audiofork.api(self, arg)
 
+    async def api_uuid_audio_stream(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``uuid_audio_stream <uuid> start|stop|send_text|pause|resume ...`` (mod_audio_stream; see
+        :mod:`simulator.audiofork`)."""
+        return await audiofork.stream_api(self, arg)
+
     async def api_uuid_broadcast(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
         """``uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]`` -- ``+OK Message sent`` (recorded in fixture 10);
         the playback starts after 5 lead frames (:mod:`simulator.media`)."""

@@ -199,6 +199,7 @@ class ForkSpec:
     bidirectional: str | None = None
     stream: str | None = None
     stream_rate_token: str | None = None
+    module: str = "mod_audio_fork"  # or "mod_audio_stream" (amigniter's open-source edition)
 
     @property
     def channels(self) -> int:
@@ -216,7 +217,9 @@ class ForkSpec:
     @property
     def play_audio_events(self) -> bool:
         """Whether ``playAudio`` writes a file and fires ``::play_audio``."""
-        return not self.jambonz or (self.bidirectional == "true" and self.stream != "true")
+        return self.module == "mod_audio_fork" and (
+            not self.jambonz or (self.bidirectional == "true" and self.stream != "true")
+        )
 
     def as_dict(self, args: list[str]) -> dict[str, Any]:
         fork: dict[str, Any] = {
@@ -285,6 +288,54 @@ async def api(sim: SimulatedFreeSwitch, arg: str) -> str:
         client: ForkClient | None = fork.get("client")
         if client is not None:
             client.control(sub)
+        return OK
+    return FAILED
+
+
+STREAM_BUG = "audio_stream"
+STREAM_USAGE = (
+    "-USAGE: <uuid> [start | stop | send_text | pause | resume | graceful-shutdown ] [wss-url | path] "
+    "[mono | mixed | stereo] [8000 | 16000] [metadata]\n"
+)
+STREAM_ERROR = '{"status":"error","message":{"code":1,"error":"Connection error"}}'
+
+
+async def stream_api(sim: SimulatedFreeSwitch, arg: str) -> str:
+    """``uuid_audio_stream`` (amigniter mod_audio_stream.c ``stream_function``, open-source edition):
+    ``<uuid> start <url> <mono|mixed|stereo> [8k|16k|N] [metadata]`` (6 slots: metadata is the rest of the line),
+    ``stop [text]``, ``send_text <text>``, ``pause``, ``resume``."""
+    argv = fs_separate(arg, 6)
+    if len(argv) < 2:
+        return STREAM_USAGE
+    ch = sim.channels.get(argv[0])
+    if ch is None or not ch.alive:
+        return FAILED
+    sub = argv[1].lower()
+    if sub == "start":
+        if len(argv) < 4 or STREAM_BUG in ch.bugs:
+            return FAILED
+        mix = argv[3]
+        rate_token = argv[4] if len(argv) > 4 else "8k"
+        sampling = 16000 if rate_token == "16k" else 8000 if rate_token == "8k" else atoi(rate_token)
+        metadata = argv[5] if len(argv) > 5 else None
+        if mix not in ("mono", "mixed", "stereo") or sampling <= 0:
+            return FAILED
+        spec = ForkSpec(argv[2], mix, rate_token, sampling, STREAM_BUG, None, metadata, module="mod_audio_stream")
+        sim.start_fork(ch, spec, argv[1:])
+        return OK
+    fork = ch.bugs.get(STREAM_BUG)
+    if fork is None:
+        return FAILED
+    if sub == "stop":
+        sim.stop_fork(ch, fork, argv[2] if len(argv) > 2 else None)
+        return OK
+    if sub == "send_text" and len(argv) > 2:
+        if fork.get("client") is not None:
+            fork["client"].send_text(argv[2])
+        return OK
+    if sub in ("pause", "resume"):
+        if fork.get("client") is not None:
+            fork["client"].control(sub)
         return OK
     return FAILED
 
@@ -463,7 +514,8 @@ class _LwsConnection(ClientConnection):
             ours["Upgrade"] = "websocket"
             ours["Connection"] = "Upgrade"
             ours["Sec-WebSocket-Key"] = request.headers["Sec-WebSocket-Key"]
-            ours["Sec-WebSocket-Protocol"] = request.headers["Sec-WebSocket-Protocol"]
+            if "Sec-WebSocket-Protocol" in request.headers:  # mod_audio_stream's client offers none
+                ours["Sec-WebSocket-Protocol"] = request.headers["Sec-WebSocket-Protocol"]
             ours["Sec-WebSocket-Version"] = "13"
             for k, v in additional_headers or ():
                 ours[k] = v
@@ -618,7 +670,7 @@ class ForkClient:
                 self.spec.url,
                 create_connection=_LwsConnection,
                 additional_headers=self._auth_headers(),
-                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                subprotocols=[SUBPROTOCOL] if self.spec.module == "mod_audio_fork" else None,  # type: ignore[list-item]
                 compression=None,
                 open_timeout=self.sim.fork_open_timeout,
                 ping_interval=None,
@@ -627,7 +679,9 @@ class ForkClient:
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ValueError):
             self.state = "failed"
-            if self.attached:
+            if self.attached and self.spec.module == "mod_audio_stream":  # CONNECT_ERROR, then the bug closes
+                self._fire("mod_audio_stream::error", STREAM_ERROR)
+            elif self.attached:
                 self._fire("mod_audio_fork::connect_failed", '{"reason":"Unable to connect"}')
             self.closed.set()
             return
@@ -642,7 +696,10 @@ class ForkClient:
             self._closed(ws)
             return
         self.state = "connected"
-        self._fire("mod_audio_fork::connect")
+        if self.spec.module == "mod_audio_stream":
+            self._fire("mod_audio_stream::connect", '{"status":"connected"}')
+        else:
+            self._fire("mod_audio_fork::connect")
         if self.spec.metadata:
             self.metadata = self.spec.metadata
             self._texts.appendleft(self.spec.metadata)
@@ -672,7 +729,13 @@ class ForkClient:
         was = self.state
         self.state = "closed"
         if was == "connected" and not self.closing and self.attached:
-            self._fire("mod_audio_fork::disconnect")  # CONNECTION_DROPPED, no body
+            if self.spec.module == "mod_audio_stream":
+                code = ws.protocol.close_rcvd.code if ws.protocol.close_rcvd is not None else 1006
+                reason = ws.protocol.close_rcvd.reason if ws.protocol.close_rcvd is not None else ""
+                body = {"status": "disconnected", "message": {"code": code, "reason": reason}}
+                self._fire("mod_audio_stream::disconnect", json.dumps(body, separators=(",", ":")))
+            else:
+                self._fire("mod_audio_fork::disconnect")  # CONNECTION_DROPPED, no body
         self.closed.set()
 
     def _auth_headers(self) -> list[tuple[str, str]]:
@@ -776,6 +839,27 @@ class ForkClient:
                 self._wake.set()
 
     # -- receiving ---------------------------------------------------------------------------------------
+    def _on_stream_text(self, text: str) -> None:
+        """mod_audio_stream: ``streamAudio`` -> temp file + ``::play`` (data minus audioData, plus file); else
+        ``::json``."""
+        obj = cjson_parse(text)
+        if obj is _INVALID:
+            return
+        data = obj.get_item("data") if isinstance(obj, JObj) else None
+        if isinstance(obj, JObj) and obj.get_item("type") == "streamAudio" and isinstance(data, JObj):
+            content = data.detach("audioData")
+            raw_type = data.get_item("audioDataType") == "raw"
+            ext = _RAW_EXT.get(_valueint(data.get_item("sampleRate")), "") if raw_type else ""
+            if isinstance(content, str) and ext:
+                raw = base64.b64decode(content + "=" * (-len(content) % 4))
+                path = f"{self.sim.temp_dir}/{self.ch.uuid}_{self.sim.play_count}.tmp{ext}"
+                self.sim.play_count += 1
+                self.sim.files[path] = raw
+                data.append(("file", path))
+                self._fire("mod_audio_stream::play", cjson_print(data))
+                return
+        self._fire("mod_audio_stream::json", text)
+
     def _on_binary(self, data: bytes) -> None:
         self.received_binary_frames += 1
         self.received_binary_bytes += len(data)
@@ -785,6 +869,9 @@ class ForkClient:
     def _on_text(self, text: str) -> None:
         self.received_text.append((self._now(), text))
         if not self.attached:
+            return
+        if self.spec.module == "mod_audio_stream":
+            self._on_stream_text(text)
             return
         obj = cjson_parse(text)
         if obj is _INVALID:
