@@ -273,3 +273,14 @@ async def test_mod_audio_stream_fork_and_file_playback(flow: Flow) -> None:
     assert len(_runs(ch.audio.heard_frames, 1000)) == before  # uuid_break stopped the file
     await f.sim.remote_hangup(uuid)
     await f.agent.wait_for(lambda: session.closed.is_set())
+
+
+async def test_fork_that_cannot_connect_ends_the_call_as_media_failed(flow: Flow) -> None:
+    f = flow
+    f.sim.set_fork_outcome("*", "connect_failed")
+    uuid = await f.inbound()
+    ended = await f.wait("ended", timeout=5)
+    assert ended.call.uuid == uuid and ended.call.hangup_by == "bridge"
+    record = await _record(f, uuid)
+    assert record["media"]["outcome"] == "media_failed"
+    assert 'sipagent_media_errors_total{kind="media_failed"} 1.0' in f.controller.metrics.render().decode()
