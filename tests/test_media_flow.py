@@ -280,7 +280,7 @@ async def test_fork_that_cannot_connect_ends_the_call_as_media_failed(flow: Flow
     f.sim.set_fork_outcome("*", "connect_failed")
     uuid = await f.inbound()
     ended = await f.wait("ended", timeout=5)
-    assert ended.call.uuid == uuid and ended.call.hangup_by == "bridge"
+    assert ended.call.uuid == uuid and ended.call.hangup_by == "orchestrator"
     record = await _record(f, uuid)
     assert record["media"]["outcome"] == "media_failed"
-    assert 'sipagent_media_errors_total{kind="media_failed"} 1.0' in f.controller.metrics.render().decode()
+    assert 'sipagent_fork_failures_total{reason="connect_failed"} 1.0' in f.controller.metrics.render().decode()

@@ -76,6 +76,16 @@ def var_block(variables: dict[str, str]) -> str:
     return "{^^" + VAR_SEPARATOR + VAR_SEPARATOR.join(f"{k}={_escape_var(v)}" for k, v in variables.items()) + "}"
 
 
+def node_endpoints(deployment: Deployment) -> list[Endpoint]:
+    """The event sockets of the deployment's FreeSWITCH nodes (default: the node at freeswitch.event_socket)."""
+    esl = deployment.freeswitch.event_socket
+    nodes = deployment.orchestrator.nodes
+    if not nodes:
+        host = "127.0.0.1" if esl.listen_ip in ("0.0.0.0", "::") else esl.listen_ip
+        return [Endpoint(host, esl.port, esl.password.get_secret_value(), "fs1")]
+    return [Endpoint(n.host, n.port, (n.password or esl.password).get_secret_value(), n.name) for n in nodes]
+
+
 class Controller:
     """Calls on all nodes of one deployment."""
 
@@ -115,16 +125,7 @@ class Controller:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.nodes: dict[str, NodeState] = {}
-        esl = deployment.freeswitch.event_socket
-        nodes = o.nodes or []
-        if not nodes:
-            host = "127.0.0.1" if esl.listen_ip in ("0.0.0.0", "::") else esl.listen_ip
-            endpoints = [Endpoint(host, esl.port, esl.password.get_secret_value(), "fs1")]
-        else:
-            endpoints = [
-                Endpoint(n.host, n.port, (n.password or esl.password).get_secret_value(), n.name) for n in nodes
-            ]
-        for ep in endpoints:
+        for ep in node_endpoints(deployment):
             client = EslClient(
                 ep,
                 events=EVENTS,
@@ -296,8 +297,13 @@ class Controller:
             m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
         elif notice.kind == "fork_failed":
             m.fork_failures.labels("connect_failed").inc()
-            # no media path to the agent: the call cannot be served
-            self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
+            # no media path to the agent: the call cannot be served; end it the configured way
+            call.media.setdefault("outcome", "media_failed")
+            media = self.deployment.orchestrator.media
+            if media.on_failure == "prompt" and media.fallback_prompt and call.state == "answered":
+                self._spawn(self.play_and_hangup(call.uuid, media.fallback_prompt, "media_failed", "orchestrator"))
+            else:
+                self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
         elif notice.kind == "ended":
             m.calls.labels(call.direction, call.hangup.result if call.hangup else "unknown").inc()
             record = records.build(call, lost=bool(notice.data.get("lost")))

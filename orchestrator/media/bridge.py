@@ -630,7 +630,6 @@ class MediaBridge:
         self._timer: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.totals = Stats()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.metrics.bind_media(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -750,28 +749,9 @@ class MediaBridge:
         elif kind in ("hangup", "ended"):
             if session is not None:
                 session.call_ended()
-        elif kind == "fork_failed" and session is None:
-            self._fork_failed(notice.call.uuid, str(notice.data.get("reason") or ""))
         elif kind == "fork_buffer_overrun":
             log.warning("call %s: FreeSWITCH dropped caller audio (mod_audio_fork buffer overrun)", notice.call.uuid)
             self.metrics.media_errors.labels("fork_buffer_overrun").inc()
-
-    def _fork_failed(self, call_id: str, reason: str) -> None:
-        """The call's fork never reached the bridge: no media, so end the call the configured way."""
-        log.warning("call %s: media_failed: the audio fork could not connect (%s)", call_id, reason)
-        self.metrics.media_errors.labels("media_failed").inc()
-        control = self.control
-        if control is None:
-            return
-        control.media_update(call_id, {"outcome": "media_failed"})
-        s = self.settings
-        if s.on_failure == "prompt" and s.fallback_prompt:
-            coro = control.play_and_hangup(call_id, s.fallback_prompt, "media_failed", "bridge")
-        else:
-            coro = control.hangup(call_id, "error", by="bridge")
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def account(self, session: Session) -> None:
         """Fold an ended session into the totals and the call record."""

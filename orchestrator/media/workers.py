@@ -37,7 +37,7 @@ from orchestrator.metrics import Metrics
 
 log = logging.getLogger("sipagent.media.workers")
 
-NOTICES = ("dtmf", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: handled once, in the main process
+NOTICES = ("dtmf", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: the controller ends the call
 ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback")
 MAX_LINE = 1 << 20
 
@@ -107,9 +107,6 @@ class WorkerPool:
 
     def on_notice(self, notice: Any) -> None:
         """Broadcast the call notices the bridge needs to every worker."""
-        if notice.kind == "fork_failed":  # no worker has the call: end it from here
-            self._fork_failed(notice.call.uuid, str(notice.data.get("reason") or ""))
-            return
         if notice.kind not in NOTICES:
             return
         line = json.dumps({"op": "notice", "kind": notice.kind, "call": notice.call.uuid, "data": notice.data})
@@ -118,18 +115,6 @@ class WorkerPool:
             if not writer.is_closing():
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     writer.write(data)
-
-    def _fork_failed(self, call_id: str, reason: str) -> None:
-        log.warning("call %s: media_failed: the audio fork could not connect (%s)", call_id, reason)
-        self.control.media_update(call_id, {"outcome": "media_failed"})
-        s = self.deployment.orchestrator.media
-        if s.on_failure == "prompt" and s.fallback_prompt:
-            coro = self.control.play_and_hangup(call_id, s.fallback_prompt, "media_failed", "bridge")
-        else:
-            coro = self.control.hangup(call_id, "error", by="bridge")
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), t.cancelled() or t.exception()))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = -1
