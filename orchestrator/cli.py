@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import __version__
@@ -174,6 +176,84 @@ def render(
         raise typer.Exit(EXIT_FAILED) from None
     secret_files = sum(1 for f in files.values() if f.sensitive)
     err.print(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)")
+
+
+@app.command()
+@_guard
+def apply(
+    file: FileArg,
+    conf_dir: Annotated[
+        Path, typer.Option("--conf-dir", "-c", help="FreeSWITCH's configuration directory (rendered by sipagent).")
+    ],
+    env_file: EnvFileOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change and what would run.")] = False,
+    restart_profiles: Annotated[
+        bool,
+        typer.Option(
+            "--restart-profiles",
+            help="Also restart SIP profiles whose listening/TLS settings changed (drops their calls).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the directory even if sipagent did not render it.")
+    ] = False,
+) -> None:
+    """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
+    from orchestrator.calls.controller import node_endpoints
+    from orchestrator.render import OutputError, diff_tree, read_tree, render_deployment, write_tree
+    from orchestrator.render.apply import apply_all
+    from orchestrator.render.reload import plan_reload
+
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    files = render_deployment(result.deployment, result.base_dir)
+    plan = plan_reload(
+        read_tree(conf_dir), {rel: f.content for rel, f in files.items()}, allow_restart=restart_profiles
+    )
+    if plan.empty:
+        err.print(f"{conf_dir}: up to date, nothing to apply")
+        return
+    diff = diff_tree(files, conf_dir)
+    for rel in plan.added:
+        out.print(f"[green]+ {rel}[/green]")
+    for rel in plan.removed:
+        out.print(f"[red]- {rel}[/red]")
+    for rel in plan.changed:
+        patch = diff.patches.get(rel)
+        if patch:
+            out.print(patch, markup=False, end="")
+        else:
+            out.print(f"[yellow]~ {rel}[/yellow] (holds secrets, diff not shown)")
+    out.print("[bold]will run on each node:[/bold]")
+    for step in plan.steps:
+        out.print(f"  {step.command}   [dim]# {step.reason}[/dim]")
+    for step in plan.restart_needed:
+        out.print(f"[yellow]  not run (would drop calls): {step.command}   # {step.reason}[/yellow]")
+    if dry_run:
+        err.print("dry run: nothing written, nothing loaded")
+        return
+    try:
+        write_tree(files, conf_dir, force=force)
+    except OutputError as exc:
+        err.print(f"sipagent: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    results = asyncio.run(apply_all(node_endpoints(result.deployment), plan.steps))
+    failed = False
+    for node in results:
+        if node.error:
+            failed = True
+            err.print(f"[red]{node.node}: not reachable: {node.error}[/red]")
+            continue
+        for step, _reply in node.done:
+            out.print(f"{node.node}: [green]ok[/green] {step.command}")
+        for step, reply in node.failed:
+            failed = True
+            out.print(f"{node.node}: [red]failed[/red] {step.command}: {escape(reply)}")
+        out.print(f"{node.node}: channels up {node.calls_before} before, {node.calls_after} after")
+    if plan.restart_needed:
+        err.print("[yellow]some changes wait for a profile restart (see above; --restart-profiles)[/yellow]")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -246,11 +246,12 @@ class EslClient:
         reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
         if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
             raise AuthenticationFailed("authentication failed (wrong event socket password?)")
-        data, _ = conn.send(p.subscribe(self.events, self.custom, self.event_format).decode().rstrip("\n"))
-        writer.write(data)
-        reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
-        if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
-            raise p.ProtocolError("event subscription refused")
+        if self.events or self.custom:  # a command-only client (apply, doctor) subscribes to nothing
+            data, _ = conn.send(p.subscribe(self.events, self.custom, self.event_format).decode().rstrip("\n"))
+            writer.write(data)
+            reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
+            if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
+                raise p.ProtocolError("event subscription refused")
         self._connected.set()
         self.connections += 1
         self.backoff.reset()

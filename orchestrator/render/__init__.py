@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.config.model import Deployment
 from orchestrator.perf import gc_paused
-from orchestrator.render.output import OutputError, TreeDiff, diff_tree, write_tree
+from orchestrator.render.output import OutputError, TreeDiff, diff_tree, read_tree, write_tree
 from orchestrator.render.plan import Plan, build
 from orchestrator.render.renderer import RenderedFile, Renderer
 
@@ -25,6 +25,7 @@ __all__ = [
     "TreeDiff",
     "build",
     "diff_tree",
+    "read_tree",
     "render_deployment",
     "write_tree",
 ]

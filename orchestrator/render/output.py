@@ -134,6 +134,11 @@ class TreeDiff:
         return bool(self.added or self.removed or self.changed or self.mode_changed)
 
 
+def read_tree(out: Path) -> dict[str, bytes]:
+    """The files of a configuration directory on disk (relative path → content)."""
+    return {rel: path.read_bytes() for rel, path in _on_disk(out).items()}
+
+
 def _on_disk(out: Path) -> dict[str, Path]:
     if not out.is_dir():
         return {}

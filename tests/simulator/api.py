@@ -178,6 +178,25 @@ class ApiCommands:
         self.fire("RELOADXML")
         return "+OK [Success]\n"
 
+    async def api_fsctl(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``fsctl max_sessions N`` / ``fsctl sps N`` (replies recorded on FreeSWITCH 1.10.12)."""
+        w = arg.split()
+        if len(w) == 2 and w[0] == "max_sessions" and w[1].isdigit():
+            self.fsctl["max_sessions"] = int(w[1])
+            return f"+OK max sessions: {w[1]}\n"
+        if len(w) == 2 and w[0] == "sps" and w[1].isdigit():
+            self.fsctl["sps"] = int(w[1])
+            return f"+OK sessions per second: {w[1]}\n"
+        return "-ERR INVALID COMMAND\n"
+
+    async def api_load(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``load <module>``: reloadxml, then the module (recorded replies)."""
+        name = arg.strip()
+        if name in self.modules:
+            return "+OK Reloading XML\n-ERR [Module already loaded]\n"
+        self.modules.add(name)
+        return "+OK Reloading XML\n+OK\n"
+
     async def api_reloadacl(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
         """``reloadacl`` (also fires RELOADXML, recorded)."""
         self.fire("RELOADXML")
@@ -453,4 +472,12 @@ class ApiCommands:
                 return "+OK gateway marked for deletion.\n"
             if w[2] == "rescan":
                 return "Reload XML [Success]\n+OK scan complete\n"
+            if w[2] == "start":
+                return f"Reload XML [Success]\n{w[1]} started successfully\n"
+            if w[2] in ("stop", "restart"):  # every call on the profile is dropped, as on the real switch
+                for ch in [c for c in self.channels.values() if c.alive and c.sofia_profile == w[1]]:
+                    self.hangup(ch, "NORMAL_CLEARING")
+                return f"Reload XML [Success]\n{w[1]} {'stopping' if w[2] == 'stop' else 'restarting'}\n"
+        if len(w) >= 3 and w[0] == "profile" and w[2] == "start":
+            return f"Reload XML [Success]\nFailure starting {w[1]}\n"
         return "-ERR Usage: sofia status|profile ...\n"

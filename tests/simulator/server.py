@@ -334,6 +334,8 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
             "udp": "sip:mod_sofia@127.0.0.1:5080",
         }
         self.gateways: dict[str, dict[str, str]] = {}
+        self.fsctl: dict[str, int] = {}
+        self.modules: set[str] = {"mod_sofia", "mod_event_socket", "mod_commands", "mod_dptools", "mod_audio_fork"}
         self.globals: dict[str, str] = {
             "hostname": hostname,
             "local_ip_v4": "127.0.0.1",
