@@ -1,0 +1,163 @@
+"""Inbound policy scenarios on a real FreeSWITCH: digest auth, ACL, SRTP required/allowed, G.711 vs G.722 rate.
+
+Runs when ``FREESWITCH_BIN`` points at a FreeSWITCH 1.10 binary and ``sipp`` is installed; skips otherwise.
+The rendered example gets three extra TCP trunks so sipp (no TLS in Debian's build) can play each carrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import test_freeswitch_calls as calls
+import yaml
+from freeswitch_proc import free_port, start
+from sipp_scenarios import uac
+from support import EXAMPLE, EXAMPLE_ENV
+from test_freeswitch_calls import Bridge, Env, new_controller, wait_for
+
+from orchestrator.calls.controller import Controller
+from orchestrator.calls.tracker import Notice
+from orchestrator.config import check_file
+from orchestrator.config.selfsigned import generate
+from orchestrator.render import render_deployment, write_tree
+
+pytestmark = calls.pytestmark
+bridge = calls.bridge  # the stand-in media endpoint (records fork metadata)
+
+DIGEST_USER, DIGEST_PASSWORD = "scenario-carrier", "s3cret-digest"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("fsscenarios")
+    work = root / "deployment"
+    work.mkdir()
+    generate(work / "tls", ["sip.example.com"], ["127.0.0.1"])
+    ports = {name: free_port() for name in ("tcp", "tls", "esl", "uas", "bridge")}
+    rtp = min(free_port(socket.SOCK_DGRAM) // 2 * 2, 64000)
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["freeswitch"].update(
+        bind_ip="127.0.0.1",
+        ext_sip_ip="127.0.0.1",
+        ext_rtp_ip="127.0.0.1",
+        local_networks=["127.0.0.0/8"],
+        rtp_ports={"start": rtp, "end": rtp + 400},
+        handoff_timeout_seconds=5,
+    )
+    doc["freeswitch"]["event_socket"]["port"] = ports["esl"]
+    doc["transports"]["tcp"]["port"] = ports["tcp"]
+    doc["transports"]["tls"]["port"] = ports["tls"]
+    doc["trunks"][1]["inbound"]["auth"]["acl"].append("127.0.0.2")
+    doc["trunks"] += [
+        {
+            "name": "digest-tcp",
+            "inbound": {
+                "transports": ["tcp"],
+                "auth": {"digest": {"username": DIGEST_USER, "password": DIGEST_PASSWORD}},
+                "media_encryption": "allowed",
+                "codecs": ["G722", "PCMA"],
+            },
+        },
+        {
+            "name": "srtp-tcp",
+            "inbound": {"transports": ["tcp"], "auth": {"acl": ["127.0.0.4"]}, "media_encryption": "required"},
+        },
+    ]
+    doc["numbers"] += [
+        {"number": "+15557650301", "trunk": "digest-tcp", "agent": "sales"},
+        {"number": "+15557650302", "trunk": "srtp-tcp", "agent": "sales"},
+    ]
+    doc["orchestrator"] = {
+        "media_url": f"ws://127.0.0.1:{ports['bridge']}",
+        "media": {"playback": "file"},
+        "records": "calls.jsonl",
+        "nodes": [{"name": "fs1", "port": ports["esl"]}],
+    }
+    (work / "deployment.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = check_file(work / "deployment.yaml", EXAMPLE_ENV)
+    assert result.errors == [], [str(d) for d in result.errors]
+    assert result.deployment is not None
+    write_tree(render_deployment(result.deployment, result.base_dir), root / "conf")
+    fs = start(BIN(), root / "conf", root / "run", ports["esl"], EXAMPLE_ENV["FREESWITCH_ESL_PASSWORD"])
+    try:
+        yield Env(fs, ports, work / "deployment.yaml", work)
+    finally:
+        fs.stop()
+
+
+def BIN() -> str:
+    return calls.BIN
+
+
+async def _sipp(env: Env, xml: Path, number: str, source: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(xml), f"127.0.0.1:{env.ports['tcp']}", "-s", number, "-m", "1", "-nostdin", "-t", "t1",
+        "-i", source, "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM) // 2 * 2), "-timeout", "20",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(env.work),
+    )  # fmt: skip
+    return await proc.wait()
+
+
+class Running:
+    def __init__(self, controller: Controller, notices: list[Notice], bridge: Bridge) -> None:
+        self.controller, self.notices, self.bridge = controller, notices, bridge
+
+
+@pytest.fixture()
+async def running(env: Env, bridge: tuple[Bridge, list[Controller]]) -> AsyncIterator[Running]:
+    notices: list[Notice] = []
+    c = await new_controller(env, notices)
+    bridge[1].append(c)
+    yield Running(c, notices, bridge[0])
+    await c.stop()
+
+
+async def test_digest_challenge_right_and_wrong_password(env: Env, running: Running) -> None:
+    r = running
+    no_credentials = uac(env.work / "digest-none.xml", 407, challenge=True, user=DIGEST_USER)
+    assert await _sipp(env, no_credentials, "+15557650301", "127.0.0.5") == 0  # 407 with a challenge
+    wrong = uac(env.work / "digest-wrong.xml", 403, challenge=True, user=DIGEST_USER, password="nope")
+    assert await _sipp(env, wrong, "+15557650301", "127.0.0.5") == 0  # 403 Forbidden
+    right = uac(env.work / "digest-right.xml", 200, challenge=True, user=DIGEST_USER, password=DIGEST_PASSWORD)
+    assert await _sipp(env, right, "+15557650301", "127.0.0.5") == 0  # answered, then our BYE
+    answered = await wait_for(r.notices, "answered")
+    assert (answered.call.trunk, answered.call.agent) == ("digest-tcp", "sales")
+
+
+async def test_acl_outside_rejected_inside_accepted(env: Env, running: Running) -> None:
+    r = running
+    # outside every ACL on a profile that also has digest trunks: challenged, and without credentials never let in
+    assert await _sipp(env, uac(env.work / "acl-out.xml", 407, challenge=True), "+15557650101", "127.0.0.9") == 0
+    assert not r.notices  # nothing reached the orchestrator
+    assert await _sipp(env, uac(env.work / "acl-in.xml", 200), "+15557650101", "127.0.0.2") == 0
+    answered = await wait_for(r.notices, "answered")
+    assert answered.call.trunk == "office-pbx"
+
+
+async def test_srtp_required_refuses_plain_and_takes_crypto(env: Env, running: Running) -> None:
+    r = running
+    plain = uac(env.work / "srtp-plain.xml", 488)
+    assert await _sipp(env, plain, "+15557650302", "127.0.0.4") == 0  # 488 Not Acceptable Here
+    crypto = uac(env.work / "srtp-crypto.xml", 200, srtp_offer=True)
+    assert await _sipp(env, crypto, "+15557650302", "127.0.0.4") == 0
+    answered = await wait_for(r.notices, "answered")
+    assert answered.call.trunk == "srtp-tcp" and answered.call.srtp  # the negotiated SRTP suite
+
+
+async def test_srtp_allowed_takes_both_and_codec_sets_the_rate(env: Env, running: Running) -> None:
+    r = running
+    # the digest trunk allows SRTP: a plain G.711 offer and a G.722 offer (16 kHz at the agent) both connect
+    g711 = uac(env.work / "allowed-pcma.xml", 200, challenge=True, user=DIGEST_USER, password=DIGEST_PASSWORD)
+    assert await _sipp(env, g711, "+15557650301", "127.0.0.5") == 0
+    g722 = uac(
+        env.work / "allowed-g722.xml", 200, codec="G722", challenge=True, user=DIGEST_USER, password=DIGEST_PASSWORD
+    )
+    assert await _sipp(env, g722, "+15557650301", "127.0.0.5") == 0
+    await asyncio.sleep(0.5)
+    rates = sorted(m["rate"] for metas in r.bridge.metadata.values() for m in metas)
+    codecs = sorted(m["codec"] for metas in r.bridge.metadata.values() for m in metas)
+    assert rates[-2:] == [8000, 16000] and "G722" in codecs and "PCMA" in codecs
