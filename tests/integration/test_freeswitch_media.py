@@ -25,6 +25,7 @@ import pytest
 import yaml
 from fake_agents import FakeRawAgent
 from freeswitch_proc import FreeSwitch, free_port, start
+from sipp_scenarios import uac
 from support import EXAMPLE, EXAMPLE_ENV
 
 from orchestrator.calls.controller import Controller
@@ -244,3 +245,21 @@ async def test_unreachable_agent_plays_the_fallback_prompt_then_hangs_up(media_e
     assert record["hangup_by"] == "bridge"
     assert record["timings"]["duration_seconds"] >= 0.9  # the 1 s prompt was played first
     assert ended.call.hangup is not None and ended.call.hangup.cause == "NORMAL_TEMPORARY_FAILURE"
+
+
+async def test_caller_bye_closes_the_agent_socket(media_env: MediaEnv, running: Running) -> None:
+    env, r = media_env, running
+    xml = uac(env.work / f"bye-{env.mode}.xml", 200, codec="PCMU", hold_ms=1500)
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(xml), f"127.0.0.1:{env.ports['tcp']}", "-s", "+15557650101", "-m", "1", "-nostdin",
+        "-t", "t1", "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM) // 2 * 2),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(env.work),
+    )  # fmt: skip
+    session = await r.agent.wait_session(timeout=10)
+    assert await asyncio.wait_for(proc.wait(), 20) == 0  # the caller's BYE was answered
+    await r.agent.wait_for(lambda: session.closed.is_set(), timeout=5)
+    assert session.close_code == 1000 and session.of_type("stop")
+    ended = await wait_for(r.notices, "ended")
+    assert ended.call.hangup_by == "remote"
+    record: dict[str, Any] = r.controller.ended[ended.call.uuid]
+    assert record["media"]["outcome"] == "completed" and not r.bridge.sessions
