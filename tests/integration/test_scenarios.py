@@ -7,6 +7,8 @@ The rendered example gets three extra TCP trunks so sipp (no TLS in Debian's bui
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import yaml
 from freeswitch_proc import free_port, start
 from sipp_scenarios import uac
 from support import EXAMPLE, EXAMPLE_ENV
-from test_freeswitch_calls import Bridge, Env, new_controller, wait_for
+from test_freeswitch_calls import FIXTURES, Bridge, Env, new_controller, wait_for
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
@@ -29,6 +31,7 @@ pytestmark = calls.pytestmark
 bridge = calls.bridge  # the stand-in media endpoint (records fork metadata)
 
 DIGEST_USER, DIGEST_PASSWORD = "scenario-carrier", "s3cret-digest"
+OUT_USER, OUT_PASSWORD = "sipagent-uas", "uas-s3cret"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,17 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "auth": {"digest": {"username": DIGEST_USER, "password": DIGEST_PASSWORD}},
                 "media_encryption": "allowed",
                 "codecs": ["G722", "PCMA"],
+            },
+        },
+        {
+            "name": "digest-out",
+            "outbound": {
+                "address": "127.0.0.1",
+                "port": ports["uas"],
+                "transport": "tcp",
+                "media_encryption": "disabled",
+                "auth": {"username": OUT_USER, "password": OUT_PASSWORD},
+                "caller_id": "+15557650100",
             },
         },
         {
@@ -161,3 +175,73 @@ async def test_srtp_allowed_takes_both_and_codec_sets_the_rate(env: Env, running
     rates = sorted(m["rate"] for metas in r.bridge.metadata.values() for m in metas)
     codecs = sorted(m["codec"] for metas in r.bridge.metadata.values() for m in metas)
     assert rates[-2:] == [8000, 16000] and "G722" in codecs and "PCMA" in codecs
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def _challenging_uas(env: Env) -> Path:
+    """Fixture 03's answering UAS, but the first INVITE is challenged (407); the retry is answered."""
+    text = (FIXTURES / "03-originate-answered" / "uas.xml").read_text()
+    challenge = """<recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 407 Proxy Authentication Required
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Proxy-Authenticate: Digest realm="uas.scenario", nonce="6b8b4567327b23c6", algorithm=MD5
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE" crlf="true"/>"""
+    text = text.replace('<recv request="INVITE" crlf="true"/>', challenge, 1)
+    path = env.work / "uas-digest.xml"
+    path.write_text(text)
+    return path
+
+
+async def test_outbound_digest_challenge_answered_and_no_answer_reported(env: Env, running: Running) -> None:
+    r = running
+    uas = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(_challenging_uas(env)), "-m", "1", "-nostdin", "-t", "t1",
+        "-i", "127.0.0.1", "-p", str(env.ports["uas"]), "-timeout", "20", "-trace_msg", "-message_file", str(env.work / "uas-digest.log"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(env.work),
+    )  # fmt: skip
+    await asyncio.sleep(0.3)
+    call = await r.controller.originate(trunk="digest-out", to="+15557654321", agent="sales")
+    answered = await wait_for(r.notices, "answered")  # the 407 was answered with our credentials, then 200
+    assert answered.call.uuid == call.uuid
+    await r.controller.hangup(call.uuid, "completed", by="agent")
+    assert await asyncio.wait_for(uas.wait(), 10) == 0
+    # the retry carried a correct digest for our credentials (RFC 2617, no qop)
+    log = (env.work / "uas-digest.log").read_text()
+    auth = re.search(r"Proxy-Authorization: Digest (.*)", log)
+    assert auth is not None
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', auth.group(1)))
+    ha1 = _md5(f"{OUT_USER}:{fields['realm']}:{OUT_PASSWORD}")
+    assert fields["username"] == OUT_USER
+    assert fields["response"] == _md5(f"{ha1}:{fields['nonce']}:{_md5('INVITE:' + fields['uri'])}")
+    # nobody answers: ringing until the originate timeout, reported as no_answer
+    silent = FIXTURES / "04-originate-failures" / "486" / "uas.xml"
+    text = silent.read_text().split("<pause", 1)[0] + '  <pause milliseconds="8000"/>\n</scenario>\n'
+    ring = env.work / "uas-ring.xml"
+    ring.write_text(text)
+    uas = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(ring), "-m", "1", "-nostdin", "-t", "t1", "-i", "127.0.0.1", "-p", str(env.ports["uas"]),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(env.work),
+    )  # fmt: skip
+    await asyncio.sleep(0.3)
+    r.notices.clear()
+    call = await r.controller.originate(trunk="digest-out", to="+15557654322", agent="sales", timeout=5)
+    ended = await wait_for(r.notices, "ended", timeout=15)
+    assert ended.call.uuid == call.uuid and ended.call.hangup is not None
+    assert ended.call.hangup.result == "no_answer" and ended.call.progress == [180]
+    if uas.returncode is None:
+        uas.kill()
