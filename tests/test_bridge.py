@@ -434,3 +434,15 @@ async def test_metrics_count_frames_each_way() -> None:
         assert 'sipagent_media_bytes_total{path="agent_to_bridge"} 3200.0' in text
         assert 'sipagent_media_bytes_total{path="bridge_to_caller"} 3840.0' in text  # 160 + 80 ms units (padded)
         assert "sipagent_agent_connect_seconds_count" in text
+
+
+async def test_half_open_agent_connection_is_closed_on_timeout() -> None:
+    async with FakeRawAgent(handshake=False) as agent, Harness(
+        {"protocol": "raw", "url": agent.url, "connect_timeout_seconds": 0.3}
+    ) as h:
+        await h.fork()
+        await wait_until(lambda: h.control.calls, timeout=2)
+        await asyncio.sleep(0.1)
+        sess = next(iter(h.bridge.sessions.values()))
+        assert sess.agent is None and sess.outcome == "agent_connect_timeout"
+        assert agent.stalled == 1 and all(w.is_closing() or w.transport.is_closing() for w in agent._stalled_writers)

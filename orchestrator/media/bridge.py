@@ -332,6 +332,7 @@ class Session:
         """Open the agent connection within its timeout, or fail the call."""
         cfg = self.agent_config
         t0 = time.monotonic()
+        conn: AgentConnection | None = None
         try:
             async with asyncio.timeout(cfg.connect_timeout_seconds):
                 url, headers, ssl_context = await resolve(cfg, self.bridge.http)
@@ -345,9 +346,11 @@ class Session:
                 )
                 await conn.opened
         except TimeoutError:
+            self._abandon(conn)
             self.fail("agent_connect_timeout", f"no agent connection within {cfg.connect_timeout_seconds:g} s")
             return
         except (OSError, ConnectionError, ssl.SSLError, ValueError) as exc:
+            self._abandon(conn)
             self.fail("agent_connect_failed", str(exc) or type(exc).__name__)
             return
         if self.state != "connecting":
@@ -361,6 +364,12 @@ class Session:
             conn.send(message)
         while self.pending:
             self.caller_audio_buffered(self.pending.popleft())
+
+    @staticmethod
+    def _abandon(conn: AgentConnection | None) -> None:
+        """Close a half-open agent connection (TCP up, handshake never finished)."""
+        if conn is not None and conn.transport is not None:
+            conn.transport.abort()
 
     def caller_audio_buffered(self, pcm: bytes) -> None:
         """Caller audio that waited for the agent connection."""

@@ -195,14 +195,15 @@ class RemoteControl:
 
     async def _request(self, op: str, *args: Any, **kwargs: Any) -> None:
         self._next += 1
+        request_id = self._next
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[self._next] = future
-        self._send({"op": op, "id": self._next, "args": list(args), "kwargs": kwargs})
+        self._waiting[request_id] = future
+        self._send({"op": op, "id": request_id, "args": list(args), "kwargs": kwargs})
         try:
             async with asyncio.timeout(30):
                 await future
         finally:
-            self._waiting.pop(self._next, None)
+            self._waiting.pop(request_id, None)
 
     def reply(self, msg: dict[str, Any]) -> None:
         """An answer from the main process."""
