@@ -437,9 +437,10 @@ async def test_metrics_count_frames_each_way() -> None:
 
 
 async def test_half_open_agent_connection_is_closed_on_timeout() -> None:
-    async with FakeRawAgent(handshake=False) as agent, Harness(
-        {"protocol": "raw", "url": agent.url, "connect_timeout_seconds": 0.3}
-    ) as h:
+    async with (
+        FakeRawAgent(handshake=False) as agent,
+        Harness({"protocol": "raw", "url": agent.url, "connect_timeout_seconds": 0.3}) as h,
+    ):
         await h.fork()
         await wait_until(lambda: h.control.calls, timeout=2)
         await asyncio.sleep(0.1)
