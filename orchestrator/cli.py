@@ -258,6 +258,56 @@ def apply(
 
 @app.command()
 @_guard
+def doctor(
+    file: FileArg,
+    env_file: EnvFileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable results.")] = False,
+    peer: Annotated[
+        list[str] | None, typer.Option("--peer", help="Also check TLS with HOST:PORT (repeatable).")
+    ] = None,
+    no_trunks: Annotated[bool, typer.Option("--no-trunks", help="Skip DNS and OPTIONS to outbound trunks.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network check.")] = 3.0,
+) -> None:
+    """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP."""
+    from orchestrator.calls.controller import node_endpoints
+    from orchestrator.doctor import FAIL, run_all
+
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    peers = []
+    for item in peer or []:
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            err.print(f"sipagent: --peer {item!r}: expected HOST:PORT")
+            raise typer.Exit(EXIT_INVALID)
+        peers.append((host, int(port)))
+    results = asyncio.run(
+        run_all(
+            result.deployment,
+            result.base_dir,
+            node_endpoints(result.deployment),
+            peers=peers,
+            timeout=timeout,
+            trunks=not no_trunks,
+        )
+    )
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    else:
+        table = Table(show_header=True, header_style="bold")
+        for column in ("check", "target", "status", "detail / fix"):
+            table.add_column(column)
+        colors = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+        for r in results:
+            text = escape(r.detail) + (f"\n[italic]{escape(r.fix)}[/italic]" if r.fix else "")
+            table.add_row(r.check, escape(r.target), f"[{colors[r.status]}]{r.status}[/]", text)
+        out.print(table)
+    if any(r.status == FAIL for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+@_guard
 def schema(
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:

@@ -1,0 +1,237 @@
+"""`sipagent doctor`: each check's pass / warn / fail, with local servers and fakes (no internet)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import ssl
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from simulator import SimulatedFreeSwitch
+from support import EXAMPLE, EXAMPLE_ENV
+from typer.testing import CliRunner
+
+from orchestrator import doctor as d
+from orchestrator.cli import app
+from orchestrator.config import check_file
+from orchestrator.config.selfsigned import generate
+from orchestrator.esl.client import Endpoint
+
+# what FreeSWITCH 1.10.12 answered to `sofia status` on the rendered example (recorded in this repo's session)
+SOFIA_STATUS = (
+    "                     Name\t   Type\t                                      Data\tState\n"
+    "=================================================================================================\n"
+    "                      tcp\tprofile\t             sip:mod_sofia@127.0.0.1:5060\tRUNNING (0)\n"
+    "          tcp::office-pbx\tgateway\t  sip:sipagent@10.20.0.10;transport=tcp\tNOREG\n"
+    "                      tls\tprofile\t             sip:mod_sofia@127.0.0.1:5061\tRUNNING (0) (TLS)\n"
+    "      tls::carrier-secure\tgateway\t  sip:sipagent-out@sbc.carrier-secure.example:5061;transport=tls\tNOREG\n"
+    "=================================================================================================\n"
+    "2 profiles 0 aliases\n"
+)
+
+
+def _deployment(tmp: Path, edit: Any = None) -> Any:
+    if not (tmp / "tls").exists():
+        generate(tmp / "tls", ["sip.example.com"])
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    if edit:
+        edit(doc)
+    (tmp / "d.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = check_file(tmp / "d.yaml", EXAMPLE_ENV)
+    assert result.deployment is not None, [str(x) for x in result.errors]
+    return result.deployment
+
+
+def _status(results: list[d.Result], check: str, target: str | None = None) -> str:
+    return next(r.status for r in results if r.check == check and (target is None or r.target == target))
+
+
+def test_nat_and_udp(tmp_path: Path) -> None:
+    ok = _deployment(tmp_path)
+    assert _status(d.check_nat(ok), "nat") == "pass" and _status(d.check_udp(ok), "udp") == "pass"
+
+    def private_no_ext(doc: dict) -> None:
+        doc["freeswitch"].pop("ext_sip_ip")
+        doc["freeswitch"].pop("ext_rtp_ip")
+        doc["transports"]["udp"] = {"port": 5080}
+
+    bad = _deployment(tmp_path, private_no_ext)
+    nat = d.check_nat(bad)[0]
+    assert nat.status == "warn" and "one-way" in nat.fix
+    assert _status(d.check_udp(bad), "udp") == "warn"
+
+
+def test_certificate_expiry_and_names(tmp_path: Path) -> None:
+    dep = _deployment(tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    results = d.check_certificate(dep, tmp_path, now)
+    assert _status(results, "certificate", "expiry") == "pass" and _status(results, "certificate", "names") == "pass"
+    later = d.check_certificate(dep, tmp_path, now + dt.timedelta(days=10 * 365))
+    assert later[0].status == "fail" and "expire" in later[0].detail
+    soon = d.check_certificate(dep, tmp_path, _expiry(tmp_path) - dt.timedelta(days=5))
+    assert _status(soon, "certificate", "expiry") == "warn"
+    generate(tmp_path / "other", ["other.example.net"])  # a certificate for another name, in the example's place
+    for suffix in ("crt", "key"):
+        (tmp_path / "tls" / f"sip.example.com.{suffix}").write_bytes(
+            (tmp_path / "other" / f"other.example.net.{suffix}").read_bytes()
+        )
+    (tmp_path / "tls" / "ca.crt").write_bytes((tmp_path / "other" / "ca.crt").read_bytes())
+    wrong = d.check_certificate(dep, tmp_path, now)
+    names = next(r for r in wrong if r.target == "names")
+    assert names.status == "warn" and "sip.example.com" in names.detail
+
+
+def _expiry(tmp: Path) -> dt.datetime:
+    cert = x509.load_pem_x509_certificate((tmp / "tls" / "sip.example.com.crt").read_bytes())
+    return cert.not_valid_after_utc
+
+
+def test_codecs_need_spandsp_for_g722(tmp_path: Path) -> None:
+    dep = _deployment(tmp_path)
+    assert _status(d.check_codecs(dep, {"mod_spandsp"}), "codecs", "mod_spandsp") == "pass"
+    missing = d.check_codecs(dep, set())
+    assert _status(missing, "codecs", "mod_spandsp") == "fail"
+    assert _status(d.check_codecs(dep, None), "codecs", "mod_spandsp") == "skip"
+    assert all(r.status == "pass" for r in missing if r.target != "mod_spandsp")
+
+
+def test_profiles_and_gateways_from_sofia_status(tmp_path: Path) -> None:
+    dep = _deployment(tmp_path)
+    results = d.check_profiles(dep, SOFIA_STATUS)
+    assert _status(results, "profile", "tcp") == "pass" and _status(results, "profile", "tls") == "pass"
+    assert _status(results, "gateway", "office-pbx") == "pass"
+    moved = d.check_profiles(dep, SOFIA_STATUS.replace("127.0.0.1:5060", "127.0.0.1:5070"))
+    assert _status(moved, "profile", "tcp") == "fail"
+    down = d.check_profiles(dep, SOFIA_STATUS.replace("tls\tprofile", "xls\tprofile").replace("tls::", "xls::"))
+    assert _status(down, "profile", "tls") == "fail"
+    no_gw = d.check_profiles(dep, SOFIA_STATUS.replace("tcp::office-pbx", "tcp::other"))
+    assert _status(no_gw, "gateway", "office-pbx") == "fail"
+
+
+def _rr(**kw: Any) -> SimpleNamespace:
+    return SimpleNamespace(**kw)
+
+
+async def test_rfc3263_naptr_srv_a_and_fallbacks() -> None:
+    zone: dict[tuple[str, str], list[Any]] = {
+        ("sbc.example", "NAPTR"): [
+            _rr(order=10, preference=10, service=b"SIP+D2U", replacement="_sip._udp.sbc.example."),
+            _rr(order=20, preference=10, service=b"SIPS+D2T", replacement="_sips._tcp.sbc.example."),
+        ],
+        ("_sips._tcp.sbc.example", "SRV"): [
+            _rr(priority=20, weight=0, port=5061, target="b.sbc.example."),
+            _rr(priority=10, weight=0, port=5062, target="a.sbc.example."),
+        ],
+        ("a.sbc.example", "A"): ["192.0.2.10"],
+        ("b.sbc.example", "A"): ["192.0.2.11"],
+        ("plain.example", "A"): ["192.0.2.20"],
+    }
+
+    async def resolver(name: str, rdtype: str) -> list[Any]:
+        return zone.get((name, rdtype), [])
+
+    assert await d.resolve_sip("sbc.example", "tls", None, resolver) == [("192.0.2.10", 5062), ("192.0.2.11", 5061)]
+    assert await d.resolve_sip("plain.example", "tcp", None, resolver) == [("192.0.2.20", 5060)]  # no NAPTR/SRV
+    assert await d.resolve_sip("plain.example", "tcp", 5080, resolver) == [("192.0.2.20", 5080)]  # explicit port
+    assert await d.resolve_sip("198.51.100.1", "tls", None, resolver) == [("198.51.100.1", 5061)]
+    assert await d.resolve_sip("nowhere.example", "tcp", None, resolver) == []
+
+
+async def test_options_over_udp_and_tcp_and_silence() -> None:
+    loop = asyncio.get_running_loop()
+
+    class Udp(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.t = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            assert data.startswith(b"OPTIONS sip:") and b"\r\nCSeq: 1 OPTIONS\r\n" in data
+            self.t.sendto(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", addr)
+
+    udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+    port = udp.get_extra_info("sockname")[1]
+    assert await d.options_ping("127.0.0.1", port, "udp") == "SIP/2.0 200 OK"
+    udp.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SIP/2.0 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    tcp_port = server.sockets[0].getsockname()[1]
+    assert await d.options_ping("127.0.0.1", tcp_port, "tcp") == "SIP/2.0 405 Method Not Allowed"
+    server.close()
+    assert await d.options_ping("127.0.0.1", tcp_port, "tcp", timeout=0.5) is None  # refused
+
+
+async def test_tls_peer_modern_handshake_and_old_versions_refused(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "peer.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    results = await d.check_tls_peer("127.0.0.1", port)
+    server.close()
+    first = results[0]
+    assert first.status == "pass" and "TLSv1.3" in first.detail
+    assert [r.status for r in results[1:]] == ["pass", "pass"]  # TLS 1.0 and 1.1 refused
+    assert (await d.check_tls_peer("127.0.0.1", port))[0].status == "fail"  # nothing listens now
+
+
+async def test_esl_check_against_the_simulator(tmp_path: Path) -> None:
+    sim = SimulatedFreeSwitch("sim-pass")
+    await sim.start()
+    try:
+        dep = _deployment(tmp_path)
+        ok, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "sim-pass", "fs1")], timeout=2)
+        assert ok[0].status == "pass" and "sofia" in live
+        bad, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "wrong", "fs1")], timeout=1)
+        assert bad[0].status == "fail" and "password" in bad[0].fix and not live
+    finally:
+        await sim.stop()
+
+
+def test_cli_json_and_exit_codes(tmp_path: Path, example_dir: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in EXAMPLE_ENV.items()))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["doctor", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--json",
+              "--no-trunks", "--timeout", "0.5"],
+    )  # fmt: skip
+    assert result.exit_code == 1  # no FreeSWITCH here: the ESL check fails
+    rows = json.loads(result.stdout)
+    assert {r["check"] for r in rows} >= {"esl", "profile", "certificate", "codecs", "nat", "udp"}
+    esl = next(r for r in rows if r["check"] == "esl")
+    assert esl["status"] == "fail" and esl["fix"]
+    assert next(r for r in rows if r["check"] == "profile")["status"] == "skip"
+    bad = runner.invoke(
+        app, ["doctor", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--peer", "x"]
+    )
+    assert bad.exit_code == 2
