@@ -145,7 +145,7 @@ def render(
     ] = False,
 ) -> None:
     """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
-    from orchestrator.render import OutputError, diff_tree, render_deployment, write_tree
+    from orchestrator.render import diff_tree, render_deployment
 
     result = _load(file, env_file, quiet_ok=True)
     assert result.deployment is not None
@@ -155,27 +155,39 @@ def render(
         if not diff.stale:
             err.print(f"{out_dir}: up to date ({len(files)} files)")
             return
-        for rel in diff.added:
-            out.print(f"[green]+ {rel}[/green] (missing on disk)")
-        for rel in diff.removed:
-            out.print(f"[red]- {rel}[/red] (not rendered any more)")
-        for rel in diff.changed:
-            patch = diff.patches.get(rel)
-            if patch:
-                out.print(patch, markup=False, end="")
-            else:
-                out.print(f"[yellow]~ {rel}[/yellow] (changed; holds secrets, diff not shown)")
-        for rel, old, new in diff.mode_changed:
-            out.print(f"[yellow]~ {rel}[/yellow] mode {old:o} -> {new:o}")
+        _print_diff(diff)
         err.print(f"[red]{out_dir} is stale: run 'sipagent render {file} --out {out_dir}'[/red]")
         raise typer.Exit(EXIT_FAILED)
+    _write(files, out_dir, force)
+    secret_files = sum(1 for f in files.values() if f.sensitive)
+    err.print(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)")
+
+
+def _print_diff(diff: Any) -> None:
+    """A rendered tree vs the directory on disk (files holding secrets are named, never shown)."""
+    for rel in diff.added:
+        out.print(f"[green]+ {rel}[/green] (missing on disk)")
+    for rel in diff.removed:
+        out.print(f"[red]- {rel}[/red] (not rendered any more)")
+    for rel in diff.changed:
+        patch = diff.patches.get(rel)
+        if patch:
+            out.print(patch, markup=False, end="")
+        else:
+            out.print(f"[yellow]~ {rel}[/yellow] (changed; holds secrets, diff not shown)")
+    for rel, old, new in diff.mode_changed:
+        out.print(f"[yellow]~ {rel}[/yellow] mode {old:o} -> {new:o}")
+
+
+def _write(files: Any, out_dir: Path, force: bool) -> None:
+    """Write the tree atomically; a refused directory exits 1 with the reason."""
+    from orchestrator.render import OutputError, write_tree
+
     try:
         write_tree(files, out_dir, force=force)
     except OutputError as exc:
         err.print(f"sipagent: {exc}")
         raise typer.Exit(EXIT_FAILED) from None
-    secret_files = sum(1 for f in files.values() if f.sensitive)
-    err.print(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)")
 
 
 @app.command()
@@ -200,7 +212,7 @@ def apply(
 ) -> None:
     """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
     from orchestrator.calls.controller import node_endpoints
-    from orchestrator.render import OutputError, diff_tree, read_tree, render_deployment, write_tree
+    from orchestrator.render import diff_tree, read_tree, render_deployment
     from orchestrator.render.apply import apply_all
     from orchestrator.render.reload import plan_reload
 
@@ -213,17 +225,7 @@ def apply(
     if plan.empty:
         err.print(f"{conf_dir}: up to date, nothing to apply")
         return
-    diff = diff_tree(files, conf_dir)
-    for rel in plan.added:
-        out.print(f"[green]+ {rel}[/green]")
-    for rel in plan.removed:
-        out.print(f"[red]- {rel}[/red]")
-    for rel in plan.changed:
-        patch = diff.patches.get(rel)
-        if patch:
-            out.print(patch, markup=False, end="")
-        else:
-            out.print(f"[yellow]~ {rel}[/yellow] (holds secrets, diff not shown)")
+    _print_diff(diff_tree(files, conf_dir))
     out.print("[bold]will run on each node:[/bold]")
     for step in plan.steps:
         out.print(f"  {step.command}   [dim]# {step.reason}[/dim]")
@@ -232,11 +234,7 @@ def apply(
     if dry_run:
         err.print("dry run: nothing written, nothing loaded")
         return
-    try:
-        write_tree(files, conf_dir, force=force)
-    except OutputError as exc:
-        err.print(f"sipagent: {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+    _write(files, conf_dir, force)
     results = asyncio.run(apply_all(node_endpoints(result.deployment), plan.steps))
     failed = False
     for node in results:
