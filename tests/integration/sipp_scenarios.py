@@ -71,6 +71,23 @@ _BYE = """
   <recv response="200"/>
 """
 
+_BYE_FROM_FAR_END = """
+  <recv request="BYE" timeout="{hold_ms}"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
 CODECS = {"PCMU": ("0", "PCMU/8000"), "PCMA": ("8", "PCMA/8000"), "G722": ("9", "G722/8000")}
 CRYPTO = (
     "      a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoc2VxKCkgPT0yKSB7\n"
@@ -87,8 +104,10 @@ def uac(
     password: str | None = None,
     user: str = "+15550001234",
     hold_ms: int = 1500,
+    far_end_bye: bool = False,
 ) -> Path:
-    """Write a scenario: INVITE (optionally answering a 401/407 challenge), expect ``expect``; on 200 hold, BYE."""
+    """Write a scenario: INVITE (optionally answering a 401/407 challenge), expect ``expect``; on 200 hold and
+    send BYE, or with ``far_end_bye`` wait up to ``hold_ms`` for FreeSWITCH's BYE and answer it."""
     pt, rtpmap = CODECS[codec]
     profile = "RTP/SAVP" if srtp_offer else "RTP/AVP"
     body = _INVITE.format(
@@ -106,7 +125,8 @@ def uac(
         )
     body += f'  <recv response="{expect}"/>\n' + _ACK.format(cseq=cseq)
     if expect == 200:
-        body += _BYE.format(user=user, cseq=cseq + 1, hold_ms=hold_ms)
+        bye = _BYE_FROM_FAR_END if far_end_bye else _BYE
+        body += bye.format(user=user, cseq=cseq + 1, hold_ms=hold_ms)
     return _write(path, body)
 
 

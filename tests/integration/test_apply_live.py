@@ -1,6 +1,6 @@
 """`sipagent apply` against a real FreeSWITCH: the change is loaded and a call in progress survives it.
 
-Runs when ``FREESWITCH_BIN`` points at a FreeSWITCH 1.10 binary and ``sipp`` is installed; skips otherwise.
+Runs on the switch under test (see switch.py) when ``sipp`` is installed; skips otherwise, saying why.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 
 import test_freeswitch_calls as calls
 import yaml
-from support import EXAMPLE_ENV
+from switch import suite_env
 from test_freeswitch_calls import FIXTURES, Bridge, Env, call_in, new_controller, scenario, wait_for
 from typer.testing import CliRunner
 
@@ -29,8 +29,8 @@ async def test_apply_loads_acl_gateway_and_limits_while_a_call_stays_up(
     controller = await new_controller(env, notices)
     bridge[1].append(controller)
     env_file = env.work / "apply.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in EXAMPLE_ENV.items()))
-    conf = env.fs.root.parent / "conf"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in suite_env().items()))
+    conf = env.fs.conf
     try:
         xml = scenario(env, FIXTURES / "05-audio-fork" / "uac.xml", "uac-apply.xml",
                        {"05-audio-fork/tone440-pcmu.wav": str(FIXTURES / "05-audio-fork" / "tone440-pcmu.wav")})  # fmt: skip

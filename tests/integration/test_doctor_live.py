@@ -1,11 +1,11 @@
-"""`sipagent doctor` against a real FreeSWITCH running the rendered example (FREESWITCH_BIN; skips otherwise)."""
+"""`sipagent doctor` against a real FreeSWITCH running the rendered example (the switch under test; see switch.py)."""
 
 from __future__ import annotations
 
 import json
 
 import test_freeswitch_calls as calls
-from support import EXAMPLE_ENV
+from switch import suite_env
 from test_freeswitch_calls import Env
 from typer.testing import CliRunner
 
@@ -16,7 +16,7 @@ env, pytestmark = calls.env, calls.pytestmark
 
 def test_doctor_on_a_live_switch(env: Env) -> None:
     env_file = env.work / "doctor.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in EXAMPLE_ENV.items()))
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in suite_env().items()))
     args = ["doctor", str(env.deployment_file), "--env-file", str(env_file), "--json", "--no-trunks",
             "--peer", f"127.0.0.1:{env.ports['tls']}"]  # fmt: skip
     result = CliRunner().invoke(app, args)

@@ -1,7 +1,7 @@
 """Call control against a real FreeSWITCH: inbound to an agent, outbound with SIP causes, REFER, restart.
 
-Runs when ``FREESWITCH_BIN`` points at a FreeSWITCH 1.10 binary with mod_audio_fork and ``sipp``
-is installed; skips otherwise. FreeSWITCH runs on the rendered example moved to 127.0.0.1; sipp
+Runs on the switch under test (see switch.py: a running one, a process or a container) when ``sipp``
+is installed; skips otherwise, saying why. FreeSWITCH runs the rendered example moved to 127.0.0.1; sipp
 plays the carrier (the recorded fixture scenarios), an in-process WebSocket server plays the
 media bridge, and the real :class:`Controller` drives the calls.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,24 +19,16 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import websockets
-import yaml
-from freeswitch_proc import FreeSwitch, free_port, start
-from support import EXAMPLE, EXAMPLE_ENV
+from deployments import loopback_example, render_and_start
+from switch import FreeSwitch, free_port, requires_switch, suite_env, suite_ports
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
 from orchestrator.config import check_file
-from orchestrator.config.selfsigned import generate
-from orchestrator.render import render_deployment, write_tree
 
-BIN = os.environ.get("FREESWITCH_BIN", "")
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "freeswitch-1.10.12"
 pytestmark = [
-    pytest.mark.freeswitch,
-    pytest.mark.skipif(
-        not BIN or not os.access(BIN, os.X_OK),
-        reason="real-FreeSWITCH test: set FREESWITCH_BIN to a FreeSWITCH 1.10 binary (with mod_audio_fork) to run it",
-    ),
+    *requires_switch,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp (Debian package sip-tester)"),
 ]
 CAMPAIGN = 'O\'Brien \\ "spring" {sale}, 50%'
@@ -56,24 +46,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("fscalls")
     work = root / "deployment"
     work.mkdir()
-    generate(work / "tls", ["sip.example.com"], ["127.0.0.1"])
-    ports = {name: free_port() for name in ("tcp", "tls", "esl", "uas", "bridge")}
-    rtp = min(free_port(socket.SOCK_DGRAM) // 2 * 2, 64000)
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc["freeswitch"].update(
-        bind_ip="127.0.0.1",
-        ext_sip_ip="127.0.0.1",
-        ext_rtp_ip="127.0.0.1",
-        local_networks=["127.0.0.0/8"],
-        rtp_ports={"start": rtp, "end": rtp + 400},
-        max_calls=100,
-        handoff_timeout_seconds=5,
-    )
-    doc["freeswitch"]["event_socket"]["port"] = ports["esl"]
-    doc["transports"]["tcp"]["port"] = ports["tcp"]
-    doc["transports"]["tls"]["port"] = ports["tls"]
+    ports = suite_ports("uas", "bridge")
+    doc = loopback_example(work, ports, max_calls=100)
     pbx = doc["trunks"][1]
-    pbx["inbound"]["auth"]["acl"].append("127.0.0.2")
     pbx["inbound"]["headers"] = ["X-Campaign", {"header": "X-Customer-Id", "variable": "customer"}]
     pbx["outbound"] = {
         "address": "127.0.0.1",
@@ -89,12 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "records": "calls.jsonl",
         "nodes": [{"name": "fs1", "port": ports["esl"]}],
     }
-    (work / "deployment.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = check_file(work / "deployment.yaml", EXAMPLE_ENV)
-    assert result.errors == [], [str(d) for d in result.errors]
-    assert result.deployment is not None
-    write_tree(render_deployment(result.deployment, result.base_dir), root / "conf")
-    fs = start(BIN, root / "conf", root / "run", ports["esl"], EXAMPLE_ENV["FREESWITCH_ESL_PASSWORD"])
+    fs = render_and_start(doc, root, work)
     try:
         yield Env(fs, ports, work / "deployment.yaml", work)
     finally:
@@ -137,7 +107,7 @@ async def bridge(env: Env) -> AsyncIterator[tuple[Bridge, list[Controller]]]:
 
 
 async def new_controller(env: Env, notices: list[Notice]) -> Controller:
-    result = check_file(env.deployment_file, EXAMPLE_ENV)
+    result = check_file(env.deployment_file, suite_env())
     assert result.deployment is not None
     from orchestrator.media.fork import Tokens
 

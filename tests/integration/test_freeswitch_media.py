@@ -1,9 +1,10 @@
 """The media bridge on a real FreeSWITCH: caller audio to the agent, agent audio to the caller, barge-in, latency.
 
-Runs when ``FREESWITCH_BIN`` points at a FreeSWITCH 1.10 binary with mod_audio_fork and ``sipp`` is
-installed. ``file`` playback needs drachtio's mod_audio_fork (the module FreeSWITCH loads);
-``streaming`` playback needs the jambonz fork: point ``FREESWITCH_STREAMING_FORK`` at its
-``mod_audio_fork.so`` and the test loads it in place of the installed one. sipp plays the carrier
+Runs on the switch under test (see switch.py) when ``sipp`` is installed; skips otherwise, saying why.
+The playback mode is the one the loaded mod_audio_fork supports: ``file`` with drachtio's module,
+``streaming`` with the jambonz fork. A FreeSWITCH started here (``FREESWITCH_BIN``) runs both: its
+installed module, and the jambonz fork from ``FREESWITCH_STREAMING_FORK`` (its ``mod_audio_fork.so``,
+loaded in place of the installed one) when that is set. sipp plays the carrier
 (a 440 Hz PCMU tone), a fake raw agent plays the agent (a 1 kHz tone), and what the caller hears is
 recorded on the channel (``uuid_record``, stereo: the right channel is what FreeSWITCH sends).
 """
@@ -22,30 +23,23 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+from deployments import loopback_example, render_and_start
 from fake_agents import FakeRawAgent
-from freeswitch_proc import FreeSwitch, free_port, start
+from rtp import RtpPeer
 from sipp_scenarios import uac
-from support import EXAMPLE, EXAMPLE_ENV
+from switch import BIN, MODE, FreeSwitch, free_port, requires_switch, suite_env, suite_ports
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
 from orchestrator.config import check_file
-from orchestrator.config.selfsigned import generate
 from orchestrator.media.audio import dominant_frequency, tone
 from orchestrator.media.bridge import MediaBridge
 from orchestrator.media.fork import Tokens
-from orchestrator.render import render_deployment, write_tree
 
-BIN = os.environ.get("FREESWITCH_BIN", "")
 STREAMING_FORK = os.environ.get("FREESWITCH_STREAMING_FORK", "")
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "freeswitch-1.10.12"
 pytestmark = [
-    pytest.mark.freeswitch,
-    pytest.mark.skipif(
-        not BIN or not os.access(BIN, os.X_OK),
-        reason="real-FreeSWITCH test: set FREESWITCH_BIN to a FreeSWITCH 1.10 binary (with mod_audio_fork) to run it",
-    ),
+    *requires_switch,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp (Debian package sip-tester)"),
 ]
 
@@ -70,27 +64,14 @@ def _mod_dir_with(fork_so: str, root: Path) -> Path:
 @pytest.fixture(scope="module", params=["streaming", "file"])
 def media_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaEnv]:
     mode = request.param
-    if mode == "streaming" and not STREAMING_FORK:
+    started_here_with_jambonz = MODE == "process" and mode == "streaming" and STREAMING_FORK
+    if MODE == "process" and mode == "streaming" and not STREAMING_FORK:
         pytest.skip("streaming playback: set FREESWITCH_STREAMING_FORK to the jambonz mod_audio_fork.so")
     root = tmp_path_factory.mktemp(f"fsmedia-{mode}")
     work = root / "deployment"
     work.mkdir()
-    generate(work / "tls", ["sip.example.com"], ["127.0.0.1"])
-    ports = {name: free_port() for name in ("tcp", "tls", "esl", "bridge", "agent")}
-    rtp = min(free_port(socket.SOCK_DGRAM) // 2 * 2, 64000)
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc["freeswitch"].update(
-        bind_ip="127.0.0.1",
-        ext_sip_ip="127.0.0.1",
-        ext_rtp_ip="127.0.0.1",
-        local_networks=["127.0.0.0/8"],
-        rtp_ports={"start": rtp, "end": rtp + 400},
-        handoff_timeout_seconds=5,
-    )
-    doc["freeswitch"]["event_socket"]["port"] = ports["esl"]
-    doc["transports"]["tcp"]["port"] = ports["tcp"]
-    doc["transports"]["tls"]["port"] = ports["tls"]
-    doc["trunks"][1]["inbound"]["auth"]["acl"].append("127.0.0.2")
+    ports = suite_ports("bridge", "agent")
+    doc = loopback_example(work, ports)
     doc["trunks"][1]["inbound"]["codecs"] = ["PCMU"]
     doc["agents"][1] = {"name": "sales", "protocol": "raw", "url": f"ws://127.0.0.1:{ports['agent']}/agent"}
     doc["agents"][1]["audio_format"] = "pcm_8000"
@@ -105,13 +86,11 @@ def media_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         "records": "calls.jsonl",
         "nodes": [{"name": "fs1", "port": ports["esl"]}],
     }
-    (work / "deployment.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = check_file(work / "deployment.yaml", EXAMPLE_ENV)
-    assert result.errors == [], [str(d) for d in result.errors]
-    assert result.deployment is not None
-    write_tree(render_deployment(result.deployment, result.base_dir), root / "conf")
-    mods = _mod_dir_with(STREAMING_FORK, root) if mode == "streaming" else None
-    fs = start(BIN, root / "conf", root / "run", ports["esl"], EXAMPLE_ENV["FREESWITCH_ESL_PASSWORD"], mod_dir=mods)
+    mods = _mod_dir_with(STREAMING_FORK, root) if started_here_with_jambonz else None
+    fs = render_and_start(doc, root, work, mod_dir=mods)
+    if MODE != "process" and fs.playback != mode:
+        fs.stop()
+        pytest.skip(f"{mode} playback: the loaded mod_audio_fork does {fs.playback} playback")
     try:
         yield MediaEnv(fs, mode, ports, work)
     finally:
@@ -126,7 +105,7 @@ class Running:
 @pytest.fixture()
 async def running(media_env: MediaEnv, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     modes = getattr(request, "param", {})
-    result = check_file(media_env.work / "deployment.yaml", EXAMPLE_ENV)
+    result = check_file(media_env.work / "deployment.yaml", suite_env())
     assert result.deployment is not None
     notices: list[Notice] = []
     controller = Controller(result.deployment, result.base_dir, tokens=Tokens(b"media-test"))
@@ -159,6 +138,11 @@ async def caller(env: MediaEnv) -> asyncio.subprocess.Process:
     text = text.replace("05-audio-fork/tone440-pcmu.wav", str(FIXTURES / "05-audio-fork" / "tone440-pcmu.wav"))
     xml = env.work / f"uac-{env.mode}.xml"
     xml.write_text(text)
+    return await sipp_call(env, xml)
+
+
+async def sipp_call(env: MediaEnv, xml: Path) -> asyncio.subprocess.Process:
+    """sipp calls the sales number from 127.0.0.2 with scenario ``xml``."""
     return await asyncio.create_subprocess_exec(
         "sipp", "-sf", str(xml), f"127.0.0.1:{env.ports['tcp']}", "-s", "+15557650101", "-m", "1", "-nostdin",
         "-t", "t1", "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM) // 2 * 2),
@@ -249,12 +233,7 @@ async def test_unreachable_agent_plays_the_fallback_prompt_then_hangs_up(media_e
 
 async def test_caller_bye_closes_the_agent_socket(media_env: MediaEnv, running: Running) -> None:
     env, r = media_env, running
-    xml = uac(env.work / f"bye-{env.mode}.xml", 200, codec="PCMU", hold_ms=1500)
-    proc = await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(xml), f"127.0.0.1:{env.ports['tcp']}", "-s", "+15557650101", "-m", "1", "-nostdin",
-        "-t", "t1", "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM) // 2 * 2),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(env.work),
-    )  # fmt: skip
+    proc = await sipp_call(env, uac(env.work / f"bye-{env.mode}.xml", 200, codec="PCMU", hold_ms=1500))
     session = await r.agent.wait_session(timeout=10)
     assert await asyncio.wait_for(proc.wait(), 20) == 0  # the caller's BYE was answered
     await r.agent.wait_for(lambda: session.closed.is_set(), timeout=5)
@@ -263,3 +242,31 @@ async def test_caller_bye_closes_the_agent_socket(media_env: MediaEnv, running: 
     assert ended.call.hangup_by == "remote"
     record: dict[str, Any] = r.controller.ended[ended.call.uuid]
     assert record["media"]["outcome"] == "completed" and not r.bridge.sessions
+
+
+async def test_dtmf_both_ways(media_env: MediaEnv, running: Running) -> None:
+    """RFC 2833 digits from the caller reach the agent; the agent's digits reach the caller as RFC 2833."""
+    env, r = media_env, running
+    peer = await RtpPeer.open()  # the caller's phone: sipp signals with its address in the SDP
+    xml = uac(env.work / f"dtmf-{env.mode}.xml", 200, codec="PCMU", hold_ms=15000, far_end_bye=True)
+    xml.write_text(xml.read_text().replace("[media_port]", str(peer.port)).replace("[media_ip]", peer.host))
+    try:
+        proc = await sipp_call(env, xml)
+        uuid = (await wait_for(r.notices, "answered")).call.uuid
+        session = await r.agent.wait_session(timeout=10)
+        await wait_for(r.notices, "fork_connected")
+        media_port = await r.controller.nodes["fs1"].client.api(f"uuid_getvar {uuid} local_media_port")
+        peer.aim("127.0.0.1", int(media_port.strip()))
+        await peer.send_digits("1#")
+        await r.agent.wait_for(lambda: [m["digit"] for m in session.of_type("dtmf")] == ["1", "#"], timeout=5)
+        await r.agent.send_dtmf("12#", request_id="d1")
+        await r.agent.wait_for(lambda: peer.digits_heard == "12#", timeout=5)
+        assert next(m for m in session.of_type("result") if m["id"] == "d1")["ok"] is True
+        await r.agent.send_hangup("done")
+        assert await asyncio.wait_for(proc.wait(), 15) == 0  # the phone got FreeSWITCH's BYE and answered it
+        await r.agent.wait_for(lambda: session.closed.is_set(), timeout=5)
+    finally:
+        await peer.close()
+    await wait_for(r.notices, "ended")
+    record: dict[str, Any] = r.controller.ended[uuid]
+    assert record["dtmf"] == {"received": "1#", "sent": "12#"}

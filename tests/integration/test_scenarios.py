@@ -1,6 +1,6 @@
 """Inbound policy scenarios on a real FreeSWITCH: digest auth, ACL, SRTP required/allowed, G.711 vs G.722 rate.
 
-Runs when ``FREESWITCH_BIN`` points at a FreeSWITCH 1.10 binary and ``sipp`` is installed; skips otherwise.
+Runs on the switch under test (see switch.py) when ``sipp`` is installed; skips otherwise, saying why.
 The rendered example gets three extra TCP trunks so sipp (no TLS in Debian's build) can play each carrier.
 """
 
@@ -15,17 +15,13 @@ from pathlib import Path
 
 import pytest
 import test_freeswitch_calls as calls
-import yaml
-from freeswitch_proc import free_port, start
+from deployments import loopback_example, render_and_start
 from sipp_scenarios import uac
-from support import EXAMPLE, EXAMPLE_ENV
+from switch import free_port, suite_ports
 from test_freeswitch_calls import FIXTURES, Bridge, Env, new_controller, wait_for
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
-from orchestrator.config import check_file
-from orchestrator.config.selfsigned import generate
-from orchestrator.render import render_deployment, write_tree
 
 pytestmark = calls.pytestmark
 bridge = calls.bridge  # the stand-in media endpoint (records fork metadata)
@@ -39,22 +35,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("fsscenarios")
     work = root / "deployment"
     work.mkdir()
-    generate(work / "tls", ["sip.example.com"], ["127.0.0.1"])
-    ports = {name: free_port() for name in ("tcp", "tls", "esl", "uas", "bridge")}
-    rtp = min(free_port(socket.SOCK_DGRAM) // 2 * 2, 64000)
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    doc["freeswitch"].update(
-        bind_ip="127.0.0.1",
-        ext_sip_ip="127.0.0.1",
-        ext_rtp_ip="127.0.0.1",
-        local_networks=["127.0.0.0/8"],
-        rtp_ports={"start": rtp, "end": rtp + 400},
-        handoff_timeout_seconds=5,
-    )
-    doc["freeswitch"]["event_socket"]["port"] = ports["esl"]
-    doc["transports"]["tcp"]["port"] = ports["tcp"]
-    doc["transports"]["tls"]["port"] = ports["tls"]
-    doc["trunks"][1]["inbound"]["auth"]["acl"].append("127.0.0.2")
+    ports = suite_ports("uas", "bridge")
+    doc = loopback_example(work, ports)
     doc["trunks"] += [
         {
             "name": "digest-tcp",
@@ -91,20 +73,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "records": "calls.jsonl",
         "nodes": [{"name": "fs1", "port": ports["esl"]}],
     }
-    (work / "deployment.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = check_file(work / "deployment.yaml", EXAMPLE_ENV)
-    assert result.errors == [], [str(d) for d in result.errors]
-    assert result.deployment is not None
-    write_tree(render_deployment(result.deployment, result.base_dir), root / "conf")
-    fs = start(BIN(), root / "conf", root / "run", ports["esl"], EXAMPLE_ENV["FREESWITCH_ESL_PASSWORD"])
+    fs = render_and_start(doc, root, work)
     try:
         yield Env(fs, ports, work / "deployment.yaml", work)
     finally:
         fs.stop()
-
-
-def BIN() -> str:
-    return calls.BIN
 
 
 async def _sipp(env: Env, xml: Path, number: str, source: str) -> int:
