@@ -244,6 +244,8 @@ def apply(
             continue
         for step, _reply in node.done:
             out.print(f"{node.node}: [green]ok[/green] {step.command}")
+        for name, seconds in node.profiles_up.items():
+            out.print(f"{node.node}: profile {name} RUNNING after {seconds:.1f} s")
         for step, reply in node.failed:
             failed = True
             out.print(f"{node.node}: [red]failed[/red] {step.command}: {escape(reply)}")

@@ -3,7 +3,8 @@
 Checks follow the glossary's failure modes: ESL reachable and authenticated; SIP profiles running on the
 configured ports; the certificate (chain, expiry, names); TLS with a peer (≥ 1.2 accepted, 1.0/1.1
 refused, a modern cipher); outbound addresses per RFC 3263 (NAPTR → SRV → A/AAAA, dnspython); SIP
-OPTIONS reachability; codec support (G.722 needs mod_spandsp); NAT (private bind without external
+OPTIONS reachability; codec support (G.722 needs mod_spandsp); the fork module loaded and able to play
+agent audio the configured way (streaming needs the jambonz mod_audio_fork); NAT (private bind without external
 addresses → one-way audio); UDP (fragmentation). Network pieces (ESL client, resolver, connectors)
 are parameters, so every check is tested without the internet.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import re
 import secrets
 import socket
 import ssl
@@ -28,6 +28,7 @@ from cryptography import x509
 from orchestrator.config.model import Deployment
 from orchestrator.config.tls_material import TlsMaterialError
 from orchestrator.config.tls_material import load as load_tls
+from orchestrator.esl import replies
 from orchestrator.esl.client import Endpoint, EslClient
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -186,8 +187,6 @@ def check_codecs(d: Deployment, modules: set[str] | None) -> list[Result]:
 
 
 # -- live checks ------------------------------------------------------------------------------------------
-_PROFILE_ROW = re.compile(r"^\s*(\S+)\s+profile\s+(\S+)\s+(RUNNING|DOWN|\S+)", re.M)
-_GATEWAY_ROW = re.compile(r"^\s*(\S+)::(\S+)\s+gateway\s+(\S+)\s+(\S+)", re.M)
 
 
 async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5.0) -> tuple[list[Result], Any]:
@@ -214,6 +213,7 @@ async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5
                 live["sofia"] = await client.api("sofia status", check=False)
                 spandsp = await client.api("module_exists mod_spandsp", check=False)
                 live["modules"] = {"mod_spandsp"} if spandsp.strip() == "true" else set()
+                live["fork"] = await client.api(f"show api {_FORK_API[d.orchestrator.media.fork_module]}", check=False)
         except TimeoutError:
             out.append(
                 Result(
@@ -229,9 +229,44 @@ async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5
     return out, live
 
 
+_FORK_API = {"mod_audio_fork": "uuid_audio_fork", "mod_audio_stream": "uuid_audio_stream"}
+
+
+def check_fork(d: Deployment, show_api: str | None) -> list[Result]:
+    """The fork module is loaded and can play agent audio the configured way (``show api <its api>``)."""
+    media = d.orchestrator.media
+    module, api = media.fork_module, _FORK_API[media.fork_module]
+    if show_api is None:
+        return [Result("fork", module, SKIP, "event socket not reachable")]
+    row = replies.api_row(show_api, api)
+    if row is None:
+        return [
+            Result(
+                "fork",
+                module,
+                FAIL,
+                f"{module} is not loaded (no {api} API): calls cannot reach their agents",
+                f"install {module} in FreeSWITCH's module directory; sipagent apply loads it",
+            )
+        ]
+    modes = replies.fork_playback_modes(row)
+    if media.playback not in modes:
+        return [
+            Result(
+                "fork",
+                module,
+                FAIL,
+                f"playback: {media.playback} configured, but this {module} does {' and '.join(modes)} playback only:"
+                " callers would not hear the agent",
+                "set orchestrator.media.playback: file, or load the jambonz mod_audio_fork (streams audio back)",
+            )
+        ]
+    return [Result("fork", module, PASS, f"loaded; plays agent audio by {' or '.join(modes)} ({media.playback} set)")]
+
+
 def check_profiles(d: Deployment, sofia_status: str) -> list[Result]:
     """Every transport's SIP profile RUNNING on its port; outbound gateways listed with their state."""
-    running = {m.group(1): (m.group(2), m.group(3)) for m in _PROFILE_ROW.finditer(sofia_status)}
+    running = replies.sofia_profiles(sofia_status)
     out: list[Result] = []
     for name in ("tcp", "tls", "udp"):
         transport = getattr(d.transports, name)
@@ -257,7 +292,7 @@ def check_profiles(d: Deployment, sofia_status: str) -> list[Result]:
             )
         else:
             out.append(Result("profile", name, PASS, f"RUNNING on {url}"))
-    gateways = {m.group(2): m.group(4) for m in _GATEWAY_ROW.finditer(sofia_status)}
+    gateways = replies.sofia_gateways(sofia_status)
     for t in d.trunks:
         if t.outbound is None:
             continue
@@ -464,6 +499,7 @@ async def run_all(
         results.append(Result("profile", "sofia", SKIP, "event socket not reachable"))
     results += check_certificate(d, base_dir)
     results += check_codecs(d, live.get("modules"))
+    results += check_fork(d, live.get("fork"))
     results += check_nat(d)
     results += check_udp(d)
     for host, port in peers or []:

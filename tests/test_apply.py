@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.config import check_file
 from orchestrator.config.selfsigned import generate
+from orchestrator.esl.client import Endpoint
 from orchestrator.render import read_tree, render_deployment
-from orchestrator.render.reload import plan_reload
+from orchestrator.render.apply import apply_to_node
+from orchestrator.render.reload import Step, plan_reload
 
 
 def _render(doc: dict, tmp: Path, name: str) -> dict[str, bytes]:
@@ -146,3 +148,27 @@ def test_adding_a_gateway_does_not_touch_its_neighbours(base: dict, tmp_path: Pa
     old = _render(base, tmp_path, "a")
     base["trunks"].append({"name": "backup", "outbound": {"address": "sbc.backup.example", "transport": "tcp"}})
     assert _commands(plan_reload(old, _render(base, tmp_path, "b"))) == ["reloadxml", "sofia profile tcp rescan"]
+
+
+async def test_profile_restarts_wait_for_freeswitch_and_report_when_the_profile_is_back() -> None:
+    sim = SimulatedFreeSwitch("pw")
+    await sim.start()
+    try:
+        sim.profile_min_uptime = 2  # FreeSWITCH refuses a restart within 10 s of the start; shortened here
+        ep = Endpoint("127.0.0.1", sim.port, "pw", "fs1")
+        restart = [Step("sofia profile tls restart", "certificate files changed")]
+        # refused ("must be up for at least 2 seconds"), retried after the wait FreeSWITCH asked for, back later
+        result = await apply_to_node(ep, restart)
+        assert result.ok and set(result.profiles_up) == {"tls"}
+        assert sim.received_commands.count("api sofia profile tls restart") == 2
+        # a profile that does not come back in time is a failure that says so
+        sim.profile_restart_seconds, sim.profile_started["tls"] = 30, 0.0
+        result = await apply_to_node(ep, restart, profile_timeout=0.5)
+        assert not result.ok and "profile tls not RUNNING" in result.failed[0][1]
+        # restarting a profile that is not loaded (stopped, or failed to start) starts it
+        sim.profile_restart_seconds, sim.profile_started["udp"] = 0.1, 0.0
+        await apply_to_node(ep, [Step("sofia profile udp stop", "removed")])
+        result = await apply_to_node(ep, [Step("sofia profile udp restart", "listening changed")])
+        assert result.ok and "udp" in result.profiles_up and "api sofia profile udp start" in sim.received_commands
+    finally:
+        await sim.stop()

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from simulator import SimulatedFreeSwitch
+from simulator.texts import API_ROWS
 from support import EXAMPLE, EXAMPLE_ENV
 from typer.testing import CliRunner
 
@@ -101,6 +102,28 @@ def test_codecs_need_spandsp_for_g722(tmp_path: Path) -> None:
     assert _status(missing, "codecs", "mod_spandsp") == "fail"
     assert _status(d.check_codecs(dep, None), "codecs", "mod_spandsp") == "skip"
     assert all(r.status == "pass" for r in missing if r.target != "mod_spandsp")
+
+
+# `show api uuid_audio_fork` on FreeSWITCH 1.10.12 with drachtio's mod_audio_fork (recorded in this repo's
+# session); the jambonz fork's row is the simulator's (its syntax adds the bidirectional-audio arguments)
+DRACHTIO_FORK_API = (
+    "name,description,syntax,ikey\nuuid_audio_fork,audio_fork API,<uuid> [start | stop | send_text | pause | "
+    "resume | graceful-shutdown ] [wss-url | path] [mono | mixed | stereo] [8000 | 16000 | 24000 | 32000 | 64000] "
+    "[bugname] [metadata],mod_audio_fork\n\n1 total.\n"
+)
+JAMBONZ_FORK_API = "name,description,syntax,ikey\n" + ",".join(API_ROWS[0]) + "\n\n1 total.\n"
+
+
+def test_fork_module_loaded_and_able_to_play_agent_audio(tmp_path: Path) -> None:
+    streaming = _deployment(tmp_path)  # the example: playback streaming
+    assert _status(d.check_fork(streaming, JAMBONZ_FORK_API), "fork") == "pass"
+    [wrong] = d.check_fork(streaming, DRACHTIO_FORK_API)
+    assert wrong.status == "fail" and "would not hear the agent" in wrong.detail and "playback: file" in wrong.fix
+    assert _status(d.check_fork(streaming, "\n0 total.\n"), "fork") == "fail"  # module not loaded
+    assert _status(d.check_fork(streaming, None), "fork") == "skip"
+    file_mode = _deployment(tmp_path, lambda doc: doc["orchestrator"]["media"].update(playback="file"))
+    assert _status(d.check_fork(file_mode, DRACHTIO_FORK_API), "fork") == "pass"
+    assert _status(d.check_fork(file_mode, JAMBONZ_FORK_API), "fork") == "pass"
 
 
 def test_profiles_and_gateways_from_sofia_status(tmp_path: Path) -> None:
@@ -211,6 +234,10 @@ async def test_esl_check_against_the_simulator(tmp_path: Path) -> None:
         dep = _deployment(tmp_path)
         ok, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "sim-pass", "fs1")], timeout=2)
         assert ok[0].status == "pass" and "sofia" in live
+        assert _status(d.check_fork(dep, live["fork"]), "fork") == "pass"  # the simulator plays the jambonz fork
+        sim.modules.discard("mod_audio_fork")
+        _, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "sim-pass", "fs1")], timeout=2)
+        assert "not loaded" in d.check_fork(dep, live["fork"])[0].detail
         bad, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "wrong", "fs1")], timeout=1)
         assert bad[0].status == "fail" and "password" in bad[0].fix and not live
     finally:

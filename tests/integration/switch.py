@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import subprocess
 import time
@@ -287,11 +286,5 @@ def load_into_running(deployment_file: Path, env: dict[str, str], work: Path) ->
     result = CliRunner().invoke(app, [*args, "--restart-profiles", "--force"])
     assert result.exit_code == 0, result.output
     host, port, password = ESL.split(":", 2)
-    fs = FreeSwitch(conf, int(port), password, esl_host=host, notes=[result.output])
-    names = [p.stem for p in (conf / "sip_profiles").glob("*.xml")]
-    for _ in range(100):  # restarted profiles come back in their own threads
-        status = fs.api("sofia status")
-        if all(re.search(rf"^\s*{re.escape(n)}\s+profile\s+\S+\s+RUNNING", status, re.M) for n in names):
-            break
-        time.sleep(0.2)
-    return fs
+    # apply waited for restarted profiles to be RUNNING again (or failed above, saying which)
+    return FreeSwitch(conf, int(port), password, esl_host=host, notes=[result.output])

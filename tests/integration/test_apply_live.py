@@ -9,7 +9,7 @@ import asyncio
 
 import test_freeswitch_calls as calls
 import yaml
-from switch import suite_env
+from switch import free_port, suite_env
 from test_freeswitch_calls import FIXTURES, Bridge, Env, call_in, new_controller, scenario, wait_for
 from typer.testing import CliRunner
 
@@ -42,7 +42,7 @@ async def test_apply_loads_acl_gateway_and_limits_while_a_call_stays_up(
         doc["trunks"][1]["inbound"]["auth"]["acl"].append("198.51.100.0/24")
         doc["trunks"].append({"name": "backup", "outbound": {"address": "127.0.0.1", "port": 5999, "transport": "tcp"}})
         doc["freeswitch"]["max_calls"] = 77
-        doc["transports"]["tcp"]["port"] += 1  # needs a restart: must be reported, not done
+        doc["transports"]["tcp"]["port"] = free_port()  # needs a restart: must be reported, not done
         changed = env.work / "changed.yaml"
         changed.write_text(yaml.safe_dump(doc, sort_keys=False))
         args = ["apply", str(changed), "--env-file", str(env_file), "--conf-dir", str(conf)]

@@ -215,6 +215,11 @@ class ApiCommands:
         words = arg.split()
         as_json = len(words) >= 3 and words[-2].lower() == "as" and words[-1].lower() == "json"
         what = words[0].lower() if words else ""
+        if what == "api" and len(words) >= 2:  # ``show api <name>``: CSV even with "as json" (recorded)
+            rows = [r for r in texts.API_ROWS if r[0] == words[1] and r[3] in self.modules]
+            if not rows:
+                return "\n0 total.\n"
+            return "name,description,syntax,ikey\n" + "".join(",".join(r) + "\n" for r in rows) + "\n1 total.\n"
         if what not in ("channels", "calls"):
             return "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|like <match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|management|modules|nat_map|say|interfaces|interface_types|tasks|limits|status\n"  # noqa: E501
         rows = self._channel_rows() if what == "channels" else self._call_rows()
@@ -446,6 +451,15 @@ class ApiCommands:
         return await self.originate(parts[0], parts[1], parts[2:], job)
 
     # -- sofia ------------------------------------------------------------------------------------------
+    def _profile_back_later(self: SimulatedFreeSwitch, name: str, url: str) -> None:
+        """A (re)started profile is listed again once its threads are up."""
+
+        def back() -> None:
+            self.profiles[name] = url
+            self.profile_started[name] = time.monotonic()
+
+        asyncio.get_running_loop().call_later(self.profile_restart_seconds, back)
+
     async def api_sofia(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
         """``sofia status [profile <p>|gateway <g>]``, ``sofia profile <p> killgw <g>|rescan``."""
         w = arg.split()
@@ -463,6 +477,13 @@ class ApiCommands:
                     return "Invalid Profile!\n"
                 url = self.profiles[w[2]]
                 return f"{texts.RULER}\nName             \t{w[2]}\nURL              \t{url}\n{texts.RULER}\n"
+        if len(w) >= 3 and w[0] == "profile" and w[2] == "start":  # handled before the profile lookup
+            url = self.profiles_stopped.pop(w[1], None)
+            if url is None and w[1] not in self.profiles:
+                return f"Reload XML [Success]\nFailure starting {w[1]}\n"
+            if url is not None:
+                self._profile_back_later(w[1], url)
+            return f"Reload XML [Success]\n{w[1]} started successfully\n"
         if len(w) >= 3 and w[0] == "profile":
             if w[1] not in self.profiles:
                 return f"Invalid Profile [{w[1]}]"
@@ -472,12 +493,20 @@ class ApiCommands:
                 return "+OK gateway marked for deletion.\n"
             if w[2] == "rescan":
                 return "Reload XML [Success]\n+OK scan complete\n"
-            if w[2] == "start":
-                return f"Reload XML [Success]\n{w[1]} started successfully\n"
-            if w[2] in ("stop", "restart"):  # every call on the profile is dropped, as on the real switch
+            if w[2] in ("stop", "restart"):
+                up = int(time.monotonic() - self.profile_started.get(w[1], self.started))
+                if up < self.profile_min_uptime:
+                    remain = int(self.profile_min_uptime) - up
+                    return (
+                        f"Profile {w[1]} must be up for at least {int(self.profile_min_uptime)} seconds to "
+                        f"stop/restart.\nPlease wait {remain} second{'' if remain == 1 else 's'}\n"
+                    )
                 for ch in [c for c in self.channels.values() if c.alive and c.sofia_profile == w[1]]:
-                    self.hangup(ch, "NORMAL_CLEARING")
-                return f"Reload XML [Success]\n{w[1]} {'stopping' if w[2] == 'stop' else 'restarting'}\n"
-        if len(w) >= 3 and w[0] == "profile" and w[2] == "start":
-            return f"Reload XML [Success]\nFailure starting {w[1]}\n"
+                    self.hangup(ch, "NORMAL_CLEARING")  # every call on the profile is dropped, as on the real switch
+                url = self.profiles.pop(w[1])
+                if w[2] == "restart":
+                    self._profile_back_later(w[1], url)
+                else:
+                    self.profiles_stopped[w[1]] = url
+                return f"Reload XML [Success]\n{'stopping' if w[2] == 'stop' else 'restarting'}: {w[1]}"
         return "-ERR Usage: sofia status|profile ...\n"

@@ -333,6 +333,13 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
             "tls": "sip:mod_sofia@127.0.0.1:5061",
             "udp": "sip:mod_sofia@127.0.0.1:5080",
         }
+        #: when each profile (re)started; a restart/stop sooner than ``profile_min_uptime`` later is refused,
+        #: and a restarting profile is gone from ``sofia status`` for ``profile_restart_seconds`` (the real
+        #: switch waits for the profile's worker thread: 1-31 s measured on 1.10.12)
+        self.profile_started: dict[str, float] = dict.fromkeys(self.profiles, self.started)
+        self.profile_min_uptime = 10.0
+        self.profile_restart_seconds = 0.3
+        self.profiles_stopped: dict[str, str] = {}
         self.gateways: dict[str, dict[str, str]] = {}
         self.fsctl: dict[str, int] = {}
         self.modules: set[str] = {"mod_sofia", "mod_event_socket", "mod_commands", "mod_dptools", "mod_audio_fork"}

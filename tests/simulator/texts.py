@@ -83,7 +83,7 @@ def sofia_status(profiles: dict[str, str], gateways: dict[str, dict[str, str]]) 
             info = gateways[gw]
             out.append(row(f"{name}::{gw}", "gateway", info["to"], info.get("state", "NOREG")))
     out.append(RULER + "\n")
-    out.append(f"{len(profiles)} profiles 0 aliases\n")
+    out.append(f"{len(profiles)} profile{'' if len(profiles) == 1 else 's'} 0 aliases\n")
     return "".join(out)
 
 
@@ -119,3 +119,25 @@ def sofia_status_gateway(name: str, info: dict[str, str], uptime: int) -> str:
         ("FailedCallsOUT", info.get("failed_calls_out", "0")),
     ]
     return RULER + "\n" + "".join(f"{k}\t{v}\n" for k, v in pairs) + RULER + "\n"
+
+
+#: ``show api <name>`` rows (name, description, syntax, ikey) of the modules the simulator plays: the jambonz
+#: mod_audio_fork (the one that streams audio back; its syntax has the bidirectional-audio arguments) and
+#: mod_audio_stream (amigniter's open-source edition). Syntax strings as the modules register them.
+API_ROWS = [
+    (
+        "uuid_audio_fork",
+        "audio_fork API",
+        "<uuid> [start | stop | send_text | pause | resume | graceful-shutdown | stop_play ] [wss-url | path]"
+        " [mono | mixed | stereo] [8000 | 16000 | 24000 | 32000 | 64000] [bugname] [metadata]"
+        " [bidirectionalAudio_enabled] [bidirectionalAudio_stream_enabled] [bidirectionalAudio_stream_samplerate]",
+        "mod_audio_fork",
+    ),
+    (
+        "uuid_audio_stream",
+        "audio_stream API",
+        "<uuid> [start | stop | send_text | pause | resume | graceful-shutdown ] [wss-url | path]"
+        " [mono | mixed | stereo] [8000 | 16000] [metadata]",
+        "mod_audio_stream",
+    ),
+]
