@@ -213,7 +213,7 @@ async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5
                 live["sofia"] = await client.api("sofia status", check=False)
                 spandsp = await client.api("module_exists mod_spandsp", check=False)
                 live["modules"] = {"mod_spandsp"} if spandsp.strip() == "true" else set()
-                live["fork"] = await client.api(f"show api {_FORK_API[d.orchestrator.media.fork_module]}", check=False)
+                live["fork"] = await _fork_facts(client, d.orchestrator.media.fork_module)
         except TimeoutError:
             out.append(
                 Result(
@@ -232,23 +232,39 @@ async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5
 _FORK_API = {"mod_audio_fork": "uuid_audio_fork", "mod_audio_stream": "uuid_audio_stream"}
 
 
-def check_fork(d: Deployment, show_api: str | None) -> list[Result]:
-    """The fork module is loaded and can play agent audio the configured way (``show api <its api>``)."""
+async def _fork_facts(client: EslClient, module: str) -> tuple[bool, str]:
+    """``module_exists`` (in memory) and ``show api <its api>`` (the core database, filled in the background
+    after a start: retried briefly while the loaded module's row is missing)."""
+    loaded = (await client.api(f"module_exists {module}", check=False)).strip() == "true"
+    show = ""
+    for _ in range(10):
+        show = await client.api(f"show api {_FORK_API[module]}", check=False)
+        if not loaded or replies.api_row(show, _FORK_API[module]) is not None:
+            break
+        await asyncio.sleep(0.3)
+    return loaded, show
+
+
+def check_fork(d: Deployment, facts: tuple[bool, str] | None) -> list[Result]:
+    """The fork module is loaded and can play agent audio the configured way (``show api`` shows its syntax)."""
     media = d.orchestrator.media
     module, api = media.fork_module, _FORK_API[media.fork_module]
-    if show_api is None:
+    if facts is None:
         return [Result("fork", module, SKIP, "event socket not reachable")]
-    row = replies.api_row(show_api, api)
-    if row is None:
+    loaded, show_api = facts
+    if not loaded:
         return [
             Result(
                 "fork",
                 module,
                 FAIL,
-                f"{module} is not loaded (no {api} API): calls cannot reach their agents",
+                f"{module} is not loaded: calls cannot reach their agents",
                 f"install {module} in FreeSWITCH's module directory; sipagent apply loads it",
             )
         ]
+    row = replies.api_row(show_api, api)
+    if row is None:
+        return [Result("fork", module, WARN, f"loaded, but {api} is not listed by `show api` yet: playback unknown")]
     modes = replies.fork_playback_modes(row)
     if media.playback not in modes:
         return [

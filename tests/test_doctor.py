@@ -116,14 +116,15 @@ JAMBONZ_FORK_API = "name,description,syntax,ikey\n" + ",".join(API_ROWS[0]) + "\
 
 def test_fork_module_loaded_and_able_to_play_agent_audio(tmp_path: Path) -> None:
     streaming = _deployment(tmp_path)  # the example: playback streaming
-    assert _status(d.check_fork(streaming, JAMBONZ_FORK_API), "fork") == "pass"
-    [wrong] = d.check_fork(streaming, DRACHTIO_FORK_API)
+    assert _status(d.check_fork(streaming, (True, JAMBONZ_FORK_API)), "fork") == "pass"
+    [wrong] = d.check_fork(streaming, (True, DRACHTIO_FORK_API))
     assert wrong.status == "fail" and "would not hear the agent" in wrong.detail and "playback: file" in wrong.fix
-    assert _status(d.check_fork(streaming, "\n0 total.\n"), "fork") == "fail"  # module not loaded
+    assert _status(d.check_fork(streaming, (False, "\n0 total.\n")), "fork") == "fail"  # module not loaded
+    assert _status(d.check_fork(streaming, (True, "\n0 total.\n")), "fork") == "warn"  # not in `show api` yet
     assert _status(d.check_fork(streaming, None), "fork") == "skip"
     file_mode = _deployment(tmp_path, lambda doc: doc["orchestrator"]["media"].update(playback="file"))
-    assert _status(d.check_fork(file_mode, DRACHTIO_FORK_API), "fork") == "pass"
-    assert _status(d.check_fork(file_mode, JAMBONZ_FORK_API), "fork") == "pass"
+    assert _status(d.check_fork(file_mode, (True, DRACHTIO_FORK_API)), "fork") == "pass"
+    assert _status(d.check_fork(file_mode, (True, JAMBONZ_FORK_API)), "fork") == "pass"
 
 
 def test_profiles_and_gateways_from_sofia_status(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ a Docker engine (testcontainers)
     and the rendered tree mounted at the same path; ``FREESWITCH_IMAGE_BIN`` is the binary inside it.
 
 Every peer the suite starts (sipp, the media bridge, fake agents, a sipp UAS) listens on 127.0.0.1, so the
-switch must share this host's loopback. ``FREESWITCH_PLAYBACK=streaming|file`` says what the loaded
-mod_audio_fork can do; by default it is read from the module's usage text.
+switch must share this host's loopback. The media tests run each playback mode the loaded mod_audio_fork
+supports (read from ``show api``, as ``sipagent doctor`` does); ``FREESWITCH_PLAYBACK=streaming|file`` picks one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Any
 
 import pytest
 from support import EXAMPLE_ENV
+
+from orchestrator.esl import replies
 
 BIN = os.environ.get("FREESWITCH_BIN", "")
 ESL = os.environ.get("FREESWITCH_ESL", "")
@@ -192,13 +194,17 @@ class FreeSwitch:
             conn.close()
 
     @property
-    def playback(self) -> str:
-        """What the loaded mod_audio_fork can do: ``streaming`` (jambonz fork) or ``file`` (drachtio)."""
+    def playback_modes(self) -> tuple[str, ...]:
+        """How the loaded mod_audio_fork can play agent audio (``FREESWITCH_PLAYBACK`` narrows it to one)."""
+        row = None
+        for _ in range(10):  # `show api` reads the core database, filled in the background after a start
+            row = replies.api_row(self.api("show api uuid_audio_fork"), "uuid_audio_fork")
+            if row or self.api("module_exists mod_audio_fork").strip() != "true":
+                break
+            time.sleep(0.3)
+        modes = replies.fork_playback_modes(row) if row else ()
         chosen = os.environ.get("FREESWITCH_PLAYBACK")
-        if chosen:
-            return chosen
-        usage = self.api("uuid_audio_fork")
-        return "streaming" if "bidirectionalAudio" in usage else "file"
+        return tuple(m for m in modes if m == chosen) if chosen else modes
 
     def wait_ready(self, timeout: float, output: Path | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -287,4 +293,5 @@ def load_into_running(deployment_file: Path, env: dict[str, str], work: Path) ->
     assert result.exit_code == 0, result.output
     host, port, password = ESL.split(":", 2)
     # apply waited for restarted profiles to be RUNNING again (or failed above, saying which)
+    print("".join(line + "\n" for line in result.output.splitlines() if "RUNNING after" in line), end="")
     return FreeSwitch(conf, int(port), password, esl_host=host, notes=[result.output])

@@ -210,6 +210,10 @@ class ApiCommands:
         return f"+OK hangup all channels with cause {cause}\n"
 
     # -- show ------------------------------------------------------------------------------------------
+    async def api_module_exists(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
+        """``module_exists <mod>``: ``true``/``false``, no newline (recorded)."""
+        return "true" if arg.strip() in self.modules else "false"
+
     async def api_show(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
         """``show channels|calls [count] [as json]``"""
         words = arg.split()
