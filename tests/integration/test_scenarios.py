@@ -17,7 +17,7 @@ import pytest
 import test_freeswitch_calls as calls
 from deployments import loopback_example, render_and_start
 from sipp_scenarios import uac
-from switch import free_port, suite_ports
+from switch import free_port, suite_env, suite_ports
 from test_freeswitch_calls import FIXTURES, Bridge, Env, new_controller, wait_for
 
 from orchestrator.calls.controller import Controller
@@ -218,3 +218,42 @@ async def test_outbound_digest_challenge_answered_and_no_answer_reported(env: En
     assert ended.call.hangup.result == "no_answer" and ended.call.progress == [180]
     if uas.returncode is None:
         uas.kill()
+
+
+async def test_tls_digest_srtp_carrier_call_reaches_the_agent(env: Env, running: Running) -> None:
+    """The example's secure trunk end to end: SIP over TLS to 5061, digest, SRTP required. FreeSWITCH itself
+    plays the carrier (Debian's sipp has no TLS): it calls its own TLS profile with the trunk's credentials."""
+    r, api = running, env.fs.api
+    password = suite_env()["CARRIER_SECURE_PASSWORD"]
+    carrier = (
+        "{{origination_uuid={uuid},sip_auth_username=carrier-secure,sip_auth_password={password},"
+        "rtp_secure_media=mandatory:AES_CM_128_HMAC_SHA1_80,absolute_codec_string=PCMA,"
+        "origination_caller_id_number=+15550009999,sip_h_X-Customer-Id=77}}"
+        f"sofia/tls/sip:+15557650001@127.0.0.1:{env.ports['tls']};transport=tls &park()"
+    )
+    # a wrong password: the digest challenge over TLS ends in 403
+    reply = await asyncio.to_thread(api, "originate " + carrier.format(uuid="tls-wrong", password="nope"))
+    assert reply.strip() == "-ERR CALL_REJECTED", reply
+    assert not r.notices, "a call that failed authentication never reaches the controller"
+    reply = await asyncio.to_thread(api, "bgapi originate " + carrier.format(uuid="tls-carrier", password=password))
+    assert reply.startswith("+OK"), reply
+    answered = await wait_for(r.notices, "answered")
+    call = answered.call
+    assert (call.trunk, call.number, call.agent, call.remote) == (
+        "carrier-secure",
+        "+15557650001",
+        "support",
+        "+15550009999",
+    )
+    await wait_for(r.notices, "fork_connected")
+    assert (await asyncio.to_thread(api, f"uuid_getvar {call.uuid} sip_via_protocol")).strip() == "tls"
+    assert (
+        await asyncio.to_thread(api, f"uuid_getvar {call.uuid} rtp_has_crypto")
+    ).strip() == "AES_CM_128_HMAC_SHA1_80"
+    [meta] = r.bridge.metadata[call.uuid]
+    assert meta["variables"]["customer_id"] == "77" and meta["rate"] == 8000
+    await r.controller.hangup(call.uuid, "completed", by="agent")
+    ended = await wait_for(r.notices, "ended")
+    assert ended.call.hangup is not None and ended.call.hangup.cause == "NORMAL_CLEARING"
+    await asyncio.sleep(0.5)
+    assert (await asyncio.to_thread(api, "uuid_exists tls-carrier")).strip() == "false"  # the carrier got the BYE
