@@ -27,6 +27,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,21 +60,22 @@ def _docker_engine() -> str:
     return ""
 
 
-def _choose() -> tuple[str | None, str]:
-    if ESL:
-        host, port, password = [*ESL.split(":", 2), "", ""][:3]
+def choose(env: Mapping[str, str], engine: Callable[[], str] = _docker_engine) -> tuple[str | None, str]:
+    """The way to get a switch from ``env`` (``running``, ``process``, ``container``), or None and why not."""
+    if env.get("FREESWITCH_ESL"):
+        host, port, password = [*env["FREESWITCH_ESL"].split(":", 2), "", ""][:3]
         if not port.isdigit() or not password:
             return None, "FREESWITCH_ESL must be host:port:password"
         if host not in LOOPBACK and not host.startswith("127."):
             return None, f"FREESWITCH_ESL host {host} is not on this host's loopback (the suite's peers listen there)"
-        if not os.environ.get("FREESWITCH_CONF_DIR"):
+        if not env.get("FREESWITCH_CONF_DIR"):
             return None, "FREESWITCH_ESL given: also set FREESWITCH_CONF_DIR to the switch's -conf directory"
         return "running", ""
-    if BIN:
-        if os.access(BIN, os.X_OK):
+    if env.get("FREESWITCH_BIN"):
+        if os.access(env["FREESWITCH_BIN"], os.X_OK):
             return "process", ""
-        return None, f"FREESWITCH_BIN={BIN} is not an executable"
-    why = _docker_engine()
+        return None, f"FREESWITCH_BIN={env['FREESWITCH_BIN']} is not an executable"
+    why = engine()
     if not why:
         return "container", ""
     return None, (
@@ -82,7 +84,7 @@ def _choose() -> tuple[str | None, str]:
     )
 
 
-MODE, SKIP_REASON = _choose()
+MODE, SKIP_REASON = choose(os.environ)
 requires_switch = [pytest.mark.freeswitch, pytest.mark.skipif(MODE is None, reason=SKIP_REASON)]
 
 
@@ -263,15 +265,22 @@ def start_process(
     return fs
 
 
-def start_container(conf: Path, root: Path, esl_port: int, esl_password: str) -> FreeSwitch:
-    """Start ``FREESWITCH_IMAGE`` with host networking on ``conf`` (mounted at the same path)."""
+def container_for(conf: Path, root: Path) -> Any:
+    """``FREESWITCH_IMAGE`` set up to run FreeSWITCH on ``conf`` with host networking, ``conf`` and ``root``
+    (logs, db, …) mounted at the same paths, so the rendered tree and the suite's files agree."""
     from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(IMAGE)
-    for path in {conf.resolve(), root.resolve()}:
+    for path in sorted({conf.resolve(), root.resolve()}):
         container.with_volume_mapping(str(path), str(path), "rw")
     container.with_kwargs(network_mode="host", entrypoint=[IMAGE_BIN])
     container.with_command(["-nonat", "-nf", "-nc", "-conf", str(conf.resolve()), *_dirs(root.resolve())])
+    return container
+
+
+def start_container(conf: Path, root: Path, esl_port: int, esl_password: str) -> FreeSwitch:
+    """Start ``FREESWITCH_IMAGE`` on ``conf`` (see :func:`container_for`); wait until the core is ready."""
+    container = container_for(conf, root)
     container.start()
     fs = FreeSwitch(conf, esl_port, esl_password, log_dir=root / "log", container=container)
     fs.wait_ready(90)
