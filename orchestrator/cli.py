@@ -45,6 +45,7 @@ EnvFileOpt = Annotated[
     Path | None,
     typer.Option("--env-file", help="Read ${VAR} values from this dotenv file (the process environment wins)."),
 ]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the directory even if sipagent did not render it.")]
 
 
 def _guard(fn: F) -> F:
@@ -140,9 +141,7 @@ def render(
     check: Annotated[
         bool, typer.Option("--check", help="Write nothing; exit 1 and show a diff when the directory is stale.")
     ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace the directory even if sipagent did not render it.")
-    ] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
     from orchestrator.render import diff_tree, render_deployment
@@ -206,9 +205,7 @@ def apply(
             help="Also restart SIP profiles whose listening/TLS settings changed (drops their calls).",
         ),
     ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace the directory even if sipagent did not render it.")
-    ] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
     from orchestrator.calls.controller import node_endpoints

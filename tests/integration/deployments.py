@@ -17,7 +17,9 @@ from orchestrator.render import render_deployment, write_tree
 
 def loopback_example(work: Path, ports: dict[str, int], **freeswitch: Any) -> dict[str, Any]:
     """examples/deployment.yaml on 127.0.0.1 with ``ports`` (tcp, tls, esl), fresh TLS files in ``work``, the
-    office PBX trunk also allowing 127.0.0.2 (sipp's source), a 5 s hand-off; ``freeswitch`` overrides more."""
+    office PBX trunk also allowing 127.0.0.2 (sipp's source), a 5 s hand-off; ``freeswitch`` overrides more.
+    With a ``bridge`` port, the orchestrator section for one node: forks to that port, file playback (the
+    start every mod_audio_fork takes), records in calls.jsonl."""
     generate(work / "tls", ["sip.example.com"], ["127.0.0.1"])
     rtp = min(free_port(socket.SOCK_DGRAM) // 2 * 2, 64000)
     doc = yaml.safe_load(EXAMPLE.read_text())
@@ -34,6 +36,13 @@ def loopback_example(work: Path, ports: dict[str, int], **freeswitch: Any) -> di
     doc["transports"]["tcp"]["port"] = ports["tcp"]
     doc["transports"]["tls"]["port"] = ports["tls"]
     doc["trunks"][1]["inbound"]["auth"]["acl"].append("127.0.0.2")
+    if "bridge" in ports:
+        doc["orchestrator"] = {
+            "media_url": f"ws://127.0.0.1:{ports['bridge']}",
+            "media": {"playback": "file"},
+            "records": "calls.jsonl",
+            "nodes": [{"name": "fs1", "port": ports["esl"]}],
+        }
     return doc
 
 

@@ -58,12 +58,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "caller_id": "+15557650100",
         "headers": {"X-Origin": "sipagent"},
     }
-    doc["orchestrator"] = {
-        "media_url": f"ws://127.0.0.1:{ports['bridge']}",
-        "media": {"playback": "file"},  # the drachtio module FreeSWITCH loads here takes the 7-token start
-        "records": "calls.jsonl",
-        "nodes": [{"name": "fs1", "port": ports["esl"]}],
-    }
     fs = render_and_start(doc, root, work)
     try:
         yield Env(fs, ports, work / "deployment.yaml", work)

@@ -75,16 +75,11 @@ def media_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     doc["trunks"][1]["inbound"]["codecs"] = ["PCMU"]
     doc["agents"][1] = {"name": "sales", "protocol": "raw", "url": f"ws://127.0.0.1:{ports['agent']}/agent"}
     doc["agents"][1]["audio_format"] = "pcm_8000"
-    doc["orchestrator"] = {
-        "media_url": f"ws://127.0.0.1:{ports['bridge']}",
-        "media": {
-            "port": ports["bridge"],
-            "playback": mode,
-            "on_failure": "prompt",
-            "fallback_prompt": "tone_stream://%(1000,0,800)",
-        },
-        "records": "calls.jsonl",
-        "nodes": [{"name": "fs1", "port": ports["esl"]}],
+    doc["orchestrator"]["media"] = {
+        "port": ports["bridge"],
+        "playback": mode,
+        "on_failure": "prompt",
+        "fallback_prompt": "tone_stream://%(1000,0,800)",
     }
     mods = _mod_dir_with(STREAMING_FORK, root) if started_here_with_jambonz else None
     fs = render_and_start(doc, root, work, mod_dir=mods)

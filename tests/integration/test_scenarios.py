@@ -67,12 +67,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         {"number": "+15557650301", "trunk": "digest-tcp", "agent": "sales"},
         {"number": "+15557650302", "trunk": "srtp-tcp", "agent": "sales"},
     ]
-    doc["orchestrator"] = {
-        "media_url": f"ws://127.0.0.1:{ports['bridge']}",
-        "media": {"playback": "file"},
-        "records": "calls.jsonl",
-        "nodes": [{"name": "fs1", "port": ports["esl"]}],
-    }
     fs = render_and_start(doc, root, work)
     try:
         yield Env(fs, ports, work / "deployment.yaml", work)
