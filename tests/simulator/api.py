@@ -8,11 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from . import audiofork, texts
+from . import audiofork, fsstrings, texts
 from .causes import normalize_cause
 from .channel import SHOW_CHANNEL_FIELDS, SimChannel
 from .texts import NO_SUCH_CHANNEL, USAGE
-from .wire import fs_cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import SimulatedFreeSwitch
@@ -64,38 +63,9 @@ B_FIELDS = [
 
 
 def split_args(text: str, limit: int = 0) -> list[str]:
-    """Split on blanks like FreeSWITCH's ``switch_separate_string``: single quotes group, a backslash escapes
-    the next character (both resolved by :func:`fs_cleanup`).
-
-    With ``limit`` the last element keeps the rest of the line unchanged.
-    """
-    raw: list[str] = []
-    cur: list[str] = []
-    quote = False
-    i = 0
-    text = text.strip()
-    while i < len(text):
-        if limit and len(raw) == limit - 1:
-            raw.append(text[i:].strip())
-            return [fs_cleanup(t) for t in raw[:-1]] + [raw[-1]]
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            cur.append(text[i : i + 2])
-            i += 2
-            continue
-        if ch == "'":
-            quote = not quote
-            cur.append(ch)
-        elif ch == " " and not quote:
-            if cur:
-                raw.append("".join(cur))
-                cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    if cur:
-        raw.append("".join(cur))
-    return [fs_cleanup(t) for t in raw]
+    """An API's arguments as ``switch_separate_string(cmd, ' ', argv, limit)`` gives them (:mod:`.fsstrings`):
+    with ``limit`` the last one holds the rest of the line (cleaned like the others)."""
+    return fsstrings.separate(text, " ", limit or 1024)
 
 
 class Job:

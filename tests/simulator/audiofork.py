@@ -57,9 +57,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.headers import build_authorization_basic
 from websockets.http11 import Request
 
+from . import fsstrings
 from .channel import atoi
 from .media import ChannelAudio, Resampler, pcm_to_samples, samples_to_pcm
-from .wire import fs_cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
     from .channel import SimChannel
@@ -81,30 +81,8 @@ _RAW_EXT = {8000: ".r8", 16000: ".r16", 24000: ".r24", 32000: ".r32", 48000: ".r
 # argument splitting (switch_separate_string with ' ')
 # =====================================================================================================
 def fs_separate(text: str, limit: int) -> list[str]:
-    """``switch_separate_string(buf, ' ', argv, limit)``: blanks split outside single quotes, a backslash protects the
-    next character, the last slot keeps the rest of the line; every token is then unescaped (:func:`fs_cleanup`)."""
-    tokens: list[str] = []
-    i, n = 0, len(text)
-    while i < n and len(tokens) < limit:
-        start = i
-        if len(tokens) == limit - 1:
-            tokens.append(text[start:])
-            break
-        quote = False
-        while i < n:
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "'":
-                quote = not quote
-            elif c == " " and not quote:
-                break
-            i += 1
-        tokens.append(text[start:i])
-        while i < n and text[i] == " ":
-            i += 1
-    return [fs_cleanup(t) for t in tokens]
+    """``switch_separate_string(buf, ' ', argv, limit)`` (:mod:`.fsstrings`): the last slot keeps the rest."""
+    return fsstrings.separate(text, " ", limit)
 
 
 # =====================================================================================================

@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import fsstrings
 from .audiofork import ForkClient, ForkSpec
 from .causes import SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel, new_uuid, now_us
 from .media import ChannelAudio
-from .wire import fs_cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Job
@@ -68,61 +68,12 @@ def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "yes", "on", "1", "enabled", "active", "allow")
 
 
-def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside nested brackets and quotes; a backslash protects the next character."""
-    out, cur, depth, quote = [], [], 0, False
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            cur.append(text[i : i + 2])
-            i += 2
-            continue
-        if ch == "'":
-            quote = not quote
-        elif ch in "{[<" and not quote:
-            depth += 1
-        elif ch in "}]>" and not quote:
-            depth -= 1
-        if ch == sep and depth == 0 and not quote:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    out.append("".join(cur))
-    return out
-
-
 def parse_dial_string(dial: str) -> tuple[list[tuple[str, str]], str]:
-    """``{a=b,c=d}[e=f]sofia/...`` -> ([("a","b"), ...], "sofia/...").
-
-    Like ``switch_event_create_brackets``: ``^^<c>`` right after the bracket makes ``<c>`` the separator,
-    and each item is cleaned up again (the second round of escape processing after the API's own split).
-    """
-    variables: list[tuple[str, str]] = []
-    s = dial.strip()
-    while s and s[0] in "{[<":
-        opening, close = s[0], {"{": "}", "[": "]", "<": ">"}[s[0]]
-        depth, end = 0, -1
-        for i, ch in enumerate(s):  # the matching bracket, like switch_find_end_paren
-            depth += ch == opening
-            depth -= ch == close
-            if depth == 0:
-                end = i
-                break
-        if end < 0:
-            break
-        body, sep = s[1:end], ","
-        if body.startswith("^^") and len(body) > 2:
-            sep, body = body[2], body[3:]
-        items = _split_top(body, sep) if sep == "," else body.split(sep)
-        for item in items:
-            k, eq, v = item.partition("=")
-            if eq and k.strip():
-                variables.append((k.strip(), fs_cleanup(v, sep)))
-        s = s[end + 1 :].strip()
-    return variables, s
+    """``{a=b,c=d}[e=f]sofia/...`` -> ([("a","b"), ...], "sofia/..."): the variables and endpoint of the first leg
+    as FreeSWITCH takes the dial string apart (:func:`.fsstrings.parse_dial_string` has every leg)."""
+    parsed = fsstrings.parse_dial_string(dial)
+    leg = parsed.groups[0][0]
+    return parsed.variables + leg.variables, leg.endpoint
 
 
 def _codec_vars(codec: str, rate: int) -> list[tuple[str, str]]:
@@ -156,6 +107,7 @@ class CallFlows:
         self._gone: dict[str, SimChannel] = {}  # ended channels that had forks (fork_client lookups)
         self.files: dict[str, bytes] = {}  # files written by the simulated modules (playAudio temp files)
         self.play_count = 0  # mod_audio_fork's global playAudio file counter
+        self.dial_strings: list[fsstrings.DialString] = []  # every dial string taken apart (originate, bridge)
 
     # ================================================================================================
     # scripting the outside world
@@ -750,17 +702,17 @@ class CallFlows:
         await self._run_inline(ch, dest)
 
     async def _run_inline(self: SimulatedFreeSwitch, ch: SimChannel, spec: str) -> None:
+        # mod_dptools' inline dialplan: m:<sep>: picks the separator, each item is app[:data]
         sep = ","
-        if spec.startswith("m:") and len(spec) > 3 and spec[3] == ":":  # m:<sep>: picks the separator
+        if spec.startswith("m:") and len(spec) > 3 and spec[3] == ":":
             sep, spec = spec[2], spec[4:]
-        for item in _split_top(spec, sep) if sep == "," else spec.split(sep):
-            item = item.strip()
-            if not item:
+        for item in fsstrings.separate(spec, sep, 128):
+            app, _, data = item.lstrip(" ").partition(":")
+            if not app:
                 continue
-            app, _, data = item.partition(":")
             if not ch.alive:
                 return
-            await self._exec_app(ch, app.strip(), data.strip())
+            await self._exec_app(ch, app, data)
             if not ch.alive or ch.parked:
                 return
         if ch.alive:
@@ -834,9 +786,18 @@ class CallFlows:
     def _create_outbound(self: SimulatedFreeSwitch, dial: str, originator: SimChannel | None = None,
                          cid: tuple[str | None, str | None] = (None, None)) -> SimChannel:  # fmt: skip
         """Create the outbound leg for a dial string and fire CHANNEL_OUTGOING ... CHANNEL_STATE(CS_CONSUME_MEDIA)."""
-        variables, endpoint = parse_dial_string(dial)
-        endpoint = _split_top(endpoint, "|")[0]
-        endpoint = _split_top(endpoint, ",")[0]
+        try:
+            parsed = fsstrings.parse_dial_string(dial)
+        except fsstrings.ParseError:
+            raise DialError("DESTINATION_OUT_OF_ORDER") from None
+        self.dial_strings.append(parsed)
+        first = parsed.groups[0][0]
+        endpoint = first.endpoint
+        nested = any(k == "origination_nested_vars" for k, _ in parsed.variables) or (
+            "origination_nested_vars=true" in dial.lower()
+        )
+        # FreeSWITCH refuses to set a variable whose value looks like ${...} (switch_string_var_check_const)
+        variables = [(k, v) for k, v in parsed.variables + first.variables if nested or not fsstrings.var_check(v)]
         vmap = dict(variables)
         gateway = None
         if endpoint.startswith("sofia/gateway/"):

@@ -149,33 +149,8 @@ DISCONNECT_NOTICE = (
 )
 
 
-_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
-
-
 def fs_cleanup(token: str, delim: str = "") -> str:
-    """FreeSWITCH's ``cleanup_separated_string``: drop quoting single quotes, resolve backslash escapes.
+    """FreeSWITCH's ``cleanup_separated_string`` (see :func:`.fsstrings.cleanup`)."""
+    from .fsstrings import cleanup
 
-    ``\\'``, ``\\"``, ``\\<delim>`` and ``\\\\`` give the character; ``\\n \\r \\t \\s`` give newline, CR, tab,
-    space; any other backslash stays as it is.
-    """
-    out: list[str] = []
-    quoted = False
-    i = 0
-    while i < len(token):
-        ch = token[i]
-        if ch == "\\" and i + 1 < len(token):
-            nxt = token[i + 1]
-            if nxt in "'\"\\" or (delim and nxt == delim):
-                out.append(nxt)
-                i += 2
-                continue
-            if nxt in _UNESCAPE:
-                out.append(_UNESCAPE[nxt])
-                i += 2
-                continue
-        if ch == "'" and (quoted or "'" in token[i + 1 :]):
-            quoted = not quoted
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out).strip(" ") if not quoted else "".join(out)
+    return cleanup(token, delim)
