@@ -155,11 +155,14 @@ async def test_wideband_call_forks_at_16k(h: Harness) -> None:
 
 async def test_unknown_number_is_rejected_with_404(h: Harness) -> None:
     uuid = await h.inbound(number="+15559999999")
-    ended = await h.wait("ended", uuid) if False else None  # never tracked as ours
-    await asyncio.sleep(0.2)
-    assert ended is None
+    ended = await h.wait("ended", uuid)
+    # refused before answer: 404 to the caller, no agent, no fork, and a record that says so
     assert f"api uuid_kill {uuid} UNALLOCATED_NUMBER" in h.sim.received_commands
-    assert uuid not in h.sim.channels or h.sim.channels[uuid].hangup_cause == "UNALLOCATED_NUMBER"
+    assert [n.kind for n in h.notices if n.call.uuid == uuid] == ["hangup", "ended"]
+    assert ended.call.hangup is not None and ended.call.hangup.cause == "UNALLOCATED_NUMBER"
+    assert ended.call.hangup_by == "orchestrator" and ended.call.answered_at is None and ended.call.fork == "none"
+    assert not any(" start " in c for c in commands_for(h.sim, uuid))
+    assert h.controller.describe(uuid)["result"] == "not_found"
 
 
 async def test_dtmf_both_ways_and_remote_hangup(h: Harness) -> None:
@@ -226,7 +229,7 @@ async def test_outbound_answered(h: Harness) -> None:
     originate = next(c for c in h.sim.received_commands if c.startswith("bgapi originate"))
     assert f"origination_uuid={call.uuid}" in originate
     assert "origination_caller_id_number=+15550009999" in originate  # the trunk's caller ID
-    assert "sip_h_X-Call-Purpose=demo,\\stest" in originate
+    assert "sip_h_X-Call-Purpose=demo,\\\\\\\\stest" in originate  # a blank, as it survives three cleanings
     assert "sofia/gateway/carrier/+15557654321 &park()" in originate
     channel = h.sim.channels[call.uuid]
     assert channel.variables["sip_h_X-Call-Purpose"] == "demo, test"

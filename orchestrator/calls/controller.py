@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,23 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.calls import records
+from orchestrator import dtmf
+from orchestrator.calls import dialing, records
 from orchestrator.calls.outcome import HANGUP_REASONS
-from orchestrator.calls.tracker import CUSTOM, EVENTS, Api, Call, CallTracker, Notice, Policy, fork_rate, valid_digits
+from orchestrator.calls.tracker import CUSTOM, EVENTS, Api, Call, CallTracker, Notice, Policy, fork_rate
 from orchestrator.config.model import Deployment
+from orchestrator.esl import commands
 from orchestrator.esl.client import Endpoint, EslClient, EslError
-from orchestrator.esl.protocol import CommandError, Event, parse_json_event
+from orchestrator.esl.protocol import CommandError, Event, ProtocolError, parse_json_event
 from orchestrator.media import fork
 from orchestrator.metrics import Metrics
 
 log = logging.getLogger("sipagent.calls")
 
 Listener = Callable[[Notice], None]
-
-_E164 = re.compile(r"\+?[0-9]{2,15}")
-_SIP_URI = re.compile(r"sips?:[A-Za-z0-9+._~!$&*=%-]+@[A-Za-z0-9.\-\[\]:]+(;[A-Za-z0-9=._-]+)*")
-_HEADER = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]*")
-_VARNAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 class CallError(Exception):
@@ -58,22 +54,13 @@ class NodeState:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-#: originate variable blocks use FreeSWITCH's ``^^<char>`` syntax with this separator, so values may
-#: hold commas; values pass two rounds of unescaping (API arguments, then the block), hence the
-#: quadrupled backslash (verified against FreeSWITCH 1.10.12: values reach the INVITE byte for byte)
-VAR_SEPARATOR = "\x1f"
+#: API variables of an outbound call travel on its channel as ``sipagent_var_<name>`` (read back on re-attach)
+VAR_PREFIX = "sipagent_var_"
 
 
-def _escape_var(value: str) -> str:
-    """A value inside an originate ``{^^\x1f…}`` block."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise CallError("invalid_value", f"value {value!r} cannot contain control characters")
-    return value.replace("\\", "\\\\\\\\").replace("'", "\\'").replace(" ", "\\s")
-
-
-def var_block(variables: dict[str, str]) -> str:
-    """``{^^\x1fname=value\x1f…}`` for originate."""
-    return "{^^" + VAR_SEPARATOR + VAR_SEPARATOR.join(f"{k}={_escape_var(v)}" for k, v in variables.items()) + "}"
+def _shown(value: object) -> str:
+    """A value from a request, safe to put in an error message (bounded, repr'd)."""
+    return repr(value[:64]) if isinstance(value, str) else type(value).__name__
 
 
 def node_endpoints(deployment: Deployment) -> list[Endpoint]:
@@ -130,6 +117,7 @@ class Controller:
                 ep,
                 events=EVENTS,
                 custom=CUSTOM,
+                event_format="json",  # plain events cannot carry a literal %41 (FreeSWITCH leaves it unencoded)
                 on_event=self._event_handler(ep.name),
                 on_connect=self._connect_handler(ep.name),
                 on_disconnect=self._disconnect_handler(ep.name),
@@ -205,21 +193,36 @@ class Controller:
         return disconnected
 
     async def _resync(self, node: str) -> None:
-        """After (re)connecting: list the node's channels, dump each, let the tracker reconcile."""
+        """After (re)connecting: list the node's channels, dump each, let the tracker reconcile.
+
+        A listing FreeSWITCH sent that cannot be read reconciles nothing (calls are only ended as lost
+        when the node says they are gone); a channel whose dump cannot be read is left as it is.
+        """
         client = self.nodes[node].client
-        text = await client.api("show channels as json")
-        rows = json.loads(text or "{}").get("rows", []) if text.strip().startswith("{") else []
+        text = await client.api(commands.show_channels())
+        try:
+            listing = json.loads(text) if text.strip() else {}
+            rows = listing.get("rows", []) if isinstance(listing, dict) else None
+            if not isinstance(rows, list):
+                raise ValueError("no 'rows' list")
+        except (ValueError, RecursionError) as exc:
+            log.error("resync %s: unreadable channel list from FreeSWITCH (%s); calls left as they are", node, exc)
+            return
         dumps: dict[str, Event] = {}
+        unreadable: set[str] = set()
         for row in rows:
-            uuid = row.get("uuid", "")
-            if not uuid:
+            uuid = row.get("uuid") if isinstance(row, dict) else None
+            if not isinstance(uuid, str) or not uuid:
                 continue
             try:
-                dump = await client.api(f"uuid_dump {uuid} json")
+                dump = await client.api(commands.uuid_dump(uuid))
+                dumps[uuid] = parse_json_event(dump)
             except CommandError:
                 continue  # hung up meanwhile
-            dumps[uuid] = parse_json_event(dump)
-        actions, notices = self.tracker.resync(node, dumps)
+            except (commands.Refused, ProtocolError) as exc:
+                log.warning("resync %s: channel %.64r cannot be read (%s)", node, uuid, exc)
+                unreadable.add(uuid)
+        actions, notices = self.tracker.resync(node, dumps, keep=unreadable)
         if dumps or notices:
             log.info(
                 "resync %s: %d channels, %d of ours re-attached",
@@ -249,7 +252,7 @@ class Controller:
         async with lock:
             for action in batch:
                 client = self.nodes[action.node].client
-                log.debug("call %s: %s", call_uuid, action.command.split(" {", 1)[0])
+                log.debug("call %s: %s", call_uuid, action.command.split(" ", 1)[0])
                 try:
                     if action.background:
                         await client.bgapi(action.command)
@@ -270,7 +273,7 @@ class Controller:
         call = self.tracker.calls.get(call_uuid)
         if call is None:
             return
-        if action.command.startswith("uuid_audio_fork") and " start " in action.command:
+        if action.command.startswith(("uuid_audio_fork ", "uuid_audio_stream ")) and " start " in action.command:
             call.fork = "failed"
             self.metrics.fork_failures.labels("start_refused").inc()
             self._notify([Notice("fork_failed", call, {"reason": exc.reply})])
@@ -369,20 +372,22 @@ class Controller:
         :meth:`describe`; the agent is connected when the callee answers.
         """
         d = self.deployment
-        t = next((t for t in d.trunks if t.name == trunk), None)
+        t = next((t for t in d.trunks if t.name == trunk), None) if isinstance(trunk, str) else None
         if t is None or t.outbound is None:
-            raise CallError("unknown_trunk", f"no outbound trunk named '{trunk}'", 404)
-        if agent not in {a.name for a in d.agents}:
-            raise CallError("unknown_agent", f"no agent named '{agent}'", 404)
-        if _E164.fullmatch(to):
-            dest = to
-        elif _SIP_URI.fullmatch(to):
-            dest = to.split(":", 1)[1]  # sofia/gateway/<gw>/user@host sends to that URI
-        else:
-            raise CallError("invalid_destination", "destination must be an E.164 number or a sip: URI")
-        cid = caller_id or t.outbound.caller_id or ""
-        if cid and not _E164.fullmatch(cid):
-            raise CallError("invalid_caller_id", "caller_id must be an E.164 number")
+            raise CallError("unknown_trunk", f"no outbound trunk named {_shown(trunk)}", 404)
+        if not isinstance(agent, str) or agent not in {a.name for a in d.agents}:
+            raise CallError("unknown_agent", f"no agent named {_shown(agent)}", 404)
+        if timeout is not None and (
+            not isinstance(timeout, int) or isinstance(timeout, bool) or not 5 <= timeout <= 600
+        ):
+            raise CallError("invalid_timeout", "timeout_seconds must be a whole number of seconds, 5-600")
+        try:
+            dest = dialing.destination(to)
+            cid = dialing.caller_id(caller_id) if caller_id is not None else (t.outbound.caller_id or "")
+            extra_headers = dialing.headers(headers)
+            agent_variables = dialing.variables(variables)
+        except dialing.Invalid as exc:
+            raise CallError(exc.code, exc.message) from None
         node = self._pick_node()
         uuid = str(uuidlib.uuid4())
         vars_: dict[str, str] = {
@@ -399,17 +404,16 @@ class Controller:
         if cid:
             vars_["origination_caller_id_number"] = cid
             vars_["origination_caller_id_name"] = cid
-        for name, value in (headers or {}).items():
-            if not _HEADER.fullmatch(name):
-                raise CallError("invalid_header", f"'{name}' is not an X- header name")
+        for name, value in extra_headers.items():
             vars_[f"sip_h_{name}"] = value
-        for name, value in (variables or {}).items():
-            if not _VARNAME.fullmatch(name):
-                raise CallError("invalid_variable", f"'{name}' is not a valid variable name")
-            vars_[f"sipagent_var_{name}"] = value
-        command = f"originate {var_block(vars_)}sofia/gateway/{trunk}/{dest} &park()"
+        for name, value in agent_variables.items():
+            vars_[f"{VAR_PREFIX}{name}"] = value
+        try:
+            command = commands.originate(vars_, f"sofia/gateway/{trunk}/{dest}")
+        except commands.Refused as exc:  # the checks above make this unreachable; never send what was refused
+            raise CallError("invalid_request", str(exc)) from None
         call = self.tracker.expect_outbound(uuid, node, trunk=trunk, agent=agent, destination=to, caller_id=cid)
-        call.variables.update(variables or {})
+        call.variables.update(agent_variables)
         self._gauge()
         self._spawn(self._originate(node, uuid, command))
         return call
@@ -425,15 +429,15 @@ class Controller:
         self._notify(self.tracker.originate_result(uuid, body))
 
     def _live(self, uuid: str) -> Call:
-        call = self.tracker.calls.get(uuid)
+        call = self.tracker.calls.get(uuid) if isinstance(uuid, str) else None
         if call is None:
-            raise CallError("unknown_call", f"no active call {uuid}", 404)
+            raise CallError("unknown_call", f"no active call {_shown(uuid)}", 404)
         return call
 
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None:
         """Hang up a call with a reason (completed, busy, rejected, unavailable, no_answer, error)."""
         call = self._live(uuid)
-        cause = HANGUP_REASONS.get(reason)
+        cause = HANGUP_REASONS.get(reason) if isinstance(reason, str) else None
         if cause is None:
             raise CallError("invalid_reason", f"reason must be one of: {', '.join(HANGUP_REASONS)}")
         await self._kill(call, cause, by)
@@ -443,12 +447,13 @@ class Controller:
         call = self._live(uuid)
         self.tracker.mark_hangup_by(uuid, by)
         call.media.setdefault("outcome", reason)
-        await self._api(call, f"uuid_transfer {uuid} 'm:^:playback:{prompt}^hangup:NORMAL_TEMPORARY_FAILURE' inline")
+        command = commands.uuid_transfer_inline(uuid, [("playback", prompt), ("hangup", "NORMAL_TEMPORARY_FAILURE")])
+        await self._api(call, command)
 
     async def flush_playback(self, uuid: str) -> None:
         """Stop agent audio being played from files (file playback barge-in)."""
         call = self._live(uuid)
-        await self._api(call, f"uuid_break {uuid} all")
+        await self._api(call, commands.uuid_break(uuid))
 
     def media_update(self, uuid: str, data: dict[str, Any]) -> None:
         """Merge the media bridge's facts into the call's record (agent session, frames, transcript, outcome)."""
@@ -466,22 +471,23 @@ class Controller:
     async def _kill(self, call: Call, cause: str, by: str) -> None:
         self.tracker.mark_hangup_by(call.uuid, by)
         try:
-            await self.nodes[call.node].client.api(f"uuid_kill {call.uuid} {cause}")
+            await self.nodes[call.node].client.api(commands.uuid_kill(call.uuid, cause))
         except CommandError:
             pass  # already gone
         except EslError as exc:
             raise CallError("freeswitch_unreachable", str(exc), 503) from None
 
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None:
-        """Send DTMF digits into the call (RFC 2833 per the trunk's DTMF mode)."""
+        """Send DTMF into the call (RFC 2833 per the trunk's DTMF mode): keys and ``w``/``W`` pauses."""
         call = self._live(uuid)
-        if not valid_digits(digits) or len(digits) > 64:
-            raise CallError("invalid_digits", "digits must be 0-9, *, #, A-D (at most 64)")
-        if not 40 <= duration_ms <= 2000:
-            raise CallError("invalid_duration", "duration must be 40-2000 ms")
-        await self._api(call, f"uuid_send_dtmf {uuid} {digits}@{duration_ms}")
-        call.dtmf_out += digits
-        self.metrics.dtmf.labels("out").inc(len(digits))
+        normal = dtmf.sequence(digits)
+        if normal is None:
+            raise CallError("invalid_digits", f"digits must be {dtmf.SEQUENCE_RULE}")
+        if not dtmf.valid_duration(duration_ms):
+            raise CallError("invalid_duration", f"duration must be {dtmf.MIN_DURATION_MS}-{dtmf.MAX_DURATION_MS} ms")
+        await self._api(call, commands.uuid_send_dtmf(uuid, normal, duration_ms))
+        call.dtmf_out += normal
+        self.metrics.dtmf.labels("out").inc(sum(1 for c in normal if c not in dtmf.PAUSES))
 
     async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
         """Transfer an answered call: ``refer`` (SIP REFER to the peer) or ``bridge`` (new leg through a trunk).
@@ -492,38 +498,40 @@ class Controller:
         if call.state not in ("answered",):
             raise CallError("not_answered", f"call is {call.state}, transfers need an answered call", 409)
         if method == "refer":
-            if _E164.fullmatch(target):
-                t = next((t for t in self.deployment.trunks if t.name == call.trunk), None)
-                if t is None or t.outbound is None:
-                    raise CallError("invalid_target", "a number needs the trunk's outbound address: give a sip: URI")
-                target = f"sip:{target}@{t.outbound.address}"
-            elif not _SIP_URI.fullmatch(target):
-                raise CallError("invalid_target", "target must be an E.164 number or a sip: URI")
+            t = next((t for t in self.deployment.trunks if t.name == call.trunk), None)
+            try:
+                target = dialing.refer_target(target, t.outbound.address if t and t.outbound else None)
+            except dialing.Invalid as exc:
+                raise CallError(exc.code, exc.message) from None
             self.tracker.start_transfer(uuid, "refer", target)
             try:
                 # sip_refer_continue_after_reply is set at answer: the outcome comes as sofia::notify_refer
-                await self._api(call, f"uuid_deflect {uuid} {target}", background=True)
+                await self._api(call, commands.uuid_deflect(uuid, target), background=True)
             except CallError as exc:
                 self._notify(self.tracker.transfer_failed(uuid, exc.message))
                 raise
         elif method == "bridge":
             via = trunk or call.trunk
-            t = next((t for t in self.deployment.trunks if t.name == via), None)
+            t = next((t for t in self.deployment.trunks if t.name == via), None) if isinstance(via, str) else None
             if t is None or t.outbound is None:
-                raise CallError("unknown_trunk", f"no outbound trunk named '{via}'", 404)
-            if _E164.fullmatch(target):
-                dest = target
-            elif _SIP_URI.fullmatch(target):
-                dest = target.split(":", 1)[1]
-            else:
-                raise CallError("invalid_target", "target must be an E.164 number or a sip: URI")
+                raise CallError("unknown_trunk", f"no outbound trunk named {_shown(via)}", 404)
+            try:
+                dest = dialing.bridge_target(target)
+            except dialing.Invalid as exc:
+                raise CallError(exc.code, exc.message) from None
+            inline = commands.uuid_transfer_inline(
+                uuid,
+                [
+                    ("set", "hangup_after_bridge=true"),
+                    ("set", "continue_on_fail=true"),
+                    ("bridge", f"sofia/gateway/{t.name}/{dest}"),
+                    ("park", ""),
+                ],
+            )
             self.tracker.start_transfer(uuid, "bridge", target)
             await self._api(call, fork.stop_command(uuid, self.deployment.orchestrator.media.fork_module))
-            inline = (
-                f"m:^:set:hangup_after_bridge=true^set:continue_on_fail=true^bridge:sofia/gateway/{via}/{dest}^park"
-            )
             try:
-                await self._api(call, f"uuid_transfer {uuid} '{inline}' inline")
+                await self._api(call, inline)
             except CallError as exc:
                 self._notify(self.tracker.transfer_failed(uuid, exc.message))
                 raise
@@ -532,7 +540,7 @@ class Controller:
 
     async def _api(self, call: Call, command: str, background: bool = False) -> str:
         client = self.nodes[call.node].client
-        log.debug("call %s: %s", call.uuid, command.split(" {", 1)[0])
+        log.debug("call %s: %s", call.uuid, command.split(" ", 1)[0])
         try:
             if background:
                 return await client.bgapi(command)

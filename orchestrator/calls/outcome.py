@@ -84,8 +84,9 @@ class Hangup:
         return asdict(self)
 
 
-def _int(value: str) -> int | None:
-    return int(value) if value.isdigit() else None
+def number(value: str) -> int | None:
+    """A non-negative decimal integer FreeSWITCH sent (ASCII digits only: ``"²".isdigit()`` is true), or None."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 def from_variables(get: Any, answered: bool) -> Hangup:
@@ -96,8 +97,8 @@ def from_variables(get: Any, answered: bool) -> Hangup:
     """
     cause = get("hangup_cause") or "NORMAL_CLEARING"
     disposition = get("sip_hangup_disposition")
-    failure = _int(get("sip_invite_failure_status"))
-    term = _int(get("sip_term_status"))
+    failure = number(get("sip_invite_failure_status"))
+    term = number(get("sip_term_status"))
     status = failure if failure is not None else term
     phrase = get("sip_invite_failure_phrase") or ""
     if answered:
@@ -112,4 +113,4 @@ def from_variables(get: Any, answered: bool) -> Hangup:
         result = CAUSE_RESULTS.get(cause, "failed")
         if result == "completed":
             result = "cancelled"  # never answered, ended normally: the caller gave up
-    return Hangup(cause, _int(get("hangup_cause_q850")), status, phrase, disposition, result)
+    return Hangup(cause, number(get("hangup_cause_q850")), status, phrase, disposition, result)

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestrator import dtmf
 from orchestrator.calls import outcome
+from orchestrator.esl import commands
 from orchestrator.esl.protocol import Event
 from orchestrator.media import fork
 
@@ -58,7 +60,6 @@ CUSTOM = [
 
 _SIPFRAG = re.compile(r"SIP/2\.0 (\d{3})\s*(.*)")
 _TMPFILE = re.compile(r"/[A-Za-z0-9_./-]+\.(tmp\.r8|tmp\.r16|tmp\.r24|tmp\.r32|tmp\.r48|tmp\.wav|r8|r16|wav)")
-_DIGITS = re.compile(r"[0-9*#A-Da-d]+")
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,13 @@ class Call:
 
 def _ts(value: str) -> float | None:
     """FreeSWITCH microsecond timestamps ("0" = not happened) to epoch seconds."""
-    return int(value) / 1e6 if value.isdigit() and value != "0" else None
+    return int(value) / 1e6 if value.isascii() and value.isdigit() and value != "0" else None
+
+
+#: call ids the tracker adopts: what FreeSWITCH generates (and our uuid4s), never anything a command could misread
+_CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+#: inbound header values passed on to the agent are cut to this (the fork metadata is capped at 8 KiB)
+MAX_VARIABLE_VALUE = 1024
 
 
 def fork_rate(rate: int) -> str:
@@ -261,18 +268,20 @@ class CallTracker:
             call.state = "answered"
         return [Notice("transfer", call, {"succeeded": False, "detail": detail})]
 
-    def resync(self, node: str, dumps: dict[str, Event]) -> tuple[list[Api], list[Notice]]:
+    def resync(
+        self, node: str, dumps: dict[str, Event], keep: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[list[Api], list[Notice]]:
         """Reconcile ``node``'s calls with its live channels (``uuid_dump`` of each, by uuid).
 
         Calls we knew that are gone ended while the link was down: their record says so. Channels
         we did not know (the orchestrator restarted) are re-attached; the ones in the hand-off park
         are claimed; answered ones get a new audio fork (the old media connection died with the
-        process).
+        process). Calls in ``keep`` (listed by the node, but their dump could not be read) stay as they are.
         """
         actions: list[Api] = []
         notices: list[Notice] = []
         for uuid, call in list(self.calls.items()):
-            if call.node == node and uuid not in dumps and call.state not in ("dialing",):
+            if call.node == node and uuid not in dumps and uuid not in keep and call.state not in ("dialing",):
                 call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "lost")
                 call.hangup_by = call.hangup_by or "unknown"
                 notices += self._end(call, "unknown", lost=True)
@@ -307,9 +316,9 @@ class CallTracker:
         """A call from a channel's variables, if it is ours (it carries sipagent_* variables)."""
         agent = event.variable(VAR + "agent")
         direction = event.variable(VAR + "direction") or event.get("Call-Direction") or "inbound"
-        if not agent:
-            return None
         uuid = event.uuid
+        if not agent or not _CALL_ID.fullmatch(uuid):
+            return None
         call = Call(uuid, node, "outbound" if direction == "outbound" else "inbound", agent=agent)
         call.trunk = event.variable(VAR + "trunk")
         call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or self.clock()
@@ -330,7 +339,7 @@ class CallTracker:
             for header, variable in self.policy.headers.get(call.trunk, ()):
                 value = event.variable("sip_h_" + header)
                 if value:
-                    call.variables[variable] = value
+                    call.variables[variable] = _bounded(value)
         else:
             call.number = event.variable("origination_caller_id_number")
             call.remote = event.variable(VAR + "destination")
@@ -340,6 +349,11 @@ class CallTracker:
                 "trunk": call.trunk,
                 "call_id": uuid,
             }
+            # the API's variables travel on the channel (sipagent_var_*): a re-attached call keeps them
+            prefix = "variable_" + VAR + "var_"
+            for name, value in event.headers.items():
+                if name.startswith(prefix) and value and name[len(prefix) :] not in call.variables:
+                    call.variables[name[len(prefix) :]] = _bounded(value)
         return call
 
     def _park(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
@@ -369,24 +383,23 @@ class CallTracker:
         if protocol is None or (expected is not None and expected != call.agent) or expected is None:
             # the rendered dialplan and this orchestrator's deployment disagree: refuse cleanly (404)
             call.hangup_by = "orchestrator"
-            return [Api(call.node, f"uuid_kill {call.uuid} UNALLOCATED_NUMBER", call.uuid)]
+            return [Api(call.node, commands.uuid_kill(call.uuid, "UNALLOCATED_NUMBER"), call.uuid)]
         call.state = "claimed"
-        setvars = ";".join(f"{k}={v}" for k, v in self.policy.answer_variables.items())
         actions = [
-            Api(call.node, f"uuid_setvar_multi {call.uuid} {setvars}", call.uuid),
-            Api(call.node, f"uuid_answer {call.uuid}", call.uuid),
+            Api(call.node, commands.uuid_setvar_multi(call.uuid, self.policy.answer_variables), call.uuid),
+            Api(call.node, commands.uuid_answer(call.uuid), call.uuid),
         ]
         if channel_state != "CS_PARK":
             # still in the dialplan's timed park: uuid_park re-parks it without the timeout. A channel
             # already in CS_PARK was claimed before (by an earlier orchestrator): parking it again would
             # leave it in CS_PARK with no park loop reading its media (tests/fixtures_esl/11-park-claim)
-            actions.insert(0, Api(call.node, f"uuid_park {call.uuid}", call.uuid))
+            actions.insert(0, Api(call.node, commands.uuid_park(call.uuid), call.uuid))
         return actions
 
     def _codec(self, call: Call, event: Event) -> None:
         call.codec = event.get("Channel-Read-Codec-Name") or event.variable("read_codec") or call.codec
         rate = event.get("Channel-Read-Codec-Rate") or event.variable("read_rate")
-        if rate.isdigit():
+        if outcome.number(rate):
             call.rate = int(rate)
         call.srtp = event.variable("rtp_secure_media_negotiated") or call.srtp
 
@@ -398,17 +411,26 @@ class CallTracker:
         call = self.calls.get(event.uuid)
         if call is None or call.answered_at is not None:
             return [], []
-        call.answered_at = _ts(event.get("Caller-Channel-Answered-Time")) or self.clock()
+        call.answered_at = _ts(event.get("Caller-Channel-Answered-Time")) or _when(event) or self.clock()
         call.state = "answered"
         self._codec(call, event)
+        self._call_id(call, event)
         return [self._fork(call)], [Notice("answered", call)]
 
     def _create(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         if call is not None and call.state == "dialing":
             call.state = "ringing"
-            call.sip_call_id = event.variable("sip_call_id")
+            # from here on the call's timings are FreeSWITCH's (its clock stamps every later event)
+            call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or _when(event) or call.created_at
+            self._call_id(call, event)
         return [], []
+
+    @staticmethod
+    def _call_id(call: Call, event: Event) -> None:
+        """The SIP Call-ID, once FreeSWITCH has one (an outbound leg gets it when the INVITE goes out)."""
+        if not call.sip_call_id:
+            call.sip_call_id = event.variable("sip_call_id")[:256]
 
     def _progress(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
@@ -418,11 +440,13 @@ class CallTracker:
         status = 183 if media else 180
         if status not in call.progress:
             call.progress.append(status)
+        self._call_id(call, event)
+        when = _when(event) or self.clock()
         if media:
-            call.early_media_at = call.early_media_at or self.clock()
+            call.early_media_at = call.early_media_at or when
             call.state = "early"
         else:
-            call.progress_at = call.progress_at or self.clock()
+            call.progress_at = call.progress_at or when
             if call.state in ("dialing", "ringing"):
                 call.state = "ringing"
         return [], [Notice("progress", call, {"status": status})]
@@ -439,18 +463,18 @@ class CallTracker:
 
     def _dtmf(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
-        digit = event.get("DTMF-Digit")
-        if call is None or not digit:
+        digit = dtmf.key(event.get("DTMF-Digit"))
+        if call is None or digit is None:
             return [], []
         call.dtmf_in += digit
         duration = event.get("DTMF-Duration")
-        return [], [Notice("dtmf", call, {"digit": digit, "duration": int(duration) if duration.isdigit() else 0})]
+        return [], [Notice("dtmf", call, {"digit": digit, "duration": outcome.number(duration) or 0})]
 
     def _hangup(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         if call is None or call.hangup_at is not None:
             return [], []
-        call.hangup_at = self.clock()
+        call.hangup_at = _ts(event.get("Caller-Channel-Hangup-Time")) or _when(event) or self.clock()
         return [], [Notice("hangup", call)]
 
     def _hangup_complete(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
@@ -461,16 +485,17 @@ class CallTracker:
             disposition = event.variable("sip_hangup_disposition")
             call.hangup_by = "remote" if disposition.startswith("recv_") else "freeswitch"
         self._codec(call, event)
+        self._call_id(call, event)
         call.hangup = outcome.from_variables(event.variable, call.answered_at is not None)
         call.quality = _quality(event)
         if call.transfer and call.transfer.status == "pending" and call.hangup.cause == "BLIND_TRANSFER":
             call.transfer.status = "succeeded"
-        return [], self._end(call, call.hangup_by)
+        return [], self._end(call, call.hangup_by, when=_when(event))
 
-    def _end(self, call: Call, by: str, lost: bool = False) -> list[Notice]:
+    def _end(self, call: Call, by: str, lost: bool = False, when: float | None = None) -> list[Notice]:
         call.state = "ended"
         call.hangup_by = call.hangup_by or by
-        call.ended_at = self.clock()
+        call.ended_at = when or self.clock()
         call.fork = "closed" if call.fork != "none" else "none"
         self.calls.pop(call.uuid, None)
         return [Notice("ended", call, {"lost": lost})]
@@ -507,7 +532,7 @@ class CallTracker:
             path = ""
         if not isinstance(path, str) or not _TMPFILE.fullmatch(path) or call.state == "ended":
             return []
-        return [Api(call.node, f"uuid_broadcast {call.uuid} {path} aleg", call.uuid)]
+        return [Api(call.node, commands.uuid_broadcast(call.uuid, path, "aleg"), call.uuid)]
 
     def _notify_refer(self, call: Call, event: Event) -> tuple[list[Api], list[Notice]]:
         if call.transfer is None or call.transfer.method != "refer":
@@ -525,7 +550,7 @@ class CallTracker:
             # the transfer target took the call: our leg is done (FreeSWITCH does not BYE on its own
             # when sip_refer_continue_after_reply is set)
             call.hangup_by = call.hangup_by or "transfer"
-            return [Api(call.node, f"uuid_kill {call.uuid} BLIND_TRANSFER", call.uuid)], [
+            return [Api(call.node, commands.uuid_kill(call.uuid, "BLIND_TRANSFER"), call.uuid)], [
                 Notice("transfer", call, {"succeeded": True, "sip_status": status})
             ]
         call.transfer.status = "failed"
@@ -536,7 +561,7 @@ class CallTracker:
             # up with nobody on the other end. Clean it up instead of leaving the agent talking to no one.
             data["call_continues"] = False
             call.hangup_by = call.hangup_by or "transfer"
-            return [Api(call.node, f"uuid_kill {call.uuid} NORMAL_CLEARING", call.uuid)], [
+            return [Api(call.node, commands.uuid_kill(call.uuid, "NORMAL_CLEARING"), call.uuid)], [
                 Notice("transfer", call, data)
             ]
         call.state = "answered"
@@ -566,9 +591,14 @@ def _quality(event: Event) -> dict[str, float]:
     return out
 
 
-def valid_digits(digits: str) -> bool:
-    """DTMF digits FreeSWITCH can send (0-9 * # A-D)."""
-    return bool(_DIGITS.fullmatch(digits))
+def _bounded(value: str) -> str:
+    """A value from the far end, cut to :data:`MAX_VARIABLE_VALUE` characters."""
+    return value[:MAX_VARIABLE_VALUE]
+
+
+def _when(event: Event) -> float | None:
+    """When FreeSWITCH says the event happened (its clock: every timing of a call comes from it)."""
+    return _ts(event.get("Event-Date-Timestamp"))
 
 
 _HANDLERS: dict[str, Callable[[CallTracker, str, Event], tuple[list[Api], list[Notice]]]] = {

@@ -1,0 +1,199 @@
+"""What a caller of the API (or an agent) may ask to dial, sans-I/O: destinations, caller IDs, headers, variables.
+
+Everything is validated here, with a stable error code, before a command is built
+(:mod:`orchestrator.esl.commands`): a destination is an E.164 number or a ``sip:``/``sips:`` URI of a
+strict grammar, so the endpoint FreeSWITCH dials is exactly the one requested; header and variable
+names follow a strict grammar; values are bounded (:data:`MAX_VALUE` each, :data:`MAX_HEADER_BYTES` /
+:data:`MAX_VARIABLE_BYTES` per request, :data:`MAX_ENTRIES` entries) and may hold anything FreeSWITCH can
+carry byte for byte (see :mod:`orchestrator.esl.quoting`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from orchestrator.esl.quoting import Refused, variable_value
+
+MAX_VALUE = 1024
+MAX_HEADER_BYTES = 16 * 1024
+#: variables also reach the agent in the fork metadata, which mod_audio_fork caps at 8 KiB
+MAX_VARIABLE_BYTES = 4 * 1024
+MAX_ENTRIES = 64
+MAX_URI = 256
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_HEADER = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+_VARIABLE = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*+&=$]|%[0-9A-Fa-f]{2}){1,64}")
+_PARAM = re.compile(r"[A-Za-z0-9\-_.!~*+]{1,32}(?:=(?:[A-Za-z0-9\-_.!~*+]|%[0-9A-Fa-f]{2}){1,64})?")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+class Invalid(Exception):
+    """A request part that cannot be dialed; ``code`` is stable for API clients, ``message`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def e164(value: object, code: str, what: str) -> str:
+    """An E.164 number (``+`` and 2 to 15 digits, no leading 0), or :class:`Invalid` with a hint."""
+    if not isinstance(value, str) or not _E164.fullmatch(value):
+        text = value if isinstance(value, str) else ""
+        hint = ""
+        if re.fullmatch(r"00[1-9][0-9]{1,14}", text):
+            hint = f": replace the international prefix 00 with '+' (+{text[2:]})"
+        elif re.fullmatch(r"[1-9][0-9]{1,14}", text):
+            hint = f": add '+' and the country code (+{text}?)"
+        raise Invalid(code, f"{what} must be an E.164 number like +15551234567{hint}")
+    return value
+
+
+@dataclass(frozen=True)
+class SipUri:
+    """A SIP URI of the grammar accepted here: ``sip[s]:user@host[:port][;param[=value]]…``."""
+
+    scheme: str
+    user: str
+    host: str
+    port: int | None
+    params: tuple[str, ...]
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.scheme}:{self.user}@{self.host}{port}" + "".join(f";{p}" for p in self.params)
+
+    @property
+    def without_scheme(self) -> str:
+        """``user@host[:port][;params]`` (what ``sofia/gateway/<gw>/`` takes)."""
+        return str(self).split(":", 1)[1]
+
+
+def _host(text: str) -> str | None:
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return f"[{ipaddress.IPv6Address(text[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        return None
+    if name.replace(".", "").isdigit():
+        return None  # 1.2.3 or 999.1.1.1: not an address, not a name
+    return name.lower()
+
+
+def sip_uri(value: object, code: str = "invalid_destination", what: str = "destination") -> SipUri:
+    """Parse a ``sip:``/``sips:`` URI of the accepted grammar, or :class:`Invalid`."""
+    problem = f"{what} must be an E.164 number or a sip: URI like sip:+15551234567@pbx.example.com"
+    if not isinstance(value, str) or len(value) > MAX_URI:
+        raise Invalid(code, problem)
+    scheme, colon, rest = value.partition(":")
+    if not colon or scheme.lower() not in ("sip", "sips"):
+        raise Invalid(code, problem)
+    user, at, hostport = rest.partition("@")
+    if not at or not _USER.fullmatch(user):
+        raise Invalid(code, f"{problem} (the user part is missing or has characters outside the SIP grammar)")
+    hostport, *params = hostport.split(";")
+    if len(params) > 8 or not all(_PARAM.fullmatch(p) for p in params):
+        raise Invalid(code, f"{problem} (bad URI parameter)")
+    port: int | None = None
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        host_text, tail = hostport[: close + 1], hostport[close + 1 :]
+    else:
+        host_text, colon, tail = hostport.partition(":")
+        tail = colon + tail
+    if tail:
+        if not tail.startswith(":") or not _PORT.fullmatch(tail[1:]) or not 1 <= int(tail[1:]) <= 65535:
+            raise Invalid(code, f"{problem} (bad port)")
+        port = int(tail[1:])
+    host = _host(host_text)
+    if host is None:
+        raise Invalid(code, f"{problem} (bad host)")
+    return SipUri(scheme.lower(), user, host, port, tuple(params))
+
+
+def destination(to: object) -> str:
+    """``to`` as the part after ``sofia/gateway/<gw>/``: an E.164 number or ``user@host…`` of a SIP URI."""
+    if isinstance(to, str) and to.startswith("+"):
+        return e164(to, "invalid_destination", "destination")
+    if isinstance(to, str) and ":" not in to:
+        e164(to, "invalid_destination", "destination")  # raises with the hint (00…, missing +)
+    return sip_uri(to).without_scheme
+
+
+def caller_id(value: object) -> str:
+    """A caller ID to present: E.164."""
+    return e164(value, "invalid_caller_id", "caller_id")
+
+
+def _bounded(items: object, kind: str, name_rule: re.Pattern[str], total: int, code: str) -> dict[str, str]:
+    if items is None:
+        return {}
+    if not isinstance(items, Mapping):
+        raise Invalid(code, f"{kind}s must be an object of names to text values")
+    if len(items) > MAX_ENTRIES:
+        raise Invalid("request_too_large", f"at most {MAX_ENTRIES} {kind}s")
+    size = 0
+    out: dict[str, str] = {}
+    for name, value in items.items():
+        if not isinstance(name, str) or not name_rule.fullmatch(name):
+            shown = repr(name[:64]) if isinstance(name, str) else type(name).__name__
+            rule = "an X- header name (X-Letters-Digits-Dashes)" if kind == "header" else "lower_case_with_digits"
+            raise Invalid(code, f"{kind} name {shown} is not {rule}")
+        if not isinstance(value, str):
+            raise Invalid(code, f"{kind} {name}: the value must be text")
+        try:
+            variable_value(value, f"{kind} {name}", MAX_VALUE)
+        except Refused as exc:
+            raise Invalid(code, str(exc)) from None
+        if not value:
+            raise Invalid(code, f"{kind} {name}: the value cannot be empty")
+        size += len(name) + len(value.encode())
+        if size > total:
+            raise Invalid("request_too_large", f"{kind}s may hold at most {total} bytes in all")
+        out[name] = value
+    return out
+
+
+def headers(items: object) -> dict[str, str]:
+    """X- headers for an INVITE: ``X-Name`` → value."""
+    return _bounded(items, "header", _HEADER, MAX_HEADER_BYTES, "invalid_header")
+
+
+def variables(items: object) -> dict[str, str]:
+    """Call variables for the agent: ``lower_name`` → value."""
+    found = _bounded(items, "variable", _VARIABLE, MAX_VARIABLE_BYTES, "invalid_variable")
+    for name in found:
+        if name.startswith("system__"):
+            raise Invalid("invalid_variable", f"variable {name}: 'system__' is reserved for the agent platform")
+    return found
+
+
+def refer_target(target: object, trunk_address: str | None) -> str:
+    """A REFER target: a SIP URI, or an E.164 number at the trunk's outbound address."""
+    if isinstance(target, str) and target.startswith("+"):
+        number = e164(target, "invalid_target", "target")
+        if not trunk_address:
+            raise Invalid("invalid_target", "a number needs the trunk's outbound address: give a sip: URI")
+        return str(sip_uri(f"sip:{number}@{trunk_address}", "invalid_target", "target"))
+    return str(sip_uri(target, "invalid_target", "target"))
+
+
+def bridge_target(target: object) -> str:
+    """A destination for a bridged transfer through a trunk (as :func:`destination`)."""
+    try:
+        return destination(target)
+    except Invalid as exc:
+        raise Invalid("invalid_target", exc.message.replace("destination", "target")) from None

@@ -1,0 +1,120 @@
+"""The FreeSWITCH API commands the orchestrator sends, built in one place (sans-I/O).
+
+Every builder checks what it is given and encodes it for its position (:mod:`orchestrator.esl.quoting`),
+so a value from outside (an API request, an agent, a carrier's header) can never add an argument, a
+variable or an application to a command: it arrives as the one value it was, or the builder raises
+:class:`~orchestrator.esl.quoting.Refused`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from orchestrator import dtmf
+from orchestrator.esl.quoting import Refused, argument, inline_dialplan, originate_variables, token
+
+__all__ = [
+    "Refused",
+    "originate",
+    "show_channels",
+    "uuid_answer",
+    "uuid_break",
+    "uuid_broadcast",
+    "uuid_deflect",
+    "uuid_dump",
+    "uuid_kill",
+    "uuid_park",
+    "uuid_send_dtmf",
+    "uuid_setvar_multi",
+    "uuid_transfer_inline",
+]
+
+_CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_SETVAR = re.compile(r"[A-Za-z0-9_.+:/@-]*")
+_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,1023}")
+_ENDPOINT = re.compile(r"sofia/gateway/[a-z0-9][a-z0-9_-]{0,62}/[A-Za-z0-9+._~!$&*=%@:;\[\]-]{1,512}")
+
+
+def _uuid(value: str) -> str:
+    return token(value, "call id")
+
+
+def show_channels() -> str:
+    """Every channel, as JSON."""
+    return "show channels as json"
+
+
+def uuid_dump(uuid: str) -> str:
+    """A channel's variables, as JSON."""
+    return f"uuid_dump {_uuid(uuid)} json"
+
+
+def uuid_kill(uuid: str, cause: str) -> str:
+    """Hang up with a Q.850 cause name (``NORMAL_CLEARING`` …)."""
+    if not _CAUSE.fullmatch(cause):
+        raise Refused("a hang-up cause is an upper-case cause name")
+    return f"uuid_kill {_uuid(uuid)} {cause}"
+
+
+def uuid_park(uuid: str) -> str:
+    """Park the channel (no timeout)."""
+    return f"uuid_park {_uuid(uuid)}"
+
+
+def uuid_answer(uuid: str) -> str:
+    """Answer the channel."""
+    return f"uuid_answer {_uuid(uuid)}"
+
+
+def uuid_break(uuid: str) -> str:
+    """Stop every playback on the channel."""
+    return f"uuid_break {_uuid(uuid)} all"
+
+
+def uuid_setvar_multi(uuid: str, variables: Mapping[str, str]) -> str:
+    """Set fixed variables (``;`` separates them: names and values are plain words)."""
+    items = []
+    for name, value in variables.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name) or not _SETVAR.fullmatch(value):
+            raise Refused(f"uuid_setvar_multi takes plain names and values ({name!r})")
+        items.append(f"{name}={value}")
+    return f"uuid_setvar_multi {_uuid(uuid)} {';'.join(items)}"
+
+
+def uuid_broadcast(uuid: str, path: str, leg: str = "aleg") -> str:
+    """Play a file (a path without blanks) into the call."""
+    if not _PATH.fullmatch(path) or ".." in path:
+        raise Refused("a broadcast path is an absolute path of plain characters")
+    if leg not in ("aleg", "bleg", "both"):
+        raise Refused("leg is aleg, bleg or both")
+    return f"uuid_broadcast {_uuid(uuid)} {path} {leg}"
+
+
+def uuid_send_dtmf(uuid: str, digits: str, duration_ms: int) -> str:
+    """Send DTMF (keys and ``w``/``W`` pauses) at ``duration_ms`` per key."""
+    normal = dtmf.sequence(digits)
+    if normal is None:
+        raise Refused(f"digits must be {dtmf.SEQUENCE_RULE}")
+    if not dtmf.valid_duration(duration_ms):
+        raise Refused(f"duration must be {dtmf.MIN_DURATION_MS}-{dtmf.MAX_DURATION_MS} ms")
+    return f"uuid_send_dtmf {_uuid(uuid)} {normal}@{duration_ms}"
+
+
+def uuid_deflect(uuid: str, target: str) -> str:
+    """REFER the peer to ``target`` (a SIP URI, validated by the caller)."""
+    return f"uuid_deflect {_uuid(uuid)} {argument(target, 'transfer target', 512)}"
+
+
+def uuid_transfer_inline(uuid: str, apps: Iterable[tuple[str, str]]) -> str:
+    """Run applications on the channel through the inline dialplan (``m:^:`` form)."""
+    return f"uuid_transfer {_uuid(uuid)} {inline_dialplan(apps)} inline"
+
+
+def originate(variables: Mapping[str, str], endpoint: str, app: str = "park") -> str:
+    """``originate {vars}sofia/gateway/<gw>/<dest> &<app>()``: the variables can never change the endpoint."""
+    if not _ENDPOINT.fullmatch(endpoint) or any(s in endpoint for s in (",", "|", ":_:", "${")):
+        raise Refused("the endpoint must be sofia/gateway/<gateway>/<destination>")
+    if app not in ("park",):
+        raise Refused("unsupported originate application")
+    return f"originate {originate_variables(variables)}{endpoint} &{app}()"
