@@ -509,3 +509,145 @@ async def test_api_disabled_without_token(h: Harness) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
         r = await client.get("/v1/calls", headers=AUTH)
         assert r.status_code == 503 and r.json()["error"]["code"] == "api_disabled"
+
+
+# -- hostile requests ------------------------------------------------------------------------------
+#: each would change the originate command if written into it as it is
+INJECTIONS = [
+    "x}sofia/gateway/carrier/+15550000001,sip_h_X-B={",
+    "x}sofia/gateway/carrier/+15550000001 &park()",
+    "}{",
+    "a:_:{^^,}sofia/gateway/carrier/+15550000001",
+    "${sofia_contact(1000@default)}",
+    "$\\{x}",
+    "x\nbgapi originate sofia/gateway/carrier/+15550000001 &park()",
+    "x\r\nX-Evil: 1",
+    "nul\x00",
+]
+#: each is carried exactly (FreeSWITCH's parsing is modelled by the simulator: tests/simulator/fsstrings.py)
+CARRIED = [
+    "demo, test",
+    " edges ",
+    "back\\slash\\",
+    "\\s\\n\\' are text",
+    "it's 'quoted' \"double\"",
+    "{balanced {nested}} x={y}",
+    "^^,caret ^^: a^b",
+    "a,b=c;d|e[f]<g>",
+    "100%41 $x $$y $ {z}",
+    "héllo 😀",
+]
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+@pytest.mark.parametrize("where", ["headers", "variables", "agent_overrides"])
+async def test_nothing_an_api_caller_sends_changes_the_command(
+    h: Harness, api: httpx.AsyncClient, value: str, where: str
+) -> None:
+    key = {"headers": "X-Campaign", "variables": "campaign", "agent_overrides": "first_message"}[where]
+    body = {"trunk": "carrier", "to": "+15557654321", "agent": "sales", where: {key: value}}
+    r = await api.post("/v1/calls", json=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] in ("invalid_header", "invalid_variable", "invalid_overrides", "invalid_request")
+    await asyncio.sleep(0.05)
+    assert not any("originate" in c for c in h.sim.received_commands)
+    assert h.sim.dial_strings == [] and h.controller.tracker.calls == {}
+
+
+async def test_what_is_carried_arrives_exactly_and_only_the_requested_number_is_dialled(h: Harness) -> None:
+    h.sim.set_originate_outcome("+15557654321", "486")
+    headers = {f"X-V{i}": v for i, v in enumerate(CARRIED)}
+    variables = {f"v{i}": v for i, v in enumerate(CARRIED)}
+    call = await h.controller.originate(
+        trunk="carrier", to="+15557654321", agent="sales", headers=headers, variables=variables,
+        caller_id="+15550001111", agent_overrides={"first_message": CARRIED[4]},
+    )  # fmt: skip
+    await h.wait("ended", call.uuid)
+    [dial] = h.sim.dial_strings
+    assert [[leg.endpoint for leg in group] for group in dial.groups] == [["sofia/gateway/carrier/+15557654321"]]
+    got = dict(dial.variables)
+    for name, value in headers.items():
+        assert got[f"sip_h_{name}"] == value
+    for name, value in variables.items():
+        assert got[f"sipagent_var_{name}"] == value
+    assert got["sipagent_override_first_message"] == CARRIED[4]
+    assert got["origination_caller_id_number"] == "+15550001111"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"to": "0044123456789"}, "invalid_destination"),
+        ({"to": "15557654321"}, "invalid_destination"),
+        ({"to": "sip:+1555@host,sofia/gateway/carrier/+1666"}, "invalid_destination"),
+        ({"to": "sip:+1555@host|x"}, "invalid_destination"),
+        ({"to": "+15557654321 &park()"}, "invalid_destination"),
+        ({"caller_id": "Alice"}, "invalid_caller_id"),
+        ({"caller_id": "+1555\x00"}, "invalid_caller_id"),
+        ({"headers": {"Not-X": "v"}}, "invalid_header"),
+        ({"headers": {"X-A b": "v"}}, "invalid_header"),
+        ({"headers": {"X-A": 5}}, "invalid_request"),
+        ({"headers": {"X-A": "x" * 1025}}, "invalid_request"),
+        ({"headers": {f"X-H{i}": "v" for i in range(65)}}, "invalid_request"),
+        ({"headers": {f"X-H{i}": "v" * 1000 for i in range(17)}}, "request_too_large"),
+        ({"variables": {"Bad Name": "v"}}, "invalid_variable"),
+        ({"variables": {"system__caller_id": "v"}}, "invalid_variable"),
+        ({"variables": ["a"]}, "invalid_request"),
+        ({"timeout_seconds": 1}, "invalid_request"),
+        ({"timeout_seconds": "10; rm"}, "invalid_request"),
+        ({"agent_overrides": {"voice_id": "a b"}}, "invalid_request"),
+        ({"agent_overrides": {"prompt": "x"}}, "invalid_request"),
+        ({"trunk": ["carrier"]}, "invalid_request"),
+        ({"agent": "sales\n"}, "unknown_agent"),
+        ({"extra": 1}, "invalid_request"),
+    ],
+)
+async def test_api_refuses_what_cannot_be_dialled(
+    h: Harness, api: httpx.AsyncClient, body: dict[str, Any], code: str
+) -> None:
+    request = {"trunk": "carrier", "to": "+15557654321", "agent": "sales", **body}
+    r = await api.post("/v1/calls", json=request, headers=AUTH)
+    assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text
+    assert len(r.text) < 2000  # bounded: never echoes a whole hostile request
+    assert not any("originate" in c for c in h.sim.received_commands)
+
+
+async def test_api_bounds_bodies_before_parsing(h: Harness, api: httpx.AsyncClient) -> None:
+    huge = b'{"trunk": "carrier", "to": "+15557654321", "agent": "sales", "pad": "' + b"x" * 70000 + b'"}'
+    r = await api.post("/v1/calls", content=huge, headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    async def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(100):
+            yield b" " * 1000
+
+    r = await api.post("/v1/calls", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413
+    for deep in (b"[" * 50000, b'{"a":' * 5000 + b"1" + b"}" * 5000, b'{"headers": ' + b"[" * 20 + b"]" * 20 + b"}"):
+        r = await api.post("/v1/calls", content=deep, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+    for junk in (b"\xff\xfe garbage", b'{"trunk": "carrier", "to": "+1', b"1e400", b'{"timeout_seconds": 1e400}'):
+        r = await api.post("/v1/calls", content=junk, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 400, (junk, r.text)
+    r = await api.get("/v1/calls/" + "a" * 200, headers=AUTH)
+    assert r.status_code == 400
+    r = await api.get("/v1/calls/..%2f..%2fetc", headers=AUTH)
+    assert r.status_code in (400, 404)
+    r = await api.delete("/v1/calls/x", params={"reason": "x" * 100}, headers=AUTH)
+    assert r.status_code == 400
+    h.sim.set_originate_outcome("+15557654321", "answer")
+    ok = await api.post("/v1/calls", json={"trunk": "carrier", "to": "+15557654321", "agent": "sales"}, headers=AUTH)
+    assert ok.status_code == 201  # and the API still works
+
+
+async def test_dtmf_with_pauses_and_one_grammar(h: Harness, api: httpx.AsyncClient) -> None:
+    h.sim.set_originate_outcome("+15557654321", "answer")
+    call = await h.controller.originate(trunk="carrier", to="+15557654321", agent="sales")
+    await h.wait("answered", call.uuid)
+    await h.controller.send_dtmf(call.uuid, "1w2Wb#", 120)  # pauses: what agents are told they may send
+    assert f"api uuid_send_dtmf {call.uuid} 1w2WB#@120" in h.sim.received_commands
+    for digits in ("1 2", "12@100", "x", "1" * 65, "~1", "١"):
+        r = await api.post(f"/v1/calls/{call.uuid}/dtmf", json={"digits": digits}, headers=AUTH)
+        assert r.status_code == 400, digits
+    r = await api.post(f"/v1/calls/{call.uuid}/dtmf", json={"digits": "9w9"}, headers=AUTH)
+    assert r.status_code == 202

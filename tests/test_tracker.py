@@ -308,3 +308,83 @@ def test_resync_reattaches_and_marks_lost_calls() -> None:
     )
     assert "uuid_park 22222222-2222-2222-2222-222222222222" in commands
     assert t.calls["11111111-1111-1111-1111-111111111111"].reattached
+
+
+def test_timings_come_from_freeswitch_even_when_the_local_clock_disagrees() -> None:
+    """The orchestrator's clock an hour ahead of FreeSWITCH's: setup and duration still come out right."""
+    t = tracker()
+    t.clock = lambda: 1795463945.0 + 3600  # fixture 03 was recorded at 1795463945.58
+    _uuid, evs = _outbound(t, "03-originate-answered")
+    _, notices = feed(t, evs)
+    call = notices[-1].call
+    from orchestrator.calls import records
+
+    timings = records.build(call)["timings"]
+    assert timings["created"] == 1795463945.578  # Caller-Channel-Created-Time, not when we asked
+    assert timings["setup_seconds"] == pytest.approx(0.3, abs=0.001)  # answered 300 ms after the INVITE
+    assert timings["duration_seconds"] == pytest.approx(2.06, abs=0.01)
+    assert timings["ringing"] == 1795463945.578 and timings["ended"] == pytest.approx(1795463947.938, abs=0.001)
+
+
+def test_outbound_records_carry_the_sip_call_id() -> None:
+    """FreeSWITCH sets sip_call_id when the INVITE goes out: after CHANNEL_CREATE (fixture 03)."""
+    t = tracker()
+    _uuid, evs = _outbound(t, "03-originate-answered")
+    create = next(e for e in evs if e.name == "CHANNEL_CREATE")
+    assert not create.variable("sip_call_id")
+    _, notices = feed(t, evs)
+    assert notices[-1].call.sip_call_id == "2db4b28f-621b-1240-1999-3ab913dc6655"
+
+
+def test_api_variables_survive_a_reattach() -> None:
+    """An outbound call's variables travel as sipagent_var_*: a restarted orchestrator gives them to the agent."""
+    evs = recorded("03-originate-answered/esl.bin")
+    answer = next(e for e in evs if e.name == "CHANNEL_ANSWER")
+    dump = ours(
+        answer,
+        sipagent_agent="sales",
+        sipagent_direction="outbound",
+        sipagent_trunk="carrier",
+        sipagent_destination="+15557654321",
+        sipagent_var_lead="7",
+        sipagent_var_note="it's {fine}",
+        sipagent_override_language="de",
+    )
+    t = tracker()
+    _actions, _notices = t.resync("fs1", {dump.uuid: dump})
+    call = t.calls[dump.uuid]
+    assert call.reattached and call.variables["lead"] == "7" and call.variables["note"] == "it's {fine}"
+    assert call.agent_overrides == {"language": "de"}
+    assert call.variables["called_number"] == "+15557654321"  # the call's own facts win over variables
+
+
+def test_resync_keeps_calls_whose_dump_could_not_be_read() -> None:
+    t = tracker()
+    _answered_inbound(t)
+    assert INBOUND_UUID in t.calls
+    _, notices = t.resync("fs1", {}, keep={INBOUND_UUID})
+    assert notices == [] and INBOUND_UUID in t.calls
+    _, notices = t.resync("fs1", {})
+    assert [n.kind for n in notices] == ["ended"] and notices[0].data["lost"]
+
+
+@pytest.mark.parametrize("value", ["²", "١٢٠", "-5", "1e3", "99999999999999999999999"])
+def test_numbers_from_freeswitch_are_ascii_decimal(value: str) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: such a value is ignored, never an exception."""
+    t = tracker()
+    evs = _answered_inbound(t)
+    dtmf = Event({**next(e for e in evs if e.name == "CHANNEL_ANSWER").headers, "Event-Name": "DTMF"})
+    dtmf.headers.update({"DTMF-Digit": "5", "DTMF-Duration": value})
+    _, [notice] = t.handle("fs1", dtmf)
+    assert notice.data == {"digit": "5", "duration": 0}
+    answer = Event({**next(e for e in evs if e.name == "CHANNEL_ANSWER").headers, "Channel-Read-Codec-Rate": value})
+    t._codec(t.calls[INBOUND_UUID], answer)  # no exception, rate unchanged
+    assert t.calls[INBOUND_UUID].rate in (8000, 16000)
+
+
+@pytest.mark.parametrize("uuid", ["a b", "x;uuid_kill all", "-1", "x" * 65])
+def test_channels_with_odd_ids_are_not_adopted(uuid: str) -> None:
+    t = tracker()
+    evs = [ours(e, uuid, **INBOUND_VARS) for e in recorded("02-inbound-call/esl.bin")]
+    actions, notices = feed(t, [next(e for e in evs if e.name == "CHANNEL_PARK")])
+    assert actions == [] and notices == [] and t.calls == {}

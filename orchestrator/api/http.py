@@ -2,20 +2,121 @@
 
 ``/v1/*`` needs ``Authorization: Bearer <token>`` (the token comes from the environment through
 the deployment file). Errors are JSON: ``{"error": {"code": "...", "message": "..."}}``.
+
+Requests are bounded before they are parsed (:class:`BoundedBody`): a body over :data:`MAX_BODY`
+answers 413, JSON nested deeper than :data:`MAX_DEPTH` answers 400; what passes is validated by the
+models here and by the controller (``orchestrator.calls.dialing``), and every refusal is a 4xx with a
+stable code — never a 500.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Any, Literal
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator import __version__
 from orchestrator.calls.controller import CallError, Controller
+from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
+
+log = logging.getLogger("sipagent.api")
+
+MAX_BODY = 64 * 1024
+MAX_DEPTH = 8
+CallId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")]
+Text = Annotated[str, StringConstraints(max_length=MAX_VALUE)]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply ``[``/``{`` nest in a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+class BoundedBody:
+    """ASGI middleware: refuse a request body over ``limit`` bytes (413) or nested over ``depth`` (400) before
+    anything parses it, whether or not it announced its length."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY, depth: int = MAX_DEPTH) -> None:
+        self.app, self.limit, self.depth = app, limit, depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _refuse(send, 413, "request_too_large", f"the request body is limited to {self.limit} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _refuse(send, 413, "request_too_large", f"the request body is limited to {self.limit} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if json_depth(body) > self.depth:
+            await _refuse(send, 400, "invalid_request", f"JSON nested deeper than {self.depth} levels")
+            return
+        delivered = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    response = _error(status, code, message)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class AgentOverrides(BaseModel):
+    """Per-call agent settings; ElevenLabs applies them as its conversation_config_override."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_message: str | None = Field(None, max_length=MAX_VALUE, description="What the agent says first.")
+    language: str | None = Field(None, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    voice_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class CallRequest(BaseModel):
@@ -23,12 +124,19 @@ class CallRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trunk: str = Field(description="Outbound trunk name.")
-    to: str = Field(description="E.164 number or sip: URI.")
-    agent: str = Field(description="Agent that talks to the callee.")
-    caller_id: str | None = Field(None, description="E.164 caller ID (default: the trunk's).")
-    headers: dict[str, str] = Field(default_factory=dict, description="X- headers for the INVITE.")
-    variables: dict[str, str] = Field(default_factory=dict, description="Extra variables for the agent.")
+    trunk: str = Field(max_length=64, description="Outbound trunk name.")
+    to: str = Field(max_length=256, description="E.164 number (+15551234567) or sip:/sips: URI.")
+    agent: str = Field(max_length=64, description="Agent that talks to the callee.")
+    caller_id: str | None = Field(None, max_length=16, description="E.164 caller ID (default: the trunk's).")
+    headers: dict[str, Text] = Field(
+        default_factory=dict, max_length=MAX_ENTRIES, description="X- headers for the INVITE (X-Name: value)."
+    )
+    variables: dict[str, Text] = Field(
+        default_factory=dict, max_length=MAX_ENTRIES, description="Extra variables for the agent (lower_case names)."
+    )
+    agent_overrides: AgentOverrides | None = Field(
+        None, description="Per-call agent settings (ElevenLabs: first message, language, voice)."
+    )
     timeout_seconds: int | None = Field(None, ge=5, le=600, description="Ring time before giving up.")
 
 
@@ -37,9 +145,9 @@ class TransferRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target: str = Field(description="E.164 number or sip: URI.")
+    target: str = Field(max_length=256, description="E.164 number or sip: URI.")
     method: Literal["refer", "bridge"] = "refer"
-    trunk: str | None = Field(None, description="For bridge: the outbound trunk (default: the call's).")
+    trunk: str | None = Field(None, max_length=64, description="For bridge: the outbound trunk (default: the call's).")
 
 
 class DtmfRequest(BaseModel):
@@ -47,7 +155,7 @@ class DtmfRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    digits: str
+    digits: str = Field(max_length=64, description="0-9 * # A-D, w (0.5 s) and W (1 s) pauses.")
     duration_ms: int = Field(100, ge=40, le=2000)
 
 
@@ -58,6 +166,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 def create_app(controller: Controller, token: str | None) -> FastAPI:
     """The ASGI app serving ``controller``. Without a token, ``/v1`` answers 503."""
     app = FastAPI(title="sipagent", version=__version__, docs_url="/docs", redoc_url=None)
+    app.add_middleware(BoundedBody)
 
     @app.exception_handler(CallError)
     async def _call_error(_request: Request, exc: CallError) -> JSONResponse:
@@ -65,8 +174,16 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
-        return _error(400, "invalid_request", problems)
+        problems = "; ".join(
+            f"{'.'.join(str(p)[:64] for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()[:8]
+        )
+        return _error(400, "invalid_request", problems[:1000])
+
+    @app.exception_handler(RecursionError)
+    @app.exception_handler(ValueError)
+    async def _unparsable(_request: Request, exc: Exception) -> JSONResponse:
+        log.info("api: refused an unparsable request (%s)", type(exc).__name__)
+        return _error(400, "invalid_request", "the request could not be parsed")
 
     async def authorized(request: Request) -> None:
         if token is None:
@@ -87,6 +204,7 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
             caller_id=req.caller_id,
             headers=req.headers,
             variables=req.variables,
+            agent_overrides=req.agent_overrides.model_dump(exclude_none=True) if req.agent_overrides else None,
             timeout=req.timeout_seconds,
         )
         return call.summary()
@@ -96,24 +214,24 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
         return {"calls": [c.summary() for c in controller.tracker.calls.values()]}
 
     @app.get("/v1/calls/{call_id}", dependencies=v1)
-    async def get_call(call_id: str) -> dict[str, Any]:
+    async def get_call(call_id: CallId) -> dict[str, Any]:
         found = controller.describe(call_id)
         if found is None:
             raise CallError("unknown_call", f"no call {call_id}", 404)
         return found
 
     @app.delete("/v1/calls/{call_id}", status_code=202, dependencies=v1)
-    async def hang_up(call_id: str, reason: str = "completed") -> dict[str, Any]:
+    async def hang_up(call_id: CallId, reason: Annotated[str, Query(max_length=32)] = "completed") -> dict[str, Any]:
         await controller.hangup(call_id, reason, by="api")
         return {"id": call_id, "status": "hanging_up"}
 
     @app.post("/v1/calls/{call_id}/transfer", status_code=202, dependencies=v1)
-    async def transfer(call_id: str, req: TransferRequest) -> dict[str, Any]:
+    async def transfer(call_id: CallId, req: TransferRequest) -> dict[str, Any]:
         await controller.transfer(call_id, req.target, method=req.method, trunk=req.trunk)
         return {"id": call_id, "status": "transferring"}
 
     @app.post("/v1/calls/{call_id}/dtmf", status_code=202, dependencies=v1)
-    async def dtmf(call_id: str, req: DtmfRequest) -> dict[str, Any]:
+    async def dtmf(call_id: CallId, req: DtmfRequest) -> dict[str, Any]:
         await controller.send_dtmf(call_id, req.digits, req.duration_ms)
         return {"id": call_id, "status": "sent"}
 

@@ -56,6 +56,8 @@ class NodeState:
 
 #: API variables of an outbound call travel on its channel as ``sipagent_var_<name>`` (read back on re-attach)
 VAR_PREFIX = "sipagent_var_"
+#: and its per-call agent settings as ``sipagent_override_<name>``
+OVERRIDE_PREFIX = "sipagent_override_"
 
 
 def _shown(value: object) -> str:
@@ -339,6 +341,8 @@ class Controller:
             "rate": call.rate,
             "variables": call.variables,
         }
+        if call.agent_overrides:
+            metadata["agent_overrides"] = call.agent_overrides
         rate = fork_rate(call.rate)
         media = self.deployment.orchestrator.media
         stream_rate = (16000 if rate == "16k" else 8000) if media.playback == "streaming" else None
@@ -364,6 +368,7 @@ class Controller:
         caller_id: str | None = None,
         headers: dict[str, str] | None = None,
         variables: dict[str, str] | None = None,
+        agent_overrides: dict[str, str] | None = None,
         timeout: int | None = None,
     ) -> Call:
         """Place an outbound call through ``trunk`` to an E.164 number or SIP URI; returns at once.
@@ -386,6 +391,7 @@ class Controller:
             cid = dialing.caller_id(caller_id) if caller_id is not None else (t.outbound.caller_id or "")
             extra_headers = dialing.headers(headers)
             agent_variables = dialing.variables(variables)
+            overrides = dialing.agent_overrides(agent_overrides)
         except dialing.Invalid as exc:
             raise CallError(exc.code, exc.message) from None
         node = self._pick_node()
@@ -408,12 +414,15 @@ class Controller:
             vars_[f"sip_h_{name}"] = value
         for name, value in agent_variables.items():
             vars_[f"{VAR_PREFIX}{name}"] = value
+        for name, value in overrides.items():
+            vars_[f"{OVERRIDE_PREFIX}{name}"] = value
         try:
             command = commands.originate(vars_, f"sofia/gateway/{trunk}/{dest}")
         except commands.Refused as exc:  # the checks above make this unreachable; never send what was refused
             raise CallError("invalid_request", str(exc)) from None
         call = self.tracker.expect_outbound(uuid, node, trunk=trunk, agent=agent, destination=to, caller_id=cid)
         call.variables.update(agent_variables)
+        call.agent_overrides = overrides
         self._gauge()
         self._spawn(self._originate(node, uuid, command))
         return call

@@ -181,6 +181,34 @@ def variables(items: object) -> dict[str, str]:
     return found
 
 
+_OVERRIDES = {
+    "first_message": re.compile(r"(?s).{1,1024}"),
+    "language": re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"),
+    "voice_id": re.compile(r"[A-Za-z0-9_-]{1,64}"),
+}
+
+
+def agent_overrides(items: object) -> dict[str, str]:
+    """Per-call agent settings (``first_message``, ``language``, ``voice_id``), validated and bounded."""
+    if items is None:
+        return {}
+    if not isinstance(items, Mapping):
+        raise Invalid("invalid_overrides", "agent_overrides must be an object")
+    out: dict[str, str] = {}
+    for name, value in items.items():
+        rule = _OVERRIDES.get(name) if isinstance(name, str) else None
+        if rule is None:
+            raise Invalid("invalid_overrides", f"agent_overrides: unknown setting (use {', '.join(_OVERRIDES)})")
+        if not isinstance(value, str) or not rule.fullmatch(value):
+            raise Invalid("invalid_overrides", f"agent_overrides.{name} is not valid")
+        try:
+            variable_value(value, f"agent_overrides.{name}", MAX_VALUE)
+        except Refused as exc:
+            raise Invalid("invalid_overrides", str(exc)) from None
+        out[name] = value
+    return out
+
+
 def refer_target(target: object, trunk_address: str | None) -> str:
     """A REFER target: a SIP URI, or an E.164 number at the trunk's outbound address."""
     if isinstance(target, str) and target.startswith("+"):

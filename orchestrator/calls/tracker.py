@@ -126,6 +126,7 @@ class Call:
     dtmf_out: str = ""
     reattached: bool = False
     media: dict[str, Any] = field(default_factory=dict)  # the media bridge's summary (agent, frames, transcript)
+    agent_overrides: dict[str, str] = field(default_factory=dict)  # per-call agent settings (API)
 
     @property
     def active(self) -> bool:
@@ -350,10 +351,12 @@ class CallTracker:
                 "call_id": uuid,
             }
             # the API's variables travel on the channel (sipagent_var_*): a re-attached call keeps them
-            prefix = "variable_" + VAR + "var_"
+            prefix, overrides = "variable_" + VAR + "var_", "variable_" + VAR + "override_"
             for name, value in event.headers.items():
                 if name.startswith(prefix) and value and name[len(prefix) :] not in call.variables:
                     call.variables[name[len(prefix) :]] = _bounded(value)
+                elif name.startswith(overrides) and value:
+                    call.agent_overrides[name[len(overrides) :]] = _bounded(value)
         return call
 
     def _park(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:

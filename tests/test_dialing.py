@@ -1,0 +1,207 @@
+"""What may be dialled and how it is written into FreeSWITCH commands: dialing, esl.commands, esl.quoting, dtmf."""
+
+from __future__ import annotations
+
+import pytest
+from simulator import fsstrings
+
+from orchestrator import dtmf
+from orchestrator.calls import dialing
+from orchestrator.esl import commands, quoting
+
+
+# -- destinations -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("to", "dial"),
+    [
+        ("+15557654321", "+15557654321"),
+        ("+442071234567", "+442071234567"),
+        ("sip:+15557654321@pbx.example.com", "+15557654321@pbx.example.com"),
+        ("SIP:alice@PBX.Example.COM:5080", "alice@pbx.example.com:5080"),
+        ("sips:1000@[2001:db8::1]:5061;transport=tls", "1000@[2001:db8::1]:5061;transport=tls"),
+        ("sip:1000@10.0.0.1;user=phone;transport=tcp", "1000@10.0.0.1;user=phone;transport=tcp"),
+        ("sip:a%20b@host.example", "a%20b@host.example"),
+    ],
+)
+def test_destinations_that_are_dialled(to: str, dial: str) -> None:
+    assert dialing.destination(to) == dial
+
+
+@pytest.mark.parametrize(
+    ("to", "hint"),
+    [
+        ("0044123456789", "+44123456789"),
+        ("0015557654321", "+15557654321"),
+        ("15557654321", "+15557654321"),
+        ("+0123456", ""),
+        ("+1", ""),
+        ("+1234567890123456", ""),
+        ("+1555 765 4321", ""),
+        ("+1555-765-4321", ""),
+        ("+١٢٣٤٥٦٧", ""),  # Arabic-Indic digits: str.isdigit() says yes
+        ("+15557654321,+15550000001", ""),
+        ("+15557654321|+15550000001", ""),
+        ("sip:a@b@c", ""),
+        ("sip:a b@host", ""),
+        ("sip:a@host,sofia/gateway/x/1", ""),
+        ("sip:a@host|x", ""),
+        ("sip:a@host?subject=x", ""),
+        ("sip:'a'@host", ""),
+        ("sip:a(b)@host", ""),
+        ("sip:a{b}@host", ""),
+        ("sip:a@host;x=${y}", ""),
+        ("sip:a@host:99999", ""),
+        ("sip:a@host:0", ""),
+        ("sip:a@host:", ""),
+        ("sip:a@999.1.1.1", ""),
+        ("sip:a@1.2.3", ""),
+        ("sip:a@-bad-.example", ""),
+        ("sip:a@[::1", ""),
+        ("sip:a@[zz::1]", ""),
+        ("sip:@host", ""),
+        ("sip:a@", ""),
+        ("sip:a:secret@host", ""),
+        ("sip:a@hôst.example", ""),
+        ("sip:a@host\n", ""),
+        ("tel:+15557654321", ""),
+        ("http://x@host", ""),
+        ("", ""),
+        ("sip:" + "a" * 300 + "@host", ""),
+    ],
+)
+def test_destinations_that_are_refused(to: str, hint: str) -> None:
+    with pytest.raises(dialing.Invalid) as info:
+        dialing.destination(to)
+    assert info.value.code == "invalid_destination"
+    assert hint in info.value.message
+
+
+@pytest.mark.parametrize("bad", [None, 15557654321, ["+1555"], {"to": "+1"}])
+def test_destination_types(bad: object) -> None:
+    with pytest.raises(dialing.Invalid):
+        dialing.destination(bad)
+
+
+def test_caller_id_and_refer_targets() -> None:
+    assert dialing.caller_id("+15550009999") == "+15550009999"
+    for bad in ("0015550009999", "Alice", "+1555 000", "+15550009999\r\nX-Evil: 1"):
+        with pytest.raises(dialing.Invalid) as info:
+            dialing.caller_id(bad)
+        assert info.value.code == "invalid_caller_id"
+    assert dialing.refer_target("+4930123456", "sbc.example.com") == "sip:+4930123456@sbc.example.com"
+    assert dialing.refer_target("sip:desk@pbx.example.com:5080", None) == "sip:desk@pbx.example.com:5080"
+    with pytest.raises(dialing.Invalid, match="outbound address"):
+        dialing.refer_target("+4930123456", None)
+    for bad in ("sip:x@h x", "0049301234", "sip:x@h;a=b c", "sip:x@h^bridge:y"):
+        with pytest.raises(dialing.Invalid) as info:
+            dialing.refer_target(bad, "sbc.example.com")
+        assert info.value.code == "invalid_target"
+
+
+# -- headers and variables ----------------------------------------------------------------------------
+def test_header_names_and_values() -> None:
+    assert dialing.headers({"X-Campaign": "spring, 50%", "X-A-1": "{json: [1]}"}) == {
+        "X-Campaign": "spring, 50%",
+        "X-A-1": "{json: [1]}",
+    }
+    for name in ("Campaign", "X-", "X-a b", "X-a:b", "x-lower", "X-" + "a" * 64, "X-é", "sip_h_X-A", ""):
+        with pytest.raises(dialing.Invalid) as info:
+            dialing.headers({name: "v"})
+        assert info.value.code == "invalid_header"
+    for value in ("a}b", "{", "a:_:b", "${x}", "line\r\nX-Evil: 1", "nul\x00", "", "x" * 1025, 7):
+        with pytest.raises(dialing.Invalid) as info:
+            dialing.headers({"X-A": value})  # type: ignore[dict-item]
+        assert info.value.code == "invalid_header"
+
+
+def test_request_limits() -> None:
+    many = {f"X-H{i}": "v" for i in range(dialing.MAX_ENTRIES + 1)}
+    with pytest.raises(dialing.Invalid) as info:
+        dialing.headers(many)
+    assert info.value.code == "request_too_large"
+    big = {f"X-H{i}": "v" * 1000 for i in range(17)}
+    with pytest.raises(dialing.Invalid, match="16384 bytes"):
+        dialing.headers(big)
+    fine = {f"X-H{i}": "v" * 1000 for i in range(16)}
+    assert len(dialing.headers(fine)) == 16
+    with pytest.raises(dialing.Invalid, match="4096 bytes"):
+        dialing.variables({f"v{i}": "x" * 1000 for i in range(5)})
+    with pytest.raises(dialing.Invalid) as info:
+        dialing.variables({"system__caller_id": "x"})
+    assert "reserved" in info.value.message
+    for name in ("Upper", "1st", "with-dash", "a" * 64):
+        with pytest.raises(dialing.Invalid):
+            dialing.variables({name: "x"})
+    with pytest.raises(dialing.Invalid):
+        dialing.headers(["X-A", "b"])
+
+
+def test_agent_overrides() -> None:
+    ok = {"first_message": "Hello, it's Anna {from} 'sales'", "language": "pt-BR", "voice_id": "21m00Tcm4TlvDq8ikWAM"}
+    assert dialing.agent_overrides(ok) == ok
+    for bad in ({"prompt": "x"}, {"language": "english!"}, {"voice_id": "a b"}, {"first_message": "${x}"}, ["x"]):
+        with pytest.raises(dialing.Invalid) as info:
+            dialing.agent_overrides(bad)
+        assert info.value.code == "invalid_overrides"
+
+
+# -- commands -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("uuid", ["a b", "a;b", "", "-x", "a\n", "x" * 300, "uuid}{"])
+def test_call_ids_are_plain_tokens(uuid: str) -> None:
+    for build in (commands.uuid_kill, commands.uuid_park, commands.uuid_answer, commands.uuid_break):
+        with pytest.raises(quoting.Refused):
+            build(uuid, "NORMAL_CLEARING") if build is commands.uuid_kill else build(uuid)  # type: ignore[call-arg]
+
+
+def test_command_arguments() -> None:
+    u = "6f1c3d2a-0000-4000-8000-000000000001"
+    assert commands.uuid_kill(u, "USER_BUSY") == f"uuid_kill {u} USER_BUSY"
+    with pytest.raises(quoting.Refused):
+        commands.uuid_kill(u, "NORMAL_CLEARING all")
+    assert commands.uuid_send_dtmf(u, "1w2W#a", 120) == f"uuid_send_dtmf {u} 1w2W#A@120"
+    for digits in ("1 2", "E", "12@100", "1+2", "~1", "", "1" * 65):
+        with pytest.raises(quoting.Refused):
+            commands.uuid_send_dtmf(u, digits, 100)
+    with pytest.raises(quoting.Refused):
+        commands.uuid_send_dtmf(u, "1", 20)
+    with pytest.raises(quoting.Refused):
+        commands.uuid_broadcast(u, "/tmp/a b.wav")
+    with pytest.raises(quoting.Refused):
+        commands.uuid_broadcast(u, "/tmp/../etc/passwd")
+    assert commands.uuid_deflect(u, "sip:a@b") == f"uuid_deflect {u} sip:a@b"
+    for endpoint in (
+        "sofia/gateway/x/1,sofia/gateway/y/2",
+        "sofia/gateway/x/1|user/2",
+        "loopback/1",
+        "sofia/gateway/x/a b",
+    ):
+        with pytest.raises(quoting.Refused):
+            commands.originate({"origination_uuid": u}, endpoint)
+
+
+def test_inline_dialplan_keeps_each_application_whole() -> None:
+    u = "6f1c3d2a-0000-4000-8000-000000000001"
+    command = commands.uuid_transfer_inline(u, [("playback", "tone_stream://%(200,0,500)"), ("hangup", "")])
+    argv = fsstrings.separate(command.split(" ", 1)[1], " ", 5)
+    assert argv[0] == u and argv[2] == "inline"
+    assert fsstrings.separate(argv[1][4:], "^", 128) == ["playback:tone_stream://%(200,0,500)", "hangup"]
+    for app, data in (("play back", "x"), ("bridge", "a^hangup"), ("set", "x=${y}"), ("set", "a\nb")):
+        with pytest.raises(quoting.Refused):
+            commands.uuid_transfer_inline(u, [(app, data)])
+
+
+def test_one_argument_survives_the_split() -> None:
+    for value in ("a b", " edge ", "it's", "back\\slash", "\\s", "'q'", "x" * 1024):
+        line = f"cmd {quoting.argument(value)} tail"
+        assert fsstrings.separate(line, " ") == ["cmd", value, "tail"]
+
+
+# -- DTMF ---------------------------------------------------------------------------------------------
+def test_one_dtmf_grammar() -> None:
+    assert [dtmf.key(k) for k in "0159*#ABCDabcd"] == list("0159*#ABCDABCD")
+    assert [dtmf.key(k) for k in ("E", "w", "", "12", " ", None, 5)] == [None] * 7
+    assert dtmf.sequence("1w2W3#") == "1w2W3#"
+    assert dtmf.sequence("abc") == "ABC"
+    assert [dtmf.sequence(s) for s in ("", "1 2", "12@100", "x", "1" * 65, "١", None)] == [None] * 7
+    assert dtmf.valid_duration(40) and dtmf.valid_duration(2000)
+    assert not any(dtmf.valid_duration(v) for v in (39, 2001, True, 100.0, "100"))
