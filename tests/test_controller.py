@@ -651,3 +651,36 @@ async def test_dtmf_with_pauses_and_one_grammar(h: Harness, api: httpx.AsyncClie
         assert r.status_code == 400, digits
     r = await api.post(f"/v1/calls/{call.uuid}/dtmf", json={"digits": "9w9"}, headers=AUTH)
     assert r.status_code == 202
+
+
+@pytest.mark.parametrize("module", ["mod_audio_fork", "mod_audio_stream"])
+async def test_a_refused_fork_start_fails_the_call_for_either_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    """FreeSWITCH answers the start with -ERR (the module refused it): the call is failed, not left silent."""
+    sim = SimulatedFreeSwitch(PASSWORD)
+    await sim.start()
+
+    async def refuse(self: SimulatedFreeSwitch, arg: str, job: Any) -> str:
+        return "-ERR Operation Failed\n" if " start " in f" {arg} " else "+OK Success\n"
+
+    monkeypatch.setattr(type(sim), f"api_uuid_audio_{module.split('_')[-1]}", refuse)
+    text = deployment_text([sim.port]).replace(
+        "  media_url: ws://127.0.0.1:8090\n",
+        f"  media_url: ws://127.0.0.1:8090\n  media: {{fork_module: {module}, playback: file}}\n",
+    )
+    notices: list[Notice] = []
+    controller = await make_controller(text, tmp_path, notices)
+    h = Harness([sim], controller, notices, tmp_path)
+    try:
+        uuid = await h.inbound()
+        failed = await h.wait("fork_failed", uuid)
+        assert "Operation Failed" in failed.data["reason"]
+        ended = await h.wait("ended", uuid)
+        assert ended.call.fork == "closed" and ended.call.media["outcome"] == "media_failed"
+        exposition = controller.metrics.render().decode()
+        assert 'sipagent_fork_failures_total{reason="start_refused"} 1.0' in exposition
+        assert 'reason="connect_failed"' not in exposition  # counted once, as what it was
+    finally:
+        await controller.stop()
+        await sim.stop()

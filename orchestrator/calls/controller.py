@@ -277,8 +277,7 @@ class Controller:
             return
         if action.command.startswith(("uuid_audio_fork ", "uuid_audio_stream ")) and " start " in action.command:
             call.fork = "failed"
-            self.metrics.fork_failures.labels("start_refused").inc()
-            self._notify([Notice("fork_failed", call, {"reason": exc.reply})])
+            self._notify([Notice("fork_failed", call, {"reason": exc.reply, "kind": "start_refused"})])
 
     def _notify(self, notices: list[Notice]) -> None:
         for notice in notices:
@@ -301,7 +300,7 @@ class Controller:
             assert call.transfer is not None
             m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
         elif notice.kind == "fork_failed":
-            m.fork_failures.labels("connect_failed").inc()
+            m.fork_failures.labels(notice.data.get("kind", "connect_failed")).inc()
             # no media path to the agent: the call cannot be served; end it the configured way
             call.media.setdefault("outcome", "media_failed")
             media = self.deployment.orchestrator.media
