@@ -19,7 +19,8 @@ def _round(value: float | None) -> float | None:
 
 def build(call: Call, lost: bool = False) -> dict[str, Any]:
     """The record of an ended call."""
-    setup = call.answered_at - call.created_at if call.answered_at and call.created_at else None
+    # every timing is FreeSWITCH's (tracker: one clock); a clock step on the node still never gives a negative time
+    setup = max(0.0, call.answered_at - call.created_at) if call.answered_at and call.created_at else None
     duration = (call.ended_at or 0) - call.answered_at if call.answered_at and call.ended_at else 0.0
     if call.direction == "inbound":
         caller, callee = call.remote, call.number
