@@ -388,3 +388,47 @@ def test_channels_with_odd_ids_are_not_adopted(uuid: str) -> None:
     evs = [ours(e, uuid, **INBOUND_VARS) for e in recorded("02-inbound-call/esl.bin")]
     actions, notices = feed(t, [next(e for e in evs if e.name == "CHANNEL_PARK")])
     assert actions == [] and notices == [] and t.calls == {}
+
+
+@pytest.mark.parametrize(
+    ("reason", "cause", "status", "result"),
+    [
+        ("srtp_required", "INCOMPATIBLE_DESTINATION", "488", "incompatible"),
+        ("unknown_number", "UNALLOCATED_NUMBER", "404", "not_found"),
+    ],
+)
+def test_calls_the_dialplan_refused_get_a_record(reason: str, cause: str, status: str, result: str) -> None:
+    evs = recorded("02-inbound-call/esl.bin")
+    done = next(e for e in evs if e.name == "CHANNEL_HANGUP_COMPLETE")
+    headers = {
+        k: v
+        for k, v in done.headers.items()
+        if not k.startswith("variable_sip_term") and k != "Caller-Channel-Answered-Time"
+    }
+    headers.update(
+        {
+            "variable_sipagent_trunk": "carrier",
+            "variable_sipagent_refused": reason,
+            "variable_hangup_cause": cause,
+            "variable_sip_term_status": status,
+            "variable_sip_hangup_disposition": "send_refuse",
+            "Caller-Channel-Answered-Time": "0",
+        }
+    )
+    t = tracker()
+    _, [ended] = t.handle("fs1", Event(headers))
+    from orchestrator.calls import records
+
+    record = records.build(ended.call)
+    assert (record["direction"], record["trunk"], record["refused"], record["result"]) == (
+        "inbound",
+        "carrier",
+        reason,
+        result,
+    )
+    assert record["hangup"]["sip_status"] == int(status) and record["hangup_by"] == "freeswitch"
+    assert record["timings"]["answered"] is None and record["sip_call_id"]
+    assert t.calls == {}
+    # a hang-up of a channel that is not ours and was not refused by our dialplan is nobody's business
+    headers.pop("variable_sipagent_refused")
+    assert t.handle("fs1", Event(headers)) == ([], [])

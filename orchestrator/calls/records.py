@@ -52,6 +52,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "hangup": call.hangup.to_dict() if call.hangup else None,
         "hangup_by": call.hangup_by or None,
         "originate_error": call.originate_error or None,
+        "refused": call.refused or None,
         "transfer": vars(call.transfer) if call.transfer else None,
         "dtmf": {"received": call.dtmf_in, "sent": call.dtmf_out},
         "quality": call.quality,

@@ -127,6 +127,7 @@ class Call:
     reattached: bool = False
     media: dict[str, Any] = field(default_factory=dict)  # the media bridge's summary (agent, frames, transcript)
     agent_overrides: dict[str, str] = field(default_factory=dict)  # per-call agent settings (API)
+    refused: str = ""  # why the rendered dialplan refused an inbound call (srtp_required, unknown_number)
 
     @property
     def active(self) -> bool:
@@ -483,7 +484,7 @@ class CallTracker:
     def _hangup_complete(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         if call is None:
-            return [], []
+            return [], self._refused(node, event)
         if not call.hangup_by:
             disposition = event.variable("sip_hangup_disposition")
             call.hangup_by = "remote" if disposition.startswith("recv_") else "freeswitch"
@@ -494,6 +495,26 @@ class CallTracker:
         if call.transfer and call.transfer.status == "pending" and call.hangup.cause == "BLIND_TRANSFER":
             call.transfer.status = "succeeded"
         return [], self._end(call, call.hangup_by, when=_when(event))
+
+    def _refused(self, node: str, event: Event) -> list[Notice]:
+        """An inbound call the rendered dialplan refused before parking it (``sipagent_refused`` says why:
+        ``srtp_required`` → 488, ``unknown_number`` → 404): never ours to answer, but it gets a record."""
+        reason = event.variable(VAR + "refused")
+        trunk = event.variable(VAR + "trunk")
+        uuid = event.uuid
+        if not reason or not trunk or event.get("Call-Direction") != "inbound" or not _CALL_ID.fullmatch(uuid):
+            return []
+        call = Call(uuid, node, "inbound", trunk=trunk[:64])
+        call.number = event.get("Caller-Destination-Number")[:64]
+        call.remote = event.get("Caller-Caller-ID-Number")[:64]
+        call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or _when(event) or self.clock()
+        call.hangup_at = _ts(event.get("Caller-Channel-Hangup-Time"))
+        call.hangup_by = "freeswitch"
+        call.refused = reason[:64]
+        self._codec(call, event)
+        self._call_id(call, event)
+        call.hangup = outcome.from_variables(event.variable, answered=False)
+        return self._end(call, "freeswitch", when=_when(event))
 
     def _end(self, call: Call, by: str, lost: bool = False, when: float | None = None) -> list[Notice]:
         call.state = "ended"
