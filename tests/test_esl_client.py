@@ -422,3 +422,32 @@ async def test_fail_fast_reports_why_the_node_is_down() -> None:
                 await client.wait_connected(0.05)
         finally:
             await client.stop()
+
+
+@pytest.mark.parametrize("host", ["a\x00b", "a" * 70 + ".example", "a..b", "no-such-node.invalid", "a\nb"])
+async def test_unusable_host_names_are_name_errors(host: str) -> None:
+    import socket
+
+    client = EslClient(Endpoint(host, 8021, "ClueCon", "fs-test"), events=[], backoff=Backoff(0.01, 0.05))
+    await client.start()
+    try:
+        with pytest.raises(socket.gaierror):
+            await client.wait_connected(2, fail_fast=True)
+    finally:
+        await client.stop()
+
+
+async def test_password_with_a_line_break_is_refused_before_sending(caplog: pytest.LogCaptureFixture) -> None:
+    async def greet(peer: Peer) -> None:
+        peer.send(GREETING)
+        await peer.until_closed()
+
+    async with FakeEsl(greet) as fs:
+        client = EslClient(Endpoint("127.0.0.1", fs.port, "pw\napi fsctl shutdown", "fs-test"), events=[])
+        await client.start()
+        try:
+            with pytest.raises(AuthenticationFailed, match="line break"):
+                await client.wait_connected(2, fail_fast=True)
+        finally:
+            await client.stop()
+    assert not any(r.exc_info for r in caplog.records) and "fsctl" not in caplog.text

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -346,6 +347,8 @@ class EslClient:
             return await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
         except TimeoutError:
             raise ConnectTimeout(f"no TCP connection to {host}:{port} within {self.connect_timeout:g} s") from None
+        except ValueError as exc:  # a NUL in the name, an IDNA label too long or empty ('a..b')
+            raise socket.gaierror(socket.EAI_NONAME, f"invalid host name {host!r}: {exc}") from None
 
     async def _handshake_item(
         self, reader: asyncio.StreamReader, conn: p.Connection, backlog: deque[object], waiting_for: str
@@ -368,7 +371,10 @@ class EslClient:
             raise AccessDenied(f"refused by the event socket ACL: {greeting.body.strip()[:200]}")
         if not isinstance(greeting, p.AuthRequest):
             raise p.ProtocolError(f"expected auth/request, got {type(greeting).__name__}")
-        data, _ = conn.send(f"auth {self.endpoint.password}")
+        try:
+            data, _ = conn.send(f"auth {self.endpoint.password}")
+        except ValueError:  # a line break: it would end the command early (never sent, never logged)
+            raise AuthenticationFailed("the event socket password contains a line break; it cannot be sent") from None
         writer.write(data)
         reply = await self._handshake_item(reader, conn, backlog, "answer to auth")
         if isinstance(reply, p.RudeRejection):
