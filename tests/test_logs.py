@@ -410,3 +410,39 @@ def test_media_worker_logging(
     err = capsys.readouterr().err
     assert err.count(" worker3 DEBUG websockets.client: ") == 2
     assert EXAMPLE_ENV["SALES_AGENT_TOKEN"] not in err and secret.hex() not in err and repr(secret)[2:-1] not in err
+
+
+async def test_uvicorn_access_log_has_its_own_handlers_and_is_cleaned(capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn's loggers have their own handlers (propagate off): the record factory cleans them too."""
+    import uvicorn
+
+    token = "tok-31c4e9a7f0"
+    logs.setup("info", [], stream=io.StringIO())
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", lifespan="off"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/v1/calls?token={token}&x=1")
+        assert response.status_code == 200
+    finally:
+        server.should_exit = True
+        await task
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # undo uvicorn's dictConfig
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+        logs.reset()
+    out = "".join(capsys.readouterr())  # uvicorn's access handler writes to stdout, the others to stderr
+    assert '"GET /v1/calls?token=[redacted]&x=1 HTTP/1.1" 200' in out and token not in out
