@@ -170,8 +170,8 @@ class EslClient:
             self._closing = False
             self._spawn()
 
-    def _spawn(self) -> None:
-        self._task = asyncio.create_task(self._supervisor(), name=f"esl-{self.endpoint.label}")
+    def _spawn(self, delay: float = 0.0) -> None:
+        self._task = asyncio.create_task(self._supervisor(delay), name=f"esl-{self.endpoint.label}")
         self._task.add_done_callback(self._supervisor_done)
 
     async def wait_connected(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
@@ -265,8 +265,10 @@ class EslClient:
         return body
 
     # -- connection -----------------------------------------------------------------------------
-    async def _supervisor(self) -> None:
+    async def _supervisor(self, delay: float = 0.0) -> None:
         """Run :meth:`_supervise`; if it ever fails (a bug, a hook that raised), log it and run it again."""
+        if delay:
+            await asyncio.sleep(delay)
         while not self._closing:
             try:
                 await self._supervise()
@@ -284,9 +286,9 @@ class EslClient:
         if task.cancelled() or self._closing or task is not self._task:
             return
         exc = task.exception()
-        log.critical("esl %s: supervisor ended (%r); starting it again", self.endpoint.label, exc)
+        log.critical("esl %s: supervisor ended (%r); starting it again", self.endpoint.label, exc, exc_info=exc)
         self.restarts += 1
-        self._spawn()
+        self._spawn(self._delay())  # after a backoff delay: a supervisor that keeps dying is no busy loop
 
     def _delay(self) -> float:
         try:
@@ -307,7 +309,7 @@ class EslClient:
             except p.ProtocolError as exc:
                 self._fail(exc, f"protocol error: {exc}", logging.ERROR)
             except _EXPECTED as exc:
-                self._fail(exc, f"connection lost: {type(exc).__name__}: {exc}", logging.WARNING)
+                self._fail(exc, f"{type(exc).__name__}: {exc}", logging.WARNING)
             except Exception as exc:  # a bug here or in a hook: this connection ends, the client goes on
                 self._fail(exc, f"unexpected {type(exc).__name__}: {exc}", logging.ERROR, traceback=True)
             finally:
