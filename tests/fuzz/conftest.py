@@ -10,5 +10,5 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "ci", max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.register_profile("thorough", max_examples=5000, deadline=None)
+settings.register_profile("thorough", max_examples=5000, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
