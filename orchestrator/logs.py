@@ -108,7 +108,8 @@ def _texts(secret: str | bytes | SecretStr) -> list[str]:
     if isinstance(secret, str):
         scheme = _SCHEME.match(secret)  # a header value such as "Bearer <token>": the token alone too
         return [secret, scheme.group(1)] if scheme else [secret]
-    out = [secret.hex(), base64.b64encode(secret).decode(), base64.urlsafe_b64encode(secret).decode().rstrip("=")]
+    out = [secret.hex(), secret.hex().upper(), base64.b64encode(secret).decode()]
+    out.append(base64.urlsafe_b64encode(secret).decode().rstrip("="))
     try:
         out.append(secret.decode("utf-8"))
     except UnicodeDecodeError:
