@@ -388,13 +388,17 @@ def run_orchestrator(
 ) -> None:
     """Run the orchestrator: drive calls on the FreeSWITCH nodes, serve the HTTP API and metrics."""
     import asyncio
-    import logging
 
+    from orchestrator import logs
     from orchestrator.runtime import serve
 
     result = _load(file, env_file, quiet_ok=True)
     assert result.deployment is not None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # every secret of the deployment is redacted from every log line, at every level
+        logs.setup(log_level, logs.deployment_secrets(result.deployment))
+    except ValueError as exc:
+        err.print(f"sipagent: --log-level: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
     try:  # uvloop halves the event loop's share of the media hot path (bench/media.py)
         import uvloop
 

@@ -29,7 +29,18 @@ from orchestrator.config.model import Deployment
 from orchestrator.config.tls_material import TlsMaterialError
 from orchestrator.config.tls_material import load as load_tls
 from orchestrator.esl import replies
-from orchestrator.esl.client import Endpoint, EslClient
+from orchestrator.esl.client import (
+    AccessDenied,
+    AuthenticationFailed,
+    CommandTimeout,
+    ConnectionLost,
+    ConnectTimeout,
+    Endpoint,
+    EslClient,
+    HandshakeTimeout,
+    NotConnected,
+)
+from orchestrator.esl.protocol import CommandError, ProtocolError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 _PRIVATE = [
@@ -157,12 +168,12 @@ def _matches(pattern: str, name: str) -> bool:
     return pattern.lower() == name.lower()
 
 
-def check_codecs(d: Deployment, modules: set[str] | None) -> list[Result]:
+def check_codecs(d: Deployment, modules: set[str] | None, why: str = "event socket not reachable") -> list[Result]:
     """G.722 needs mod_spandsp loaded; every trunk keeps a codec in common with FreeSWITCH."""
     out: list[Result] = []
     if "G722" in d.freeswitch.codecs:
         if modules is None:
-            out.append(Result("codecs", "mod_spandsp", SKIP, "event socket not reachable"))
+            out.append(Result("codecs", "mod_spandsp", SKIP, why))
         elif "mod_spandsp" in modules:
             out.append(Result("codecs", "mod_spandsp", PASS, "G.722 available (mod_spandsp loaded)"))
         else:
@@ -189,43 +200,137 @@ def check_codecs(d: Deployment, modules: set[str] | None) -> list[Result]:
 # -- live checks ------------------------------------------------------------------------------------------
 
 
+def esl_failure(target: str, ep: Endpoint, exc: BaseException, timeout: float) -> Result:
+    """Why a node's event socket could not be used, told apart: DNS, refused, timeout, unreachable, ACL,
+    password, not an event socket, dropped; each with what to do about it."""
+    where = f"{ep.host}:{ep.port}"
+    where_set = "orchestrator.nodes[].host/port (or freeswitch.event_socket)"
+    if isinstance(exc, socket.gaierror):
+        return Result(
+            "esl", target, FAIL, f"cannot resolve {ep.host}: {exc.strerror or exc}",
+            f"fix the node's host name in {where_set}, or its DNS record",
+        )  # fmt: skip
+    if isinstance(exc, ConnectionRefusedError):
+        return Result(
+            "esl", target, FAIL, f"connection refused at {where}: nothing listens there",
+            "start FreeSWITCH (with mod_event_socket loaded), or fix the port/address in " + where_set,
+        )  # fmt: skip
+    if isinstance(exc, ConnectTimeout):
+        return Result(
+            "esl", target, FAIL, f"no TCP connection to {where} within {timeout:g} s (timed out)",
+            "the host is down or a firewall drops the packets: check the address, the host and its firewall",
+        )  # fmt: skip
+    if isinstance(exc, AccessDenied):
+        return Result(
+            "esl", target, FAIL, f"{where} refused this host by its ACL (text/rude-rejection, before any password)",
+            "allow this host's address in freeswitch.event_socket.allow (apply-inbound-acl), then sipagent apply",
+        )  # fmt: skip
+    if isinstance(exc, AuthenticationFailed):
+        return Result(
+            "esl", target, FAIL, f"wrong password: {where} answered the password with -ERR invalid",
+            "use the event socket's password: freeswitch.event_socket.password (or the node's password) must match"
+            " event_socket.conf.xml; re-render and apply after changing it",
+        )  # fmt: skip
+    if isinstance(exc, HandshakeTimeout):
+        return Result(
+            "esl", target, FAIL, f"{where} accepted the connection but sent no event-socket greeting or answer"
+            f" within {timeout:g} s",
+            "check that this port is FreeSWITCH's event socket (not another service) and that FreeSWITCH is not hung",
+        )  # fmt: skip
+    if isinstance(exc, ProtocolError):
+        return Result(
+            "esl", target, FAIL, f"{where} does not speak the event socket protocol: {exc}",
+            "this port belongs to another service: fix the port in " + where_set,
+        )  # fmt: skip
+    if isinstance(exc, ConnectionLost | EOFError | ConnectionError):
+        return Result(
+            "esl", target, FAIL, f"{where} closed the connection before authentication: {exc}",
+            "FreeSWITCH may be restarting or out of connections; check its log and run doctor again",
+        )  # fmt: skip
+    if isinstance(exc, OSError):
+        return Result(
+            "esl", target, FAIL, f"cannot reach {where}: {exc.strerror or exc}",
+            "check the address, the route to it and the firewall",
+        )  # fmt: skip
+    if isinstance(exc, TimeoutError):
+        return Result(
+            "esl", target, FAIL, f"no authenticated event socket within {timeout:g} s",
+            "check that FreeSWITCH runs, the address/port, the event socket ACL and the password",
+        )  # fmt: skip
+    return Result("esl", target, FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug")
+
+
+def _command_failure(target: str, exc: BaseException, timeout: float) -> Result:
+    """A check that had connected and then failed: a command timed out, the link dropped, a command was refused."""
+    if isinstance(exc, CommandTimeout):
+        return Result(
+            "esl", f"{target} commands", FAIL, f"connected, but a command got no answer within {timeout:g} s: {exc}",
+            "FreeSWITCH is overloaded or hung: check `fs_cli -x status`, its CPU and its log; or raise --timeout",
+        )  # fmt: skip
+    if isinstance(exc, NotConnected | ConnectionLost):
+        return Result(
+            "esl", f"{target} commands", FAIL, f"the connection dropped during the checks: {exc}",
+            "FreeSWITCH restarted or closed the event socket; check its log and run doctor again",
+        )  # fmt: skip
+    if isinstance(exc, CommandError):
+        return Result(
+            "esl", f"{target} commands", FAIL, f"a command was refused: {exc}",
+            "the event socket user may not run this command (event_socket.conf.xml); check the FreeSWITCH log",
+        )  # fmt: skip
+    return Result(
+        "esl", f"{target} commands", FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug"
+    )
+
+
 async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5.0) -> tuple[list[Result], Any]:
-    """ESL reachable and authenticated, core ready; then profiles, gateways and modules of the first node."""
+    """ESL reachable and authenticated, core ready; then profiles, gateways and modules of the first node.
+
+    A node that cannot be used gets one ``fail`` saying why (see :func:`esl_failure`); ``live`` then holds
+    ``unavailable``: the reason the checks that need it are skipped."""
     out: list[Result] = []
     live: dict[str, Any] = {}
+    reasons: list[str] = []
     for ep in endpoints:
         target = f"{ep.name} ({ep.host}:{ep.port})"
         client = EslClient(ep, events=[], connect_timeout=timeout, command_timeout=timeout)
         try:
             await client.start()
-            await client.wait_connected(timeout)
-            status = await client.api("status", check=False)
-            ready = "is ready" in status
-            out.append(
-                Result(
-                    "esl",
-                    target,
-                    PASS if ready else WARN,
-                    "authenticated; core " + ("ready" if ready else "not ready yet"),
+            try:  # an attempt takes at most the connect and two handshake timeouts; its failure comes at once
+                await client.wait_connected(3 * timeout + 1, fail_fast=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                result = esl_failure(target, ep, exc, timeout)
+                out.append(result)
+                reasons.append(f"{ep.name}: {result.detail}")
+                continue
+            try:
+                status = await client.api("status", check=False)
+                ready = "is ready" in status
+                out.append(
+                    Result(
+                        "esl",
+                        target,
+                        PASS if ready else WARN,
+                        "authenticated; core " + ("ready" if ready else "not ready yet"),
+                    )
                 )
-            )
-            if not live:
-                live["sofia"] = await client.api("sofia status", check=False)
-                spandsp = await client.api("module_exists mod_spandsp", check=False)
-                live["modules"] = {"mod_spandsp"} if spandsp.strip() == "true" else set()
-                live["fork"] = await _fork_facts(client, d.orchestrator.media.fork_module)
-        except TimeoutError:
-            out.append(
-                Result(
-                    "esl",
-                    target,
-                    FAIL,
-                    "no authenticated event socket within the timeout",
-                    "check that FreeSWITCH runs, the address/port, the event socket ACL and the password",
-                )
-            )
+                if "sofia" not in live:
+                    facts: dict[str, Any] = {"sofia": await client.api("sofia status", check=False)}
+                    spandsp = await client.api("module_exists mod_spandsp", check=False)
+                    facts["modules"] = {"mod_spandsp"} if spandsp.strip() == "true" else set()
+                    facts["fork"] = await _fork_facts(client, d.orchestrator.media.fork_module)
+                    live.update(facts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                result = _command_failure(target, exc, timeout)
+                out.append(result)
+                reasons.append(f"{ep.name}: {result.detail}")
         finally:
             await client.stop()
+    if "sofia" not in live:
+        live["unavailable"] = "; ".join(reasons) or "no event socket configured"
     return out, live
 
 
@@ -245,12 +350,12 @@ async def _fork_facts(client: EslClient, module: str) -> tuple[bool, str]:
     return loaded, show
 
 
-def check_fork(d: Deployment, facts: tuple[bool, str] | None) -> list[Result]:
+def check_fork(d: Deployment, facts: tuple[bool, str] | None, why: str = "event socket not reachable") -> list[Result]:
     """The fork module is loaded and can play agent audio the configured way (``show api`` shows its syntax)."""
     media = d.orchestrator.media
     module, api = media.fork_module, _FORK_API[media.fork_module]
     if facts is None:
-        return [Result("fork", module, SKIP, "event socket not reachable")]
+        return [Result("fork", module, SKIP, why)]
     loaded, show_api = facts
     if not loaded:
         return [
@@ -509,13 +614,14 @@ async def run_all(
     results: list[Result] = []
     esl, live = await check_esl(d, endpoints, timeout)
     results += esl
+    why = f"event socket not usable ({live['unavailable']})" if "unavailable" in live else ""
     if "sofia" in live:
         results += check_profiles(d, live["sofia"])
     else:
-        results.append(Result("profile", "sofia", SKIP, "event socket not reachable"))
+        results.append(Result("profile", "sofia", SKIP, why))
     results += check_certificate(d, base_dir)
-    results += check_codecs(d, live.get("modules"))
-    results += check_fork(d, live.get("fork"))
+    results += check_codecs(d, live.get("modules"), why)
+    results += check_fork(d, live.get("fork"), why)
     results += check_nat(d)
     results += check_udp(d)
     for host, port in peers or []:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import ssl
@@ -10,11 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fake_esl import DENIED, FakeEsl, Peer, api_response
 from simulator import SimulatedFreeSwitch
 from simulator.texts import API_ROWS
 from support import EXAMPLE, EXAMPLE_ENV
@@ -240,7 +243,8 @@ async def test_esl_check_against_the_simulator(tmp_path: Path) -> None:
         _, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "sim-pass", "fs1")], timeout=2)
         assert "not loaded" in d.check_fork(dep, live["fork"])[0].detail
         bad, live = await d.check_esl(dep, [Endpoint("127.0.0.1", sim.port, "wrong", "fs1")], timeout=1)
-        assert bad[0].status == "fail" and "password" in bad[0].fix and not live
+        assert bad[0].status == "fail" and "wrong password" in bad[0].detail and "password" in bad[0].fix
+        assert "sofia" not in live
     finally:
         await sim.stop()
 
@@ -263,3 +267,141 @@ def test_cli_json_and_exit_codes(tmp_path: Path, example_dir: Path) -> None:
         app, ["doctor", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--peer", "x"]
     )
     assert bad.exit_code == 2
+
+
+# -- the event socket check tells each failure apart (fake event sockets on loopback) ----------------------
+
+
+def _ep(port: int, password: str = "ClueCon", host: str = "127.0.0.1") -> Endpoint:
+    return Endpoint(host, port, password, "fs1")
+
+
+async def _esl_verdict(tmp: Path, ep: Endpoint, timeout: float = 0.5) -> tuple[d.Result, dict]:
+    results, live = await d.check_esl(_deployment(tmp), [ep], timeout=timeout)
+    [result] = results
+    return result, live
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_esl_refused(tmp_path: Path) -> None:
+    result, live = await _esl_verdict(tmp_path, _ep(_closed_port()))
+    assert result.status == "fail" and "connection refused" in result.detail and "start FreeSWITCH" in result.fix
+    assert "sofia" not in live and "connection refused" in live["unavailable"]
+
+
+async def test_esl_dns_failure(tmp_path: Path) -> None:
+    result, _ = await _esl_verdict(tmp_path, _ep(8021, host="no-such-node.invalid"))
+    assert result.status == "fail" and "cannot resolve no-such-node.invalid" in result.detail and "DNS" in result.fix
+
+
+async def test_esl_connect_timeout(tmp_path: Path) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fill = []  # a full accept queue: the kernel drops further SYNs, as a firewall would
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fill.append(c)
+    try:
+        result, _ = await _esl_verdict(tmp_path, _ep(port), timeout=0.3)
+    finally:
+        for c in [*fill, listener]:
+            c.close()
+    assert result.status == "fail" and "timed out" in result.detail and "firewall" in result.fix
+
+
+async def _deny(peer: Peer) -> None:
+    peer.send(DENIED)
+
+
+async def _wrong_password(peer: Peer) -> None:
+    await peer.handshake(password="the-real-one", subscribe=False)
+
+
+async def _silent(peer: Peer) -> None:
+    await peer.until_closed()
+
+
+async def _http(peer: Peer) -> None:
+    peer.send(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
+
+
+async def _close_at_once(peer: Peer) -> None:
+    peer.writer.close()
+
+
+async def _greet_and_hang(peer: Peer) -> None:
+    await peer.handshake(subscribe=False)
+    await peer.command()  # `api status` never answered
+    await peer.until_closed()
+
+
+async def _drop_mid_checks(peer: Peer) -> None:
+    await peer.handshake(subscribe=False)
+    await peer.command()
+    peer.send(api_response(b"UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12) is ready\n"))
+    await peer.command()  # sofia status: the connection goes away instead
+
+
+@pytest.mark.parametrize(
+    ("script", "detail", "fix"),
+    [
+        (_deny, "refused this host by its ACL", "freeswitch.event_socket.allow"),
+        (_wrong_password, "wrong password", "freeswitch.event_socket.password"),
+        (_silent, "sent no event-socket greeting", "not another service"),
+        (_http, "does not speak the event socket protocol", "another service"),
+        (_close_at_once, "closed the connection before authentication", "check its log"),
+    ],
+    ids=["acl", "password", "silent", "not-esl", "closed"],
+)
+async def test_esl_refusals_told_apart(tmp_path: Path, script: Any, detail: str, fix: str) -> None:
+    async with FakeEsl(script) as fs:
+        result, live = await _esl_verdict(tmp_path, _ep(fs.port), timeout=0.3)
+    assert result.status == "fail" and detail in result.detail and fix in result.fix, result
+    assert "sofia" not in live
+
+
+@pytest.mark.parametrize(
+    ("script", "detail"),
+    [(_greet_and_hang, "got no answer within"), (_drop_mid_checks, "connection dropped during the checks")],
+    ids=["command-timeout", "dropped"],
+)
+async def test_esl_command_failures_after_connecting(tmp_path: Path, script: Any, detail: str) -> None:
+    async with FakeEsl(script) as fs:
+        results, live = await d.check_esl(_deployment(tmp_path), [_ep(fs.port)], timeout=0.3)
+    failure = results[-1]
+    assert failure.status == "fail" and failure.target.endswith("commands") and detail in failure.detail, results
+    assert "sofia" not in live and live["unavailable"]
+
+
+def test_cli_reports_a_wrong_password_not_an_internal_error(tmp_path: Path, example_dir: Path) -> None:
+    async def run() -> Any:
+        async with FakeEsl(_wrong_password) as fs:
+            doc = yaml.safe_load((example_dir / "deployment.yaml").read_text())
+            doc["freeswitch"]["event_socket"]["port"] = fs.port
+            (example_dir / "deployment.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+            env_file = tmp_path / "env"
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in EXAMPLE_ENV.items()))
+            args = ["doctor", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--json"]
+            return await asyncio.to_thread(CliRunner().invoke, app, [*args, "--no-trunks", "--timeout", "0.5"])
+
+    result = asyncio.run(run())
+    assert result.exit_code == 1, result.output
+    rows = json.loads(result.stdout)
+    esl = next(r for r in rows if r["check"] == "esl")
+    assert "wrong password" in esl["detail"] and "internal error" not in result.output
+    profile = next(r for r in rows if r["check"] == "profile")
+    assert profile["status"] == "skip" and "wrong password" in profile["detail"]

@@ -233,3 +233,91 @@ def test_garbage_inside_an_event() -> None:
     ev = p.parse_plain_event("Event-Name: X\n???")
     with pytest.raises(p.ProtocolError, match="malformed header line"):
         _ = ev.headers
+
+
+def _frame(ctype: bytes, body: bytes, length: bytes | None = None) -> bytes:
+    return b"Content-Type: %s\nContent-Length: %s\n\n%s" % (
+        ctype,
+        length if length is not None else b"%d" % len(body),
+        body,
+    )
+
+
+# every way a length can be not a number of ASCII digits: str.isdigit() takes most of these, int() some
+BAD_LENGTHS = ["²", "٣", "５", "𝟗", "¹²", "-1", "+1", " 1", "1 ", "0x10", "1e3", "1_0", "", "9" * 19, "9" * 5000, "½"]
+
+
+@pytest.mark.parametrize("length", BAD_LENGTHS, ids=[repr(x[:8]) for x in BAD_LENGTHS])
+def test_bad_frame_length_is_a_protocol_error(length: str) -> None:
+    data = b"Content-Type: api/response\nContent-Length: " + length.encode() + b"\n\nxyz"
+    if not length:  # "Content-Length:" with an empty value
+        data = b"Content-Type: api/response\nContent-Length:\n\nxyz"
+    with pytest.raises(p.ProtocolError, match="bad Content-Length"):
+        p.Parser().feed(data)
+
+
+@pytest.mark.parametrize("length", [x for x in BAD_LENGTHS if x], ids=[repr(x[:8]) for x in BAD_LENGTHS if x])
+def test_bad_event_body_length_is_a_protocol_error(length: str) -> None:
+    with pytest.raises(p.ProtocolError, match="bad Content-Length in event"):
+        p.Parser().feed(
+            _frame(b"text/event-plain", b"Event-Name: CUSTOM\nContent-Length: " + length.encode() + b"\n\nab")
+        )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "RecursionError"),
+        (b'{"a":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001, "RecursionError"),
+        (b"[" * 100_000, "RecursionError|not valid JSON"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "ValueError"),  # int() digit limit
+        (b'{"a": -' + b"1" * 5000 + b"}", "ValueError"),
+        (b'"just a string"', "not an object"),
+        (b"null", "not an object"),
+        (b"", "not valid JSON"),
+        (b'{"a": "b"} trailing', "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+    ],
+)
+def test_hostile_json_events_are_protocol_errors(body: bytes, message: str) -> None:
+    with pytest.raises(p.ProtocolError, match=message):
+        p.Parser().feed(_frame(b"text/event-json", body))
+
+
+def test_json_event_oddities_are_made_safe() -> None:
+    body = b'{"Event-Name": "X", "Unique-ID": "\\ud800a\\udfff", "Big": 1e400, "Pair": "\\ud83d\\ude00", "_body": "\\udc00"}'
+    [ev] = p.Parser().feed(_frame(b"text/event-json", body))
+    assert ev.uuid == "\ufffda\ufffd" and ev.body == "\ufffd" and ev.get("Pair") == "😀"
+    assert ev.get("Big") == "Infinity"
+    for value in (*ev.headers.values(), ev.body):
+        value.encode("utf-8")  # every value can go into a command or a log line
+
+
+def test_event_body_is_counted_in_bytes_even_when_not_utf8() -> None:
+    body = b"\xff\xfe\xfdabc\n\nrest"
+    inner = b"Event-Name: CUSTOM\nContent-Length: %d\n\n%s" % (len(body), body)
+    [ev] = p.Parser().feed(_frame(b"text/event-plain", inner + b"TRAILING"))
+    assert ev.body == body.decode("utf-8", "replace")  # exactly Content-Length bytes, not a char more
+
+
+def test_encoded_nul_does_not_split_a_header() -> None:
+    ev = p.parse_plain_event("Event-Name: X\nVariable-A: a%00Unique-ID: forged\nUnique-ID: real")
+    assert ev.uuid == "real" and ev.headers["Unique-ID"] == "real"
+    assert ev.headers["Variable-A"] == ev.get("Variable-A") == "a\x00Unique-ID: forged"
+
+
+def test_a_spent_parser_keeps_refusing() -> None:
+    parser = p.Parser()
+    with pytest.raises(p.ProtocolError):
+        parser.feed(b"Content-Type: api/response\nContent-Length: \xc2\xb2\n\n")
+    with pytest.raises(p.ProtocolError):
+        parser.feed(b"Content-Type: auth/request\n\n")
+
+
+def test_wrong_reply_kind_keeps_the_command_pending() -> None:
+    """So the client can fail its waiter at once when it drops the connection."""
+    conn = p.Connection()
+    conn.send("filter Unique-ID x")
+    with pytest.raises(p.ProtocolError, match="api/response for 'filter'"):
+        conn.receive(b"Content-Type: api/response\nContent-Length: 2\n\nOK")
+    assert [e.line for e in conn.pending] == ["filter Unique-ID x"]

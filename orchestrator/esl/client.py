@@ -1,9 +1,14 @@
 """asyncio ESL client for one FreeSWITCH node: connect, authenticate, subscribe, api/bgapi, reconnect.
 
 The protocol work happens in :mod:`orchestrator.esl.protocol`; this module only moves bytes and
-resolves futures. The connection is kept up by a supervisor task with bounded exponential
+resolves futures. The connection is kept up by a supervisor task with bounded, jittered exponential
 backoff; every (re)connection calls ``on_connect`` so the owner can resync its state (FreeSWITCH
 keeps the calls while the link is down).
+
+The client never stops on its own: whatever goes wrong inside a connection (garbage from the peer,
+a reply of the wrong kind, an unexpected exception in this code) is logged once, ends that
+connection and leads to a reconnect; an error in the supervisor itself is logged at once and the
+supervisor starts again. Only :meth:`EslClient.stop` ends it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -38,7 +44,20 @@ class ConnectionLost(EslError):
 
 
 class AuthenticationFailed(EslError):
-    """FreeSWITCH refused the password (or the event socket ACL refused us)."""
+    """FreeSWITCH refused the password (or, as :class:`AccessDenied`, the event socket ACL refused us)."""
+
+
+class AccessDenied(AuthenticationFailed):
+    """The event socket's ACL refused this client's address (``text/rude-rejection``) before any password."""
+
+
+class ConnectTimeout(EslError):
+    """No TCP connection within the connect timeout (a firewall dropping packets, a host that is down)."""
+
+
+class HandshakeTimeout(EslError):
+    """Connected, but no ``auth/request`` greeting or no answer to ``auth`` in time: not an event socket, or
+    FreeSWITCH is not answering."""
 
 
 class CommandTimeout(EslError):
@@ -80,9 +99,13 @@ class Backoff:
         self._next = 0.0
 
     def next(self) -> float:
-        """The next delay."""
+        """The next delay: grows by ``factor`` up to ``maximum``, each within ±20 % (never above 1.2 × maximum)."""
         self._next = self.initial if self._next == 0 else min(self.maximum, self._next * self.factor)
         return self._next * random.uniform(0.8, 1.2)
+
+
+#: exceptions a broken or refused connection is expected to end with (logged without a traceback)
+_EXPECTED = (OSError, EOFError, EslError, p.ProtocolError)
 
 
 def _consume(future: asyncio.Future[object]) -> None:
@@ -119,14 +142,21 @@ class EslClient:
         self.connect_timeout = connect_timeout
         self.backoff = backoff or Backoff()
         self.max_frame = max_frame
+        self.stable_after = 30.0  # a connection up this long resets the backoff
         self._conn: p.Connection | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._link_error: BaseException | None = None  # why the current connection is being torn down
+        self._since: float | None = None  # loop time the current connection came up
         self._jobs: dict[str, asyncio.Future[str]] = {}
         self._connected = asyncio.Event()
+        self._attempt_failed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connections = 0  # successful connections so far (1 + reconnects)
+        self.failures = 0  # connection attempts or connections that ended in an error
+        self.restarts = 0  # times the supervisor itself failed and was started again
         self.last_error: str = ""
+        self.last_exception: BaseException | None = None  # what ended the last attempt or connection
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -138,20 +168,44 @@ class EslClient:
         """Start the supervisor (returns at once; see :meth:`wait_connected`)."""
         if self._task is None:
             self._closing = False
-            self._task = asyncio.create_task(self._supervise(), name=f"esl-{self.endpoint.label}")
+            self._spawn()
 
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until the node is connected."""
-        await asyncio.wait_for(self._connected.wait(), timeout)
+    def _spawn(self, delay: float = 0.0) -> None:
+        self._task = asyncio.create_task(self._supervisor(delay), name=f"esl-{self.endpoint.label}")
+        self._task.add_done_callback(self._supervisor_done)
+
+    async def wait_connected(self, timeout: float | None = None, *, fail_fast: bool = False) -> None:
+        """Wait until the node is connected (``TimeoutError`` after ``timeout``).
+
+        With ``fail_fast``, a failed connection attempt raises what ended it instead of waiting for
+        the next one: :class:`AccessDenied`, :class:`AuthenticationFailed`, :class:`ConnectTimeout`,
+        :class:`HandshakeTimeout`, :class:`~orchestrator.esl.protocol.ProtocolError`, or the
+        ``OSError`` of the TCP connect (``ConnectionRefusedError``, ``socket.gaierror`` …).
+        """
+        if not fail_fast:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+            return
+        async with asyncio.timeout(timeout):
+            while not self._connected.is_set():
+                if self.failures and self.last_exception is not None and self._task is not None:
+                    raise self.last_exception  # the node is down right now, for this reason
+                self._attempt_failed.clear()
+                connected = asyncio.ensure_future(self._connected.wait())
+                failed = asyncio.ensure_future(self._attempt_failed.wait())
+                try:
+                    await asyncio.wait((connected, failed), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    connected.cancel()
+                    failed.cancel()
 
     async def stop(self) -> None:
         """Close the connection and stop reconnecting."""
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
+            task, self._task = self._task, None
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
         self._drop_link(ConnectionLost("client stopped"))
 
     # -- commands -------------------------------------------------------------------------------
@@ -181,8 +235,15 @@ class EslClient:
     async def command(self, line: str, *, timeout: float | None = None) -> p.CommandReply:
         """Send a non-api command (``event``, ``filter`` …) and return its reply."""
         reply = await self._send(line, timeout)
-        assert isinstance(reply.message, p.CommandReply)
-        return reply.message
+        return self._expect_command_reply(reply, line)
+
+    def _expect_command_reply(self, reply: p.Reply, line: str) -> p.CommandReply:
+        """The reply a non-api command must get; anything else breaks the connection (its replies are out of step)."""
+        if isinstance(reply.message, p.CommandReply):
+            return reply.message
+        error = p.ProtocolError(f"{type(reply.message).__name__} in answer to '{line.split(' ', 1)[0]}'")
+        self._abort(error)
+        raise ConnectionLost(f"{self.endpoint.label}: {error}; reconnecting") from error
 
     async def bgapi(self, cmd: str, *, timeout: float | None = None, check: bool = True) -> str:
         """Run ``bgapi <cmd>`` and wait for its BACKGROUND_JOB result (keeps the connection free meanwhile)."""
@@ -191,10 +252,9 @@ class EslClient:
         future.add_done_callback(_consume)
         self._jobs[job] = future
         try:
-            reply = await self._send(f"bgapi {cmd}", None, {"Job-UUID": job})
-            assert isinstance(reply.message, p.CommandReply)
-            if not reply.message.ok:
-                raise p.CommandError(cmd, reply.message.text)
+            reply = self._expect_command_reply(await self._send(f"bgapi {cmd}", None, {"Job-UUID": job}), "bgapi")
+            if not reply.ok:
+                raise p.CommandError(cmd, reply.text)
             body = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise CommandTimeout(f"no BACKGROUND_JOB for '{cmd.split(' ', 1)[0]}' from {self.endpoint.label}") from None
@@ -205,56 +265,137 @@ class EslClient:
         return body
 
     # -- connection -----------------------------------------------------------------------------
+    async def _supervisor(self, delay: float = 0.0) -> None:
+        """Run :meth:`_supervise`; if it ever fails (a bug, a hook that raised), log it and run it again."""
+        if delay:
+            await asyncio.sleep(delay)
+        while not self._closing:
+            try:
+                await self._supervise()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.restarts += 1
+                self._record(exc, f"supervisor failed ({type(exc).__name__}: {exc})")
+                log.error("esl %s: supervisor failed, restarting it", self.endpoint.label, exc_info=exc)
+                self._drop_link(ConnectionLost(f"connection to {self.endpoint.label} lost"))
+                await asyncio.sleep(self._delay())
+
+    def _supervisor_done(self, task: asyncio.Task[None]) -> None:
+        """Last line of defence: a supervisor task that ended by itself (not stopped) is logged and replaced."""
+        if task.cancelled() or self._closing or task is not self._task:
+            return
+        exc = task.exception()
+        log.critical("esl %s: supervisor ended (%r); starting it again", self.endpoint.label, exc, exc_info=exc)
+        self.restarts += 1
+        self._spawn(self._delay())  # after a backoff delay: a supervisor that keeps dying is no busy loop
+
+    def _delay(self) -> float:
+        try:
+            return self.backoff.next()
+        except Exception:
+            log.exception("esl %s: backoff failed; waiting its maximum", self.endpoint.label)
+            return 30.0
+
     async def _supervise(self) -> None:
         while not self._closing:
-            started = asyncio.get_running_loop().time()
+            self._link_error = None
             try:
                 await self._run_once()
             except asyncio.CancelledError:
                 raise
-            except AuthenticationFailed as exc:
-                self.last_error = str(exc)
-                log.error("esl %s: %s", self.endpoint.label, exc)
+            except AuthenticationFailed as exc:  # and AccessDenied: retried, the operator may fix it meanwhile
+                self._fail(exc, str(exc), logging.ERROR)
             except p.ProtocolError as exc:
-                self.last_error = f"protocol error: {exc}"
-                log.error("esl %s: protocol error, reconnecting: %s", self.endpoint.label, exc)
-            except (OSError, EOFError, ConnectionLost, TimeoutError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("esl %s: connection lost: %s", self.endpoint.label, self.last_error)
+                self._fail(exc, f"protocol error: {exc}", logging.ERROR)
+            except _EXPECTED as exc:
+                self._fail(exc, f"{type(exc).__name__}: {exc}", logging.WARNING)
+            except Exception as exc:  # a bug here or in a hook: this connection ends, the client goes on
+                self._fail(exc, f"unexpected {type(exc).__name__}: {exc}", logging.ERROR, traceback=True)
             finally:
                 self._drop_link(ConnectionLost(f"connection to {self.endpoint.label} lost"))
             if self._closing:
                 break
-            if asyncio.get_running_loop().time() - started > 30:
+            up = self._connected_for()
+            if up is not None and up >= self.stable_after:
                 self.backoff.reset()  # it was up for a while: retry fast
-            await asyncio.sleep(self.backoff.next())
+            await asyncio.sleep(self._delay())
+
+    def _fail(self, exc: BaseException, text: str, level: int, traceback: bool = False) -> None:
+        """One log line per failed attempt or connection, with the node and the reason."""
+        self._record(exc, text)
+        log.log(level, "esl %s: %s; reconnecting", self.endpoint.label, text, exc_info=exc if traceback else None)
+
+    def _record(self, exc: BaseException, text: str) -> None:
+        self.failures += 1
+        self.last_exception = exc
+        self.last_error = text
+        self._attempt_failed.set()
+
+    def _connected_for(self) -> float | None:
+        since, self._since = self._since, None
+        return None if since is None else asyncio.get_running_loop().time() - since
+
+    def _abort(self, reason: BaseException) -> None:
+        """End the current connection with ``reason`` (the read loop raises it)."""
+        if self._link_error is None:
+            self._link_error = reason
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = self.endpoint.host, self.endpoint.port
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
+        except TimeoutError:
+            raise ConnectTimeout(f"no TCP connection to {host}:{port} within {self.connect_timeout:g} s") from None
+        except ValueError as exc:  # a NUL in the name, an IDNA label too long or empty ('a..b')
+            raise socket.gaierror(socket.EAI_NONAME, f"invalid host name {host!r}: {exc}") from None
+
+    async def _handshake_item(
+        self, reader: asyncio.StreamReader, conn: p.Connection, backlog: deque[object], waiting_for: str
+    ) -> object:
+        try:
+            return await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
+        except TimeoutError:
+            raise HandshakeTimeout(
+                f"connected to {self.endpoint.host}:{self.endpoint.port}, but no {waiting_for} within "
+                f"{self.connect_timeout:g} s (is it FreeSWITCH's event socket?)"
+            ) from None
 
     async def _run_once(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.endpoint.host, self.endpoint.port), self.connect_timeout
-        )
+        reader, writer = await self._open()
         self._writer = writer
         self._conn = conn = p.Connection(parser=p.Parser(max_body=self.max_frame))
         backlog: deque[object] = deque()
-        greeting = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
+        greeting = await self._handshake_item(reader, conn, backlog, "auth/request greeting")
         if isinstance(greeting, p.RudeRejection):
-            raise AuthenticationFailed(f"refused by the event socket ACL: {greeting.body.strip()}")
+            raise AccessDenied(f"refused by the event socket ACL: {greeting.body.strip()[:200]}")
         if not isinstance(greeting, p.AuthRequest):
             raise p.ProtocolError(f"expected auth/request, got {type(greeting).__name__}")
-        data, _ = conn.send(f"auth {self.endpoint.password}")
+        try:
+            data, _ = conn.send(f"auth {self.endpoint.password}")
+        except ValueError:  # a line break: it would end the command early (never sent, never logged)
+            raise AuthenticationFailed("the event socket password contains a line break; it cannot be sent") from None
         writer.write(data)
-        reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
-        if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
-            raise AuthenticationFailed("authentication failed (wrong event socket password?)")
+        reply = await self._handshake_item(reader, conn, backlog, "answer to auth")
+        if isinstance(reply, p.RudeRejection):
+            raise AccessDenied(f"refused by the event socket ACL: {reply.body.strip()[:200]}")
+        if not isinstance(reply, p.Reply) or not isinstance(reply.message, p.CommandReply):
+            raise p.ProtocolError(f"expected a command/reply to auth, got {type(reply).__name__}")
+        if not reply.message.ok:
+            raise AuthenticationFailed(
+                f"authentication failed: {reply.message.text[:200] or 'no reply text'} (wrong event socket password?)"
+            )
         if self.events or self.custom:  # a command-only client (apply, doctor) subscribes to nothing
             data, _ = conn.send(p.subscribe(self.events, self.custom, self.event_format).decode().rstrip("\n"))
             writer.write(data)
-            reply = await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
-            if not isinstance(reply, p.Reply) or not reply.message.ok:  # type: ignore[union-attr]
+            reply = await self._handshake_item(reader, conn, backlog, "answer to the event subscription")
+            if not isinstance(reply, p.Reply) or not isinstance(reply.message, p.CommandReply) or not reply.message.ok:
                 raise p.ProtocolError("event subscription refused")
         self._connected.set()
+        self._since = asyncio.get_running_loop().time()
         self.connections += 1
-        self.backoff.reset()
         log.info("esl %s: connected (connection #%d)", self.endpoint.label, self.connections)
         hook = asyncio.create_task(self._after_connect())
         try:
@@ -262,6 +403,8 @@ class EslClient:
                 self._dispatch(backlog.popleft())
             while True:
                 data = await reader.read(256 * 1024)
+                if self._link_error is not None:
+                    raise self._link_error
                 if not data:
                     raise ConnectionLost("FreeSWITCH closed the connection")
                 for item in conn.receive(data):
@@ -312,7 +455,7 @@ class EslClient:
         elif isinstance(item, p.DisconnectNotice):
             log.info("esl %s: disconnect notice", self.endpoint.label)
         elif isinstance(item, p.RudeRejection):
-            raise AuthenticationFailed(f"refused by the event socket ACL: {item.body.strip()}")
+            raise AccessDenied(f"refused by the event socket ACL: {item.body.strip()[:200]}")
         elif isinstance(item, p.UnknownFrame):
             log.warning("esl %s: ignoring frame of type %r", self.endpoint.label, item.content_type)
 
@@ -331,4 +474,7 @@ class EslClient:
             if not job.done():
                 job.set_exception(reason)
         if was_connected and self.on_disconnect is not None:
-            self.on_disconnect()
+            try:
+                self.on_disconnect()
+            except Exception:
+                log.exception("esl %s: on_disconnect hook failed", self.endpoint.label)

@@ -12,9 +12,12 @@ object whose ``_body`` key holds that body.
 
 :class:`Parser` turns received bytes into messages across arbitrary read boundaries, and raises
 :class:`ProtocolError` (with the offending bytes) on garbage or oversized frames, so a caller can
-log it and reconnect instead of buffering without bound. :class:`Connection` adds the
-request/reply bookkeeping: FreeSWITCH answers commands strictly in order, so replies are matched
-to commands first-in first-out.
+log it and reconnect instead of buffering without bound. :class:`ProtocolError` is the only
+exception parsing raises, whatever the bytes (non-ASCII digits or 20-digit lengths, invalid UTF-8,
+JSON nested thousands deep or holding huge numbers, lone surrogates …): a parser that raised it is
+spent and its connection must be dropped. :class:`Connection` adds the request/reply bookkeeping:
+FreeSWITCH answers commands strictly in order, so replies are matched to commands first-in
+first-out.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from urllib.parse import unquote
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024  # `show channels as json` with thousands of calls is megabytes
+_MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 is garbage; int() of 5,000 digits would raise
 
 
 class ProtocolError(Exception):
@@ -221,7 +225,12 @@ def _event_headers(block: str) -> dict[str, str]:
     ``unquote``, and split on NUL; decoded values may then hold newlines (an SDP, a sipfrag).
     """
     joined = block.replace("\n", "\x00")
-    lines = (unquote(joined) if "%" in joined else joined).split("\x00")
+    if "%" not in joined:
+        lines = joined.split("\x00")
+    elif "%00" not in joined:
+        lines = unquote(joined).split("\x00")
+    else:  # an encoded NUL (never from FreeSWITCH: its values are C strings) must not split a line
+        lines = [unquote(line) for line in block.split("\n")]
     try:
         return dict(map(_SPLIT, lines))
     except ValueError:  # a line without ": " -- either "Name:" (empty value) or garbage
@@ -230,38 +239,65 @@ def _event_headers(block: str) -> dict[str, str]:
             name, sep, value = line.partition(": ")
             if not sep:
                 if not line.endswith(":") or not _HEADER_LINE.fullmatch(line):
-                    raise ProtocolError("malformed header line in event", line.encode()) from None
+                    raise ProtocolError("malformed header line in event", line.encode("utf-8", "replace")) from None
                 name, value = line[:-1], ""
             out[name] = value
         return out
 
 
-def parse_plain_event(text: str) -> Event:
-    """Decode a ``text/event-plain`` body (headers found lazily, see :class:`Event`)."""
-    head, _, rest = text.partition("\n\n")
-    head = head.rstrip("\n")
+def _length(text: str, where: str) -> int:
+    """A ``Content-Length`` value: ASCII digits only (``str.isdigit`` also takes '²' and '٣')."""
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_LENGTH_DIGITS:
+        raise ProtocolError(f"bad Content-Length{where}", text.encode("utf-8", "backslashreplace"))
+    return int(text)
+
+
+def parse_plain_event(data: str | bytes) -> Event:
+    """Decode a ``text/event-plain`` body (headers found lazily, see :class:`Event`).
+
+    The body is the header block, a blank line, and, when the block ends with ``Content-Length``,
+    that many bytes of event body (FreeSWITCH's ``switch_event_serialize``); counted in bytes.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    end = raw.find(b"\n\n")
+    head = (raw if end < 0 else raw[:end]).decode("utf-8", "replace").rstrip("\n")
     if not _HEADER_LINE.match(head):
-        raise ProtocolError("event does not start with a header line", head[:80].encode())
+        raise ProtocolError("event does not start with a header line", head[:80].encode("utf-8", "replace"))
     event = Event(text=head)
-    length = event.get("Content-Length", "") if rest else ""  # nothing after the headers: no body to look for
-    if length:
-        if not length.isdigit():
-            raise ProtocolError("bad Content-Length in event", length.encode())
-        event.body = rest.encode("utf-8")[: int(length)].decode("utf-8", "replace")
+    if end >= 0 and end + 2 < len(raw):  # nothing after the headers: no body to look for
+        length = event.get("Content-Length", "")
+        if length:
+            event.body = raw[end + 2 : end + 2 + _length(length, " in event")].decode("utf-8", "replace")
     return event
 
 
-def parse_json_event(text: str) -> Event:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    """JSON ``\\udXXX`` escapes can produce lone surrogates, which no UTF-8 encoder takes: replace them."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def parse_json_event(data: str | bytes) -> Event:
     """Decode a ``text/event-json`` body."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    sample = text[:80].encode("utf-8", "replace")
     try:
         obj = json.loads(text)
+        if not isinstance(obj, dict):
+            raise ProtocolError("JSON event is not an object", sample)
+        body = obj.pop("_body", "")
+        headers = {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}
+        body = body if isinstance(body, str) else json.dumps(body)
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"event is not valid JSON ({exc.msg})", text.encode()) from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("JSON event is not an object", text.encode())
-    body = obj.pop("_body", "")
-    headers = {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}
-    return Event(headers, body if isinstance(body, str) else json.dumps(body))
+        raise ProtocolError(f"event is not valid JSON ({exc.msg})", sample) from None
+    except (ValueError, RecursionError, OverflowError) as exc:  # 5,000-digit integers, nesting 10,000 deep
+        raise ProtocolError(f"unusable JSON event ({type(exc).__name__})", sample) from None
+    if "\\u" in text:  # only an escape can yield a lone surrogate (the bytes were decoded with "replace")
+        headers = {_clean(k): _clean(v) for k, v in headers.items()}
+        body = _clean(body)
+    return Event(headers, body)
 
 
 class Parser:
@@ -272,6 +308,7 @@ class Parser:
         self._max_header = max_header
         self._max_body = max_body
         self._pending: tuple[dict[str, str], int] | None = None  # headers of a frame awaiting its body
+        self._failed: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
@@ -279,7 +316,20 @@ class Parser:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Message]:
-        """Add received bytes; return every message now complete (possibly none)."""
+        """Add received bytes; return every message now complete (possibly none).
+
+        Raises :class:`ProtocolError` (and nothing else) on bytes that are not ESL; the parser is
+        then spent: every later call raises the same error.
+        """
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._feed(data)
+        except ProtocolError as exc:
+            self._failed = exc
+            raise
+
+    def _feed(self, data: bytes) -> list[Message]:
         self._buf += data
         out: list[Message] = []
         buf = self._buf
@@ -306,10 +356,7 @@ class Parser:
                 headers = _headers(block, "frame header")
                 if "Content-Type" not in headers and "Content-Length" not in headers:
                     raise ProtocolError("frame without Content-Type", bytes(buf[pos : pos + 80]))
-                length_text = headers.get("Content-Length", "0")
-                if not length_text.isdigit():
-                    raise ProtocolError("bad Content-Length", length_text.encode())
-                length = int(length_text)
+                length = _length(headers.get("Content-Length", "0"), "")
                 if length > self._max_body:
                     raise ProtocolError(f"frame body of {length} bytes exceeds the {self._max_body} byte limit")
                 pos = end + 2
@@ -329,9 +376,9 @@ class Parser:
 def _message(headers: dict[str, str], body: bytes) -> Message:
     ctype = headers.get("Content-Type", "")
     if ctype == "text/event-plain":
-        return parse_plain_event(body.decode("utf-8", "replace"))
+        return parse_plain_event(body)
     if ctype == "text/event-json":
-        return parse_json_event(body.decode("utf-8", "replace"))
+        return parse_json_event(body)
     if ctype == "api/response":
         return ApiResponse(body.decode("utf-8", "replace"))
     if ctype == "command/reply":
@@ -432,11 +479,12 @@ class Connection:
         for msg in self.parser.feed(data):
             if isinstance(msg, (CommandReply, ApiResponse)):
                 if not self.pending:
-                    raise ProtocolError("reply without a command", str(msg)[:80].encode())
-                entry = self.pending.popleft()
+                    raise ProtocolError("reply without a command", repr(msg)[:80].encode("utf-8", "replace"))
                 # an api command refused by the socket itself (e.g. before auth) gets a command/reply
-                if isinstance(msg, ApiResponse) and entry.kind != "api":
-                    raise ProtocolError(f"api/response for '{entry.line.split(' ', 1)[0]}'", b"")
+                if isinstance(msg, ApiResponse) and self.pending[0].kind != "api":
+                    # the entry stays pending, so whoever waits for it learns the connection is gone
+                    raise ProtocolError(f"api/response for '{self.pending[0].line.split(' ', 1)[0]}'", b"")
+                entry = self.pending.popleft()
                 if not entry.abandoned:
                     out.append(Reply(entry, msg))
             else:

@@ -236,7 +236,9 @@ class RemoteControl:
 
 def worker_main(deployment: Deployment, secret: bytes, index: int, path: str) -> None:
     """Entry point of a worker process."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(name)s %(levelname)s %(message)s")
+    from orchestrator import logs
+
+    logs.setup_worker(deployment, secret, index)  # the level of `sipagent run`, its secrets redacted
     try:
         import uvloop
 

@@ -78,6 +78,6 @@ async def test_wrong_password_is_reported(endpoint: Endpoint) -> None:
                 break
             await asyncio.sleep(0.02)
         assert "authentication failed" in client.last_error and not client.connected
+        assert isinstance(client.last_exception, AuthenticationFailed)  # the error type callers can catch
     finally:
         await client.stop()
-    assert AuthenticationFailed  # the error type callers can catch
