@@ -14,7 +14,7 @@ from simulator import fsstrings
 from orchestrator.calls import dialing
 from orchestrator.esl import commands, quoting
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: tests/fuzz/conftest.py
 ENDPOINT = "sofia/gateway/carrier/+15557654321"
 # text biased towards the characters FreeSWITCH's parsers care about
 SPECIAL = st.sampled_from([*" \\'\"{}[]<>^,|=:_;$%@&!*~()\t\n\x00\x1f\x7f", "\\s", "\\n", "${", ":_:", "^^", "é", "😀"])
