@@ -10,7 +10,12 @@ accepts TCP connections but never answers the upgrade (connect timeouts); ``reje
 upgrade with that HTTP status; ``close_after=N`` closes the connection with ``close_code`` after
 receiving N messages (an agent going away mid-call).
 
-Use as ``async with FakeRawAgent() as fake: ...``.
+Use as ``async with FakeRawAgent() as fake: ...``. ``tls=`` (a server :class:`ssl.SSLContext`) serves
+``wss://`` (see :func:`server_tls`).
+
+For setup failures: :class:`ScriptedServer` answers a connection with scripted bytes (a refused or
+broken WebSocket handshake, garbage, a close at the wrong moment) and :class:`FakeHttp` plays the
+signed-URL endpoint with any status, body, delay or breakage.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -73,7 +80,9 @@ class FakeAgent:
         close_after: int | None = None,
         close_code: int = 1000,
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls
         self.echo = echo
         self.handshake = handshake
         self.reject = reject
@@ -88,9 +97,11 @@ class FakeAgent:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> Self:
         if self.handshake:
-            self._server = await serve(self._handle, "127.0.0.1", self.port, process_request=self._process_request)
+            self._server = await serve(
+                self._handle, "127.0.0.1", self.port, process_request=self._process_request, ssl=self.tls
+            )
         else:
-            self._server = await asyncio.start_server(self._stall, "127.0.0.1", self.port)
+            self._server = await asyncio.start_server(self._stall, "127.0.0.1", self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -110,7 +121,7 @@ class FakeAgent:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{self.path}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{self.path}"
 
     # -- waiting -----------------------------------------------------------------------------------
     @property
@@ -392,3 +403,89 @@ class FakeRawAgent(FakeAgent):
 
     async def send_transcript(self, role: str, text: str, session: Session | None = None) -> None:
         await self.send_json({"type": "transcript", "role": role, "text": text}, session)
+
+
+# -- setup failures ---------------------------------------------------------------------------------
+def server_tls(directory: Path, name: str) -> ssl.SSLContext:
+    """A server TLS context from ``orchestrator.config.selfsigned.generate`` output (``<name>.crt``/``.key``)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(directory / f"{name}.crt", directory / f"{name}.key")
+    return ctx
+
+
+class ScriptedServer:
+    """A TCP (or TLS) server that reads the client's request head and answers with scripted bytes.
+
+    ``answer``: bytes written once the request head (up to its blank line) arrived — or at once with
+    ``immediately=True`` — in pieces if a list (``pause`` seconds apart); then ``after`` decides:
+    ``"close"`` closes, ``"stall"`` keeps the connection open, ``"reset"`` aborts it.
+    """
+
+    def __init__(
+        self,
+        answer: bytes | list[bytes] = b"",
+        *,
+        after: str = "close",
+        immediately: bool = False,
+        pause: float = 0.05,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.answer = [answer] if isinstance(answer, bytes) else answer
+        self.after, self.immediately, self.pause, self.tls = after, immediately, pause, tls
+        self.requests: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> ScriptedServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def url(self, scheme: str = "ws", path: str = "/agent") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            if not self.immediately:
+                self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            for i, piece in enumerate(self.answer):
+                if i:
+                    await asyncio.sleep(self.pause)
+                writer.write(piece)
+                await writer.drain()
+            if self.after == "stall":
+                await reader.read()
+            elif self.after == "reset":
+                writer.transport.abort()
+                return
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        writer.close()
+
+
+class FakeHttp(ScriptedServer):
+    """The signed-URL endpoint with one scripted answer: ``status`` and ``body`` (JSON-encoded if not bytes)."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: object = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        after: str = "close",
+    ) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        head = {"Content-Type": "application/json", "Content-Length": str(len(payload)), **(headers or {})}
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{k}: {v}" for k, v in head.items())]
+        super().__init__(("\r\n".join(lines) + "\r\n\r\n").encode() + payload, after=after, tls=tls)

@@ -10,9 +10,11 @@ import pytest
 
 from orchestrator import agents
 from orchestrator.agents.base import (
+    AgentEvent,
     AgentInfo,
     CallInfo,
     Clear,
+    Ending,
     Hangup,
     Play,
     ProtocolViolation,
@@ -219,7 +221,7 @@ def tool_results(actions: list) -> list[dict]:
 def test_end_call_answers_then_hangs_up() -> None:
     proto = adapter()
     actions = proto.receive(tool_call("end_call", {}))
-    assert isinstance(actions[0], Send) and actions[1] == Hangup("agent_end_call")
+    assert isinstance(actions[0], Send) and actions[1] == Hangup("end_call")
     (result,) = tool_results(actions)
     assert result["type"] == "client_tool_result" and result["tool_call_id"] == "tc_1" and result["is_error"] is False
 
@@ -287,7 +289,7 @@ def test_transcripts() -> None:
     correction = {"original_agent_response": "Hello wor", "corrected_agent_response": "Hello"}
     assert proto.receive(
         json.dumps({"type": "agent_response_correction", "agent_response_correction_event": correction})
-    ) == [Transcript("agent", "Hello")]
+    ) == [Transcript("agent", "Hello", replace=True)]
     assert (
         proto.receive(json.dumps({"type": "user_transcript", "user_transcription_event": {"user_transcript": " "}}))
         == []
@@ -389,3 +391,100 @@ def test_parse_signed_url() -> None:
     for body in (b"nope", b"[]", b"{}", b'{"signed_url": "https://x"}', b'{"signed_url": 3}'):
         with pytest.raises(ValueError):
             parse_signed_url(body)
+
+
+# -- corrections, server-side tools, errors ------------------------------------------------------------
+def test_correction_replaces_the_agent_line() -> None:
+    correction = {"original_agent_response": "Let me tell you about", "corrected_agent_response": " Let me "}
+    message = json.dumps({"type": "agent_response_correction", "agent_response_correction_event": correction})
+    assert adapter().receive(message) == [Transcript("agent", "Let me", replace=True)]
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (
+            {"tool_name": "end_call", "tool_call_id": "end_1", "tool_type": "system", "is_error": False},
+            [
+                AgentEvent(
+                    "tool", {"tool": "end_call", "tool_type": "system", "tool_call_id": "end_1", "is_error": False}
+                ),
+                Ending("end_call"),
+            ],
+        ),
+        (  # a failed end_call does not end anything
+            {"tool_name": "end_call", "is_error": True},
+            [AgentEvent("tool", {"tool": "end_call", "is_error": True}, error=True)],
+        ),
+        (
+            {"tool_name": "skip_turn", "tool_type": "system", "is_error": False, "is_called": True, "event_id": 3},
+            [AgentEvent("tool", {"tool": "skip_turn", "tool_type": "system", "is_error": False})],
+        ),
+    ],
+)
+def test_agent_tool_response_is_recorded_and_end_call_announces_the_close(
+    event: dict[str, object], expected: list[object]
+) -> None:
+    assert adapter().receive(json.dumps({"type": "agent_tool_response", "agent_tool_response": event})) == expected
+
+
+def test_server_side_transfer_is_recorded_with_a_note() -> None:
+    event = {"tool_name": "transfer_to_number", "tool_type": "system", "is_error": False}
+    (action,) = adapter().receive(json.dumps({"type": "agent_tool_response", "agent_tool_response": event}))
+    assert isinstance(action, AgentEvent) and action.data["tool"] == "transfer_to_number"
+    assert "transfer_call" in action.data["note"] and not action.error
+
+
+@pytest.mark.parametrize(
+    ("message", "data"),
+    [
+        (  # ElevenLabs' documented error event, sent before it closes
+            {
+                "type": "error",
+                "error_event": {"code": 1008, "message": "Invalid override", "error_type": "override_error"},
+            },
+            {"type": "error", "code": 1008, "error_type": "override_error", "message": "Invalid override"},
+        ),
+        (
+            {"type": "client_error", "client_error_event": {"message": "bad audio chunk", "code": "x"}},
+            {"type": "client_error", "message": "bad audio chunk"},
+        ),
+        ({"type": "client_error", "message": "top level\nline"}, {"type": "client_error", "message": "top level line"}),
+        ({"type": "client_error"}, {"type": "client_error"}),
+        ({"type": "error", "error_event": {"code": True, "message": 5}}, {"type": "error"}),
+    ],
+)
+def test_errors_are_recorded_as_agent_errors(message: dict[str, object], data: dict[str, object]) -> None:
+    assert adapter().receive(json.dumps(message)) == [AgentEvent("error", data, error=True)]
+
+
+def test_agent_strings_are_bounded_and_printable() -> None:
+    huge = "x" * 100_000
+    event = {"tool_name": huge, "tool_call_id": "\x00\ud800id", "is_error": False}
+    (action,) = adapter().receive(json.dumps({"type": "agent_tool_response", "agent_tool_response": event}))
+    assert len(action.data["tool"]) <= 301 and action.data["tool_call_id"] == "\ufffd\ufffdid"
+    (line,) = adapter().receive(
+        json.dumps({"type": "agent_response", "agent_response_event": {"agent_response": huge}})
+    )
+    assert len(line.text) <= 4001
+    (result,) = adapter().receive(tool_call("transfer_call", {"number": "bad target " + huge}))
+    assert len(json.loads(result.message)["result"]) < 200
+    (violation,) = adapter().receive(
+        json.dumps({"type": "client_tool_call", "client_tool_call": {"tool_name": "x", "tool_call_id": huge}})
+    )
+    assert isinstance(violation, ProtocolViolation) and "tool_call_id" in violation.detail
+
+
+# -- per-call conversation overrides -------------------------------------------------------------------
+def test_overrides_go_into_conversation_initiation_client_data() -> None:
+    overrides = {"first_message": "Hallo!", "language": "de", "voice_id": "v_1", "prompt": "Be brief."}
+    proto = ElevenLabsProtocol(make_call(), make_config(), overrides)
+    (init,) = proto.open()
+    assert json.loads(init)["conversation_config_override"] == {
+        "agent": {"first_message": "Hallo!", "language": "de", "prompt": {"prompt": "Be brief."}},
+        "tts": {"voice_id": "v_1"},
+    }
+    (voice_only,) = ElevenLabsProtocol(make_call(), make_config(), {"voice_id": "v_2"}).open()
+    assert json.loads(voice_only)["conversation_config_override"] == {"tts": {"voice_id": "v_2"}}
+    (plain,) = adapter().open()
+    assert "conversation_config_override" not in json.loads(plain)

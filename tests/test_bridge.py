@@ -246,21 +246,26 @@ async def test_elevenlabs_tools_become_call_actions_with_results() -> None:
     async with FakeElevenLabs() as agent, Harness({"protocol": "elevenlabs", "agent_id": "a", "url": agent.url}) as h:
         f = await h.fork()
         await agent.wait_for(lambda: agent.sessions and agent.session.of_type("conversation_initiation_client_data"))
+        cid = "c0ffee00-0000-4000-8000-000000000001"
         await agent.send_tool_call("transfer_call", {"number": "+15550001111"}, tool_call_id="t1")
+        await wait_until(lambda: ("transfer", cid, "+15550001111") in h.control.calls)
+        await asyncio.sleep(0.05)
+        assert not agent.session.of_type("client_tool_result")  # answered with the outcome, not at once
+        h.notice("transfer", cid, succeeded=False, sip_status=603, detail="Decline", call_continues=True)
         await agent.send_tool_call("send_dtmf", {"digits": "12#"}, tool_call_id="t2")
         await agent.send_tool_call("end_call", {}, tool_call_id="t3")
         await agent.wait_for(lambda: len(agent.session.of_type("client_tool_result")) == 3)
-        cid = "c0ffee00-0000-4000-8000-000000000001"
-        assert ("transfer", cid, "+15550001111") in h.control.calls
         assert ("dtmf", cid, "12#") in h.control.calls
         assert ("hangup", cid, "completed", "agent") in h.control.calls
         results = {r["tool_call_id"]: r for r in agent.session.of_type("client_tool_result")}
-        assert not results["t1"]["is_error"] and not results["t2"]["is_error"]
+        assert results["t1"]["is_error"] and "SIP 603 Decline" in results["t1"]["result"]
+        assert "still on the line" in results["t1"]["result"] and not results["t2"]["is_error"]
         await agent.send_agent_response("Goodbye!")
         await wait_until(lambda: h.bridge.sessions[cid].stats.transcript)
         h.notice("hangup", cid)
         assert h.control.records[cid]["transcript"][0]["text"] == "Goodbye!"
-        assert h.control.records[cid]["outcome"] == "agent_end_call"
+        assert h.control.records[cid]["outcome"] == "agent_hangup"
+        assert h.control.records[cid]["detail"] == "end_call"
         await asyncio.wait_for(f.closed.wait(), 3)
 
 
@@ -310,12 +315,12 @@ async def test_agent_refused_or_unreachable_plays_fallback_prompt() -> None:
             "prompt",
             "c0ffee00-0000-4000-8000-000000000001",
             "/usr/share/sorry.wav",
-            "agent_connect_failed",
+            "agent_handshake_failed",
         )
     async with Harness({"protocol": "raw", "url": "ws://127.0.0.1:9/nothing-listens"}) as h:
         await h.fork()
         await wait_until(lambda: h.control.calls, timeout=2)
-        assert next(iter(h.bridge.sessions.values())).outcome == "agent_connect_failed"
+        assert next(iter(h.bridge.sessions.values())).outcome == "agent_unreachable"
 
 
 async def test_agent_closing_mid_call_ends_only_that_call() -> None:

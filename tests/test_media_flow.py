@@ -201,8 +201,9 @@ async def test_elevenlabs_tools_drive_the_call(flow: Flow) -> None:
     await f.agent.send_tool_call("transfer_call", {"number": "sip:desk@pbx.example"}, tool_call_id="t1")
     transfer = await f.wait("transfer")
     assert transfer.data["succeeded"] is True
+    await f.agent.wait_for(lambda: len(session.of_type("client_tool_result")) == 2)
     results = {r["tool_call_id"]: r for r in session.of_type("client_tool_result")}
-    assert results["t1"]["is_error"] is False
+    assert results["t1"]["is_error"] is False and "succeeded (SIP 200" in results["t1"]["result"]
     record = await _record(f, uuid)
     assert record["media"]["transcript"][0]["text"] == "Transferring you now."
     assert record["media"]["agent"]["conversation_id"] == "conv_fake"
@@ -284,3 +285,33 @@ async def test_fork_that_cannot_connect_ends_the_call_as_media_failed(flow: Flow
     record = await _record(f, uuid)
     assert record["media"]["outcome"] == "media_failed"
     assert 'sipagent_fork_failures_total{reason="connect_failed"} 1.0' in f.controller.metrics.render().decode()
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        {
+            "agent": FakeElevenLabs,
+            "agent_yaml": "{protocol: elevenlabs, agent_id: a1, url: '%s', transfer_timeout_seconds: 0.5}",
+        }
+    ],
+    indirect=True,
+)
+@pytest.mark.parametrize("notify", ["603", None])
+async def test_a_failed_or_silent_refer_is_reported_to_the_agent(flow: Flow, notify: str | None) -> None:
+    f = flow
+    f.sim.set_refer_outcome("*", notify)
+    uuid = await f.inbound()
+    await f.wait("fork_connected")
+    session = await f.agent.wait_session()
+    await f.agent.wait_for(lambda: session.of_type("conversation_initiation_client_data"))
+    await f.agent.send_tool_call("transfer_call", {"number": "sip:desk@pbx.example"}, tool_call_id="t1")
+    await f.agent.wait_for(lambda: session.of_type("client_tool_result"), timeout=3)
+    (result,) = session.of_type("client_tool_result")
+    assert result["tool_call_id"] == "t1" and result["is_error"] is True
+    if notify == "603":  # the NOTIFY's status reaches the agent (the simulator, like sofia-sip, ends the dialog)
+        assert (await f.wait("transfer")).data["sip_status"] == 603
+        assert "SIP 603" in result["result"] and "call has ended" in result["result"]
+    else:
+        assert "no outcome within 0.5 s" in result["result"]
+        assert f.sim.channels[uuid].alive  # the call stays with the agent

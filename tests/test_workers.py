@@ -60,7 +60,18 @@ async def test_two_workers_share_the_port_and_act_through_the_main_process() -> 
             pool.on_notice(Notice("hangup", _Call("c0ffee00-0000-4000-8000-000000000003"), {}))  # type: ignore[arg-type]
             await wait_until(lambda: "c0ffee00-0000-4000-8000-000000000003" in control.records)
             record = control.records["c0ffee00-0000-4000-8000-000000000003"]
-            assert record["outcome"] == "done" and record["frames"]["from_caller"] == 4  # 1280 bytes in 20 ms frames
+            assert record["outcome"] == "agent_hangup" and record["detail"] == "done"
+            assert record["frames"]["from_caller"] == 4  # 1280 bytes in 20 ms frames
+            # the agent of call 5 asks for a transfer: its result waits for the outcome notice from the main process
+            other = next(s for s in agent.sessions if s.of_type("start")[0]["call"]["call_id"].endswith("5"))
+            await agent.send_transfer("+15550001111", request_id="t5", session=other)
+            await wait_until(lambda: len(control.calls) == 2)
+            assert control.calls[1] == ("transfer", "c0ffee00-0000-4000-8000-000000000005", "+15550001111")
+            data = {"succeeded": False, "sip_status": 486, "detail": "Busy Here", "call_continues": True}
+            pool.on_notice(Notice("transfer", _Call("c0ffee00-0000-4000-8000-000000000005"), data))  # type: ignore[arg-type]
+            await agent.wait_for(lambda: other.of_type("result"))
+            result = other.of_type("result")[0]
+            assert result["id"] == "t5" and result["ok"] is False and "SIP 486 Busy Here" in result["detail"]
             await asyncio.wait_for(forks[3].closed.wait(), 3)
             deadline = time.monotonic() + 5
             while len(pool.exposition) < 2 and time.monotonic() < deadline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from orchestrator.agents.base import AgentProtocol, CallInfo
 from orchestrator.agents.elevenlabs import ElevenLabsProtocol
 from orchestrator.agents.raw import RawProtocol
@@ -11,10 +13,12 @@ from orchestrator.config.model import ElevenLabsAgent, RawAgent, TwilioAgent
 __all__ = ["AgentProtocol", "CallInfo", "ElevenLabsProtocol", "RawProtocol", "TwilioProtocol", "create"]
 
 
-def create(call: CallInfo, agent: ElevenLabsAgent | TwilioAgent | RawAgent) -> AgentProtocol:
-    """The adapter for one call with the configured agent."""
+def create(
+    call: CallInfo, agent: ElevenLabsAgent | TwilioAgent | RawAgent, overrides: Mapping[str, str] | None = None
+) -> AgentProtocol:
+    """The adapter for one call with the configured agent (``overrides``: ElevenLabs only)."""
     if isinstance(agent, ElevenLabsAgent):
-        return ElevenLabsProtocol(call, agent)
+        return ElevenLabsProtocol(call, agent, overrides)
     if isinstance(agent, TwilioAgent):
         return TwilioProtocol(call, agent)
     if isinstance(agent, RawAgent):

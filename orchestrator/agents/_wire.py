@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -13,21 +14,61 @@ DTMF_DIGITS = re.compile(r"[0-9*#A-D]")
 DTMF_SEQUENCE = re.compile(r"[0-9*#A-DwW]{1,64}")
 
 
+#: the largest integer an event id may be (JSON numbers beyond it are not ids)
+MAX_EVENT_ID = (1 << 63) - 1
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 class Malformed(Exception):
     """A message is not what its protocol says; becomes a :class:`ProtocolViolation`."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]}… is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def parse_object(message: str | bytes) -> dict[str, Any]:
-    """A JSON object from a text frame, or :class:`Malformed`."""
-    if isinstance(message, bytes):
-        raise Malformed(f"unexpected binary frame ({len(message)} bytes)")
+    """A JSON object from a text frame (or a binary frame holding UTF-8 JSON), or :class:`Malformed`.
+
+    Whatever the input — invalid UTF-8, nesting deep enough to exhaust the recursion limit, ``NaN``,
+    ``Infinity`` or numbers beyond a float's range, integers too long to convert — the only exception
+    is :class:`Malformed`.
+    """
+    frame = ""
+    if isinstance(message, bytes | bytearray | memoryview):
+        frame = f"binary frame of {len(message)} bytes: "
+        try:
+            message = bytes(message).decode()
+        except UnicodeDecodeError as exc:
+            raise Malformed(f"{frame}not UTF-8 text ({exc.reason})") from None
     try:
-        data = json.loads(message)
-    except ValueError as exc:
-        raise Malformed(f"invalid JSON: {exc}") from None
+        data = _decoder.decode(message)
+    except RecursionError:
+        raise Malformed(f"{frame}invalid JSON: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:
+        raise Malformed(f"{frame}invalid JSON: {clean(str(exc), 200)}") from None
     if not isinstance(data, dict):
-        raise Malformed(f"expected a JSON object, got {type(data).__name__}")
+        raise Malformed(f"{frame}expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def clean(text: str, limit: int, keep_newlines: bool = False) -> str:
+    """``text`` for a record or a log line: control characters and lone surrogates replaced, at most ``limit``."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if keep_newlines:
+        return _UNPRINTABLE.sub("\ufffd", text)
+    return _UNPRINTABLE.sub("\ufffd", text.replace("\n", " ").replace("\t", " "))
 
 
 def get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str = "") -> Any:
@@ -50,9 +91,12 @@ def event_id(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise Malformed(f"'{name}' is {'missing' if value is None else 'not an integer'}")
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise Malformed(f"'{name}' is not an integer") from None
+    if not -MAX_EVENT_ID <= number <= MAX_EVENT_ID:
+        raise Malformed(f"'{name}' is out of range")
+    return number
 
 
 def call_facts(call: CallInfo) -> dict[str, str]:

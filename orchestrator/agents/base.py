@@ -62,9 +62,23 @@ class Mark:
 
 @dataclass(frozen=True)
 class Hangup:
-    """End the call. ``reason`` is a short word for the record (e.g. ``agent_end_call``)."""
+    """End the call once the caller has heard the audio already sent (the agent hangs up).
+
+    The record's outcome is ``agent_hangup``; ``reason`` (the agent's words, e.g. ``end_call``) is its detail.
+    """
 
     reason: str = "agent_hangup"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """The agent said it is ending the conversation and will close its connection (ElevenLabs' ``end_call``).
+
+    Whatever close follows is the agent hanging up, not a failure; the bridge hangs up itself if the
+    close does not come soon.
+    """
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -85,10 +99,15 @@ class SendDtmf:
 
 @dataclass(frozen=True)
 class Transcript:
-    """A line of the conversation for the call record (role: ``agent`` or ``user``)."""
+    """A line of the conversation for the call record (role: ``agent`` or ``user``).
+
+    ``replace``: the line takes the place of the last line of the same role (ElevenLabs corrects an
+    agent line that was cut short by the caller's barge-in).
+    """
 
     role: str
     text: str
+    replace: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,19 @@ class AgentInfo:
 
 
 @dataclass(frozen=True)
+class AgentEvent:
+    """Something the agent reported for the call record: a tool it ran itself, an error it sent.
+
+    ``kind`` is a short word (``tool``, ``error``); ``data`` holds bounded, printable strings, numbers
+    and booleans; ``error`` counts it as an agent error in the metrics.
+    """
+
+    kind: str
+    data: dict[str, Any]
+    error: bool = False
+
+
+@dataclass(frozen=True)
 class ProtocolViolation:
     """A message the adapter could not understand; the bridge logs it (with ``where``) and goes on."""
 
@@ -106,7 +138,20 @@ class ProtocolViolation:
     detail: str
 
 
-Action = Send | Play | Clear | Mark | Hangup | Transfer | SendDtmf | Transcript | AgentInfo | ProtocolViolation
+Action = (
+    Send
+    | Play
+    | Clear
+    | Mark
+    | Hangup
+    | Ending
+    | Transfer
+    | SendDtmf
+    | Transcript
+    | AgentInfo
+    | AgentEvent
+    | ProtocolViolation
+)
 
 
 class AgentProtocol(ABC):

@@ -19,17 +19,28 @@ To the agent:
   work; the agent reacts on its next turn.
 
 From the agent: ``audio`` → :class:`Play` (dropped when its ``event_id`` is at or below the last
-``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`, client tools
-``end_call``, ``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``) and
-``send_dtmf`` (``digits``) → actions; any other tool is answered with an error result. ``vad_score``
-and types this adapter does not know are ignored (ElevenLabs adds types over time).
+``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`
+(``agent_response_correction`` replaces the agent line it corrects), client tools ``end_call``,
+``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``) and ``send_dtmf``
+(``digits``) → actions; any other tool is answered with an error result. ``agent_tool_response``
+(a tool ElevenLabs ran itself: ``end_call``, ``transfer_to_number`` …) → :class:`AgentEvent` for the
+record, and for ``end_call`` also :class:`Ending` (ElevenLabs closes the connection next). ``error``
+(``error_event``: ``code``, ``message``, ``error_type``; sent before ElevenLabs closes on an error)
+and ``client_error`` → :class:`AgentEvent` counted as an agent error. ``vad_score`` and types this
+adapter does not know are ignored (ElevenLabs adds types over time).
+
+Per call, ``overrides`` (first message, language, voice, prompt: the agent's, the number's and the
+call's merged by the bridge) go into ``conversation_initiation_client_data`` as
+``conversation_config_override: {"agent": {"first_message", "language", "prompt": {"prompt"}},
+"tts": {"voice_id"}}``; the agent's *Security* settings must allow each overridden field, or
+ElevenLabs closes the connection (1008, ``override_error``).
 """
 
 from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -37,10 +48,12 @@ from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import (
     Action,
+    AgentEvent,
     AgentInfo,
     AgentProtocol,
     CallInfo,
     Clear,
+    Ending,
     Hangup,
     Message,
     Play,
@@ -56,6 +69,10 @@ from orchestrator.media.audio import Converter, parse_format
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 TRANSFER_TOOLS = ("transfer_call", "transfer")
 TRANSFER_PARAMETERS = ("number", "target", "destination")
+#: ElevenLabs' own transfer tools act on its telephony integrations, not on a call bridged here
+SERVER_TRANSFER_TOOLS = ("transfer_to_number", "transfer_to_sip_uri")
+MAX_TEXT = 4000  # a transcript line
+MAX_FIELD = 300  # a name, an id, an error message
 
 
 def public_url(config: ElevenLabsAgent) -> str:
@@ -92,9 +109,10 @@ def parse_signed_url(body: bytes) -> str:
 class ElevenLabsProtocol(AgentProtocol):
     """One call's ElevenLabs conversation."""
 
-    def __init__(self, call: CallInfo, config: ElevenLabsAgent) -> None:
+    def __init__(self, call: CallInfo, config: ElevenLabsAgent, overrides: Mapping[str, str] | None = None) -> None:
         super().__init__(call)
         self.config = config
+        self.overrides = dict(overrides or {})
         self.input_format = self.output_format = config.audio_format
         self._to_agent = self._input_converter(config.audio_format)
         self._from_agent = self._output_converter(config.audio_format)
@@ -112,7 +130,11 @@ class ElevenLabsProtocol(AgentProtocol):
     # -- to the agent ------------------------------------------------------------------------------
     def open(self) -> list[Message]:
         variables = {k: v for k, v in _wire.call_facts(self.call).items() if not k.startswith("system__")}
-        return [json.dumps({"type": "conversation_initiation_client_data", "dynamic_variables": variables})]
+        message: dict[str, Any] = {"type": "conversation_initiation_client_data", "dynamic_variables": variables}
+        override = conversation_config_override(self.overrides)
+        if override:
+            message["conversation_config_override"] = override
+        return [json.dumps(message)]
 
     def audio(self, pcm: bytes) -> Message | None:
         data = self._to_agent.convert(pcm)
@@ -142,13 +164,14 @@ class ElevenLabsProtocol(AgentProtocol):
             handler = self._handlers.get(kind)
             return handler(self, data) if handler is not None else []
         except (Malformed, ValueError) as exc:
-            where = f"agent message #{self._received}" + (f" (type '{kind}')" if isinstance(kind, str) else "")
+            shown = f" (type '{_wire.clean(kind, 40)}')" if isinstance(kind, str) else ""
+            where = f"agent message #{self._received}{shown}"
             return [ProtocolViolation(where=where, detail=str(exc))]
 
     def _metadata(self, data: dict[str, Any]) -> list[Action]:
         event = get(data, "conversation_initiation_metadata_event", dict)
         info = {
-            k: event[k]
+            k: _wire.clean(event[k], MAX_FIELD)
             for k in ("conversation_id", "agent_output_audio_format", "user_input_audio_format")
             if isinstance(event.get(k), str)
         }
@@ -203,22 +226,52 @@ class ElevenLabsProtocol(AgentProtocol):
 
     def _agent_response(self, data: dict[str, Any]) -> list[Action]:
         text = get(get(data, "agent_response_event", dict), "agent_response", str, "agent_response_event.")
-        return [Transcript("agent", text.strip())] if text.strip() else []
+        return _line("agent", text)
 
     def _correction(self, data: dict[str, Any]) -> list[Action]:
         event = get(data, "agent_response_correction_event", dict)
         text = get(event, "corrected_agent_response", str, "agent_response_correction_event.")
-        return [Transcript("agent", text.strip())] if text.strip() else []
+        return _line("agent", text, replace=True)
 
     def _user_transcript(self, data: dict[str, Any]) -> list[Action]:
         event = get(data, "user_transcription_event", dict)
         text = get(event, "user_transcript", str, "user_transcription_event.")
-        return [Transcript("user", text.strip())] if text.strip() else []
+        return _line("user", text)
+
+    def _agent_tool(self, data: dict[str, Any]) -> list[Action]:
+        event = get(data, "agent_tool_response", dict)
+        name = get(event, "tool_name", str, "agent_tool_response.")
+        info: dict[str, Any] = {"tool": _wire.clean(name, MAX_FIELD)}
+        for key in ("tool_type", "tool_call_id"):
+            if isinstance(event.get(key), str):
+                info[key] = _wire.clean(event[key], MAX_FIELD)
+        failed = event.get("is_error") is True
+        info["is_error"] = failed
+        if name in SERVER_TRANSFER_TOOLS:
+            info["note"] = "ElevenLabs' own transfer cannot move this SIP call: give the agent the transfer_call tool"
+        actions: list[Action] = [AgentEvent("tool", info, error=failed)]
+        if name == "end_call" and not failed:
+            actions.append(Ending("end_call"))
+        return actions
+
+    def _error(self, data: dict[str, Any]) -> list[Action]:
+        kind = data["type"]
+        event = next((data[k] for k in ("error_event", f"{kind}_event", kind) if isinstance(data.get(k), dict)), data)
+        info: dict[str, Any] = {"type": kind}
+        code = event.get("code")
+        if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 100000:
+            info["code"] = code
+        for key in ("error_type", "message", "reason"):
+            if isinstance(event.get(key), str) and event[key].strip():
+                info[key] = _wire.clean(event[key].strip(), MAX_FIELD)
+        return [AgentEvent("error", info, error=True)]
 
     def _tool_call(self, data: dict[str, Any]) -> list[Action]:
         call = get(data, "client_tool_call", dict)
         name = get(call, "tool_name", str, "client_tool_call.")
         call_id = get(call, "tool_call_id", str, "client_tool_call.")
+        if len(call_id) > MAX_FIELD:
+            raise Malformed(f"'client_tool_call.tool_call_id' is longer than {MAX_FIELD} characters")
         parameters = call.get("parameters")
         parameters = {} if parameters is None else parameters
         if not isinstance(parameters, dict):
@@ -228,14 +281,16 @@ class ElevenLabsProtocol(AgentProtocol):
             return [Send(m) for m in self.tool_result(call_id, reason, is_error=True)]
 
         if name == "end_call":
-            return [*(Send(m) for m in self.tool_result(call_id, "The call is being ended.")), Hangup("agent_end_call")]
+            return [*(Send(m) for m in self.tool_result(call_id, "The call is being ended.")), Hangup("end_call")]
         if name in TRANSFER_TOOLS:
             target = next((parameters[k] for k in TRANSFER_PARAMETERS if parameters.get(k) not in (None, "")), None)
             if target is None:
                 return fail(f"missing parameter: give the destination as one of {', '.join(TRANSFER_PARAMETERS)}")
+            if not isinstance(target, str | int) or isinstance(target, bool):
+                return fail("the destination must be a phone number or SIP URI (a string)")
             target = str(target).strip()
             if not _wire.valid_target(target):
-                return fail(f"'{target}' is not a phone number or SIP URI")
+                return fail(f"'{_wire.clean(target, 64)}' is not a phone number or SIP URI")
             return [Transfer(target, call_id)]
         if name == "send_dtmf":
             digits = parameters.get("digits")
@@ -243,7 +298,7 @@ class ElevenLabsProtocol(AgentProtocol):
             if not _wire.DTMF_SEQUENCE.fullmatch(digits):
                 return fail("'digits' must be 1 to 64 of 0-9 * # A-D (w/W pause)")
             return [SendDtmf(digits, call_id)]
-        return fail(f"unknown tool '{name}'")
+        return fail(f"unknown tool '{_wire.clean(name, 64)}'")
 
     _handlers: ClassVar[dict[str, Callable[[ElevenLabsProtocol, dict[str, Any]], list[Action]]]] = {
         "conversation_initiation_metadata": _metadata,
@@ -254,4 +309,26 @@ class ElevenLabsProtocol(AgentProtocol):
         "agent_response_correction": _correction,
         "user_transcript": _user_transcript,
         "client_tool_call": _tool_call,
+        "agent_tool_response": _agent_tool,
+        "error": _error,
+        "client_error": _error,
     }
+
+
+def _line(role: str, text: str, replace: bool = False) -> list[Action]:
+    text = _wire.clean(text.strip(), MAX_TEXT, keep_newlines=True)
+    return [Transcript(role, text, replace)] if text else []
+
+
+def conversation_config_override(overrides: Mapping[str, str]) -> dict[str, Any]:
+    """ElevenLabs' ``conversation_config_override`` for the call's overrides (empty when there are none)."""
+    # an empty first message is one: the agent waits for the caller to speak first
+    agent: dict[str, Any] = {k: overrides[k] for k in ("first_message", "language") if overrides.get(k) is not None}
+    if overrides.get("prompt"):
+        agent["prompt"] = {"prompt": overrides["prompt"]}
+    override: dict[str, Any] = {}
+    if agent:
+        override["agent"] = agent
+    if overrides.get("voice_id"):
+        override["tts"] = {"voice_id": overrides["voice_id"]}
+    return override

@@ -66,6 +66,8 @@ from orchestrator.config.model import RawAgent
 from orchestrator.media.audio import Converter, parse_format
 
 MAX_REASON = 64
+MAX_NAME = 256  # mark names, request ids
+MAX_TEXT = 4000  # a transcript line
 
 
 class RawProtocol(AgentProtocol):
@@ -121,7 +123,8 @@ class RawProtocol(AgentProtocol):
                 raise Malformed("no 'type'")
             return self._control(kind, data)
         except (Malformed, ValueError) as exc:
-            where = f"agent message #{self._received}" + (f" (type '{kind}')" if isinstance(kind, str) else "")
+            shown = f" (type '{_wire.clean(kind, 40)}')" if isinstance(kind, str) else ""
+            where = f"agent message #{self._received}{shown}"
             return [ProtocolViolation(where=where, detail=str(exc))]
 
     def _control(self, kind: str, data: dict[str, Any]) -> list[Action]:
@@ -129,12 +132,12 @@ class RawProtocol(AgentProtocol):
             reason = data.get("reason")
             if reason is not None and not isinstance(reason, str):
                 raise Malformed("'reason' is not a string")
-            reason = (reason or "").strip()[:MAX_REASON]
+            reason = _wire.clean((reason or "").strip()[:MAX_REASON], MAX_REASON)
             return [Hangup(reason or "agent_hangup")]
         if kind == "transfer":
             target = get(data, "target", str).strip()
             if not _wire.valid_target(target):
-                raise Malformed(f"'target' {target!r} is not a phone number or SIP URI")
+                raise Malformed(f"'target' '{_wire.clean(target, 64)}' is not a phone number or SIP URI")
             return [Transfer(target, self._request_id(data))]
         if kind == "dtmf":
             digits = get(data, "digits", str)
@@ -145,14 +148,17 @@ class RawProtocol(AgentProtocol):
             self._from_agent.reset()
             return [Clear()]
         if kind == "mark":
-            return [Mark(get(data, "name", str))]
+            name = get(data, "name", str)
+            if len(name) > MAX_NAME:
+                raise Malformed(f"'name' is longer than {MAX_NAME} characters")
+            return [Mark(name)]
         if kind == "transcript":
             role = get(data, "role", str)
             if role not in ("agent", "user"):
-                raise Malformed(f"'role' is '{role}', not 'agent' or 'user'")
-            text = get(data, "text", str).strip()
+                raise Malformed(f"'role' is '{_wire.clean(role, 20)}', not 'agent' or 'user'")
+            text = _wire.clean(get(data, "text", str).strip(), MAX_TEXT, keep_newlines=True)
             return [Transcript(role, text)] if text else []
-        raise Malformed(f"unknown type '{kind}'")
+        raise Malformed(f"unknown type '{_wire.clean(kind, 40)}'")
 
     @staticmethod
     def _request_id(data: dict[str, Any]) -> str | None:
@@ -161,4 +167,7 @@ class RawProtocol(AgentProtocol):
             return None
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise Malformed("'id' is not a string")
-        return str(value)
+        value = str(value)
+        if len(value) > MAX_NAME:
+            raise Malformed(f"'id' is longer than {MAX_NAME} characters")
+        return value

@@ -34,6 +34,7 @@ from orchestrator.media.audio import Converter
 #: ``AC`` + 32 hex digits, as Twilio's, but all zero: a placeholder, not an account
 ACCOUNT_SID = "AC" + "0" * 32
 RATE = 8000
+MAX_NAME = 256  # mark names
 
 
 def call_sid(call_id: str) -> str:
@@ -122,7 +123,8 @@ class TwilioProtocol(AgentProtocol):
                 raise Malformed("no 'event'")
             sid = data.get("streamSid")
             if sid is not None and sid != self.stream_sid:
-                raise Malformed(f"streamSid '{sid}' is not this call's ('{self.stream_sid}'): message dropped")
+                shown = _wire.clean(sid, 40) if isinstance(sid, str) else type(sid).__name__
+                raise Malformed(f"streamSid '{shown}' is not this call's ('{self.stream_sid}'): message dropped")
             if event == "media":
                 payload = get(get(data, "media", dict), "payload", str, "media.")
                 try:
@@ -132,11 +134,15 @@ class TwilioProtocol(AgentProtocol):
                 pcm = self._from_agent.convert(ulaw)
                 return [Play(pcm)] if pcm else []
             if event == "mark":
-                return [Mark(get(get(data, "mark", dict), "name", str, "mark."))]
+                name = get(get(data, "mark", dict), "name", str, "mark.")
+                if len(name) > MAX_NAME:
+                    raise Malformed(f"'mark.name' is longer than {MAX_NAME} characters")
+                return [Mark(name)]
             if event == "clear":
                 self._from_agent.reset()
                 return [Clear()]
             return []
         except (Malformed, ValueError) as exc:
-            where = f"agent message #{self._received}" + (f" (event '{event}')" if isinstance(event, str) else "")
+            shown = f" (event '{_wire.clean(event, 40)}')" if isinstance(event, str) else ""
+            where = f"agent message #{self._received}{shown}"
             return [ProtocolViolation(where=where, detail=str(exc))]

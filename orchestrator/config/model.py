@@ -327,12 +327,57 @@ class Trunk(Model):
         return self
 
 
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z]{2,4})?")
+_VOICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class AgentOverrides(Model):
+    """Per-conversation settings for the agent (ElevenLabs: ``conversation_config_override``)."""
+
+    first_message: str | None = Field(
+        None, max_length=1000, description="What the agent says first (empty string: wait for the caller)."
+    )
+    language: str | None = Field(None, description="Language code, e.g. en, de, pt-br.")
+    voice_id: str | None = Field(None, description="Voice of the agent's speech (ElevenLabs voice id).")
+    prompt: str | None = Field(None, max_length=20000, description="System prompt replacing the agent's.")
+
+    @field_validator("first_message", "prompt")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None and any((ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160 for c in v):
+            raise ValueError("cannot contain control characters (line breaks and tabs are fine)")
+        if v is not None and any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+            raise ValueError("cannot contain lone surrogate characters")
+        return v
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        if v is not None and not _LANGUAGE.fullmatch(v):
+            raise ValueError(f"'{v[:40]}' is not a language code (lower case, e.g. en, de, pt-br)")
+        return v
+
+    @field_validator("voice_id")
+    @classmethod
+    def _voice(cls, v: str | None) -> str | None:
+        if v is not None and not _VOICE_ID.fullmatch(v):
+            raise ValueError("a voice id is 1 to 64 letters, digits, '_' or '-'")
+        return v
+
+    def values(self) -> dict[str, str]:
+        """The fields that are set."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class Number(Model):
     """A phone number: which trunk it arrives on and which agent answers it."""
 
     number: E164
     trunk: Name
     agent: Name
+    agent_overrides: AgentOverrides | None = Field(
+        None, description="Conversation settings for calls to this number (over the agent's own overrides)."
+    )
 
 
 ElevenLabsFormat = Literal["pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100", "pcm_48000", "ulaw_8000"]
@@ -345,6 +390,15 @@ class _AgentBase(Model):
         default_factory=dict, description="HTTP headers sent when connecting (e.g. Authorization); use ${ENV_VAR}."
     )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    first_message_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=120,
+        description="After connecting, the agent's first message must arrive within this; none = no limit.",
+    )
+    transfer_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="A transfer the agent asked for with no outcome by then is reported failed."
+    )
 
     @field_validator("headers")
     @classmethod
@@ -365,6 +419,15 @@ class ElevenLabsAgent(_AgentBase):
     api_key: SecretStr | None = Field(None, description="xi-api-key for private agents (signed URL).")
     url: WsUrl = "wss://api.elevenlabs.io/v1/convai/conversation"
     audio_format: ElevenLabsFormat = Field("pcm_16000", description="Must match the agent's configured audio format.")
+    first_message_timeout_seconds: float | None = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="ElevenLabs answers conversation_initiation_client_data at once; none = no limit.",
+    )
+    overrides: AgentOverrides | None = Field(
+        None, description="Conversation settings for every call (numbers and calls may override them)."
+    )
 
 
 class TwilioAgent(_AgentBase):

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -32,8 +31,10 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestrator import agents
-from orchestrator.agents import base
-from orchestrator.agents.connect import resolve
+from orchestrator.agents import _wire, base
+from orchestrator.agents import connect as agent_connect
+from orchestrator.agents import overrides as agent_overrides
+from orchestrator.agents.connect import HandshakeError, SetupError, classify, endpoint, resolve
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.media import fork
 from orchestrator.media.playback import Pacer
@@ -46,6 +47,50 @@ TICK = 0.020
 SAMPLE_EVERY = 16  # latency is measured on one message in 16
 KILL_AUDIO = '{"type":"killAudio"}'
 FILE_GAP = 0.11  # file playback: FreeSWITCH pauses 100 ms between two queued files (measured), plus margin
+NORMAL_CLOSE = (1000, 1005)  # an agent closing with these (after its first message) hangs up
+ENDING_GRACE = 5.0  # after the agent announced its end, wait this long for its close before hanging up
+MAX_EVENTS = 100  # agent events kept per call record
+
+
+class LogThrottle:
+    """Bounded logging for what outside peers cause: ``burst`` lines, then ``rate`` a second (per process)."""
+
+    def __init__(self, rate: float = 2.0, burst: int = 20, clock: Any = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.last = clock()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        """Whether to log this line (the suppressed ones are counted and mentioned in the next one)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            self.suppressed += 1
+            return False
+        self.tokens -= 1
+        if self.suppressed:
+            log.warning("%d agent log lines suppressed (rate limit)", self.suppressed)
+            self.suppressed = 0
+        return True
+
+
+AGENT_LOG = LogThrottle()
+
+
+@dataclass
+class _PendingTransfer:
+    """A transfer the agent asked for, waiting for its outcome."""
+
+    tool_call_id: str | None
+    target: str
+    timer: asyncio.TimerHandle | None = None
+
+
+def _describe(data: dict[str, Any]) -> str:
+    """``key=value`` pairs of an agent event, for a log line or a detail."""
+    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("t", "kind"))
 
 
 class CallControl(Protocol):
@@ -173,6 +218,7 @@ class AgentConnection(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.paused = False
         self.paused_at = 0.0
+        self.closed_by_us = False  # our close: the agent's answer to it is no news
         self._n = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -189,29 +235,49 @@ class AgentConnection(asyncio.Protocol):
         self._n += 1
         t0 = time.perf_counter() if self._n % SAMPLE_EVERY == 0 else 0.0
         session = self.session
-        for event in self.ws.receive_data(data):
-            etype = type(event)
-            if etype is Text or etype is Binary:
-                session.agent_message(event.data)  # type: ignore[union-attr]
-            elif etype is Opened:
-                if not self.opened.done():
-                    self.opened.set_result(None)
-            elif etype is Closed:
-                out = self.ws.data_to_send()
-                if out and self.transport is not None:
-                    self.transport.write(out)
-                if not self.opened.done():
-                    self.opened.set_exception(ConnectionError(event.error or f"closed {event.code}"))  # type: ignore[union-attr]
-                else:
-                    session.agent_lost(event.code, event.reason or event.error or "")  # type: ignore[union-attr]
-                if self.transport is not None:
-                    self.transport.close()
-                return
+        try:
+            for event in self.ws.receive_data(data):
+                etype = type(event)
+                if etype is Text or etype is Binary:
+                    session.agent_message(event.data)  # type: ignore[union-attr]
+                elif etype is Opened:
+                    if not self.opened.done():
+                        self.opened.set_result(None)
+                    if not session.agent_opened(self):
+                        self.close(1000, "call ended")
+                elif etype is Closed:
+                    self._closed(event)  # type: ignore[arg-type]
+                    return
+        except Exception:  # a bug here must not become "Fatal error on transport" nor touch other calls
+            self._broken()
+            return
         out = self.ws.data_to_send()
         if out and self.transport is not None:
             self.transport.write(out)
         if t0:
-            self.session.bridge.latency_to_caller.append(time.perf_counter() - t0)
+            session.bridge.latency_to_caller.append(time.perf_counter() - t0)
+
+    def _closed(self, event: Closed) -> None:
+        out = self.ws.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if not self.opened.done():
+            self.opened.set_exception(HandshakeError(event.error or f"closed {event.code}"))
+        elif not self.closed_by_us:
+            self.session.agent_lost(event.code, event.reason, event.error)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _broken(self) -> None:
+        if AGENT_LOG.allow():
+            log.exception("call %s: agent connection failed on its input", self.session.call_id)
+        if not self.opened.done():
+            self.session.bridge.metrics.media_errors.labels("bridge_error").inc()
+            self.opened.set_exception(HandshakeError("the agent's handshake answer could not be processed"))
+        else:
+            self.session.fail("bridge_error", "the agent's input could not be processed")
+        if self.transport is not None:
+            self.transport.abort()
 
     def send(self, message: base.Message) -> None:
         """A message to the agent."""
@@ -233,6 +299,7 @@ class AgentConnection(asyncio.Protocol):
         """Close the agent WebSocket."""
         if self.transport is None:
             return
+        self.closed_by_us = True
         frame = self.ws.close(code, reason)
         if frame:
             self.transport.write(frame)
@@ -243,8 +310,9 @@ class AgentConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if not self.opened.done():
-            self.opened.set_exception(ConnectionError(str(exc) if exc else "connection closed during the handshake"))
-        elif not self.ws.closed:
+            why = f"connection lost during the WebSocket handshake ({exc})" if exc else "closed during the handshake"
+            self.opened.set_exception(HandshakeError(why))
+        elif not self.ws.closed and not self.closed_by_us:
             self.session.agent_lost(1006, str(exc) if exc else "connection lost")
 
 
@@ -270,7 +338,10 @@ class Session:
             variables={str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {},
         )
         self.agent_config = agent_config
-        self.adapter: base.AgentProtocol = agents.create(self.info, agent_config)
+        overrides, problem = agent_overrides.for_call(bridge.deployment, agent_config, metadata)
+        if problem:
+            log.warning("call %s: %s; the configured overrides apply", call_id, _wire.clean(problem, 200))
+        self.adapter: base.AgentProtocol = agents.create(self.info, agent_config, overrides)
         s = bridge.settings
         if s.playback == "streaming":
             self.pacer = Pacer(self.rate, lead_ms=s.lead_ms, max_seconds=s.max_playback_seconds)
@@ -294,6 +365,17 @@ class Session:
         self.outcome = ""
         self.started = time.monotonic()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.detail = ""  # what the outcome was about (failure, the agent's hang-up reason)
+        self.heard = False  # the agent sent a message it understood
+        self.events: list[dict[str, Any]] = []  # tools the agent ran itself, errors it reported, transfers
+        self.last_error: dict[str, Any] | None = None
+        self._connect_started = self.started
+        self._first_timer: asyncio.TimerHandle | None = None
+        self._end_timer: asyncio.TimerHandle | None = None
+        self._ending: str | None = None  # the agent announced its end (reason)
+        self._leaving = False  # a transfer took the call away from the agent
+        self._drain_until = 0.0
+        self._pending_transfer: _PendingTransfer | None = None
 
     # -- caller side ----------------------------------------------------------------------------
     def caller_audio(self, pcm: bytes) -> None:
@@ -329,46 +411,72 @@ class Session:
 
     # -- agent side -----------------------------------------------------------------------------
     async def connect_agent(self) -> None:
-        """Open the agent connection within its timeout, or fail the call."""
+        """Open the agent connection within its timeout, or end the call the configured way.
+
+        Every failure before the conversation starts — signed URL, DNS, TCP, TLS, WebSocket handshake,
+        the time limit — ends in :meth:`fail` with its own outcome (:mod:`orchestrator.agents.connect`).
+        """
         cfg = self.agent_config
-        t0 = time.monotonic()
+        self._connect_started = time.monotonic()
         conn: AgentConnection | None = None
+        where = f"agent '{cfg.name}'"
+        phase = "signed URL" if getattr(cfg, "api_key", None) is not None else "connect"
         try:
             async with asyncio.timeout(cfg.connect_timeout_seconds):
                 url, headers, ssl_context = await resolve(cfg, self.bridge.http)
-                parts = urlsplit(url)
-                host = parts.hostname or ""
-                port = parts.port or (443 if parts.scheme == "wss" else 80)
+                host, port, _ = endpoint(url)
+                where, phase = f"agent {host}:{port}", "TCP/TLS connect"
                 loop = asyncio.get_running_loop()
                 conn = AgentConnection(self, url, headers)
                 await loop.create_connection(
                     lambda: conn, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
                 )
+                phase = "WebSocket handshake"
                 await conn.opened
-        except TimeoutError:
+        except Exception as exc:  # nothing may escape: the call must end the configured way
             self._abandon(conn)
-            self.fail("agent_connect_timeout", f"no agent connection within {cfg.connect_timeout_seconds:g} s")
-            return
-        except (OSError, ConnectionError, ssl.SSLError, ValueError) as exc:
-            self._abandon(conn)
-            self.fail("agent_connect_failed", str(exc) or type(exc).__name__)
-            return
+            if isinstance(exc, TimeoutError):
+                error = SetupError(
+                    agent_connect.CONNECT_TIMEOUT,
+                    f"{where}: not connected within {cfg.connect_timeout_seconds:g} s ({phase})",
+                )
+            else:
+                error = classify(exc, where)
+                if error.outcome == agent_connect.CONNECT_FAILED and AGENT_LOG.allow():
+                    log.warning("call %s: unexpected agent setup error", self.call_id, exc_info=exc)
+            self.fail(error.outcome, error.detail)
+
+    def agent_opened(self, conn: AgentConnection) -> bool:
+        """The agent's WebSocket is open: start the conversation (False: the call is gone, close it)."""
         if self.state != "connecting":
-            conn.close(1000, "call ended")
-            return
+            return False
         self.agent = conn
         self.state = "open"
-        self.stats.agent_connect_ms = round((time.monotonic() - t0) * 1000, 1)
-        self.bridge.metrics.agent_connect_seconds.labels(cfg.protocol).observe(time.monotonic() - t0)
+        elapsed = time.monotonic() - self._connect_started
+        self.stats.agent_connect_ms = round(elapsed * 1000, 1)
+        self.bridge.metrics.agent_connect_seconds.labels(self.agent_config.protocol).observe(elapsed)
         for message in self.adapter.open():
             conn.send(message)
         while self.pending:
             self.caller_audio_buffered(self.pending.popleft())
+        limit = self.agent_config.first_message_timeout_seconds
+        if limit and not self.heard:
+            self._first_timer = asyncio.get_running_loop().call_later(limit, self._first_message_due, limit)
+        return True
+
+    def _first_message_due(self, limit: float) -> None:
+        self._first_timer = None
+        if self.state == "open" and not self.heard:
+            self.fail("agent_first_message_timeout", f"the agent sent nothing within {limit:g} s of connecting")
 
     @staticmethod
     def _abandon(conn: AgentConnection | None) -> None:
         """Close a half-open agent connection (TCP up, handshake never finished)."""
-        if conn is not None and conn.transport is not None:
+        if conn is None:
+            return
+        if conn.opened.done() and not conn.opened.cancelled():
+            conn.opened.exception()  # retrieved: no "exception was never retrieved" warning
+        if conn.transport is not None:
             conn.transport.abort()
 
     def caller_audio_buffered(self, pcm: bytes) -> None:
@@ -381,14 +489,27 @@ class Session:
 
     def agent_message(self, message: base.Message) -> None:
         """A message from the agent."""
+        if self.state != "open" and self.state != "ending":
+            return
         try:
             actions = self.adapter.receive(message)
+            if not self.heard:
+                self._first_message(actions)
+            for action in actions:
+                self._act(action)
         except Exception:  # an adapter bug must not take other calls down
-            log.exception("call %s: agent adapter failed on a message", self.call_id)
+            if AGENT_LOG.allow():
+                log.exception("call %s: agent adapter failed on a message", self.call_id)
             self.bridge.metrics.media_errors.labels("adapter").inc()
+
+    def _first_message(self, actions: list[base.Action]) -> None:
+        """The agent's first message it understood: the conversation is under way."""
+        if all(type(a) is base.ProtocolViolation for a in actions) and actions:
             return
-        for action in actions:
-            self._act(action)
+        self.heard = True
+        if self._first_timer is not None:
+            self._first_timer.cancel()
+            self._first_timer = None
 
     def _act(self, action: base.Action) -> None:
         kind = type(action)
@@ -411,24 +532,51 @@ class Session:
             self.pacer.mark(action.name)  # type: ignore[union-attr]
             self.bridge.pacing.add(self)
         elif kind is base.Hangup:
-            self.spawn(self._hangup(action.reason))  # type: ignore[union-attr]
+            self.agent_hangup(action.reason)  # type: ignore[union-attr]
+        elif kind is base.Ending:
+            self._expect_close(action.reason)  # type: ignore[union-attr]
         elif kind is base.Transfer:
-            self.spawn(self._transfer(action))  # type: ignore[arg-type]
+            self._transfer(action)  # type: ignore[arg-type]
         elif kind is base.SendDtmf:
             self.spawn(self._send_dtmf(action))  # type: ignore[arg-type]
         elif kind is base.Transcript:
-            if len(self.stats.transcript) < 2000:
-                self.stats.transcript.append(
-                    {"t": round(time.monotonic() - self.started, 2), "role": action.role, "text": action.text}  # type: ignore[union-attr]
-                )
+            self._transcript(action)  # type: ignore[arg-type]
         elif kind is base.AgentInfo:
             if self.bridge.control is not None:
                 self.bridge.control.media_update(self.call_id, {"agent": action.data})  # type: ignore[union-attr]
+        elif kind is base.AgentEvent:
+            self._agent_event(action)  # type: ignore[arg-type]
         elif kind is base.ProtocolViolation:
             self.stats.violations += 1
             self.bridge.metrics.media_errors.labels("agent_protocol").inc()
-            if self.stats.violations <= 20:
-                log.warning("call %s: agent %s: %s", self.call_id, action.where, action.detail)  # type: ignore[union-attr]
+            if self.stats.violations <= 20 and AGENT_LOG.allow():
+                log.warning(
+                    "call %s: agent %.100s: %.200s",
+                    self.call_id,
+                    action.where,  # type: ignore[union-attr]
+                    _wire.clean(action.detail, 200),  # type: ignore[union-attr]
+                )
+
+    def _transcript(self, action: base.Transcript) -> None:
+        lines = self.stats.transcript
+        if action.replace:
+            for line in reversed(lines):
+                if line["role"] == action.role:
+                    line["text"] = action.text
+                    line["corrected"] = True
+                    return
+        if len(lines) < 2000:
+            lines.append({"t": round(time.monotonic() - self.started, 2), "role": action.role, "text": action.text})
+
+    def _agent_event(self, action: base.AgentEvent) -> None:
+        if len(self.events) < MAX_EVENTS:
+            self.events.append({"t": round(time.monotonic() - self.started, 2), "kind": action.kind, **action.data})
+        if action.error:
+            self.last_error = action.data
+            self.bridge.metrics.media_errors.labels("agent_error").inc()
+        if AGENT_LOG.allow():
+            level = logging.WARNING if action.error or "note" in action.data else logging.INFO
+            log.log(level, "call %s: agent %s: %.300s", self.call_id, action.kind, _describe(action.data))
 
     def _poll(self, now: float) -> None:
         chunk, marks = self.pacer.poll(now)
@@ -480,19 +628,64 @@ class Session:
         if not task.cancelled() and task.exception() is not None:
             log.warning("call %s: %s", self.call_id, getattr(task.exception(), "message", None) or task.exception())
 
-    async def _hangup(self, reason: str) -> None:
-        self.outcome = self.outcome or reason
-        if self.bridge.control is not None:
-            try:
-                await self.bridge.control.hangup(self.call_id, "completed", by="agent")
-            except Exception as exc:
-                log.warning("call %s: agent hang-up failed: %s", self.call_id, exc)
+    def _transfer(self, action: base.Transfer) -> None:
+        """Ask for the transfer; the agent's tool result waits for its outcome (the ``transfer`` notice)."""
+        control = self.bridge.control
+        if control is None or self.state != "open":
+            why = "no call control" if control is None else "the call is ending"
+            self._tool_result(action.tool_call_id, False, why)
+            return
+        if self._pending_transfer is not None:
+            busy = f"a transfer to {self._pending_transfer.target} is in progress"
+            self._tool_result(action.tool_call_id, False, busy)
+            return
+        pending = self._pending_transfer = _PendingTransfer(action.tool_call_id, action.target)
+        limit = self.agent_config.transfer_timeout_seconds
+        pending.timer = asyncio.get_running_loop().call_later(limit, self._transfer_due, pending, limit)
+        self.spawn(self._request_transfer(control, pending))
 
-    async def _transfer(self, action: base.Transfer) -> None:
-        ok, detail = await self._control(
-            self.bridge.control.transfer(self.call_id, action.target) if self.bridge.control else None
-        )
-        self._tool_result(action.tool_call_id, ok, detail or f"transfer to {action.target} started")
+    async def _request_transfer(self, control: CallControl, pending: _PendingTransfer) -> None:
+        ok, detail = await self._control(control.transfer(self.call_id, pending.target))
+        if not ok:  # refused at once (the controller may also have sent a transfer notice: answered once)
+            refused = f"The transfer to {pending.target} was refused: {_wire.clean(detail, 200)}"
+            self._transfer_done(pending, False, refused)
+
+    def transfer_outcome(self, data: dict[str, Any]) -> None:
+        """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command."""
+        succeeded = data.get("succeeded") is True
+        continues = data.get("call_continues") is not False and not succeeded
+        if not continues:
+            self._leaving = True  # the call leaves the agent: its close is no failure
+        pending = self._pending_transfer
+        if pending is None:
+            return
+        status = data.get("sip_status")
+        said = data.get("detail")
+        sip = f"SIP {status}" if isinstance(status, int) and not isinstance(status, bool) else ""
+        if isinstance(said, str) and said.strip():
+            sip = f"{sip} {_wire.clean(said.strip(), 120)}".strip()
+        why = f" ({sip})" if sip else ""
+        if succeeded:
+            text = f"The transfer to {pending.target} succeeded{why}: the call has left this conversation."
+        elif continues:
+            text = f"The transfer to {pending.target} failed{why}: the caller is still on the line with you."
+        else:
+            text = f"The transfer to {pending.target} failed{why} and the call has ended."
+        self._transfer_done(pending, succeeded, text)
+
+    def _transfer_due(self, pending: _PendingTransfer, limit: float) -> None:
+        self._transfer_done(pending, False, f"The transfer to {pending.target} had no outcome within {limit:g} s.")
+
+    def _transfer_done(self, pending: _PendingTransfer, ok: bool, text: str) -> None:
+        if self._pending_transfer is not pending:
+            return  # answered already
+        self._pending_transfer = None
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if len(self.events) < MAX_EVENTS:
+            event = {"t": round(time.monotonic() - self.started, 2), "kind": "transfer", "target": pending.target}
+            self.events.append({**event, "ok": ok, "detail": text})
+        self._tool_result(pending.tool_call_id, ok, text)
 
     async def _send_dtmf(self, action: base.SendDtmf) -> None:
         ok, detail = await self._control(
@@ -522,7 +715,9 @@ class Session:
             return
         self.state = "ending"
         self.outcome = reason
-        log.warning("call %s: %s (%s): %s", self.call_id, reason, self.info.agent, detail)
+        self.detail = _wire.clean(detail, 300)
+        self._stop_timers()
+        log.warning("call %s: %s (%s): %s", self.call_id, reason, self.info.agent, self.detail)
         self.bridge.metrics.media_errors.labels(reason).inc()
         if self.agent is not None:
             self.agent.close(1011, reason)
@@ -541,10 +736,84 @@ class Session:
         except Exception as exc:
             log.info("call %s: hang-up after %s: %s", self.call_id, self.outcome, exc)
 
-    def agent_lost(self, code: int, reason: str) -> None:
-        """The agent connection ended while the call was up."""
-        if self.state == "open":
-            self.fail("agent_closed", f"agent closed the connection ({code} {reason})".strip())
+    def agent_lost(self, code: int, reason: str, error: str | None = None) -> None:
+        """The agent connection ended while the call was up.
+
+        A normal close (1000, or a close frame without a code: 1005) after the agent's first message
+        is the agent hanging up; so is any close after the agent announced its end (:class:`Ending`).
+        Everything else — 1001 (the agent's server going away), 1006 (no close frame), 1011, a
+        protocol error, or a close before the agent said anything — is a failure.
+        """
+        if self.state != "open":
+            return
+        said = f"{code} {_wire.clean(reason, 120)}".strip()
+        if self._leaving:  # transferred away: the call ends without the agent
+            self.state = "ending"
+            self.detail = f"the agent closed ({said}) after the transfer"
+            self._stop_timers()
+        elif error:
+            self.fail("agent_closed", f"the agent broke the WebSocket protocol ({error}); closed with {code}")
+        elif self._ending is not None:
+            self.agent_hangup(f"{self._ending}; closed {said}")
+        elif code in NORMAL_CLOSE and self.heard:
+            self.agent_hangup(f"closed {said}")
+        else:
+            last = self.last_error
+            told = f"; it reported {_describe(last)}" if last else ""
+            early = "" if self.heard else " before its first message"
+            self.fail("agent_closed", f"the agent closed the connection ({said}){early}{told}")
+
+    def _expect_close(self, reason: str) -> None:
+        """The agent announced its end: its close is a hang-up; hang up anyway if it does not come."""
+        if self.state != "open" or self._ending is not None:
+            return
+        self._ending = _wire.clean(reason, 64)
+        loop = asyncio.get_running_loop()
+        self._end_timer = loop.call_later(ENDING_GRACE, self.agent_hangup, f"{self._ending}; no close followed")
+
+    def agent_hangup(self, detail: str) -> None:
+        """The agent ends the call: once the caller has heard the audio already sent, hang up (by the agent)."""
+        if self.state != "open":
+            return
+        self.state = "ending"
+        self.outcome = "agent_hangup"
+        self.detail = _wire.clean(detail, 300)
+        self._stop_timers(transfer=False)  # a transfer's result may still reach the agent
+        log.info("call %s: the agent hangs up (%s)", self.call_id, self.detail)
+        self._drain_until = time.monotonic() + self.bridge.settings.max_playback_seconds + 1.0
+        self._drain()
+
+    def _drain(self) -> None:
+        if self.state != "ending":
+            return
+        now = time.monotonic()
+        left = self.pacer.queued_ms / 1000 + self.pacer.held(now) / (self.rate * 2)
+        if self.bridge.settings.playback == "file" and left > 0:
+            left += 2 * FILE_GAP  # FreeSWITCH pauses between files; the model does not
+        if left > 0.01 and now < self._drain_until:
+            self._end_timer = asyncio.get_running_loop().call_later(min(left, 1.0) + 0.02, self._drain)
+            return
+        self._end_timer = None
+        self.spawn(self._agent_hangup_call())
+
+    async def _agent_hangup_call(self) -> None:
+        if self.bridge.control is None or self.state != "ending":
+            return
+        try:
+            await self.bridge.control.hangup(self.call_id, "completed", by="agent")
+        except Exception as exc:
+            log.info("call %s: agent hang-up: %s", self.call_id, getattr(exc, "message", None) or exc)
+
+    def _stop_timers(self, transfer: bool = True) -> None:
+        for timer in (self._first_timer, self._end_timer):
+            if timer is not None:
+                timer.cancel()
+        self._first_timer = self._end_timer = None
+        if not transfer:
+            return
+        pending, self._pending_transfer = self._pending_transfer, None
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
 
     def fork_lost(self, conn: ForkConnection, code: int) -> None:
         """The fork socket is gone; if the call is not ending, wait briefly for its hang-up, then fail."""
@@ -563,6 +832,7 @@ class Session:
         if self.state == "ended":
             return
         self.state = "ended"
+        self._stop_timers()
         self.bridge.pacing.discard(self)
         if self.agent is not None:
             for message in self.adapter.close("call ended"):
@@ -580,6 +850,7 @@ class Session:
             "agent_protocol": self.agent_config.protocol,
             "playback": self.bridge.settings.playback,
             "outcome": self.outcome or "completed",
+            "detail": self.detail,
             "agent_connect_ms": st.agent_connect_ms,
             "frames": {
                 "from_caller": st.frames_in,
@@ -592,6 +863,7 @@ class Session:
             "interruptions": st.interruptions,
             "agent_protocol_errors": st.violations,
             "transcript": st.transcript,
+            "agent_events": self.events,
         }
 
 
@@ -749,12 +1021,15 @@ class MediaBridge:
 
     # -- notices from the call controller -----------------------------------------------------------
     def on_notice(self, notice: Any) -> None:
-        """Call events: DTMF to the agent; hang-up closes the session; a fork that never connected fails."""
+        """Call events: DTMF and transfer outcomes to the agent; hang-up closes the session; buffer overruns."""
         session = self.sessions.get(notice.call.uuid)
         kind = notice.kind
         if kind == "dtmf":
             if session is not None:
                 session.dtmf(notice.data["digit"])
+        elif kind == "transfer":
+            if session is not None and isinstance(notice.data, dict):
+                session.transfer_outcome(notice.data)
         elif kind in ("hangup", "ended"):
             if session is not None:
                 session.call_ended()

@@ -245,6 +245,10 @@ class WebSocket:
         if not received and rest and self.is_client:  # a refusal carries a body
             hs.receive_data(rest)
             received, rest = hs.events_received(), b""
+        if not received and self.is_client:  # not an HTTP answer, or a refusal whose body is still on its way
+            self.closed = True
+            why = hs.handshake_exc or "answered " + repr(head.split(b"\r\n", 1)[0][:100].decode("latin-1"))
+            return [Closed(1006, "", f"handshake refused: {why}")]
         events: list[Event] = []
         for ev in received:
             if isinstance(ev, Request):

@@ -5,7 +5,7 @@ more cores runs ``orchestrator.media.workers`` bridge processes. They all listen
 with ``SO_REUSEPORT``, so the kernel spreads the forks' connections over them, and each connects back
 to the main process over a Unix socket (newline-delimited JSON):
 
-* main → worker: call notices (``dtmf``, ``hangup``, ``ended``) for every call — a worker ignores
+* main → worker: call notices (``dtmf``, ``transfer``, ``hangup``, ``ended``) for every call — a worker ignores
   calls it does not carry; ``stop``;
 * worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``play_and_hangup``,
   ``flush_playback``) answered by ``{"id", "ok", "error"}``; ``media`` updates for the call record;
@@ -37,7 +37,7 @@ from orchestrator.metrics import Metrics
 
 log = logging.getLogger("sipagent.media.workers")
 
-NOTICES = ("dtmf", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: the controller ends the call
+NOTICES = ("dtmf", "transfer", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: the controller ends the call
 ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback")
 MAX_LINE = 1 << 20
 

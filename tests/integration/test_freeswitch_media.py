@@ -208,7 +208,8 @@ async def test_audio_both_ways_barge_in_and_playback_latency(media_env: MediaEnv
         assert latency < 1.0
         assert stop_after_clear < 0.3
     record: dict[str, Any] = r.controller.ended[uuid]
-    assert record["media"]["outcome"] == "done" and record["media"]["interruptions"] == 1
+    assert record["media"]["outcome"] == "agent_hangup" and record["media"]["detail"] == "done"
+    assert record["media"]["interruptions"] == 1
     assert record["media"]["frames"]["from_caller"] > 100
 
 
@@ -220,7 +221,7 @@ async def test_unreachable_agent_plays_the_fallback_prompt_then_hangs_up(media_e
     ended = await wait_for(r.notices, "ended")
     assert await asyncio.wait_for(proc.wait(), 15) == 0  # the caller got a BYE
     record: dict[str, Any] = r.controller.ended[answered.call.uuid]
-    assert record["media"]["outcome"] == "agent_connect_failed"
+    assert record["media"]["outcome"] == "agent_handshake_failed"
     assert record["hangup_by"] == "bridge"
     assert record["timings"]["duration_seconds"] >= 0.9  # the 1 s prompt was played first
     assert ended.call.hangup is not None and ended.call.hangup.cause == "NORMAL_TEMPORARY_FAILURE"
