@@ -137,9 +137,11 @@ def test_request_limits() -> None:
 
 
 def test_agent_overrides() -> None:
-    ok = {"first_message": "Hello, it's Anna {from} 'sales'", "language": "pt-BR", "voice_id": "21m00Tcm4TlvDq8ikWAM"}
+    ok = {"first_message": "Hello, it's Anna {from} 'sales'", "language": "pt-br", "voice_id": "21m00Tcm4TlvDq8ikWAM"}
     assert dialing.agent_overrides(ok) == ok
-    for bad in ({"prompt": "x"}, {"language": "english!"}, {"voice_id": "a b"}, {"first_message": "${x}"}, ["x"]):
+    assert dialing.agent_overrides({"prompt": "Be brief."}) == {"prompt": "Be brief."}
+    bad_ones = ({"unknown": "x"}, {"language": "english!"}, {"voice_id": "a b"}, {"first_message": "${x}"}, ["x"])
+    for bad in (*bad_ones, {"first_message": "line\nbreak"}, {"prompt": "x" * 1025}):
         with pytest.raises(dialing.Invalid) as info:
             dialing.agent_overrides(bad)
         assert info.value.code == "invalid_overrides"

@@ -315,3 +315,32 @@ async def test_a_failed_or_silent_refer_is_reported_to_the_agent(flow: Flow, not
     else:
         assert "no outcome within 0.5 s" in result["result"]
         assert f.sim.channels[uuid].alive  # the call stays with the agent
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        {
+            "agent": FakeElevenLabs,
+            "agent_yaml": "{protocol: elevenlabs, agent_id: a1, url: '%s', overrides: {language: de, voice_id: v1}}",
+        }
+    ],
+    indirect=True,
+)
+async def test_outbound_call_variables_and_overrides_reach_the_agent(flow: Flow) -> None:
+    """API → originate (channel variables) → fork metadata → ElevenLabs conversation_config_override."""
+    f = flow
+    f.sim.set_originate_outcome("+15557654321", "answer")
+    call = await f.controller.originate(
+        trunk="carrier", to="+15557654321", agent="bot",
+        variables={"lead": "it's {7}, 50%41"}, agent_overrides={"first_message": "Hallo, hier ist {Anna}!", "voice_id": "v2"},
+    )  # fmt: skip
+    session = await f.agent.wait_session()
+    await f.agent.wait_for(lambda: session.of_type("conversation_initiation_client_data"))
+    [init] = session.of_type("conversation_initiation_client_data")
+    assert init["dynamic_variables"]["lead"] == "it's {7}, 50%41"
+    agent = init["conversation_config_override"]["agent"]
+    assert agent["first_message"] == "Hallo, hier ist {Anna}!" and agent["language"] == "de"  # call < agent merge
+    assert init["conversation_config_override"]["tts"]["voice_id"] == "v2"  # the call's voice wins
+    await f.controller.hangup(call.uuid)
+    await f.wait("ended")

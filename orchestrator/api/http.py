@@ -109,16 +109,6 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-class AgentOverrides(BaseModel):
-    """Per-call agent settings; ElevenLabs applies them as its conversation_config_override."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    first_message: str | None = Field(None, max_length=MAX_VALUE, description="What the agent says first.")
-    language: str | None = Field(None, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-    voice_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-
-
 class CallRequest(BaseModel):
     """An outbound call."""
 
@@ -134,8 +124,11 @@ class CallRequest(BaseModel):
     variables: dict[str, Text] = Field(
         default_factory=dict, max_length=MAX_ENTRIES, description="Extra variables for the agent (lower_case names)."
     )
-    agent_overrides: AgentOverrides | None = Field(
-        None, description="Per-call agent settings (ElevenLabs: first message, language, voice)."
+    agent_overrides: dict[str, Text] | None = Field(
+        None,
+        max_length=4,
+        description="Per-call agent settings (ElevenLabs conversation_config_override): first_message, language, "
+        "voice_id, prompt; each at most 1 KiB, no control characters.",
     )
     timeout_seconds: int | None = Field(None, ge=5, le=600, description="Ring time before giving up.")
 
@@ -204,7 +197,7 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
             caller_id=req.caller_id,
             headers=req.headers,
             variables=req.variables,
-            agent_overrides=req.agent_overrides.model_dump(exclude_none=True) if req.agent_overrides else None,
+            agent_overrides=req.agent_overrides,
             timeout=req.timeout_seconds,
         )
         return call.summary()

@@ -15,6 +15,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from orchestrator.config.model import AgentOverrides
 from orchestrator.esl.quoting import Refused, variable_value
 
 MAX_VALUE = 1024
@@ -181,31 +184,26 @@ def variables(items: object) -> dict[str, str]:
     return found
 
 
-_OVERRIDES = {
-    "first_message": re.compile(r"(?s).{1,1024}"),
-    "language": re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"),
-    "voice_id": re.compile(r"[A-Za-z0-9_-]{1,64}"),
-}
-
-
 def agent_overrides(items: object) -> dict[str, str]:
-    """Per-call agent settings (``first_message``, ``language``, ``voice_id``), validated and bounded."""
+    """Per-call agent settings (:class:`~orchestrator.config.model.AgentOverrides`: ``first_message``,
+    ``language``, ``voice_id``, ``prompt``), as they can travel on the channel and in the fork metadata:
+    each at most :data:`MAX_VALUE` bytes, no control characters (a longer prompt belongs in the deployment)."""
     if items is None:
         return {}
     if not isinstance(items, Mapping):
         raise Invalid("invalid_overrides", "agent_overrides must be an object")
-    out: dict[str, str] = {}
-    for name, value in items.items():
-        rule = _OVERRIDES.get(name) if isinstance(name, str) else None
-        if rule is None:
-            raise Invalid("invalid_overrides", f"agent_overrides: unknown setting (use {', '.join(_OVERRIDES)})")
-        if not isinstance(value, str) or not rule.fullmatch(value):
-            raise Invalid("invalid_overrides", f"agent_overrides.{name} is not valid")
+    try:
+        model = AgentOverrides.model_validate(dict(items))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p)[:32] for p in first.get("loc", ()))
+        raise Invalid("invalid_overrides", f"agent_overrides.{where}: {first.get('msg', 'invalid')}") from None
+    out = model.values()
+    for name, value in out.items():
         try:
             variable_value(value, f"agent_overrides.{name}", MAX_VALUE)
         except Refused as exc:
             raise Invalid("invalid_overrides", str(exc)) from None
-        out[name] = value
     return out
 
 
