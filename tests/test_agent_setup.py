@@ -72,7 +72,7 @@ async def failed(h: Harness, prompt: bool = False) -> dict[str, Any]:
     if prompt:
         assert h.control.calls[0][:3] == ("prompt", CID, PROMPT)
     else:
-        assert h.control.calls[0] == ("hangup", CID, "error", "bridge")
+        assert h.control.calls[0] == ("hangup", CID, "error", "orchestrator")
     h.notice("hangup", CID)
     record = h.control.records[CID]
     outcome = record["outcome"]

@@ -297,7 +297,7 @@ async def test_agent_connect_timeout_hangs_up_with_reason() -> None:
     ):
         await h.fork()
         await wait_until(lambda: h.control.calls, timeout=2)
-        assert h.control.calls[0][0] == "hangup" and h.control.calls[0][3] == "bridge"
+        assert h.control.calls[0][0] == "hangup" and h.control.calls[0][3] == "orchestrator"
         sess = next(iter(h.bridge.sessions.values()))
         assert sess.outcome == "agent_connect_timeout"
 
@@ -331,7 +331,7 @@ async def test_agent_closing_mid_call_ends_only_that_call() -> None:
         s2 = await agent.wait_session(2)
         await agent.close(4000, "agent crashed", session=s1)
         await wait_until(lambda: h.control.calls)
-        assert h.control.calls == [("hangup", "c0ffee00-0000-4000-8000-000000000001", "error", "bridge")]
+        assert h.control.calls == [("hangup", "c0ffee00-0000-4000-8000-000000000001", "error", "orchestrator")]
         await f2.send_audio(bytes(range(256)) * 5, realtime=False)
         await agent.wait_audio(1280, session=s2)  # the other call carries on
         assert h.bridge.sessions["c0ffee00-0000-4000-8000-000000000001"].outcome == "agent_closed"

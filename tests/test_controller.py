@@ -679,6 +679,7 @@ async def test_a_refused_fork_start_fails_the_call_for_either_module(
         assert "Operation Failed" in failed.data["reason"]
         ended = await h.wait("ended", uuid)
         assert ended.call.fork == "closed" and ended.call.media["outcome"] == "media_failed"
+        assert controller.describe(uuid)["result"] == "media_failed"
         exposition = controller.metrics.render().decode()
         assert 'sipagent_fork_failures_total{reason="start_refused"} 1.0' in exposition
         assert 'reason="connect_failed"' not in exposition  # counted once, as what it was

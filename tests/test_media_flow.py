@@ -240,9 +240,13 @@ async def test_agent_that_never_answers_ends_the_call_with_a_reason(flow: Flow) 
     f = flow
     uuid = await f.inbound()
     ended = await f.wait("ended", timeout=5)
-    assert ended.call.uuid == uuid and ended.call.hangup_by == "bridge"
+    assert ended.call.uuid == uuid and ended.call.hangup_by == "orchestrator"
     record = await _record(f, uuid)
     assert record["media"]["outcome"] == "agent_connect_timeout"
+    assert record["result"] == "agent_failed"  # not "completed": the agent never spoke
+    assert (
+        'sipagent_calls_total{direction="inbound",result="agent_failed"} 1.0' in f.controller.metrics.render().decode()
+    )
     assert uuid not in f.sim.channels or not f.sim.channels[uuid].alive
 
 
@@ -283,7 +287,7 @@ async def test_fork_that_cannot_connect_ends_the_call_as_media_failed(flow: Flow
     ended = await f.wait("ended", timeout=5)
     assert ended.call.uuid == uuid and ended.call.hangup_by == "orchestrator"
     record = await _record(f, uuid)
-    assert record["media"]["outcome"] == "media_failed"
+    assert record["media"]["outcome"] == "media_failed" and record["result"] == "media_failed"
     assert 'sipagent_fork_failures_total{reason="connect_failed"} 1.0' in f.controller.metrics.render().decode()
 
 

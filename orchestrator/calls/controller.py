@@ -309,8 +309,8 @@ class Controller:
             else:
                 self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
         elif notice.kind == "ended":
-            m.calls.labels(call.direction, call.hangup.result if call.hangup else "unknown").inc()
             record = records.build(call, lost=bool(notice.data.get("lost")))
+            m.calls.labels(call.direction, record["result"]).inc()
             self.ended[call.uuid] = record
             while len(self.ended) > self._ended_cache:
                 self.ended.popitem(last=False)

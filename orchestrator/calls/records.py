@@ -17,6 +17,38 @@ def _round(value: float | None) -> float | None:
     return round(value, 3) if value is not None else None
 
 
+#: media outcomes (docs/media.md) that mean the call was ended because its media path failed
+MEDIA_FAILURES = frozenset({"media_failed", "media_lost"})
+#: ... or because its agent failed (never reached, broke off, stalled, or the bridge failed on its input)
+AGENT_FAILURES = frozenset(
+    {
+        "agent_unreachable",
+        "agent_tls_failed",
+        "agent_signed_url_failed",
+        "agent_handshake_failed",
+        "agent_connect_timeout",
+        "agent_connect_failed",
+        "agent_first_message_timeout",
+        "agent_closed",
+        "agent_stalled",
+        "bridge_error",
+    }
+)
+
+
+def result(call: Call) -> str:
+    """What happened, in one word: FreeSWITCH's result, unless the orchestrator ended an answered call because
+    its agent (``agent_failed``) or its media path (``media_failed``) failed — the media outcome says which."""
+    base = call.hangup.result if call.hangup else "unknown"
+    outcome = (call.media or {}).get("outcome")
+    if base == "completed" and call.hangup_by == "orchestrator":
+        if outcome in AGENT_FAILURES:
+            return "agent_failed"
+        if outcome in MEDIA_FAILURES:
+            return "media_failed"
+    return base
+
+
 def build(call: Call, lost: bool = False) -> dict[str, Any]:
     """The record of an ended call."""
     # every timing is FreeSWITCH's (tracker: one clock); a clock step on the node still never gives a negative time
@@ -48,7 +80,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
             "setup_seconds": _round(setup),
             "duration_seconds": _round(max(duration, 0.0)),
         },
-        "result": call.hangup.result if call.hangup else "unknown",
+        "result": result(call),
         "hangup": call.hangup.to_dict() if call.hangup else None,
         "hangup_by": call.hangup_by or None,
         "originate_error": call.originate_error or None,

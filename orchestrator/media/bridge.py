@@ -725,14 +725,16 @@ class Session:
         control = self.bridge.control
         if control is None:
             return
+        # the record's outcome first (with worker processes this reaches the controller before the hang-up)
+        control.media_update(self.call_id, {"outcome": reason, "detail": self.detail})
         if s.on_failure == "prompt" and s.fallback_prompt and reason != "media_lost":
-            self.spawn(control.play_and_hangup(self.call_id, s.fallback_prompt, reason, "bridge"))
+            self.spawn(control.play_and_hangup(self.call_id, s.fallback_prompt, reason, "orchestrator"))
         else:
             self.spawn(self._failure_hangup())
 
     async def _failure_hangup(self) -> None:
         try:
-            await self.bridge.control.hangup(self.call_id, "error", by="bridge")  # type: ignore[union-attr]
+            await self.bridge.control.hangup(self.call_id, "error", by="orchestrator")  # type: ignore[union-attr]
         except Exception as exc:
             log.info("call %s: hang-up after %s: %s", self.call_id, self.outcome, exc)
 
