@@ -207,3 +207,34 @@ def test_one_dtmf_grammar() -> None:
     assert [dtmf.sequence(s) for s in ("", "1 2", "12@100", "x", "1" * 65, "١", None)] == [None] * 7
     assert dtmf.valid_duration(40) and dtmf.valid_duration(2000)
     assert not any(dtmf.valid_duration(v) for v in (39, 2001, True, 100.0, "100"))
+
+
+def test_every_adapter_speaks_the_same_dtmf_grammar() -> None:
+    """What an agent may send, the controller sends (pauses included); what a caller presses, each agent hears."""
+    import json
+
+    from orchestrator.agents.base import CallInfo, SendDtmf
+    from orchestrator.agents.elevenlabs import ElevenLabsProtocol
+    from orchestrator.agents.raw import RawProtocol
+    from orchestrator.agents.twilio import TwilioProtocol
+    from orchestrator.config.model import ElevenLabsAgent, RawAgent, TwilioAgent
+
+    call = CallInfo(
+        "5f0c3f7e-2b1a-4c8e-9d3f-0123456789ab", "inbound", "+4915112345678", "+4930123456", "bot", "c", 8000
+    )
+    raw = RawProtocol(call, RawAgent(name="bot", protocol="raw", url="ws://127.0.0.1:9/a", audio_format="pcm_8000"))
+    eleven = ElevenLabsProtocol(call, ElevenLabsAgent(name="bot", protocol="elevenlabs", agent_id="a"))
+    twilio = TwilioProtocol(call, TwilioAgent(name="bot", protocol="twilio", url="ws://127.0.0.1:9/t"))
+    for digits, expected in (("1w2W#", "1w2W#"), ("abc*", "ABC*")):
+        assert raw.receive(json.dumps({"type": "dtmf", "digits": digits})) == [SendDtmf(expected, None)]
+        tool = {
+            "type": "client_tool_call",
+            "client_tool_call": {"tool_name": "send_dtmf", "tool_call_id": "t", "parameters": {"digits": digits}},
+        }
+        assert eleven.receive(json.dumps(tool)) == [SendDtmf(expected, "t")]
+        assert commands.uuid_send_dtmf("u1", expected, 100) == f"uuid_send_dtmf u1 {expected}@100"
+    for bad in ("1 2", "12@100", "E", ""):
+        assert raw.receive(json.dumps({"type": "dtmf", "digits": bad}))[0].__class__.__name__ == "ProtocolViolation"
+    for adapter in (raw, eleven, twilio):
+        assert adapter.dtmf("w") == [] and adapter.dtmf("E") == []
+        assert "A" in adapter.dtmf("a")[0]  # FreeSWITCH may report a-d: every agent hears A-D

@@ -9,11 +9,6 @@ from typing import Any
 
 from orchestrator.agents.base import CallInfo
 
-DTMF_DIGITS = re.compile(r"[0-9*#A-D]")
-#: digits an agent may ask to send; ``w``/``W`` are FreeSWITCH's 0.5 s / 1 s pauses
-DTMF_SEQUENCE = re.compile(r"[0-9*#A-DwW]{1,64}")
-
-
 #: the largest integer an event id may be (JSON numbers beyond it are not ids)
 MAX_EVENT_ID = (1 << 63) - 1
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")

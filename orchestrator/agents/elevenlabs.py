@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import (
@@ -143,9 +144,10 @@ class ElevenLabsProtocol(AgentProtocol):
         return '{"user_audio_chunk":"' + binascii.b2a_base64(data, newline=False).decode("ascii") + '"}'
 
     def dtmf(self, digit: str) -> list[Message]:
-        if not _wire.DTMF_DIGITS.fullmatch(digit):
+        key = dtmf.key(digit)
+        if key is None:
             return []
-        text = f"The caller pressed the keypad key {digit}."
+        text = f"The caller pressed the keypad key {key}."
         return [json.dumps({"type": "contextual_update", "text": text})]
 
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
@@ -295,9 +297,10 @@ class ElevenLabsProtocol(AgentProtocol):
         if name == "send_dtmf":
             digits = parameters.get("digits")
             digits = str(digits).strip() if isinstance(digits, str | int) and not isinstance(digits, bool) else ""
-            if not _wire.DTMF_SEQUENCE.fullmatch(digits):
-                return fail("'digits' must be 1 to 64 of 0-9 * # A-D (w/W pause)")
-            return [SendDtmf(digits, call_id)]
+            normal = dtmf.sequence(digits)
+            if normal is None:
+                return fail(f"'digits' must be {dtmf.SEQUENCE_RULE}")
+            return [SendDtmf(normal, call_id)]
         return fail(f"unknown tool '{_wire.clean(name, 64)}'")
 
     _handlers: ClassVar[dict[str, Callable[[ElevenLabsProtocol, dict[str, Any]], list[Action]]]] = {

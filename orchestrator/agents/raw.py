@@ -46,6 +46,7 @@ import dataclasses
 import json
 from typing import Any
 
+from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import (
@@ -96,9 +97,10 @@ class RawProtocol(AgentProtocol):
         return self._to_agent.convert(pcm) or None
 
     def dtmf(self, digit: str) -> list[Message]:
-        if not _wire.DTMF_DIGITS.fullmatch(digit):
+        key = dtmf.key(digit)
+        if key is None:
             return []
-        return [json.dumps({"type": "dtmf", "digit": digit})]
+        return [json.dumps({"type": "dtmf", "digit": key})]
 
     def mark_played(self, name: str) -> list[Message]:
         return [json.dumps({"type": "mark", "name": name})]
@@ -140,9 +142,9 @@ class RawProtocol(AgentProtocol):
                 raise Malformed(f"'target' '{_wire.clean(target, 64)}' is not a phone number or SIP URI")
             return [Transfer(target, self._request_id(data))]
         if kind == "dtmf":
-            digits = get(data, "digits", str)
-            if not _wire.DTMF_SEQUENCE.fullmatch(digits):
-                raise Malformed("'digits' must be 1 to 64 of 0-9 * # A-D (w/W pause)")
+            digits = dtmf.sequence(get(data, "digits", str))
+            if digits is None:
+                raise Malformed(f"'digits' must be {dtmf.SEQUENCE_RULE}")
             return [SendDtmf(digits, self._request_id(data))]
         if kind == "clear":
             self._from_agent.reset()

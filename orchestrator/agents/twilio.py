@@ -25,6 +25,7 @@ import re
 import secrets
 from typing import Any
 
+from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play, ProtocolViolation
@@ -99,9 +100,10 @@ class TwilioProtocol(AgentProtocol):
         )
 
     def dtmf(self, digit: str) -> list[Message]:
-        if not _wire.DTMF_DIGITS.fullmatch(digit):
+        key = dtmf.key(digit)
+        if key is None:
             return []
-        return [self._event("dtmf", {"track": "inbound_track", "digit": digit})]
+        return [self._event("dtmf", {"track": "inbound_track", "digit": key})]
 
     def mark_played(self, name: str) -> list[Message]:
         return [self._event("mark", {"name": name})]
