@@ -878,11 +878,14 @@ class MediaBridge:
     async def _connect(self, conn: ForkConnection, conn_sock: socket.socket) -> None:
         try:
             await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, conn_sock)
-        except Exception as exc:  # e.g. the peer reset it already
-            conn_sock.close()
-            conn.stage = "closed"
-            self.left(conn)
-            log.debug("fork %s: connection lost before it was set up: %s", conn.peer, exc)
+        except BaseException as exc:  # e.g. the peer reset it already; or the bridge is stopping
+            if conn.transport is None:
+                conn_sock.close()
+                conn.stage = "closed"
+                self.left(conn)
+            log.debug("fork %s: connection lost before it was set up: %r", conn.peer, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
