@@ -130,10 +130,13 @@ def _deployment(agent_port: int, protocol: str, rate: int, port: int = 8090) -> 
 
 
 class _NoControl:
-    """Call control for the bench: nothing to hang up or transfer."""
+    """Call control for the bench: nothing to hang up or transfer; every fork with a good token is expected."""
 
     def media_update(self, uuid: str, data: dict[str, Any]) -> None:
         pass
+
+    async def claim_fork(self, uuid: str, token: str) -> bool:
+        return True
 
     async def hangup(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -174,7 +177,7 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
         from orchestrator.media import bridge as b
 
         b.SAMPLE_EVERY = 1
-        bridge = b.MediaBridge(_deployment(agent_port, protocol, rate), fork.Tokens(SECRET), port=0)
+        bridge = b.MediaBridge(_deployment(agent_port, protocol, rate), fork.Tokens(SECRET), _NoControl(), port=0)
         loop.run_until_complete(bridge.start())
         port = bridge.port
     conn.send(port)

@@ -101,4 +101,9 @@ class _MediaCollector(Collector):
             "sipagent_media_playback_queue_seconds", "Agent audio waiting to be paced out, all calls.", labels=[]
         )
         depth.add_metric([], sum(s.pacer.queued_ms for s in b.sessions.values()) / 1000)
-        yield from (frames, byts, dropped, active, depth)
+        conns = GaugeMetricFamily(
+            "sipagent_media_connections", "Connections on the media port by stage.", labels=["stage"]
+        )
+        for stage, n in b.gate.counts().items():
+            conns.add_metric([stage], n)
+        yield from (frames, byts, dropped, active, depth, conns)

@@ -28,6 +28,8 @@ class Control:
         self.calls: list[tuple[Any, ...]] = []
         self.records: dict[str, dict[str, Any]] = {}
         self.transfer_error: Exception | None = None
+        self.claimed: set[str] = set()  # tokens used: each is good once
+        self.ended: set[str] = set()  # calls that are over (their forks are refused)
 
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None:
         self.calls.append(("hangup", uuid, reason, by))
@@ -48,6 +50,12 @@ class Control:
 
     def media_update(self, uuid: str, data: dict[str, Any]) -> None:
         self.records.setdefault(uuid, {}).update(data)
+
+    async def claim_fork(self, uuid: str, token: str) -> bool:
+        if uuid in self.ended or token in self.claimed:
+            return False
+        self.claimed.add(token)
+        return True
 
     def kinds(self) -> list[str]:
         return [c[0] for c in self.calls]

@@ -105,18 +105,118 @@ def test_close_handshake_echo_and_initiated() -> None:
     assert s2.data_to_send() == b""  # no second close frame
 
 
-def test_plain_http_request_is_refused_on_accept() -> None:
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+UPGRADE = (
+    f"Host: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def _status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS ClientHello on the plain port
+        (b"\x00\xff\xfe garbage", 400),
+        (b"get /calls/x HTTP/1.1\r\n", 400),  # methods are upper case
+        (b"HELLO", 0),  # could still become a request line: wait (the handshake timeout ends it)
+        (b"HELLOWORLDHELLOWORLD", 400),  # no method is that long
+        (b"GET\r\n\r\n", 400),
+        (b"GET /x\r\n\r\n", 400),  # HTTP/0.9
+        (b"GET /x HTTP/2.0\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nHost: a\x01b\r\n\r\n", 400),  # control character in a value
+        (b"GET /\xe9 HTTP/1.1\r\nHost: a\r\n\r\n", 400),  # non-ASCII path
+        (b"GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 400),
+        (b"GET /x HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", 431),  # too many headers
+        (b"GET /x HTTP/1.1\r\nX: " + b"y" * 9000 + b"\r\n\r\n", 431),  # one header line too long
+        (b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /x HTTP/1.1\r\n" + (b"X-Pad: " + b"y" * 6000 + b"\r\n") * 3 + b"\r\n", 431),  # head over 16 KiB
+        (b"GET /x HTTP/1.1\r\n" + (b"X-Pad: " + b"y" * 6000 + b"\r\n") * 3 + b"X", 431),  # no end in sight
+        (b"POST /calls/x HTTP/1.1\r\n" + UPGRADE.encode() + b"\r\n", 405),
+        (b"GET /calls/x HTTP/1.0\r\n" + UPGRADE.encode() + b"\r\n", 505),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 426),  # plain HTTP, not an upgrade
+        (b"GET /x HTTP/1.1\r\n" + UPGRADE.replace("Version: 13", "Version: 8").encode() + b"\r\n", 400),
+        (b"GET /x HTTP/1.1\r\n" + UPGRADE.replace(KEY, "c2hvcnQ=").encode() + b"\r\n", 400),  # key not 16 bytes
+        (b"GET /x HTTP/1.1\r\n" + UPGRADE.replace(KEY, "not base64!").encode() + b"\r\n", 400),
+        (b"GET /x HTTP/1.1\r\n" + UPGRADE.replace(f"Sec-WebSocket-Key: {KEY}\r\n", "").encode() + b"\r\n", 400),
+        (b"GET /x HTTP/1.1\r\n" + UPGRADE.replace("Upgrade: websocket", "Upgrade: h2c").encode() + b"\r\n", 426),
+    ],
+)
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_invalid_requests_are_answered_with_an_http_error_and_closed(data: bytes, status: int, chunk: int) -> None:
     server = WebSocket.server()
-    events = server.receive_data(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert isinstance(events[0], Request)
+    events: list[object] = []
+    for i in range(0, len(data), chunk):
+        events += server.receive_data(data[i : i + chunk])
+        if events:
+            break
+    response = server.data_to_send()
+    if status == 0:
+        assert events == [] and response == b"" and not server.closed
+        return
+    assert len(events) == 1 and isinstance(events[0], Closed) and events[0].status == status, events
+    assert _status(response) == status and b"Connection: close" in response
+    assert server.closed and not server.open
+    assert server.receive_data(b"GET / HTTP/1.1\r\n\r\n") == [] and server.data_to_send() == b""  # done for good
+    assert b"y" * 100 not in response and b"\xfc" not in response  # the peer's bytes are not echoed
+
+
+def test_only_a_valid_upgrade_is_a_request_and_early_bytes_wait_for_accept() -> None:
+    client = WebSocket.client("ws://127.0.0.1:9/calls/x?token=t")
+    request = client.data_to_send()
+    server = WebSocket.server()
+    early = client.text('{"meta":1}') + client.binary(b"\x01" * 320)  # sent before the 101 arrived
+    events = server.receive_data(request + early[:5])
+    assert len(events) == 1 and isinstance(events[0], Request) and events[0].path == "/calls/x?token=t"
+    assert server.receive_data(early[5:]) == [] and server.data_to_send() == b""  # held until the decision
     server.accept()
-    assert server.data_to_send().startswith(b"HTTP/1.1 426") and server.closed and not server.open
+    assert _status(server.data_to_send()) == 101
+    assert server.receive_data(b"") == [Text('{"meta":1}'), Binary(b"\x01" * 320)]
 
 
-def test_garbage_instead_of_http_closes() -> None:
+def test_too_much_before_the_upgrade_is_answered_413() -> None:
+    client = WebSocket.client("ws://127.0.0.1:9/calls/x")
     server = WebSocket.server()
-    events = server.receive_data(b"\x16\x03\x01" + b"x" * 20000)  # e.g. a TLS hello on the plain port
-    assert isinstance(events[0], Closed) and "too large" in (events[0].error or "")
+    assert isinstance(server.receive_data(client.data_to_send())[0], Request)
+    events = server.receive_data(b"\x00" * 70000)
+    assert isinstance(events[0], Closed) and events[0].status == 413
+    assert _status(server.data_to_send()) == 413
+    server.accept()  # too late: nothing happens
+    assert server.data_to_send() == b"" and not server.open
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"\x00" * 20000,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: wrong\r\n\r\n",
+    ],
+)
+def test_client_closes_on_an_invalid_response(response: bytes) -> None:
+    client = WebSocket.client("ws://127.0.0.1:9/agent")
+    client.data_to_send()
+    events = client.receive_data(response)
+    assert len(events) == 1 and isinstance(events[0], Closed) and events[0].code in (1002, 1006)
+    assert client.closed and client.receive_data(b"more") == []
+
+
+@pytest.mark.parametrize("chunk", [1, 10, 1000])
+def test_client_reads_a_refusal_with_its_body_in_any_chunking(chunk: int) -> None:
+    client = WebSocket.client("ws://127.0.0.1:9/agent")
+    client.data_to_send()
+    body = b"x" * 300
+    response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 300\r\n\r\n" + body
+    events: list[object] = []
+    for i in range(0, len(response), chunk):
+        events += client.receive_data(response[i : i + chunk])
+    assert len(events) == 1 and isinstance(events[0], Closed) and "403" in (events[0].error or "")
 
 
 def test_reject_answers_http_status() -> None:
@@ -146,6 +246,8 @@ async def test_server_interoperates_with_websockets_client() -> None:
                     got.append(ev.data)
                     self.t.write(self.ws.binary(ev.data) if isinstance(ev, Binary) else self.ws.text(ev.data))  # type: ignore[attr-defined]
             self.t.write(self.ws.data_to_send())
+            if self.ws.closed:
+                self.t.close()
 
     server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

@@ -8,9 +8,11 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from fake_agents import FakeRawAgent
 from test_bridge import TOKENS, Control, Fork, deployment, wait_until
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from orchestrator.calls.tracker import Notice
 from orchestrator.media import fork
@@ -84,5 +86,38 @@ async def test_two_workers_share_the_port_and_act_through_the_main_process() -> 
             ]
             assert len(per_worker) == 2 and sum(per_worker) == 8  # both workers took calls, none lost
             assert all(n > 0 for n in per_worker)
+        finally:
+            await pool.stop()
+
+
+async def test_fork_tokens_are_claimed_through_the_main_process_once() -> None:
+    port = free_port()
+    async with FakeRawAgent(rate=8000) as agent:
+        dep = deployment({"protocol": "raw", "url": agent.url, "audio_format": "pcm_8000"}, port=port)
+        control = Control()
+        pool = WorkerPool(dep, control, Metrics(), TOKENS.secret, 2)
+        await pool.start()
+        try:
+            urls = []
+            for i in range(6):  # enough connections that both workers take some
+                cid = f"c0ffee00-0000-4000-8000-00000000010{i}"
+                url = fork.fork_url(f"ws://127.0.0.1:{port}", cid, TOKENS.token(cid))
+                ws = await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+                await ws.send(json.dumps({"call_id": cid, "agent": "bot", "rate": 8000}))
+                urls.append((url, ws))
+            await agent.wait_session(6)
+            assert len(control.claimed) == 6  # every claim reached the main process
+            for url, _ in urls:  # replays, whichever worker the kernel hands them to
+                with pytest.raises(InvalidStatus) as replay:
+                    await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+                assert replay.value.response.status_code == 403
+            gone = "c0ffee00-0000-4000-8000-000000000199"
+            control.ended.add(gone)
+            with pytest.raises(InvalidStatus) as ended:
+                await connect(fork.fork_url(f"ws://127.0.0.1:{port}", gone, TOKENS.token(gone)))
+            assert ended.value.response.status_code == 403
+            assert len(agent.sessions) == 6
+            for _, ws in urls:
+                await ws.close()
         finally:
             await pool.stop()

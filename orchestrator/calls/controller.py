@@ -327,7 +327,8 @@ class Controller:
 
     # -- fork -----------------------------------------------------------------------------------
     def _fork_command(self, call: Call) -> str:
-        url = fork.fork_url(self.deployment.orchestrator.media_url, call.uuid, self.tokens.token(call.uuid))
+        token = self.tokens.token(call.uuid, call.fork_nonce)  # good for this fork start only (claim_fork)
+        url = fork.fork_url(self.deployment.orchestrator.media_url, call.uuid, token)
         inbound = call.direction == "inbound"
         metadata = {
             "call_id": call.uuid,
@@ -346,6 +347,12 @@ class Controller:
         media = self.deployment.orchestrator.media
         stream_rate = (16000 if rate == "16k" else 8000) if media.playback == "streaming" else None
         return fork.start_command(call.uuid, url, rate, metadata, stream_rate=stream_rate, module=media.fork_module)
+
+    async def claim_fork(self, uuid: str, token: str) -> bool:
+        """The media bridge asks whether a fork connection may serve the call: once per fork start, for a
+        live call waiting for that fork, with the token minted for it (replays and unknown calls: no)."""
+        nonce = self.tokens.verify(uuid, token)
+        return nonce is not None and self.tracker.claim_fork(uuid, nonce)
 
     # -- actions --------------------------------------------------------------------------------
     def _pick_node(self) -> str:

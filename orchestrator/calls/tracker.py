@@ -14,6 +14,7 @@ the new channel is recognised. Resync after a (re)connection rebuilds calls from
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import time
@@ -120,6 +121,7 @@ class Call:
     hangup_by: str = ""  # remote, agent, api, orchestrator, freeswitch
     transfer: Transfer | None = None
     fork: str = "none"  # none, starting, connected, failed, closed
+    fork_nonce: str = field(default="", repr=False)  # the started fork's token nonce, until the bridge claims it
     originate_error: str = ""
     quality: dict[str, float] = field(default_factory=dict)
     dtmf_in: str = ""
@@ -183,6 +185,7 @@ class Policy:
     numbers: dict[str, str]  # E.164 number -> agent
     fork_command: Callable[[Call], str]  # builds the `uuid_audio_fork <uuid> start …` command
     fork_module: str = "mod_audio_fork"  # or mod_audio_stream
+    nonce: Callable[[], str] = fork.new_nonce  # one per fork start: its token is good for that start only
     headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # trunk -> [(X-header, variable)]
     answer_variables: dict[str, str] = field(
         default_factory=lambda: {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
@@ -409,7 +412,19 @@ class CallTracker:
 
     def _fork(self, call: Call) -> Api:
         call.fork = "starting"
+        call.fork_nonce = self.policy.nonce()
         return Api(call.node, self.policy.fork_command(call), call.uuid)
+
+    def claim_fork(self, uuid: str, nonce: str) -> bool:
+        """The media bridge asks to accept a fork whose token carries ``nonce``: yes once, for a live call
+        whose latest fork start minted it and that is still waiting for that fork."""
+        call = self.calls.get(uuid)
+        if call is None or not call.active or call.fork != "starting" or not call.fork_nonce or not nonce:
+            return False
+        if not hmac.compare_digest(call.fork_nonce, nonce):
+            return False
+        call.fork_nonce = ""
+        return True
 
     def _answered(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)

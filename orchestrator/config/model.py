@@ -511,6 +511,26 @@ class MediaSettings(Model):
     fallback_prompt: str | None = Field(
         None, description="What FreeSWITCH plays before hanging up (a file on its host or e.g. tone_stream://…)."
     )
+    handshake_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="A fork connection must finish its WebSocket handshake within this time."
+    )
+    metadata_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="An accepted fork must send its metadata (first text frame) within this time."
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Connections on the media port per bridge process; default: from freeswitch.max_calls "
+        "(per worker) and the descriptor limit.",
+    )
+    max_pending_connections: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Connections still in their handshake per bridge process (the oldest beyond it is closed); "
+        "default: a quarter of the call limit, 32 to 1024.",
+    )
 
     @model_validator(mode="after")
     def _prompt(self) -> MediaSettings:
@@ -520,6 +540,9 @@ class MediaSettings(Model):
             raise ValueError("on_failure: prompt needs fallback_prompt")
         if self.fallback_prompt and any(c in self.fallback_prompt for c in " '\"\\^\n"):
             raise ValueError("fallback_prompt cannot contain blanks, quotes, carets or backslashes")
+        pending, total = self.max_pending_connections, self.max_connections
+        if pending and total and pending > total:
+            raise ValueError("max_pending_connections cannot exceed max_connections")
         return self
 
 

@@ -20,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
-import json
 import logging
+import os
+import resource
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from orchestrator import agents
 from orchestrator.agents import _wire, base
@@ -37,6 +38,7 @@ from orchestrator.agents import overrides as agent_overrides
 from orchestrator.agents.connect import HandshakeError, SetupError, classify, endpoint, resolve
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.media import fork
+from orchestrator.media.admission import RESERVE, Gate, Limits, LogThrottle, derive_limits, descriptors_in_use
 from orchestrator.media.playback import Pacer
 from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
 from orchestrator.metrics import Metrics
@@ -44,6 +46,10 @@ from orchestrator.metrics import Metrics
 log = logging.getLogger("sipagent.media")
 
 TICK = 0.020
+ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
+EVICT_BATCH = 16  # connections in their handshake closed at once when the port is full
+ACCEPT_RETRY = 0.1  # after accept() failed (EMFILE …)
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 SAMPLE_EVERY = 16  # latency is measured on one message in 16
 KILL_AUDIO = '{"type":"killAudio"}'
 FILE_GAP = 0.11  # file playback: FreeSWITCH pauses 100 ms between two queued files (measured), plus margin
@@ -102,6 +108,7 @@ class CallControl(Protocol):
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
     async def flush_playback(self, uuid: str) -> None: ...
     def media_update(self, uuid: str, data: dict[str, Any]) -> None: ...
+    async def claim_fork(self, uuid: str, token: str) -> bool: ...
 
 
 @dataclass
@@ -124,54 +131,88 @@ class Stats:
 
 # ---------------------------------------------------------------------------------------------------
 class ForkConnection(asyncio.Protocol):
-    """One ``mod_audio_fork`` WebSocket (server side)."""
+    """One ``mod_audio_fork`` WebSocket (server side).
 
-    def __init__(self, bridge: MediaBridge) -> None:
+    ``stage``: ``handshake`` (until a valid upgrade request with a good token), ``claiming`` (the
+    controller is asked whether the call waits for this fork), ``upgraded`` (101 sent, metadata due),
+    ``attached`` (carries a session's audio), ``closed``.
+    """
+
+    def __init__(self, bridge: MediaBridge, peer: str = "?") -> None:
         self.bridge = bridge
         self.ws = WebSocket.server(subprotocols=[fork.SUBPROTOCOL], max_message=1 << 20)
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.call_id = ""
-        self.peer = ""
+        self.peer = peer
+        self.stage = "handshake"
         self._n = 0
+        self._drop: tuple[int, int, str] | None = None  # dropped before its transport was made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.bridge.forks.add(self)
+        if self._drop is not None:
+            self.drop(*self._drop)
 
     def data_received(self, data: bytes) -> None:
-        self._n += 1
-        t0 = time.perf_counter() if self._n % SAMPLE_EVERY == 0 else 0.0
-        session = self.session
-        for event in self.ws.receive_data(data):
-            if type(event) is Binary:
-                if session is not None:
-                    session.caller_audio(event.data)
-            elif type(event) is Text:
-                if session is None:
-                    session = self.session = self.bridge.open_session(self, event.data)
-                else:
-                    log.debug("call %s: text from the fork ignored: %.200s", self.call_id, event.data)
-            elif type(event) is Request:
-                self.bridge.admit(self, event)
-            elif type(event) is Closed:
-                self._closed(event)
-        out = self.ws.data_to_send()
-        if out and self.transport is not None:
-            self.transport.write(out)
-            if self.ws.closed and not self.ws.open:  # rejected handshake
-                self.transport.close()
-        if t0:
-            self.bridge.latency_to_agent.append(time.perf_counter() - t0)
+        try:
+            self._n += 1
+            t0 = time.perf_counter() if self._n % SAMPLE_EVERY == 0 else 0.0
+            session = self.session
+            for event in self.ws.receive_data(data):
+                if type(event) is Binary:
+                    if session is not None:
+                        session.caller_audio(event.data)
+                elif type(event) is Text:
+                    if session is None:
+                        session = self.session = self.bridge.open_session(self, event.data)
+                    else:
+                        log.debug("call %s: text from the fork ignored: %r", self.call_id, event.data[:200])
+                elif type(event) is Request:
+                    self.bridge.admit(self, event)
+                elif type(event) is Closed:
+                    self._closed(event)
+            out = self.ws.data_to_send()
+            if out and self.transport is not None:
+                self.transport.write(out)
+                if self.ws.closed and not self.ws.open:  # rejected handshake
+                    self.transport.close()
+            if t0:
+                self.bridge.latency_to_agent.append(time.perf_counter() - t0)
+        except Exception as exc:  # never into asyncio's "Fatal error on transport": this connection only
+            self._crash(exc)
+
+    def _crash(self, exc: BaseException) -> None:
+        self.bridge.note(
+            "fork_internal",
+            "fork %s (call %s): internal error on its input, connection closed: %s: %s",
+            self.peer,
+            self.call_id or "?",
+            type(exc).__name__,
+            _printable(str(exc)),
+        )
+        if self.transport is not None:
+            self.transport.abort()
 
     def _closed(self, event: Closed) -> None:
         if event.error:
-            log.warning(
-                "fork %s (call %s): %s; closing with %d", self.peer, self.call_id or "?", event.error, event.code
-            )
-            self.bridge.metrics.media_errors.labels("fork_protocol").inc()
+            if event.status:
+                self.bridge.note(
+                    "fork_bad_request",
+                    "fork %s: %s; answered %d",
+                    self.peer,
+                    _printable(event.error),
+                    event.status,
+                )
+            else:
+                self.bridge.note(
+                    "fork_protocol",
+                    "fork %s (call %s): %s; closing with %d",
+                    self.peer,
+                    self.call_id or "?",
+                    _printable(event.error),
+                    event.code,
+                )
         if self.transport is not None:
             out = self.ws.data_to_send()
             if out:
@@ -201,11 +242,30 @@ class ForkConnection(asyncio.Protocol):
         else:
             self.transport.close()
 
+    def drop(self, status: int, code: int, reason: str) -> None:
+        """Close at once: an HTTP ``status`` before the upgrade, a close frame with ``code`` after it."""
+        if self.transport is None:
+            if self.stage != "closed":
+                self._drop = (status, code, reason)
+            return
+        if self.ws.open:
+            out = self.ws.close(code, reason)
+        else:
+            self.ws.reject(status, reason)
+            out = self.ws.data_to_send()
+        if out:
+            self.transport.write(out)
+        self.transport.close()  # the little we wrote goes first; a peer that does not read cannot hold it
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.bridge.forks.discard(self)
-        if self.session is not None:
-            self.session.fork_lost(self, self.ws.close_code or 1006)
+        try:
+            self.transport = None
+            self.stage = "closed"
+            self.bridge.left(self)
+            if self.session is not None:
+                self.session.fork_lost(self, self.ws.close_code or 1006)
+        except Exception as exc:
+            self._crash(exc)
 
 
 class AgentConnection(asyncio.Protocol):
@@ -320,22 +380,23 @@ class AgentConnection(asyncio.Protocol):
 class Session:
     """One call's audio: its fork, its agent connection, the agent protocol and playback."""
 
-    def __init__(self, bridge: MediaBridge, call_id: str, metadata: dict[str, Any], agent_config: Any) -> None:
+    def __init__(
+        self, bridge: MediaBridge, call_id: str, metadata: fork.ForkMetadata | dict[str, Any], agent_config: Any
+    ) -> None:
         self.bridge = bridge
         self.call_id = call_id
-        self.metadata = metadata
-        rate = int(metadata.get("rate") or 8000)
-        self.rate = 16000 if rate >= 16000 else 8000
-        variables = metadata.get("variables") or {}
+        meta = metadata if isinstance(metadata, fork.ForkMetadata) else fork.ForkMetadata.model_validate(metadata)
+        self.metadata = meta.model_dump()
+        self.rate = meta.fork_rate
         self.info = base.CallInfo(
             call_id=call_id,
-            direction=str(metadata.get("direction", "")),
-            caller_id=str(metadata.get("caller_id", "")),
-            called_number=str(metadata.get("called_number", "")),
-            agent=str(metadata.get("agent", "")),
-            trunk=str(metadata.get("trunk", "")),
+            direction=meta.direction,
+            caller_id=meta.caller_id,
+            called_number=meta.called_number,
+            agent=meta.agent,
+            trunk=meta.trunk,
             rate=self.rate,
-            variables={str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {},
+            variables=dict(meta.variables),
         )
         self.agent_config = agent_config
         overrides, problem = agent_overrides.for_call(bridge.deployment, agent_config, metadata)
@@ -869,6 +930,19 @@ class Session:
         }
 
 
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """The listening socket (non-blocking, SO_REUSEADDR; SO_REUSEPORT for worker processes)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
+    sock.setblocking(False)
+    return sock
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Outside text for a log line: escaped, bounded."""
+    return ascii(text[:limit])[1:-1]
+
+
 def _stream_audio(pcm: bytes, rate: int) -> str:
     """A mod_audio_stream ``streamAudio`` message (file playback)."""
     b64 = binascii.b2a_base64(pcm, newline=False).decode()
@@ -909,47 +983,183 @@ class MediaBridge:
         self.pacing: set[Session] = set()
         self.latency_to_agent: deque[float] = deque(maxlen=4096)
         self.latency_to_caller: deque[float] = deque(maxlen=4096)
-        self.server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None  # the listening socket (our own accept loop: see _accept)
+        self._accepting = False
+        self._accept_retry = 0.0
+        self._connecting: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self.totals = Stats()
+        self.limits = self._limits(None, 0)
+        self.gate: Gate[ForkConnection] = self._gate()
+        self.claims: set[asyncio.Task[Any]] = set()
+        self._throttle = LogThrottle()
         self.metrics.bind_media(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
+    def _limits(self, nofile: int | None, in_use: int) -> Limits:
+        s, d = self.settings, self.deployment
+        return derive_limits(
+            max_calls=d.freeswitch.max_calls,
+            nodes=len(d.orchestrator.nodes) or 1,
+            workers=s.workers,
+            max_connections=s.max_connections,
+            max_pending=s.max_pending_connections,
+            nofile=nofile,
+            in_use=in_use,
+        )
+
+    def _gate(self) -> Gate[ForkConnection]:
+        return Gate(
+            max_connections=self.limits.max_connections,
+            max_pending=self.limits.max_pending,
+            handshake_timeout=self.settings.handshake_timeout_seconds,
+            metadata_timeout=self.settings.metadata_timeout_seconds,
+            descriptors=self.limits.descriptors,
+        )
+
+    def _fit_descriptors(self) -> None:
+        """Caps this process's descriptor limit can hold (raising the soft limit toward the hard one first)."""
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (OSError, ValueError):  # pragma: no cover - no such limit here
+            return
+        in_use = descriptors_in_use()
+        wanted = self._limits(None, in_use)
+        need = in_use + RESERVE + wanted.max_connections + wanted.calls
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY else min(hard, need)
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+        self.limits = self._limits(None if soft == resource.RLIM_INFINITY else soft, in_use)
+        if self.limits.warning:
+            log.warning("media bridge: %s", self.limits.warning)
+        self.gate = self._gate()
+
     async def start(self) -> None:
         """Listen for forks and start the pacing clock."""
         loop = asyncio.get_running_loop()
         s = self.settings
-        self.server = await loop.create_server(
-            lambda: ForkConnection(self),
-            s.listen_ip,
-            self._port,
-            backlog=1024,
-            reuse_address=True,
-            reuse_port=self.reuse_port or None,
-        )
+        self._fit_descriptors()
+        self._sock = _listen(s.listen_ip, self._port, self.reuse_port)
+        self._resume_accepting()
         self._next_tick = loop.time() + TICK
         self._timer = loop.call_at(self._next_tick, self._tick)
-        log.info("media bridge listening on %s:%d (%s playback)", s.listen_ip, self.port, s.playback)
+        log.info(
+            "media bridge listening on %s:%d (%s playback; at most %d connections, %d in the handshake, %s fds)",
+            s.listen_ip,
+            self.port,
+            s.playback,
+            self.limits.max_connections,
+            self.limits.max_pending,
+            self.limits.descriptors or "unlimited",
+        )
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
+        assert self._sock is not None
+        return self._sock.getsockname()[1]
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
         if self._timer is not None:
             self._timer.cancel()
+        self._pause_accepting()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for task in list(self.claims) + list(self._connecting):
+            task.cancel()
         for session in list(self.sessions.values()):
             if session.agent is not None:
                 session.agent.close(1001, "orchestrator stopping")
         for conn in list(self.forks):
             conn.close(1001, "")
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        await asyncio.sleep(0)
+
+    # -- accepting ------------------------------------------------------------------------------
+    # The event loops' own servers accept every queued connection at once (asyncio up to ``backlog`` per
+    # wake-up, uvloop until the queue is empty) before the protocol hears of any: a burst would take
+    # descriptors past the caps. On EMFILE asyncio reports a traceback per attempt (up to ``backlog`` a
+    # second) and retries after 1 s; libuv accepts and closes everything queued (a real fork among them
+    # is dropped). So the bridge accepts itself: one connection at a time while the gate has room, the
+    # rest wait in the kernel's backlog; EMFILE pauses accepting for ACCEPT_RETRY, one line, counted.
+    def _resume_accepting(self) -> None:
+        if not self._accepting and self._sock is not None:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept)
+            self._accepting = True
+
+    def _pause_accepting(self) -> None:
+        if self._accepting and self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._accepting = False
+
+    def _maybe_resume(self, now: float) -> None:
+        if not self._accepting and self._sock is not None and now >= self._accept_retry and self.gate.room():
+            self._resume_accepting()
+
+    def _accept(self) -> None:
+        """The listening socket is readable: take connections while the gate has room."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            if not self.gate.room():
+                self._pause_accepting()  # resumed when a connection leaves (see left)
+                for victim in self.gate.make_room(EVICT_BATCH):
+                    self.note("fork_evicted", "fork %s: closed to make room (port full; in its handshake)", victim.peer)
+                    victim.drop(503, 1013, "too many connections")
+                return
+            try:
+                conn_sock, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._pause_accepting()
+                self._accept_retry = time.monotonic() + ACCEPT_RETRY
+                self.note(
+                    "accept_failed",
+                    "media port: accept() failed (%s); new forks wait in the backlog, retrying in %g s",
+                    os.strerror(exc.errno) if exc.errno else exc,
+                    ACCEPT_RETRY,
+                )
+                return
+            try:
+                self._take(conn_sock, addr)
+            except Exception as exc:
+                conn_sock.close()
+                self.note("fork_internal", "media port: a new connection failed: %s: %s", type(exc).__name__, exc)
+
+    def _take(self, conn_sock: socket.socket, addr: Any) -> None:
+        conn_sock.setblocking(False)
+        if conn_sock.family in (socket.AF_INET, socket.AF_INET6):
+            conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else "?"
+        conn = ForkConnection(self, peer)
+        if not self.arrived(conn):
+            with contextlib.suppress(OSError):
+                conn_sock.send(_BUSY)
+            conn_sock.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._connect(conn, conn_sock))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, conn: ForkConnection, conn_sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, conn_sock)
+        except BaseException as exc:  # e.g. the peer reset it already; or the bridge is stopping
+            if conn.transport is None:
+                conn_sock.close()
+                conn.stage = "closed"
+                self.left(conn)
+            log.debug("fork %s: connection lost before it was set up: %r", conn.peer, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -959,31 +1169,115 @@ class MediaBridge:
                 session._poll(now)
                 if not session.pacer.busy:
                     self.pacing.discard(session)
+        if self.gate.waiting:
+            self._sweep(now)
+        if not self._accepting:
+            self._maybe_resume(now)
         self._next_tick += TICK
         t = loop.time()
         if self._next_tick < t:  # we fell behind (loaded host): do not try to catch up
             self._next_tick = t + TICK
         self._timer = loop.call_at(self._next_tick, self._tick)
 
+    def note(self, kind: str, message: str, *args: Any) -> None:
+        """Count ``kind`` in sipagent_media_errors_total and log one line (at most a few per kind and 10 s)."""
+        self.metrics.media_errors.labels(kind).inc()
+        held = self._throttle.allow(kind, time.monotonic())
+        if held is not None:
+            log.warning(message + (f" ({held} more like it not logged)" if held else ""), *args)
+
+    # -- connections ----------------------------------------------------------------------------
+    def arrived(self, conn: ForkConnection) -> bool:
+        """A new connection on the port (taken while the gate had room)."""
+        if not self.gate.arrive(conn, time.monotonic()):
+            self.note("fork_refused", "fork %s: refused, %d connections", conn.peer, self.gate.total)
+            return False
+        self.forks.add(conn)
+        return True
+
+    def left(self, conn: ForkConnection) -> None:
+        """A connection closed."""
+        self.forks.discard(conn)
+        self.gate.left(conn)
+        if not self._accepting:
+            self._maybe_resume(time.monotonic())
+
+    def _sweep(self, now: float) -> None:
+        for conn, why in self.gate.sweep(now):
+            if why == "evicted":
+                self.note("fork_evicted", "fork %s: closed, too many connections in the handshake", conn.peer)
+                conn.drop(503, 1013, "too many connections")
+            elif why == "handshake_timeout":
+                self.note(
+                    "fork_handshake_timeout",
+                    "fork %s: no WebSocket handshake within %g s, closed",
+                    conn.peer,
+                    self.settings.handshake_timeout_seconds,
+                )
+                conn.drop(408, 1008, "handshake timeout")
+            else:
+                self.note(
+                    "fork_metadata_timeout",
+                    "fork %s (call %s): no metadata within %g s of the upgrade, closed",
+                    conn.peer,
+                    conn.call_id,
+                    self.settings.metadata_timeout_seconds,
+                )
+                conn.drop(408, 1008, "no metadata")
+
     # -- forks ----------------------------------------------------------------------------------
     def admit(self, conn: ForkConnection, request: Request) -> None:
-        """Accept a fork only for a known path with the call's token."""
-        parts = urlsplit(request.path)
-        segments = parts.path.strip("/").split("/")
-        if len(segments) != 2 or segments[0] != "calls" or not segments[1]:
-            conn.ws.reject(404, "unknown path")
-            log.warning("fork from %s: unknown path %r rejected", conn.peer, parts.path)
-            self.metrics.media_errors.labels("fork_rejected").inc()
+        """A valid upgrade request: on ``/calls/<uuid>`` with a token minted for the call, then claimed.
+
+        The token's MAC is checked here; the controller then says whether the call is up and waiting
+        for this very fork (each token is claimed once). Until it answers the request waits, bounded
+        by the handshake timeout.
+        """
+        try:
+            call_id, token = fork.parse_target(request.path)
+        except fork.TargetError as exc:
+            self._reject(conn, exc.status, exc.text, "fork from %s: %s, rejected", conn.peer, exc.detail)
             return
-        call_id = unquote(segments[1])
-        token = (parse_qs(parts.query).get("token") or [""])[0]
-        if not self.tokens.verify(call_id, token):
-            conn.ws.reject(403, "bad token")
-            log.warning("fork from %s for call %s: bad token, rejected", conn.peer, call_id)
-            self.metrics.media_errors.labels("fork_rejected").inc()
+        if self.tokens.verify(call_id, token) is None:
+            self._reject(conn, 403, "bad token", "fork from %s for call %s: bad token, rejected", conn.peer, call_id)
             return
         conn.call_id = call_id
+        deadline = self.gate.claiming(conn)
+        if self.control is None or deadline is None:
+            self._reject(conn, 403, "no such call", "fork from %s for call %s: no call control", conn.peer, call_id)
+            return
+        conn.stage = "claiming"
+        task = asyncio.ensure_future(self._claim(conn, call_id, token, deadline))
+        self.claims.add(task)
+        task.add_done_callback(self.claims.discard)
+
+    async def _claim(self, conn: ForkConnection, call_id: str, token: str, deadline: float) -> None:
+        assert self.control is not None
+        status, why = 0, ""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                ok = await self.control.claim_fork(call_id, token)
+        except TimeoutError:
+            ok, status, why = False, 503, "the call controller did not answer in time"
+        except Exception as exc:
+            ok, status, why = False, 503, f"the call controller failed: {_printable(str(exc))}"
+        if conn.transport is None or conn.ws.closed:
+            if ok:
+                log.warning("call %s: its fork connection closed before it was accepted", call_id)
+            return
+        if not ok:
+            if not status:
+                status, why = 403, "no call waits for this fork (ended, unknown, or its token was used)"
+            self._reject(conn, status, "refused", "fork from %s for call %s: %s, rejected", conn.peer, call_id, why)
+            return
         conn.ws.accept()
+        conn.stage = "upgraded"
+        self.gate.upgraded(conn, time.monotonic())
+        conn.data_received(b"")  # writes the 101, then reads whatever the fork sent with its request
+
+    def _reject(self, conn: ForkConnection, status: int, text: str, message: str, *args: Any) -> None:
+        self.note("fork_rejected", message, *args)
+        conn.drop(status, 1008, text)
 
     def open_session(self, conn: ForkConnection, text: str) -> Session | None:
         """The fork's first text frame (metadata): attach it to the call's session (new or existing)."""
@@ -994,31 +1288,33 @@ class MediaBridge:
             if old is not None and old is not conn:
                 old.session = None
                 old.close(1000, "")
+            conn.stage = "attached"
+            self.gate.attached(conn)
             return existing
         try:
-            metadata = json.loads(text)
-            if not isinstance(metadata, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            return self._refuse(conn, f"fork metadata (first text frame) is not JSON: {exc}")
-        agent_name = metadata.get("agent")
-        agent_config = self.agents.get(agent_name) if isinstance(agent_name, str) else None
+            metadata = fork.parse_metadata(text)
+            if metadata.call_id and metadata.call_id != call_id:
+                raise fork.MetadataError(1008, "call_id differs from the call in the URL")
+        except fork.MetadataError as exc:
+            return self._refuse(conn, exc.code, f"fork metadata (first text frame) refused: {exc.detail}")
+        agent_config = self.agents.get(metadata.agent)
         if agent_config is None:
-            return self._refuse(conn, f"fork metadata names no configured agent (agent={agent_name!r})")
+            return self._refuse(conn, 1008, f"fork metadata names no configured agent ({metadata.agent!r})")
         try:
             session = Session(self, call_id, metadata, agent_config)
         except (ValueError, TypeError) as exc:
-            return self._refuse(conn, f"fork metadata: {exc}")
+            return self._refuse(conn, 1008, f"fork metadata: {_printable(str(exc))}")
         session.fork = conn
+        conn.stage = "attached"
+        self.gate.attached(conn)
         self.sessions[call_id] = session
         self.metrics.media_sessions.inc()
         session.spawn(session.connect_agent())
         return session
 
-    def _refuse(self, conn: ForkConnection, why: str) -> None:
-        log.warning("call %s: %s; closing the fork", conn.call_id, why)
-        self.metrics.media_errors.labels("fork_metadata").inc()
-        conn.close(1008, "bad metadata")
+    def _refuse(self, conn: ForkConnection, code: int, why: str) -> None:
+        self.note("fork_metadata", "call %s: %s; closing the fork with %d", conn.call_id, why, code)
+        conn.drop(400, code, "bad metadata")
         return None
 
     # -- notices from the call controller -----------------------------------------------------------

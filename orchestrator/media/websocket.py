@@ -3,33 +3,43 @@
 The opening handshake (HTTP upgrade, ``Sec-WebSocket-Accept``, subprotocol negotiation, the client's
 URI and headers) is done by the ``websockets`` library's own sans-I/O protocols
 (:class:`websockets.server.ServerProtocol`, :class:`websockets.client.ClientProtocol`), and frames are
-(un)masked with its C speed-up. The data phase — RFC 6455 framing of already-open connections — is
-this module's, because it is the media hot path: every call moves ~200 frames a second through the
-bridge, and ``websockets``' generator-based frame reader costs ~8 µs per 640-byte frame where this one
-costs ~1 µs (``bench/media.py`` shows what the whole path costs). Everything RFC 6455 asks of an
-endpoint without extensions is checked: masking direction, reserved bits, control frame rules,
-fragmentation, UTF-8 of text, close codes, a message size limit — a violation closes with the code the
-RFC names and is reported with what was wrong.
+(un)masked with its C speed-up. The server side answers every request it cannot upgrade with an HTTP
+error at once — bytes that are not an HTTP request 400, a head over 16 KiB 431, a line too long 414,
+wrong method 405, HTTP/1.0 505, not an upgrade 426, a bad key or version 400 — and reports
+:class:`Closed` with that ``status``; only a valid upgrade request comes out as a :class:`Request`,
+and bytes the client sends before it is accepted are held (up to 64 KiB) and read once it is.
+
+The data phase — RFC 6455 framing of already-open connections — is this module's, because it is the
+media hot path: every call moves ~200 frames a second through the bridge, and ``websockets``'
+generator-based frame reader costs ~8 µs per 640-byte frame where this one costs ~1 µs
+(``bench/media.py`` shows what the whole path costs). Everything RFC 6455 asks of an endpoint
+without extensions is checked: masking direction, reserved bits, control frame rules, fragmentation,
+UTF-8 of text, close codes, a message size limit — a violation closes with the code the RFC names
+and is reported with what was wrong.
 
 Usage (either side)::
 
     ws = WebSocket.server(subprotocols=["audio.drachtio.org"])
     for event in ws.receive_data(data):      # Request, Text, Binary, Closed
         ...
-    ws.accept() / ws.reject(403, "bad token")
+    ws.accept() / ws.reject(403, "bad token")  # then ws.receive_data(b"") reads what came early
     transport.write(ws.binary(pcm))            # framed bytes to send
     transport.write(ws.data_to_send())         # pongs, close replies, handshake responses
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from websockets.client import ClientProtocol
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
@@ -45,6 +55,13 @@ __all__ = ["Binary", "Closed", "Opened", "ProtocolError", "Text", "WebSocket"]
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 _HEAD = b"\r\n\r\n"
 _MAX_HANDSHAKE = 16384
+_MAX_EARLY = 65536  # bytes a client may send after its request, before it is accepted
+_METHOD = re.compile(rb"[A-Z]{1,16} ")  # how an HTTP request line starts
+_METHOD_PREFIX = re.compile(rb"[A-Z]{0,16}")
+#: the handshake libraries log requests (with their URIs and headers: tokens, credentials) and every
+#: connection at INFO; the media bridge logs its own one-line decisions instead
+_handshake_log = logging.getLogger("sipagent.media.handshake")
+_handshake_log.setLevel(logging.WARNING)
 _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 _unpack_short = struct.Struct("!H").unpack_from
@@ -110,6 +127,7 @@ class Closed:
     code: int
     reason: str
     error: str | None = None  # what the peer did wrong, when we closed because of it
+    status: int = 0  # server side, before the upgrade: the HTTP status answered
 
 
 Event = Request | Opened | Text | Binary | Closed
@@ -135,11 +153,15 @@ class WebSocket:
     """One WebSocket connection (server or client side), without I/O."""
 
     __slots__ = (
+        "_body",
         "_buf",
+        "_early",
         "_frag",
         "_frag_op",
         "_handshake",
+        "_head",
         "_out",
+        "_response",
         "close_code",
         "close_reason",
         "closed",
@@ -155,6 +177,10 @@ class WebSocket:
         self.is_client = client
         self._handshake: Any = handshake
         self._buf = b""
+        self._head = bytearray()  # the HTTP head being received
+        self._early = b""  # server: bytes after the request, until it is accepted
+        self._response: Response | None = None  # server: the 101 for a valid request, sent on accept
+        self._body = False  # client: reading a refusal's body
         self._out: list[bytes] = []
         self._frag_op = 0
         self._frag: list[bytes] = []
@@ -177,7 +203,9 @@ class WebSocket:
             # ours when offered; a client offering none (or others) is still accepted
             return next((p for p in offered if p in wanted), None)
 
-        hs = ServerProtocol(subprotocols=wanted or None, select_subprotocol=select, max_size=max_message)
+        hs = ServerProtocol(
+            subprotocols=wanted or None, select_subprotocol=select, max_size=max_message, logger=_handshake_log
+        )
         return cls(hs, client=False, max_message=max_message)
 
     @classmethod
@@ -191,7 +219,7 @@ class WebSocket:
     ) -> WebSocket:
         """The client side; the request is ready in :meth:`data_to_send` at once."""
         protos = [Subprotocol(p) for p in subprotocols] if subprotocols else None
-        hs = ClientProtocol(parse_uri(url), subprotocols=protos, max_size=max_message)
+        hs = ClientProtocol(parse_uri(url), subprotocols=protos, max_size=max_message, logger=_handshake_log)
         ws = cls(hs, client=True, max_message=max_message)
         request = hs.connect()
         for name, value in (headers or {}).items():
@@ -203,14 +231,13 @@ class WebSocket:
 
     # -- handshake ------------------------------------------------------------------------------
     def accept(self, extra_headers: dict[str, str] | None = None) -> None:
-        """Accept the client's request (subprotocol negotiated by ``websockets``)."""
+        """Accept the client's request (subprotocol negotiated by ``websockets``).
+
+        Bytes the client sent after its request are read by the next :meth:`receive_data` (``b""`` will do).
+        """
         hs: ServerProtocol = self._handshake
-        assert self.request is not None
-        response = hs.accept(self.request)
-        if response.status_code != 101:  # the request was not a valid upgrade
-            hs.send_response(response)
-            self._out.extend(hs.data_to_send())
-            self.closed = True
+        response = self._response
+        if hs is None or response is None or self.closed:
             return
         for name, value in (extra_headers or {}).items():
             response.headers[name] = value
@@ -218,55 +245,111 @@ class WebSocket:
         self._out.extend(hs.data_to_send())
         self.subprotocol = hs.subprotocol
         self.open = True
-        self._handshake = None
+        self._handshake = self._response = None
+        self._buf, self._early = self._early, b""
 
     def reject(self, status: int, text: str) -> None:
-        """Refuse the upgrade with an HTTP status; the connection should then be closed."""
-        hs: ServerProtocol = self._handshake
-        response = hs.reject(status, text + "\n")
-        hs.send_response(response)
-        self._out.extend(hs.data_to_send())
+        """Refuse the upgrade with an HTTP status; the connection should then be closed (no-op once decided)."""
+        hs: ServerProtocol | None = self._handshake
+        if hs is None or self.is_client or self.open or self.closed:
+            return
+        self._out.append(hs.reject(status, text + "\n").serialize())
         self.closed = True
-        self._handshake = None
+        self._handshake = self._response = None
+        self._buf = self._early = b""
+        self._head = bytearray()
+
+    def _refuse(self, status: int, detail: str) -> list[Event]:
+        self.reject(status, HTTPStatus(status).phrase)  # the detail may quote the peer's bytes: not echoed
+        return [Closed(1002, "", detail, status)]
 
     def _receive_handshake(self, data: bytes) -> list[Event]:
-        buf = self._buf + data
-        end = buf.find(_HEAD)
-        if end < 0:
-            if len(buf) > _MAX_HANDSHAKE:
-                raise ProtocolError(1002, "HTTP handshake too large")
-            self._buf = buf
-            return []
-        head, rest = buf[: end + 4], buf[end + 4 :]
-        self._buf = b""
         hs = self._handshake
+        if self._body:  # client: the rest of a refusal
+            hs.receive_data(data)
+            return self._handshake_events(hs, b"")
+        head_buf = self._head
+        searched = max(0, len(head_buf) - 3)
+        head_buf += data  # a bytearray: a peer sending a byte at a time costs no copying of the whole head
+        if (
+            not self.is_client
+            and searched < 17
+            and not _METHOD.match(head_buf)
+            and (len(head_buf) > 16 or not _METHOD_PREFIX.fullmatch(head_buf))
+        ):
+            return self._refuse(400, "not an HTTP request")
+        end = head_buf.find(_HEAD, searched)
+        if end < 0:
+            if len(head_buf) > _MAX_HANDSHAKE:
+                if not self.is_client:
+                    return self._refuse(431, f"HTTP request head over {_MAX_HANDSHAKE} bytes")
+                raise ProtocolError(1002, "HTTP handshake too large")
+            return []
+        if end + 4 > _MAX_HANDSHAKE and not self.is_client:
+            return self._refuse(431, f"HTTP request head over {_MAX_HANDSHAKE} bytes")
+        head, rest = bytes(head_buf[: end + 4]), bytes(head_buf[end + 4 :])
+        self._head = bytearray()
         hs.receive_data(head)
+        if self.is_client:
+            return self._handshake_events(hs, rest)
         received = hs.events_received()
-        if not received and rest and self.is_client:  # a refusal carries a body
+        request = next((ev for ev in received if isinstance(ev, Request)), None)
+        hs.data_to_send()  # an answer websockets may have queued: ours follows
+        if request is None:
+            exc = hs.handshake_exc
+            cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
+            if isinstance(exc, RequestLineTooLong):
+                return self._refuse(414, "HTTP request line too long")
+            if isinstance(exc, HeaderLineTooLong | TooManyHeaders):
+                return self._refuse(431, f"HTTP request headers too large: {exc}")
+            return self._refuse(400, f"invalid HTTP request: {cause or 'incomplete'}")
+        response = hs.accept(request)
+        if response.status_code != 101:  # not a valid WebSocket upgrade: answer it now
+            hs.send_response(response)
+            self._out.extend(hs.data_to_send())
+            self.closed = True
+            self._handshake = None
+            return [Closed(1002, "", f"bad upgrade request: {hs.handshake_exc}", response.status_code)]
+        self.request = request
+        self._response = response
+        return [request, *self._hold(rest)]
+
+    def _hold(self, data: bytes) -> list[Event]:
+        """Server: bytes after the request, before it is accepted or rejected."""
+        if data:
+            self._early += data
+            if len(self._early) > _MAX_EARLY:
+                return self._refuse(413, f"over {_MAX_EARLY} bytes sent before the upgrade was answered")
+        return []
+
+    def _handshake_events(self, hs: ClientProtocol, rest: bytes) -> list[Event]:
+        """Client: what the server's response (head, maybe a body) amounts to."""
+        received = hs.events_received()
+        if not received and rest and not self._body:  # a refusal carries a body
+            self._body = True
             hs.receive_data(rest)
             received, rest = hs.events_received(), b""
-        if not received and self.is_client:  # not an HTTP answer, or a refusal whose body is still on its way
-            self.closed = True
-            why = hs.handshake_exc or "answered " + repr(head.split(b"\r\n", 1)[0][:100].decode("latin-1"))
-            return [Closed(1006, "", f"handshake refused: {why}")]
+        if not received:
+            if hs.handshake_exc is not None:  # not a valid HTTP response
+                self.closed = True
+                self._handshake = None
+                return [Closed(1006, "", f"handshake failed: {hs.handshake_exc}")]
+            self._body = True
+            return []
         events: list[Event] = []
         for ev in received:
-            if isinstance(ev, Request):
-                if hs.handshake_exc is not None:
-                    self.reject(400, f"Failed to open a WebSocket connection: {hs.handshake_exc}")
-                    return [Closed(1002, "", f"bad upgrade request: {hs.handshake_exc}")]
-                self.request = ev
-                events.append(ev)
-            elif isinstance(ev, Response):
-                if hs.handshake_exc is not None:
+            if isinstance(ev, Response):
+                if hs.handshake_exc is not None or self._body:
                     self.closed = True
-                    return [Closed(1006, "", f"handshake refused: {hs.handshake_exc}")]
+                    self._handshake = None
+                    return [Closed(1006, "", f"handshake refused: {hs.handshake_exc or ev.status_code}")]
                 self.open = True
                 self.subprotocol = hs.subprotocol
                 self._handshake = None
                 events.append(Opened(self.subprotocol, ev))
                 if rest:
                     events.extend(self.receive_data(rest))
+                break
         return events
 
     # -- receiving ------------------------------------------------------------------------------
@@ -277,10 +360,13 @@ class WebSocket:
         if not self.open:
             if self._handshake is None:
                 return []
+            if self._response is not None:  # server: the request awaits accept() or reject()
+                return self._hold(data)
             try:
                 return self._receive_handshake(data)
             except ProtocolError as exc:
                 self.closed = True
+                self._handshake = None
                 return [Closed(1002, "", exc.detail)]
         if not self._buf and not self._frag_op and len(data) > 6:
             # the hot path: exactly one complete, final binary frame with a short length field

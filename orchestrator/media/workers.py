@@ -8,7 +8,9 @@ to the main process over a Unix socket (newline-delimited JSON):
 * main → worker: call notices (``dtmf``, ``transfer``, ``hangup``, ``ended``) for every call — a worker ignores
   calls it does not carry; ``stop``;
 * worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``play_and_hangup``,
-  ``flush_playback``) answered by ``{"id", "ok", "error"}``; ``media`` updates for the call record;
+  ``flush_playback``) answered by ``{"id", "ok", "error"}``; ``claim_fork`` (may this fork connection
+  serve the call? asked during its handshake) answered by ``{"id", "ok", "result": true|false}``;
+  ``media`` updates for the call record;
   ``metrics`` — the worker's Prometheus exposition, re-exported by the main process with a ``worker``
   label, once a second.
 """
@@ -38,7 +40,7 @@ from orchestrator.metrics import Metrics
 log = logging.getLogger("sipagent.media.workers")
 
 NOTICES = ("dtmf", "transfer", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: the controller ends the call
-ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback")
+ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback", "claim_fork")
 MAX_LINE = 1 << 20
 
 
@@ -145,7 +147,9 @@ class WorkerPool:
     async def _act(self, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "reply", "id": msg["id"], "ok": True}
         try:
-            await getattr(self.control, msg["op"])(*msg.get("args", []), **msg.get("kwargs", {}))
+            result = await getattr(self.control, msg["op"])(*msg.get("args", []), **msg.get("kwargs", {}))
+            if result is not None:
+                reply["result"] = result
         except Exception as exc:
             reply.update(ok=False, code=getattr(exc, "code", "error"), error=getattr(exc, "message", None) or str(exc))
         if not writer.is_closing():
@@ -188,20 +192,20 @@ class RemoteControl:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self._next = 0
-        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
 
     def _send(self, msg: dict[str, Any]) -> None:
         self.writer.write(json.dumps(msg).encode() + b"\n")
 
-    async def _request(self, op: str, *args: Any, **kwargs: Any) -> None:
+    async def _request(self, op: str, *args: Any, **kwargs: Any) -> Any:
         self._next += 1
         request_id = self._next
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         self._send({"op": op, "id": request_id, "args": list(args), "kwargs": kwargs})
         try:
             async with asyncio.timeout(30):
-                await future
+                return await future
         finally:
             self._waiting.pop(request_id, None)
 
@@ -211,7 +215,7 @@ class RemoteControl:
         if future is None or future.done():
             return
         if msg.get("ok"):
-            future.set_result(None)
+            future.set_result(msg.get("result"))
         else:
             future.set_exception(RemoteError(msg.get("code", "error"), msg.get("error", "")))
 
@@ -232,6 +236,9 @@ class RemoteControl:
 
     def media_update(self, uuid: str, data: dict[str, Any]) -> None:
         self._send({"op": "media", "call": uuid, "data": data})
+
+    async def claim_fork(self, uuid: str, token: str) -> bool:
+        return await self._request("claim_fork", uuid, token) is True
 
 
 def worker_main(deployment: Deployment, secret: bytes, index: int, path: str) -> None:

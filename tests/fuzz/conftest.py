@@ -1,5 +1,6 @@
 """Hypothesis profiles for the property tests: ``ci`` (default: bounded, seconds for the whole directory) and
-``thorough`` (``HYPOTHESIS_PROFILE=thorough``, for a long local run)."""
+``thorough`` (``HYPOTHESIS_PROFILE=thorough``, thousands of examples for a long local run). No example database
+is written."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    "ci", max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.register_profile("thorough", max_examples=5000, deadline=None, database=None)
+settings.register_profile(
+    "thorough", max_examples=5000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
