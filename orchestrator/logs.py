@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -319,3 +320,26 @@ def setup_worker(deployment: Any, secret: bytes, index: int) -> Redactor:
         deployment_secrets(deployment, secret),
         fmt=f"%(asctime)s worker{index} %(levelname)s %(name)s: %(message)s",
     )
+
+
+class LogThrottle:
+    """Bounded logging of what outside peers cause: at most ``burst`` lines per ``window`` seconds per kind;
+    what was held back is counted into the next line that goes out (one instance per process or purpose)."""
+
+    def __init__(self, burst: int = 5, window: float = 10.0, clock: Any = None) -> None:
+        self.burst = burst
+        self.window = window
+        self.clock = clock or time.monotonic
+        self._state: dict[str, tuple[float, int, int]] = {}  # kind -> (window start, shown, held back)
+
+    def allow(self, kind: str = "", now: float | None = None) -> int | None:
+        """None: don't log this one; else log it, mentioning the returned number of lines held back."""
+        now = self.clock() if now is None else now
+        start, shown, held = self._state.get(kind, (now, 0, 0))
+        if now - start >= self.window:
+            start, shown = now, 0
+        if shown < self.burst:
+            self._state[kind] = (start, shown + 1, 0)
+            return held
+        self._state[kind] = (start, shown, held + 1)
+        return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.media.admission import Gate, LogThrottle, derive_limits
+from orchestrator.logs import LogThrottle
+from orchestrator.media.admission import Gate, derive_limits
 
 
 def gate(**kw: object) -> Gate[str]:

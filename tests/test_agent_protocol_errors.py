@@ -16,8 +16,8 @@ from fake_agents import FakeElevenLabs, FakeRawAgent
 from test_bridge import Harness, wait_until
 from websockets.exceptions import ConnectionClosed
 
+from orchestrator.logs import LogThrottle
 from orchestrator.media import bridge as bridge_module
-from orchestrator.media.bridge import LogThrottle
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
 
@@ -41,21 +41,14 @@ HOSTILE = [
 ]
 
 
-class Throttled(LogThrottle):
-    def __init__(self) -> None:
-        self.now = 0.0
-        super().__init__(rate=2.0, burst=3, clock=lambda: self.now)
-
-
-def test_log_throttle_allows_a_burst_then_a_rate() -> None:
-    t = Throttled()
-    assert [t.allow() for _ in range(5)] == [True, True, True, False, False]
-    t.now = 0.4  # 0.8 tokens: still nothing
-    assert not t.allow()
-    t.now = 0.6  # 1.2 tokens
-    assert t.allow() and t.suppressed == 0 and not t.allow()
-    t.now = 100.0  # refilled to the burst, not beyond
-    assert [t.allow() for _ in range(4)] == [True, True, True, False]
+def test_log_throttle_allows_a_burst_per_window_then_counts_what_it_held_back() -> None:
+    now = [0.0]
+    t = LogThrottle(burst=3, window=10.0, clock=lambda: now[0])
+    assert [t.allow("agent") for _ in range(5)] == [0, 0, 0, None, None]
+    now[0] = 9.9
+    assert t.allow("agent") is None
+    now[0] = 10.0  # a new window: the first line says three were held back
+    assert t.allow("agent") == 3 and t.allow("agent") == 0
 
 
 async def test_hostile_messages_are_violations_and_the_call_goes_on() -> None:
@@ -78,7 +71,7 @@ async def test_hostile_messages_are_violations_and_the_call_goes_on() -> None:
 async def test_a_spamming_agent_cannot_flood_the_log(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bridge_module, "AGENT_LOG", LogThrottle(rate=2.0, burst=20))
+    monkeypatch.setattr(bridge_module, "AGENT_LOG", LogThrottle(burst=20, window=10.0))
     caplog.set_level(logging.INFO, "sipagent.media")
     async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
         await h.fork("c0ffee00-0000-4000-8000-000000000001")

@@ -254,23 +254,3 @@ class Gate(Generic[C]):
         if excess > 0:
             out += [(victim, "evicted") for victim in self.make_room(excess)]
         return out
-
-
-class LogThrottle:
-    """At most ``burst`` lines per ``window`` seconds per kind; what was held back is counted into the next line."""
-
-    def __init__(self, burst: int = 5, window: float = 10.0) -> None:
-        self.burst = burst
-        self.window = window
-        self._state: dict[str, tuple[float, int, int]] = {}  # kind -> (window start, shown, held back)
-
-    def allow(self, kind: str, now: float) -> int | None:
-        """None: don't log this one; else log it, mentioning the returned number of lines held back."""
-        start, shown, held = self._state.get(kind, (now, 0, 0))
-        if now - start >= self.window:
-            start, shown = now, 0
-        if shown < self.burst:
-            self._state[kind] = (start, shown + 1, 0)
-            return held
-        self._state[kind] = (start, shown, held + 1)
-        return None

@@ -29,7 +29,6 @@ from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from orchestrator import agents
 from orchestrator.agents import _wire, base
@@ -37,8 +36,9 @@ from orchestrator.agents import connect as agent_connect
 from orchestrator.agents import overrides as agent_overrides
 from orchestrator.agents.connect import HandshakeError, SetupError, classify, endpoint, resolve
 from orchestrator.config.model import Deployment, MediaSettings
+from orchestrator.logs import LogThrottle
 from orchestrator.media import fork
-from orchestrator.media.admission import RESERVE, Gate, Limits, LogThrottle, derive_limits, descriptors_in_use
+from orchestrator.media.admission import RESERVE, Gate, Limits, derive_limits, descriptors_in_use
 from orchestrator.media.playback import Pacer
 from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
 from orchestrator.metrics import Metrics
@@ -58,31 +58,16 @@ ENDING_GRACE = 5.0  # after the agent announced its end, wait this long for its 
 MAX_EVENTS = 100  # agent events kept per call record
 
 
-class LogThrottle:
-    """Bounded logging for what outside peers cause: ``burst`` lines, then ``rate`` a second (per process)."""
-
-    def __init__(self, rate: float = 2.0, burst: int = 20, clock: Any = time.monotonic) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = float(burst)
-        self.last = clock()
-        self.suppressed = 0
-
-    def allow(self) -> bool:
-        """Whether to log this line (the suppressed ones are counted and mentioned in the next one)."""
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1:
-            self.suppressed += 1
-            return False
-        self.tokens -= 1
-        if self.suppressed:
-            log.warning("%d agent log lines suppressed (rate limit)", self.suppressed)
-            self.suppressed = 0
-        return True
+#: agent-caused log lines, process-wide: 20 per 10 s (what a spamming agent can put in the log)
+AGENT_LOG = LogThrottle(burst=20, window=10.0)
 
 
-AGENT_LOG = LogThrottle()
+def _agent_line() -> bool:
+    """Whether to log one more agent-caused line (and say how many were held back)."""
+    held = AGENT_LOG.allow("agent")
+    if held:
+        log.warning("%d agent log lines were not logged (rate limit)", held)
+    return held is not None
 
 
 @dataclass
@@ -329,7 +314,7 @@ class AgentConnection(asyncio.Protocol):
             self.transport.close()
 
     def _broken(self) -> None:
-        if AGENT_LOG.allow():
+        if _agent_line():
             log.exception("call %s: agent connection failed on its input", self.session.call_id)
         if not self.opened.done():
             self.session.bridge.metrics.media_errors.labels("bridge_error").inc()
@@ -399,7 +384,7 @@ class Session:
             variables=dict(meta.variables),
         )
         self.agent_config = agent_config
-        overrides, problem = agent_overrides.for_call(bridge.deployment, agent_config, metadata)
+        overrides, problem = agent_overrides.for_call(bridge.deployment, agent_config, self.metadata)
         if problem:
             log.warning("call %s: %s; the configured overrides apply", call_id, _wire.clean(problem, 200))
         self.adapter: base.AgentProtocol = agents.create(self.info, agent_config, overrides)
@@ -503,7 +488,7 @@ class Session:
                 )
             else:
                 error = classify(exc, where)
-                if error.outcome == agent_connect.CONNECT_FAILED and AGENT_LOG.allow():
+                if error.outcome == agent_connect.CONNECT_FAILED and _agent_line():
                     log.warning("call %s: unexpected agent setup error", self.call_id, exc_info=exc)
             self.fail(error.outcome, error.detail)
 
@@ -559,7 +544,7 @@ class Session:
             for action in actions:
                 self._act(action)
         except Exception:  # an adapter bug must not take other calls down
-            if AGENT_LOG.allow():
+            if _agent_line():
                 log.exception("call %s: agent adapter failed on a message", self.call_id)
             self.bridge.metrics.media_errors.labels("adapter").inc()
 
@@ -610,7 +595,7 @@ class Session:
         elif kind is base.ProtocolViolation:
             self.stats.violations += 1
             self.bridge.metrics.media_errors.labels("agent_protocol").inc()
-            if self.stats.violations <= 20 and AGENT_LOG.allow():
+            if self.stats.violations <= 20 and _agent_line():
                 log.warning(
                     "call %s: agent %.100s: %.200s",
                     self.call_id,
@@ -635,7 +620,7 @@ class Session:
         if action.error:
             self.last_error = action.data
             self.bridge.metrics.media_errors.labels("agent_error").inc()
-        if AGENT_LOG.allow():
+        if _agent_line():
             level = logging.WARNING if action.error or "note" in action.data else logging.INFO
             log.log(level, "call %s: agent %s: %.300s", self.call_id, action.kind, _describe(action.data))
 

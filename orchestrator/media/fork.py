@@ -141,6 +141,8 @@ class ForkMetadata(BaseModel):
     variables: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=4096)]] = (
         Field(default_factory=dict, max_length=MAX_VARIABLES)
     )
+    #: per-call agent settings, checked by orchestrator.agents.overrides (an invalid object is dropped, not fatal)
+    agent_overrides: Any = None
 
     @property
     def fork_rate(self) -> int:
