@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from simulator import SimulatedFreeSwitch
+from simulator import SimulatedFreeSwitch, split_args
 
 from orchestrator.api.http import create_app
 from orchestrator.calls.controller import CallError, Controller
@@ -683,6 +683,36 @@ async def test_a_refused_fork_start_fails_the_call_for_either_module(
         exposition = controller.metrics.render().decode()
         assert 'sipagent_fork_failures_total{reason="start_refused"} 1.0' in exposition
         assert 'reason="connect_failed"' not in exposition  # counted once, as what it was
+    finally:
+        await controller.stop()
+        await sim.stop()
+
+
+async def test_long_carrier_headers_never_cost_the_call_its_fork(tmp_path: Path) -> None:
+    """A carrier sends many long X- headers the trunk passes on: the fork metadata (8 KiB at most in
+    mod_audio_fork) drops the longest variables and the call still gets its agent."""
+    sim = SimulatedFreeSwitch(PASSWORD)
+    await sim.start()
+    names = [f"X-Long-{i}" for i in range(12)]
+    text = deployment_text([sim.port]).replace(
+        "headers: [X-Customer-Id]", f"headers: [X-Customer-Id, {', '.join(names)}]"
+    )
+    notices: list[Notice] = []
+    controller = await make_controller(text, tmp_path, notices)
+    h = Harness([sim], controller, notices, tmp_path)
+    try:
+        channel = await sim.inbound_call(
+            destination="+15550000001", caller_id="+15551230000", context="trunk-carrier",
+            variables={"sipagent_trunk": "carrier", "sipagent_agent": "support", "sipagent_number": "+15550000001"},
+            sip_headers={"X-Customer-Id": "42", **{n: "v" * 1000 for n in names}},
+            park_timeout="10:NORMAL_TEMPORARY_FAILURE",
+        )  # fmt: skip
+        await h.wait("fork_connected", channel.uuid)
+        start = next(c for c in commands_for(sim, channel.uuid) if " start " in c)
+        meta = json.loads(split_args(start.split(" ", 2)[2], 10)[6])  # as FreeSWITCH splits it
+        assert meta["variables"]["customer_id"] == "42" and meta["variables"]["caller_id"] == "+15551230000"
+        call = controller.call(channel.uuid)
+        assert call is not None and len(call.media["variables_dropped"]) >= 4
     finally:
         await controller.stop()
         await sim.stop()

@@ -54,6 +54,8 @@ class NodeState:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+#: the call's own facts among its variables: the last to give way when the fork metadata is too large
+_CALL_FACTS = frozenset({"caller_id", "called_number", "call_id", "trunk", "sip_call_id", "caller_name"})
 #: API variables of an outbound call travel on its channel as ``sipagent_var_<name>`` (read back on re-attach)
 VAR_PREFIX = "sipagent_var_"
 #: and its per-call agent settings as ``sipagent_override_<name>``
@@ -346,7 +348,27 @@ class Controller:
         rate = fork_rate(call.rate)
         media = self.deployment.orchestrator.media
         stream_rate = (16000 if rate == "16k" else 8000) if media.playback == "streaming" else None
-        return fork.start_command(call.uuid, url, rate, metadata, stream_rate=stream_rate, module=media.fork_module)
+        # mod_audio_fork takes at most 8 KiB of metadata: what a carrier sent in many long headers must not
+        # cost the call its agent -- the longest variables give way, and the record says which
+        variables = dict(call.variables)
+        while True:
+            metadata["variables"] = variables
+            try:
+                return fork.start_command(
+                    call.uuid, url, rate, metadata, stream_rate=stream_rate, module=media.fork_module
+                )
+            except fork.MetadataTooLarge:
+                droppable = sorted((k for k in variables if k not in _CALL_FACTS), key=lambda k: -len(variables[k]))
+                if droppable:
+                    variables.pop(droppable[0])
+                    call.media.setdefault("variables_dropped", []).append(droppable[0])
+                    log.warning("call %s: fork metadata over 8 KiB: %.64r not passed on", call.uuid, droppable[0])
+                elif metadata.pop("agent_overrides", None) is not None:
+                    log.warning("call %s: fork metadata over 8 KiB: agent overrides not passed on", call.uuid)
+                elif variables:
+                    variables = {}
+                else:
+                    raise
 
     async def claim_fork(self, uuid: str, token: str) -> bool:
         """The media bridge asks whether a fork connection may serve the call: once per fork start, for a

@@ -40,6 +40,10 @@ TOKEN_LENGTH = 2 * (NONCE_BYTES + TOKEN_BYTES)
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+class MetadataTooLarge(ValueError):
+    """The metadata would exceed what mod_audio_fork takes (:data:`MAX_METADATA`)."""
+
+
 def escape_argument(text: str) -> str:
     """Escape one argument for FreeSWITCH's API argument splitting."""
     if any(ord(c) < 32 for c in text):
@@ -202,7 +206,7 @@ def start_command(
         raise ValueError("fork rate must be 8k or 16k")
     text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
     if len(text.encode()) > MAX_METADATA:
-        raise ValueError(f"fork metadata exceeds {MAX_METADATA} bytes")
+        raise MetadataTooLarge(f"fork metadata exceeds {MAX_METADATA} bytes")
     if any(c in url for c in " '\\\n"):
         raise ValueError("fork URL cannot contain blanks, quotes or backslashes")
     if module == "mod_audio_stream":
