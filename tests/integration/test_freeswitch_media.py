@@ -222,7 +222,7 @@ async def test_unreachable_agent_plays_the_fallback_prompt_then_hangs_up(media_e
     assert await asyncio.wait_for(proc.wait(), 15) == 0  # the caller got a BYE
     record: dict[str, Any] = r.controller.ended[answered.call.uuid]
     assert record["media"]["outcome"] == "agent_handshake_failed"
-    assert record["hangup_by"] == "bridge"
+    assert record["hangup_by"] == "orchestrator" and record["result"] == "agent_failed"
     assert record["timings"]["duration_seconds"] >= 0.9  # the 1 s prompt was played first
     assert ended.call.hangup is not None and ended.call.hangup.cause == "NORMAL_TEMPORARY_FAILURE"
 
