@@ -80,8 +80,13 @@ def _preprocess(path: Path, variables: dict[str, str], depth: int = 0) -> str:
 
 
 def assemble(conf_dir: Path, variables: dict[str, str] | None = None) -> ET.Element:
-    """The parsed document FreeSWITCH builds from ``conf_dir/freeswitch.xml``."""
-    env = {"conf_dir": str(conf_dir), **(variables or {})}
+    """The parsed document FreeSWITCH builds from ``conf_dir/freeswitch.xml``.
+
+    ``variables`` are the preprocessor's globals: given values are used, and the dict receives what
+    the files ``set``.
+    """
+    env = variables if variables is not None else {}
+    env.setdefault("conf_dir", str(conf_dir))
     text = _preprocess(conf_dir / "freeswitch.xml", env)
     return ET.fromstring(text)
 

@@ -465,3 +465,20 @@ def test_accept_crypto_in_avp(tmp_path: Path) -> None:
 
     assert gateway_vars("avp")["rtp_allow_crypto_in_avp"] == ("true", "outbound")
     assert "rtp_allow_crypto_in_avp" not in gateway_vars("plain")
+
+
+def test_compare_with_odd_files_on_disk(example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """render --check and apply read the directory on disk bounded: a huge file, a FIFO or a link to a
+    device in it is reported (or ignored), never read without limit or blocked on."""
+    out = tmp_path / "conf"
+    files = render_example(example_dir)
+    write_tree(files, out)
+    monkeypatch.setattr(output_mod, "COMPARE_LIMIT", 100_000)
+    with open(out / "vars.xml", "ab") as fh:
+        fh.truncate(10 * 1024 * 1024)
+    os.mkfifo(out / "dialplan" / "fifo.xml")
+    (out / "zero.xml").symlink_to("/dev/zero")
+    diff = diff_tree(files, out)
+    assert diff.changed == ["vars.xml"] and "vars.xml" not in diff.patches
+    assert diff.removed == []  # the FIFO and the link are not files sipagent wrote
+    assert output_mod.read_tree(out)["vars.xml"] == output_mod.UNREADABLE

@@ -172,9 +172,11 @@ class _Builder:
 
     # -- values -------------------------------------------------------------------------------
     def node(self, event: yaml.Event, path: Path, depth: int) -> Any:
-        pos = _mark(event)
-        self.positions.setdefault(path, pos)  # a mapping value is located at its key
-        if isinstance(event, yaml.AliasEvent):
+        mark = event.start_mark
+        pos = (mark.line + 1, mark.column + 1)
+        if path not in self.positions:  # a mapping value is located at its key
+            self.positions[path] = pos
+        if type(event) is yaml.AliasEvent:
             return self._alias(event.anchor, path, pos, depth)
         anchor = event.anchor
         if anchor is None:
@@ -202,17 +204,21 @@ class _Builder:
     _height = 0  # nesting height of the value built last (for aliases: depth they add where used)
 
     def _value(self, event: yaml.Event, path: Path, pos: tuple[int, int], depth: int) -> Any:
-        if isinstance(event, yaml.ScalarEvent):
+        if type(event) is yaml.ScalarEvent:  # the hot path: most events are scalars
             self._height = 0
-            if _is_plain(event) and (
-                event.tag == _NULL_TAG or (event.tag is None and event.implicit[0] and event.value in _NULLS)
+            text = event.value
+            if event.style in (None, "") and (
+                event.tag == _NULL_TAG or (event.tag is None and text in _NULLS and event.implicit[0])
             ):
                 self._count(path, pos)
                 return None
-            value = self._interpolate(event.value, path, pos)
+            value = self._interpolate(text, path, pos) if "$" in text else text
             if len(value) > MAX_VALUE_CHARS:
                 raise _Stop(path, pos, f"this value is longer than {MAX_VALUE_CHARS:,} characters")
-            self._count(path, pos, 1, len(value))
+            self.nodes += 1
+            self.chars += len(value)
+            if self.nodes > MAX_NODES or self.chars > MAX_TOTAL_CHARS:
+                self._count(path, pos, 0)  # raises with the message
             return value
         self._count(path, pos)
         if depth >= MAX_DEPTH:
@@ -362,7 +368,11 @@ def parse(text: str, name: str = "", env: Mapping[str, str] | None = None) -> So
     """Parse YAML text into a :class:`Source`; syntax errors and limits become diagnostics, never exceptions."""
     builder = _Builder(name, env if env is not None else {})
     try:
-        data = builder.document(yaml.parse(text, Loader=_Loader))
+        loader = _Loader(text)
+        try:  # events straight from the parser (yaml.parse adds a Python generator step per event)
+            data = builder.document(iter(loader.get_event, None))
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         # point at where the broken construct starts (context), say where the parser noticed
         mark = exc.context_mark or exc.problem_mark
