@@ -178,7 +178,6 @@ def render(
     force: ForceOpt = False,
 ) -> None:
     """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
-
     result = _load(file, env_file, quiet_ok=True)
     files = _render(result)
     if check:

@@ -448,3 +448,25 @@ def test_tls_self_signed_into_a_file_fails_cleanly(tmp_path: Path) -> None:
 def test_schema_into_a_directory_fails_cleanly(tmp_path: Path) -> None:
     result = invoke("schema", "--out", str(tmp_path))
     assert result.exit_code == 1 and "cannot write" in result.output, result.output
+
+
+def test_permission_denied_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root every file is readable, so the refusal is simulated where the reader opens the file."""
+    import errno
+
+    from orchestrator.config import files as files_mod
+
+    path = tmp_path / "d.yaml"
+    path.write_text(FS_ONLY)
+    real_open = os.open
+
+    def denied(p: object, *a: object, **k: object) -> int:
+        if str(p) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(p))
+        return real_open(p, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files_mod.os, "open", denied)
+    _assert_one_clear_error(invoke("validate", str(path)), f"{path}: permission denied")
+    other = tmp_path / "e.yaml"
+    other.write_text(FS_ONLY)
+    _assert_one_clear_error(invoke("validate", str(other), "--env-file", str(path)), "cannot read the env file")

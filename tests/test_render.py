@@ -482,3 +482,27 @@ def test_compare_with_odd_files_on_disk(example_dir: Path, tmp_path: Path, monke
     assert diff.changed == ["vars.xml"] and "vars.xml" not in diff.patches
     assert diff.removed == []  # the FIFO and the link are not files sipagent wrote
     assert output_mod.read_tree(out)["vars.xml"] == output_mod.UNREADABLE
+
+
+@pytest.mark.parametrize("passphrase", ["p<a&s\"s'w>o$${domain}r$d", "x-PRE-process <include> ]]> -- 𝄞", "$$$$"])
+def test_tls_passphrase_reads_back_unchanged(passphrase: str, tls_dir: Path, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((tls_dir / "sip.test.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    (tmp_path / "enc.key").write_bytes(encrypted)
+    (tmp_path / "enc.key").chmod(0o600)
+    text = (
+        "freeswitch: {bind_ip: 127.0.0.1, event_socket: {password: x}}\n"
+        "transports:\n  tls:\n"
+        f"    certificate: {tls_dir}/sip.test.crt\n    private_key: {tmp_path}/enc.key\n    ca_bundle: {tls_dir}/ca.crt\n"
+        "    private_key_passphrase: '${PASSPHRASE}'\n"
+    )
+    result = check_text(text, "t.yaml", {"PASSPHRASE": passphrase}, tmp_path)
+    assert result.deployment is not None, [str(d) for d in result.errors]
+    write_tree(render_deployment(result.deployment, tmp_path), tmp_path / "conf")
+    assert dict(profile_params(assemble(tmp_path / "conf"), "tls"))["tls-passphrase"] == passphrase

@@ -333,7 +333,10 @@ TOKENS = [
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(parts=st.lists(st.sampled_from(TOKENS), max_size=40), env=st.dictionaries(st.just("A"), hostile, max_size=1))
+@given(
+    parts=st.lists(st.sampled_from(TOKENS), max_size=40),
+    env=st.dictionaries(st.just("A"), st.one_of(hostile, st.just("caf\udce9")), max_size=1),
+)
 def test_any_yaml_gives_diagnostics_not_exceptions(parts: list[str], env: dict[str, str]) -> None:
     result = check_text("".join(parts), "any.yaml", env, Path("/nonexistent"))
     assert all(first_unsafe(str(d)) is None for d in result.diagnostics)
