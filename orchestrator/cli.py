@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import os
 import sys
@@ -15,9 +16,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator import __version__
 from orchestrator.config import Deployment, Diagnostic, LoadResult, Severity, check_file
+from orchestrator.config.diagnostics import printable
+from orchestrator.config.files import ENV_FILE_LIMIT, FileReadError, read_text_bounded
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # stale render (--check), output directory problems
@@ -35,8 +39,8 @@ app = typer.Typer(
 tls_app = typer.Typer(help="TLS helpers.", no_args_is_help=True)
 app.add_typer(tls_app, name="tls")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +50,32 @@ EnvFileOpt = Annotated[
     typer.Option("--env-file", help="Read ${VAR} values from this dotenv file (the process environment wins)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the directory even if sipagent did not render it.")]
+
+
+def line(*parts: object) -> Text:
+    """One line of output built from plain pieces, never parsed as markup.
+
+    A piece is a value (shown with control characters, line breaks and bidirectional overrides
+    escaped, so nothing from a deployment file can restyle the terminal or forge a line) or a
+    ``(value, style)`` pair.
+    """
+    text = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            text.append(printable(str(part[0])), style=part[1])
+        else:
+            text.append(printable(str(part)))
+    return text
+
+
+def _cell(value: object) -> Text:
+    return Text(printable(str(value)))
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    """Print ``sipagent: <message>`` and return the exit to raise."""
+    err.print(line("sipagent: ", message))
+    return typer.Exit(code)
 
 
 def _guard(fn: F) -> F:
@@ -60,7 +90,7 @@ def _guard(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("SIPAGENT_DEBUG"):
                 raise
-            err.print(f"sipagent: internal error: {type(exc).__name__}: {exc}")
+            err.print(line(f"sipagent: internal error: {type(exc).__name__}: ", str(exc)[:500]))
             err.print("This is a bug; run again with SIPAGENT_DEBUG=1 and report the traceback.")
             raise typer.Exit(EXIT_INTERNAL) from None
 
@@ -68,33 +98,37 @@ def _guard(fn: F) -> F:
 
 
 def _environment(env_file: Path | None) -> Mapping[str, str]:
+    """The process environment, over the values of ``env_file`` (read bounded, taken literally)."""
     if env_file is None:
         return os.environ
     from dotenv import dotenv_values
 
-    if not env_file.is_file():
-        err.print(f"sipagent: env file not found: {env_file}")
-        raise typer.Exit(EXIT_INVALID)
-    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    return {**values, **os.environ}
+    try:
+        text = read_text_bounded(env_file, ENV_FILE_LIMIT)
+    except FileReadError as exc:
+        raise _fail(f"cannot read the env file: {exc}", EXIT_INVALID) from None
+    # no ${VAR} expansion inside the env file: chained references could grow without bound
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {**{k: v for k, v in values.items() if v is not None}, **os.environ}
 
 
 def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
     for d in diagnostics:
         colour = "red" if d.severity is Severity.ERROR else "yellow"
         where = f"{d.source}:{d.line}:{d.column}"
-        err.print(f"{where}: [{colour}]{d.severity.value}[/{colour}]: [bold]{d.dotted_path}[/bold]: {d.message}")
+        err.print(line(f"{where}: ", (d.severity.value, colour), ": ", (d.dotted_path, "bold"), ": ", d.message))
 
 
 def _load(file: Path, env_file: Path | None, strict: bool = False, quiet_ok: bool = False) -> LoadResult:
+    """Validate ``file`` and print the findings; exits 2 unless the result has a deployment."""
     result = check_file(file, _environment(env_file))
     _print_diagnostics(result.diagnostics)
     errors, warnings = len(result.errors), len(result.warnings)
-    if errors or (strict and warnings):
-        err.print(f"[red]{file}: {errors} error(s), {warnings} warning(s)[/red]")
+    if errors or (strict and warnings) or result.deployment is None:
+        err.print(line((f"{file}: {errors} error(s), {warnings} warning(s)", "red")))
         raise typer.Exit(EXIT_INVALID)
     if not quiet_ok:
-        err.print(f"{file}: valid" + (f" ({warnings} warning(s))" if warnings else ""))
+        err.print(line(f"{file}: valid" + (f" ({warnings} warning(s))" if warnings else "")))
     return result
 
 
@@ -124,7 +158,7 @@ def validate(
     """Check a deployment file and report every problem with its YAML path and line (exit 2 on errors)."""
     if json_output:
         result = check_file(file, _environment(env_file))
-        out.print_json(json.dumps([d.to_dict() for d in result.diagnostics]))
+        sys.stdout.write(json.dumps([d.to_dict() for d in result.diagnostics], indent=2) + "\n")
         failed = result.errors or (strict and result.warnings)
         raise typer.Exit(EXIT_INVALID if failed else EXIT_OK)
     _load(file, env_file, strict)
@@ -144,38 +178,58 @@ def render(
     force: ForceOpt = False,
 ) -> None:
     """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
-    from orchestrator.render import diff_tree, render_deployment
-
     result = _load(file, env_file, quiet_ok=True)
-    assert result.deployment is not None
-    files = render_deployment(result.deployment, result.base_dir)
+    files = _render(result)
     if check:
-        diff = diff_tree(files, out_dir)
+        diff = _diff(files, out_dir)
         if not diff.stale:
-            err.print(f"{out_dir}: up to date ({len(files)} files)")
+            err.print(line(f"{out_dir}: up to date ({len(files)} files)"))
             return
         _print_diff(diff)
-        err.print(f"[red]{out_dir} is stale: run 'sipagent render {file} --out {out_dir}'[/red]")
+        err.print(line((f"{out_dir} is stale: run 'sipagent render {file} --out {out_dir}'", "red")))
         raise typer.Exit(EXIT_FAILED)
     _write(files, out_dir, force)
     secret_files = sum(1 for f in files.values() if f.sensitive)
-    err.print(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)")
+    err.print(line(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)"))
+
+
+def _render(result: LoadResult) -> dict[str, Any]:
+    """Render a validated deployment. A TLS file changed or gone since validation exits 2, naming it."""
+    from orchestrator.config.tls_material import TlsMaterialError
+    from orchestrator.render import render_deployment
+
+    assert result.deployment is not None
+    try:
+        return render_deployment(result.deployment, result.base_dir)
+    except TlsMaterialError as exc:
+        raise _fail(f"transports.tls.{exc.setting}: {exc.message}", EXIT_INVALID) from None
+
+
+def _diff(files: dict[str, Any], out_dir: Path) -> Any:
+    """Compare with the directory on disk; an unreadable directory exits 1."""
+    from orchestrator.render import diff_tree
+
+    try:
+        return diff_tree(files, out_dir)
+    except OSError as exc:
+        raise _fail(f"cannot read {out_dir}: {exc.strerror or exc}", EXIT_FAILED) from None
 
 
 def _print_diff(diff: Any) -> None:
     """A rendered tree vs the directory on disk (files holding secrets are named, never shown)."""
     for rel in diff.added:
-        out.print(f"[green]+ {rel}[/green] (missing on disk)")
+        out.print(line((f"+ {rel}", "green"), " (missing on disk)"))
     for rel in diff.removed:
-        out.print(f"[red]- {rel}[/red] (not rendered any more)")
+        out.print(line((f"- {rel}", "red"), " (not rendered any more)"))
     for rel in diff.changed:
         patch = diff.patches.get(rel)
         if patch:
-            out.print(patch, markup=False, end="")
+            for patch_line in patch.splitlines():  # the file on disk may hold anything
+                out.print(line(patch_line))
         else:
-            out.print(f"[yellow]~ {rel}[/yellow] (changed; holds secrets, diff not shown)")
+            out.print(line((f"~ {rel}", "yellow"), " (changed; holds secrets, diff not shown)"))
     for rel, old, new in diff.mode_changed:
-        out.print(f"[yellow]~ {rel}[/yellow] mode {old:o} -> {new:o}")
+        out.print(line((f"~ {rel}", "yellow"), f" mode {old:o} -> {new:o}"))
 
 
 def _write(files: Any, out_dir: Path, force: bool) -> None:
@@ -185,8 +239,7 @@ def _write(files: Any, out_dir: Path, force: bool) -> None:
     try:
         write_tree(files, out_dir, force=force)
     except OutputError as exc:
-        err.print(f"sipagent: {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise _fail(str(exc), EXIT_FAILED) from None
 
 
 @app.command()
@@ -209,25 +262,27 @@ def apply(
 ) -> None:
     """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
     from orchestrator.calls.controller import node_endpoints
-    from orchestrator.render import diff_tree, read_tree, render_deployment
+    from orchestrator.render import read_tree
     from orchestrator.render.apply import apply_all
     from orchestrator.render.reload import plan_reload
 
     result = _load(file, env_file, quiet_ok=True)
     assert result.deployment is not None
-    files = render_deployment(result.deployment, result.base_dir)
-    plan = plan_reload(
-        read_tree(conf_dir), {rel: f.content for rel, f in files.items()}, allow_restart=restart_profiles
-    )
+    files = _render(result)
+    try:
+        on_disk = read_tree(conf_dir)
+    except OSError as exc:
+        raise _fail(f"cannot read {conf_dir}: {exc.strerror or exc}", EXIT_FAILED) from None
+    plan = plan_reload(on_disk, {rel: f.content for rel, f in files.items()}, allow_restart=restart_profiles)
     if plan.empty:
-        err.print(f"{conf_dir}: up to date, nothing to apply")
+        err.print(line(f"{conf_dir}: up to date, nothing to apply"))
         return
-    _print_diff(diff_tree(files, conf_dir))
-    out.print("[bold]will run on each node:[/bold]")
+    _print_diff(_diff(files, conf_dir))
+    out.print(line(("will run on each node:", "bold")))
     for step in plan.steps:
-        out.print(f"  {step.command}   [dim]# {step.reason}[/dim]")
+        out.print(line(f"  {step.command}   ", (f"# {step.reason}", "dim")))
     for step in plan.restart_needed:
-        out.print(f"[yellow]  not run (would drop calls): {step.command}   # {step.reason}[/yellow]")
+        out.print(line((f"  not run (would drop calls): {step.command}   # {step.reason}", "yellow")))
     if dry_run:
         err.print("dry run: nothing written, nothing loaded")
         return
@@ -237,18 +292,18 @@ def apply(
     for node in results:
         if node.error:
             failed = True
-            err.print(f"[red]{node.node}: not reachable: {node.error}[/red]")
+            err.print(line((f"{node.node}: not reachable: {node.error}", "red")))
             continue
         for step, _reply in node.done:
-            out.print(f"{node.node}: [green]ok[/green] {step.command}")
+            out.print(line(f"{node.node}: ", ("ok", "green"), f" {step.command}"))
         for name, seconds in node.profiles_up.items():
-            out.print(f"{node.node}: profile {name} RUNNING after {seconds:.1f} s")
+            out.print(line(f"{node.node}: profile {name} RUNNING after {seconds:.1f} s"))
         for step, reply in node.failed:
             failed = True
-            out.print(f"{node.node}: [red]failed[/red] {step.command}: {escape(reply)}")
-        out.print(f"{node.node}: channels up {node.calls_before} before, {node.calls_after} after")
+            out.print(line(f"{node.node}: ", ("failed", "red"), f" {step.command}: {reply}"))
+        out.print(line(f"{node.node}: channels up {node.calls_before} before, {node.calls_after} after"))
     if plan.restart_needed:
-        err.print("[yellow]some changes wait for a profile restart (see above; --restart-profiles)[/yellow]")
+        err.print(line(("some changes wait for a profile restart (see above; --restart-profiles)", "yellow")))
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -313,8 +368,11 @@ def schema(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {output}")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_FAILED) from None
+        err.print(line(f"wrote {output}"))
 
 
 def schema_text() -> str:
@@ -335,12 +393,12 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
     fs = d.freeswitch
     t = d.transports
     summary = Table(title="FreeSWITCH", show_header=False)
-    summary.add_row("bind", fs.bind_ip)
-    summary.add_row("external SIP / RTP", f"{fs.ext_sip_ip or '-'} / {fs.ext_rtp_ip or '-'}")
-    summary.add_row("transports", ", ".join(f"{name} {t.port(name)}" for name in t.enabled()))
-    summary.add_row("RTP ports", f"{fs.rtp_ports.start}-{fs.rtp_ports.end}")
-    summary.add_row("codecs", ", ".join(fs.codecs))
-    summary.add_row("event socket", f"{fs.event_socket.listen_ip}:{fs.event_socket.port}")
+    summary.add_row("bind", _cell(fs.bind_ip))
+    summary.add_row("external SIP / RTP", _cell(f"{fs.ext_sip_ip or '-'} / {fs.ext_rtp_ip or '-'}"))
+    summary.add_row("transports", _cell(", ".join(f"{name} {t.port(name)}" for name in t.enabled())))
+    summary.add_row("RTP ports", _cell(f"{fs.rtp_ports.start}-{fs.rtp_ports.end}"))
+    summary.add_row("codecs", _cell(", ".join(fs.codecs)))
+    summary.add_row("event socket", _cell(f"{fs.event_socket.listen_ip}:{fs.event_socket.port}"))
     out.print(summary)
 
     trunks = Table(title="Trunks")
@@ -353,7 +411,7 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
             auth.append(f"digest {ib.auth.digest.username}")
         if ib and ib.auth.acl:
             auth.append("acl " + " ".join(ib.auth.acl))
-        trunks.add_row(
+        cells = (
             trunk.name,
             ", ".join(ib.transports) if ib else "-",
             " + ".join(auth) or "-",
@@ -361,13 +419,14 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
             f"{ob.address}:{ob.effective_port} ({ob.transport})" if ob else "-",
             ob.media_encryption if ob else "-",
         )
+        trunks.add_row(*map(_cell, cells))
     out.print(trunks)
 
     numbers = Table(title="Numbers")
     for col in ("number", "trunk", "agent"):
         numbers.add_column(col, overflow="fold")
     for n in d.numbers:
-        numbers.add_row(n.number, n.trunk, n.agent)
+        numbers.add_row(_cell(n.number), _cell(n.trunk), _cell(n.agent))
     out.print(numbers)
 
     agents = Table(title="Agents")
@@ -375,7 +434,7 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
         agents.add_column(col, overflow="fold")
     for a in d.agents:
         url = a.url if a.protocol != "elevenlabs" else f"{a.url}?agent_id={a.agent_id}"  # type: ignore[union-attr]
-        agents.add_row(a.name, a.protocol, url, a.audio_format)
+        agents.add_row(_cell(a.name), _cell(a.protocol), _cell(url), _cell(a.audio_format))
     out.print(agents)
 
 
@@ -492,13 +551,14 @@ def tls_self_signed(
     try:
         files = generate(out_dir, name, ip or [], days, force)
     except FileExistsError as exc:
-        err.print(f"sipagent: already exists: {exc} (use --force to overwrite)")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise _fail(f"already exists: {exc} (use --force to overwrite)", EXIT_FAILED) from None
     except ValueError as exc:
-        err.print(f"sipagent: {exc}")
-        raise typer.Exit(EXIT_INVALID) from None
+        raise _fail(str(exc), EXIT_INVALID) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise _fail(f"cannot write into {out_dir}: {where}{exc.strerror or exc}", EXIT_FAILED) from None
     for label, path in (("CA", files.ca_certificate), ("certificate", files.certificate), ("key", files.private_key)):
-        err.print(f"wrote {label}: {path}")
+        err.print(line(f"wrote {label}: {path}"))
 
 
 def run() -> None:

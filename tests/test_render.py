@@ -299,3 +299,210 @@ def test_gateway_proxy_forms(tls_dir: Path) -> None:
         "byip": "192.0.2.7:5060;transport=tcp",
         "byv6": "[2001:db8::7]:5060;transport=tcp",
     }
+
+
+# -- values FreeSWITCH's preprocessor and XML parser would misread -------------------------------
+
+HOSTILE = [
+    "$${domain}",
+    "$$${x}}",
+    "${x}",
+    "a$",
+    "<include>",
+    "</include>",
+    "<?xml?>",
+    "X-PRE-PROCESS",
+    "x-pre-process cmd=",
+    '<X-Pre-Process cmd="exec" data="id"/>',
+    "]]>",
+    "--",
+    "-->",
+    "<!--#set",
+    "&amp;",
+    "&#36;",
+    "'\"<>&",
+    "ünïcödé ✓ 𝄞",
+]
+
+
+def _hostile_deployment(value: str) -> str:
+    quoted = value.replace("'", "''").replace("$", "$$")  # $$ is a literal $ in the deployment file
+    return (
+        "freeswitch:\n  bind_ip: 127.0.0.1\n"
+        f"  event_socket: {{password: '{quoted.replace(' ', '_')}'}}\n"
+        "transports: {tcp: {}}\n"
+        "trunks:\n"
+        "  - name: pbx-a\n"
+        f"    description: '{quoted}'\n"
+        "    inbound: {transports: [tcp], auth: {acl: [10.0.0.0/8]}}\n"
+        "    outbound:\n"
+        "      address: sbc.example.com\n"
+        f"      auth: {{username: u, password: '{quoted}'}}\n"
+        f"      headers: {{X-H: 'v {quoted} v', X-Pre-Process: 'x-pre-process'}}\n"
+        "  - name: c\n"
+        f"    inbound: {{transports: [tcp], auth: {{digest: {{username: c, password: '{quoted}'}}}}}}\n"
+        "numbers:\n  - {number: '+15550001', trunk: pbx-a, agent: a}\n"
+        "agents:\n  - {name: a, protocol: raw, url: 'ws://127.0.0.1:9000/a'}\n"
+    )
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_read_back_unchanged(value: str, tmp_path: Path) -> None:
+    """Every file is well-formed XML, and what FreeSWITCH reads after preprocessing is the value itself."""
+    result = check_text(_hostile_deployment(value), "t.yaml", {}, tmp_path)
+    assert result.errors == [], [str(d) for d in result.errors]
+    assert result.deployment is not None
+    files = render_deployment(result.deployment, tmp_path)
+    for rel, f in files.items():
+        if rel.endswith(".xml"):
+            ET.fromstring(f.content)  # expat: strict XML 1.0 (no "--" in comments, no stray "<")
+    write_tree(files, tmp_path / "conf")
+    doc = assemble(tmp_path / "conf")
+    esl = params(doc.find(".//configuration[@name='event_socket.conf']"))
+    assert esl["password"] == value.replace(" ", "_")
+    gw = doc.find(".//gateway[@name='pbx-a']")
+    assert gw is not None
+    assert params(gw)["password"] == value
+    variables = {v.get("name"): v.get("value") for v in gw.iter("variable")}
+    assert variables["sip_h_X-H"] == f"v {value} v"
+    # a line holding "x-pre-process" (any case) would be dropped by the preprocessor: names escape too
+    assert variables["sip_h_X-Pre-Process"] == "x-pre-process"
+    assert variables["sipagent_trunk"] == "pbx-a"
+    assert [c.get("name") for c in doc.findall("section[@name='dialplan']/context")] == [
+        "reject",
+        "trunk-pbx-a",
+        "trunk-c",
+    ]
+
+
+def test_trunk_names_with_dashes_in_comments(tmp_path: Path) -> None:
+    """'--' ends an XML comment: names are printed into comments with it broken up."""
+    text = _hostile_deployment("x").replace("name: pbx-a", "name: a--b---").replace("trunk: pbx-a", "trunk: a--b---")
+    result = check_text(text, "t.yaml", {}, tmp_path)
+    assert result.deployment is not None
+    files = render_deployment(result.deployment, tmp_path)
+    acl = files["autoload_configs/acl.conf.xml"].content.decode()
+    assert "<!-- trunk a- -b- - - -->" in acl
+    ET.fromstring(acl)
+    ET.fromstring(files["sip_profiles/tcp.xml"].content)
+
+
+def test_templates_only_escape_through_known_filters() -> None:
+    """A value reaches a template's output only through the escaping finalizer or one of its filters,
+    in a comment only through ``comment``, and never next to a ``$`` or ``{`` (the preprocessor's syntax)."""
+    import jinja2
+
+    from orchestrator.render.renderer import FILTERS, templates_dir
+
+    expression = re.compile(r"\{\{(.*?)\}\}", re.S)
+    for path in templates_dir().rglob("*.j2"):
+        text = path.read_text()
+        used = {f.name for f in jinja2.Environment().parse(text).find_all(jinja2.nodes.Filter)}
+        assert used <= FILTERS, (path.name, used - FILTERS)
+        for m in expression.finditer(text):
+            before, after = text[m.start() - 1 : m.start()], text[m.end() : m.end() + 1]
+            assert before not in ("$", "{") and after not in ("$", "{"), (path.name, m.group(0))
+        for comment in re.finditer(r"<!--(.*?)-->", text, re.S):
+            for m in expression.finditer(comment.group(1)):
+                assert m.group(1).strip().endswith("| comment"), (path.name, m.group(0))
+        for m in re.finditer(r'<X-PRE-PROCESS cmd="set" data="[^"]*"', text):
+            for value in expression.finditer(m.group(0)):
+                assert value.group(1).strip().endswith("| preprocessor"), (path.name, value.group(0))
+
+
+def test_renderer_refuses_what_xml_cannot_carry() -> None:
+    """Validation keeps these out; should one slip through, the render stops instead of writing it."""
+    from orchestrator.render.renderer import comment_escape, preprocessor_value, xml_escape
+
+    for bad in ("a\x00b", "a\x1bb", "a\ufffeb", "a\x85b", "\ud800"):
+        with pytest.raises(ValueError):
+            xml_escape(bad)
+        with pytest.raises(ValueError):
+            comment_escape(bad)
+    with pytest.raises(ValueError):
+        preprocessor_value("a&amp;b")
+    assert preprocessor_value("2001:db8::1") == "2001:db8::1"
+
+
+# -- SDES keys in an RTP/AVP offer ---------------------------------------------------------------
+
+
+def test_accept_crypto_in_avp(tmp_path: Path) -> None:
+    """Inbound: set in the trunk's context before the call is parked (and answered); outbound: a gateway
+    variable for the trunk's calls. Absent on trunks that do not ask for it."""
+    text = (
+        "freeswitch: {bind_ip: 127.0.0.1, event_socket: {password: x}}\n"
+        "transports: {tcp: {}}\n"
+        "trunks:\n"
+        "  - name: avp\n"
+        "    inbound: {transports: [tcp], auth: {acl: [10.1.0.0/16]}, accept_crypto_in_avp: true}\n"
+        "    outbound: {address: avp.example.com, accept_crypto_in_avp: true}\n"
+        "  - name: plain\n"
+        "    inbound: {transports: [tcp], auth: {acl: [10.2.0.0/16]}}\n"
+        "    outbound: {address: plain.example.com}\n"
+        "numbers:\n  - {number: '+15550001', trunk: avp, agent: a}\n"
+        "agents:\n  - {name: a, protocol: raw, url: 'ws://127.0.0.1:9000/a'}\n"
+    )
+    result = check_text(text, "t.yaml", {}, tmp_path)
+    assert result.deployment is not None, [str(d) for d in result.errors]
+    write_tree(render_deployment(result.deployment, tmp_path), tmp_path / "conf")
+    doc = assemble(tmp_path / "conf")
+
+    def actions(context: str) -> list[str]:
+        ctx = doc.find(f"section[@name='dialplan']/context[@name='{context}']")
+        assert ctx is not None
+        return [f"{a.get('application')} {a.get('data', '')}".strip() for a in ctx.iter("action")]
+
+    avp = actions("trunk-avp")
+    assert "set rtp_allow_crypto_in_avp=true" in avp
+    assert avp.index("set rtp_allow_crypto_in_avp=true") < avp.index("park")
+    assert not any("rtp_allow_crypto_in_avp" in a for a in actions("trunk-plain"))
+
+    def gateway_vars(name: str) -> dict[str, tuple[str | None, str | None]]:
+        gw = doc.find(f".//gateway[@name='{name}']")
+        assert gw is not None
+        return {v.get("name", ""): (v.get("value"), v.get("direction")) for v in gw.iter("variable")}
+
+    assert gateway_vars("avp")["rtp_allow_crypto_in_avp"] == ("true", "outbound")
+    assert "rtp_allow_crypto_in_avp" not in gateway_vars("plain")
+
+
+def test_compare_with_odd_files_on_disk(example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """render --check and apply read the directory on disk bounded: a huge file, a FIFO or a link to a
+    device in it is reported (or ignored), never read without limit or blocked on."""
+    out = tmp_path / "conf"
+    files = render_example(example_dir)
+    write_tree(files, out)
+    monkeypatch.setattr(output_mod, "COMPARE_LIMIT", 100_000)
+    with open(out / "vars.xml", "ab") as fh:
+        fh.truncate(10 * 1024 * 1024)
+    os.mkfifo(out / "dialplan" / "fifo.xml")
+    (out / "zero.xml").symlink_to("/dev/zero")
+    diff = diff_tree(files, out)
+    assert diff.changed == ["vars.xml"] and "vars.xml" not in diff.patches
+    assert diff.removed == []  # the FIFO and the link are not files sipagent wrote
+    assert output_mod.read_tree(out)["vars.xml"] == output_mod.UNREADABLE
+
+
+@pytest.mark.parametrize("passphrase", ["p<a&s\"s'w>o$${domain}r$d", "x-PRE-process <include> ]]> -- 𝄞", "$$$$"])
+def test_tls_passphrase_reads_back_unchanged(passphrase: str, tls_dir: Path, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((tls_dir / "sip.test.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    (tmp_path / "enc.key").write_bytes(encrypted)
+    (tmp_path / "enc.key").chmod(0o600)
+    text = (
+        "freeswitch: {bind_ip: 127.0.0.1, event_socket: {password: x}}\n"
+        "transports:\n  tls:\n"
+        f"    certificate: {tls_dir}/sip.test.crt\n    private_key: {tmp_path}/enc.key\n    ca_bundle: {tls_dir}/ca.crt\n"
+        "    private_key_passphrase: '${PASSPHRASE}'\n"
+    )
+    result = check_text(text, "t.yaml", {"PASSPHRASE": passphrase}, tmp_path)
+    assert result.deployment is not None, [str(d) for d in result.errors]
+    write_tree(render_deployment(result.deployment, tmp_path), tmp_path / "conf")
+    assert dict(profile_params(assemble(tmp_path / "conf"), "tls"))["tls-passphrase"] == passphrase

@@ -15,11 +15,54 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from orchestrator.config import tls_material
-from orchestrator.config.diagnostics import Diagnostic, Path, Severity
+from orchestrator.config.diagnostics import Diagnostic, Path, Severity, format_path
 from orchestrator.config.model import FreeSwitch, Number, Orchestrator, Transports, Trunk
 from orchestrator.config.source import Source
+from orchestrator.config.text import quote
 
 W = Severity.WARNING
+_CRYPTO_IN_AVP = (
+    "accept_crypto_in_avp accepts SRTP keys, but media_encryption is 'disabled': "
+    "set media_encryption to allowed or required, or remove accept_crypto_in_avp"
+)
+
+IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IpAddr:
+    """A listening address, IPv4-mapped IPv6 addresses as the IPv4 address they are."""
+    addr = ipaddress.ip_address(text)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+@dataclass(frozen=True)
+class _Listener:
+    """A socket the deployment binds: who, where in the file, protocol, address and port range."""
+
+    label: str
+    path: Path
+    proto: str
+    address: IpAddr
+    first: int
+    last: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.last or self.first
+
+    def describe(self) -> str:
+        ports = f"port {self.first}" if not self.last else f"ports {self.first}-{self.last}"
+        return f"{self.proto.upper()} {ports} on {self.address}"
+
+    def clashes(self, other: _Listener) -> bool:
+        """Same protocol, overlapping addresses (0.0.0.0 / :: overlap their whole family), overlapping ports."""
+        if self.proto != other.proto or self.address.version != other.address.version:
+            return False
+        if not (self.address == other.address or self.address.is_unspecified or other.address.is_unspecified):
+            return False
+        return self.first <= other.end and other.first <= self.end
 
 
 @dataclass
@@ -93,18 +136,17 @@ class _Checker:
 
     def references(self) -> None:
         valid_trunks = {t.name: t for t in self.p.trunks.values()}
+        known_trunks, known_agents = _known(self.p.declared_trunks), _known(self.p.declared_agents)
         for i, number in self.p.numbers.items():
             if number.trunk not in self.p.declared_trunks:
-                known = ", ".join(sorted(self.p.declared_trunks)) or "none defined"
-                self.error(("numbers", i, "trunk"), f"unknown trunk '{number.trunk}' (known trunks: {known})")
+                self.error(("numbers", i, "trunk"), f"unknown trunk '{number.trunk}' (known trunks: {known_trunks})")
             elif number.trunk in valid_trunks and valid_trunks[number.trunk].inbound is None:
                 self.error(
                     ("numbers", i, "trunk"),
                     f"trunk '{number.trunk}' has no inbound section, so no call can arrive for this number",
                 )
             if number.agent not in self.p.declared_agents:
-                known = ", ".join(sorted(self.p.declared_agents)) or "none defined"
-                self.error(("numbers", i, "agent"), f"unknown agent '{number.agent}' (known agents: {known})")
+                self.error(("numbers", i, "agent"), f"unknown agent '{number.agent}' (known agents: {known_agents})")
 
     # -- transports -----------------------------------------------------------------------------
     def transports(self) -> None:
@@ -148,6 +190,8 @@ class _Checker:
                             (*ib, "media_encryption"),
                             "SRTP without TLS signaling: the SRTP keys travel in clear text SDP; allow tls",
                         )
+                if inbound.accept_crypto_in_avp and inbound.media_encryption == "disabled":
+                    self.error((*ib, "accept_crypto_in_avp"), _CRYPTO_IN_AVP)
                 if inbound.remote_domains and "tls" not in inbound.transports:
                     self.error(
                         (*ib, "remote_domains"),
@@ -179,6 +223,8 @@ class _Checker:
                     self.warn(
                         (*ob, "media_encryption"), "SRTP over TCP signaling: keys travel in clear text SDP; use tls"
                     )
+                if out.accept_crypto_in_avp and out.media_encryption == "disabled":
+                    self.error((*ob, "accept_crypto_in_avp"), _CRYPTO_IN_AVP)
                 if fs_codecs is not None and out.codecs is not None:
                     self._codec_subset((*ob, "codecs"), out.codecs, fs_codecs)
 
@@ -217,35 +263,71 @@ class _Checker:
                     widest = (version, start, end, i, j, net)
 
     # -- ports and addresses ----------------------------------------------------------------------
+    def _listeners(self) -> list[_Listener]:
+        """Every socket the deployment opens, in a fixed order (a clash is reported on the later one)."""
+        fs, t, o = self.p.freeswitch, self.p.transports, self.p.orchestrator
+        found: list[_Listener] = []
+        if fs is not None and t is not None:
+            bind = _ip(fs.bind_ip)
+            for name, label in (("tcp", "SIP over TCP"), ("tls", "SIP over TLS"), ("udp", "SIP over UDP")):
+                section = getattr(t, name)
+                if section is not None:
+                    proto = "udp" if name == "udp" else "tcp"
+                    found.append(_Listener(label, ("transports", name, "port"), proto, bind, section.port))
+            rtp = fs.rtp_ports
+            found.append(_Listener("the RTP range", ("freeswitch", "rtp_ports"), "udp", bind, rtp.start, rtp.end))
+        if fs is not None:
+            esl = fs.event_socket
+            found.append(
+                _Listener(
+                    "the event socket", ("freeswitch", "event_socket", "port"), "tcp", _ip(esl.listen_ip), esl.port
+                )
+            )
+        if o is not None:
+            api, media = o.api, o.media
+            found.append(
+                _Listener("the HTTP API", ("orchestrator", "api", "port"), "tcp", _ip(api.listen_ip), api.port)
+            )
+            found.append(
+                _Listener(
+                    "the media bridge", ("orchestrator", "media", "port"), "tcp", _ip(media.listen_ip), media.port
+                )
+            )
+        return found
+
+    def _where(self, listener: _Listener) -> str:
+        dotted = format_path(listener.path)
+        if listener.path in self.src.positions:
+            return f"{dotted}, line {self.src.locate(listener.path)[0]}"
+        return f"{dotted}, default"
+
     def ports(self) -> None:
-        fs, t = self.p.freeswitch, self.p.transports
-        if fs is None or t is None:
-            return
-        tcp_users: dict[int, tuple[Path, str]] = {}
-        for name, section in (("tcp", t.tcp), ("tls", t.tls)):
-            if section is None:
+        """Two sockets on the same protocol, overlapping addresses and overlapping ports cannot both bind."""
+        listeners = self._listeners()
+        written = self.src.positions
+        for i, later in enumerate(listeners):
+            earlier = next((e for e in listeners[:i] if later.clashes(e)), None)
+            if earlier is None:
                 continue
-            path: Path = ("transports", name, "port")
-            if section.port in tcp_users:
-                self.error(path, f"port {section.port} is already used by {tcp_users[section.port][1]}")
-            tcp_users[section.port] = (path, f"the {name} transport")
-        esl = fs.event_socket
-        if esl.port in tcp_users and (esl.listen_ip == fs.bind_ip or esl.listen_ip in ("0.0.0.0", "::")):
+            # point at a setting that is written in the file when only one of them is
+            this, other = (
+                (earlier, later) if later.path not in written and earlier.path in written else (later, earlier)
+            )
             self.error(
-                ("freeswitch", "event_socket", "port"), f"port {esl.port} is already used by {tcp_users[esl.port][1]}"
+                this.path,
+                f"{this.label}: {this.describe()} {'overlap' if this.last else 'is already taken by'} "
+                f"{other.label}, {other.describe()} ({self._where(other)})",
             )
-        rtp = fs.rtp_ports
-        if t.udp is not None and rtp.start <= t.udp.port <= rtp.end:
-            self.error(
-                ("freeswitch", "rtp_ports"),
-                f"RTP range {rtp.start}-{rtp.end} overlaps the UDP SIP port {t.udp.port}",
-            )
-        calls = (rtp.end - rtp.start + 1) // 2
-        if calls < fs.max_calls:
-            self.warn(
-                ("freeswitch", "rtp_ports"),
-                f"RTP range {rtp.start}-{rtp.end} has room for {calls} calls, fewer than max_calls ({fs.max_calls})",
-            )
+        fs = self.p.freeswitch
+        if fs is not None:
+            rtp = fs.rtp_ports
+            calls = (rtp.end - rtp.start + 1) // 2
+            if calls < fs.max_calls:
+                self.warn(
+                    ("freeswitch", "rtp_ports"),
+                    f"RTP range {rtp.start}-{rtp.end} has room for {calls} calls, "
+                    f"fewer than max_calls ({fs.max_calls})",
+                )
 
     def network(self) -> None:
         fs = self.p.freeswitch
@@ -295,6 +377,15 @@ class _Checker:
             for path, _ in secrets(model, base):
                 if path not in self.src.from_env and path in self.src.positions:
                     self.warn(path, "secret written in the file: take it from the environment with ${VAR}")
+
+
+def _known(names: set[str], shown: int = 10) -> str:
+    """Up to ``shown`` names for a message (names of invalid entries may be anything: quoted, shortened)."""
+    if not names:
+        return "none defined"
+    first = sorted(names)[:shown]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(quote(n, 40) for n in first) + more
 
 
 def secrets(model: Any, base: Path = ()) -> Iterator[tuple[Path, SecretStr]]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator.config.text import printable
+
 Path = tuple[str | int, ...]
+#: Longest message kept (a message quoting many names is cut, with "…").
+MAX_MESSAGE = 1000
 
 
 class Severity(StrEnum):
@@ -22,13 +26,18 @@ def format_path(path: Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+            key = part if len(part) <= 60 else part[:60] + "…"
+            out += f".{key}" if out else key
+    return printable(out) or "(top level)"
 
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One finding: where it is (YAML path, line, column) and what is wrong."""
+    """One finding: where it is (YAML path, line, column) and what is wrong.
+
+    The message and the file name are kept printable (one line, no control characters), whatever
+    values they quote, so every way of showing a finding is safe for a terminal or a log.
+    """
 
     line: int
     column: int
@@ -36,6 +45,11 @@ class Diagnostic:
     message: str
     severity: Severity = Severity.ERROR
     source: str = ""
+
+    def __post_init__(self) -> None:
+        message = self.message if len(self.message) <= MAX_MESSAGE else self.message[:MAX_MESSAGE] + "…"
+        object.__setattr__(self, "message", printable(message))
+        object.__setattr__(self, "source", printable(self.source))
 
     def sort_key(self) -> tuple[int, int, str, str]:
         """Order of appearance in the file."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from orchestrator.config.diagnostics import Diagnostic, Path
 from orchestrator.config.source import Source
+from orchestrator.config.text import quote
 
 
 def _unwrap(tp: Any) -> list[Any]:
@@ -79,7 +80,7 @@ def _shown(value: Any) -> str:
         return "a mapping" if isinstance(value, dict) else "a list"
     if value is None:
         return "nothing"
-    return repr(str(value))
+    return quote(value)
 
 
 def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
@@ -96,13 +97,13 @@ def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
         return f"'{last}' is required" + (f": {desc}" if desc else "")
     if kind == "extra_forbidden":
         allowed = _model_fields(_type_at(root, loc[:-1]))
-        close = difflib.get_close_matches(str(last), allowed, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(last)[:100], allowed, n=1, cutoff=0.6)
         if close:
-            return f"unknown setting '{last}'; did you mean '{close[0]}'?"
+            return f"unknown setting {quote(last)}; did you mean '{close[0]}'?"
         return (
-            f"unknown setting '{last}'; expected one of: {', '.join(allowed)}"
+            f"unknown setting {quote(last)}; expected one of: {', '.join(allowed)}"
             if allowed
-            else f"unknown setting '{last}'"
+            else f"unknown setting {quote(last)}"
         )
     if kind in ("value_error", "assertion_error"):
         msg = error["msg"]
@@ -130,6 +131,10 @@ def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
         return f"must be a mapping of settings{got}"
     if kind in ("too_short",):
         return f"needs at least {ctx.get('min_length', 1)} entr{'y' if ctx.get('min_length', 1) == 1 else 'ies'}"
+    if kind in ("too_long",):
+        return f"at most {ctx.get('max_length')} entries are allowed (got {ctx.get('actual_length')})"
+    if kind in ("string_too_long",):
+        return f"at most {ctx.get('max_length')} characters are allowed"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         words = {
             "greater_than_equal": "at least",

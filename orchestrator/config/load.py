@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from orchestrator.config import checks
 from orchestrator.config.diagnostics import DeploymentError, Diagnostic, Severity, sort
 from orchestrator.config.errors import convert
+from orchestrator.config.files import DEPLOYMENT_LIMIT, FileReadError, read_text_bounded
 from orchestrator.config.model import (
     Agent,
     Deployment,
@@ -25,9 +26,12 @@ from orchestrator.config.model import (
     Trunk,
 )
 from orchestrator.config.source import Source, parse
+from orchestrator.config.text import quote
 from orchestrator.perf import gc_paused
 
 _LISTS: dict[str, Any] = {"trunks": Trunk, "numbers": Number, "agents": Agent}
+#: Most entries each top-level list may hold.
+MAX_ENTRIES = {"trunks": 10_000, "numbers": 100_000, "agents": 1_000}
 _TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents", "orchestrator"]
 _ADAPTERS: dict[Any, TypeAdapter] = {
     tp: TypeAdapter(tp) for tp in (*_LISTS.values(), FreeSwitch, Transports, Orchestrator)
@@ -67,6 +71,8 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
     """Validate parsed YAML; never raises for bad input."""
     diags = list(source.diagnostics)
     data = source.data
+    if data is None and not diags:  # a document that is only `~` or `null`
+        diags.append(source.diagnostic((), "the deployment file is empty: expected freeswitch, transports, trunks, …"))
     if data is None:
         return LoadResult(None, sort(diags), source, base_dir)
     if not isinstance(data, dict):
@@ -77,14 +83,16 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
 
     for key in data:
         if key not in _TOP:
-            close = difflib.get_close_matches(key, _TOP, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(key[:100], _TOP, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else f"; expected: {', '.join(_TOP)}"
-            diags.append(source.diagnostic((key,), f"unknown section '{key}'{hint}"))
+            diags.append(source.diagnostic((key,), f"unknown section {quote(key)}{hint}"))
 
     parts = checks.Parts()
     if data.get("version", "1") not in ("1", 1):
         diags.append(
-            source.diagnostic(("version",), f"unsupported version {data['version']!r}: this sipagent reads version 1")
+            source.diagnostic(
+                ("version",), f"unsupported version {quote(data['version'])}: this sipagent reads version 1"
+            )
         )
     if "freeswitch" not in data:
         diags.append(
@@ -109,6 +117,9 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
             continue
         if not isinstance(items, list):
             diags.append(source.diagnostic((key,), f"'{key}' must be a list (each entry starting with '-')"))
+            continue
+        if len(items) > MAX_ENTRIES[key]:
+            diags.append(source.diagnostic((key,), f"{len(items):,} {key}: at most {MAX_ENTRIES[key]:,} are supported"))
             continue
         valid: dict[int, Any] = {}
         for i, item in enumerate(items):
@@ -153,10 +164,9 @@ def check_file(path: str | Path, env: Mapping[str, str] | None = None) -> LoadRe
     """Validate a deployment file; relative paths inside it are relative to its directory."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        diag = Diagnostic(1, 1, (), f"cannot read the deployment file: {reason}", Severity.ERROR, str(p))
+        text = read_text_bounded(p, DEPLOYMENT_LIMIT)
+    except FileReadError as exc:
+        diag = Diagnostic(1, 1, (), f"cannot read the deployment file: {exc}", Severity.ERROR, str(p))
         return LoadResult(None, [diag], Source(None, {}, str(p)), p.parent)
     return check_text(text, str(p), env, p.resolve().parent)
 

@@ -6,28 +6,38 @@ overlaps, transport/encryption combinations) live in :mod:`orchestrator.config.c
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from orchestrator.config.text import quote
 from orchestrator.config.types import (
     E164,
+    AgentId,
     Cidr,
+    CipherName,
     CodecName,
+    Description,
     Domain,
+    EslPassword,
     ExternalAddress,
+    FilePath,
     HeaderValue,
     Host,
+    HttpHeaderName,
     IpAddress,
     MediaEncryption,
     Name,
     Port,
+    Prompt,
+    Realm,
+    SipDomain,
     SipUser,
     Transport,
     Variable,
     WsUrl,
     XHeader,
+    secret_rule,
 )
 
 #: Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only.
@@ -39,6 +49,25 @@ MODERN_CIPHERS = (
     "ECDHE-ECDSA-CHACHA20-POLY1305",
     "ECDHE-RSA-CHACHA20-POLY1305",
 )
+
+
+def _secret(what: str, max_length: int, **rules: bool) -> type[SecretStr]:
+    return Annotated[SecretStr, AfterValidator(secret_rule(what, max_length, **rules))]  # type: ignore[return-value]
+
+
+#: Secrets and what each may hold (the limits are what the peer that reads them accepts).
+DigestPassword = _secret("the password", 256)
+#: FreeSWITCH answers a challenge with ``scheme:realm:user:password`` in a 256-byte buffer.
+OutboundPassword = _secret("the password", 128)
+Passphrase = _secret("the passphrase", 1024)
+ApiKey = _secret("the API key", 1024, blanks=False)
+ApiToken = _secret("the API token", 1024, blanks=False, ascii_only=True)
+MediaSecret = _secret("the media secret", 1024)
+AgentHeaderValue = _secret("a header value", 8192, empty=True)
+
+
+#: FreeSWITCH nodes one orchestrator drives.
+MAX_NODES = 64
 
 
 class Model(BaseModel):
@@ -61,22 +90,12 @@ class EventSocket(Model):
 
     listen_ip: IpAddress = Field("127.0.0.1", description="Address mod_event_socket listens on.")
     port: Port = Field(8021, description="ESL port.")
-    password: SecretStr = Field(description="ESL password; use ${ENV_VAR}.")
+    password: EslPassword = Field(description="ESL password; use ${ENV_VAR}.")
     allow: list[Cidr] = Field(
-        default_factory=list, description="Networks allowed to connect besides loopback (default: loopback only)."
+        default_factory=list,
+        max_length=100,
+        description="Networks allowed to connect besides loopback (default: loopback only).",
     )
-
-    @field_validator("password")
-    @classmethod
-    def _password(cls, v: SecretStr) -> SecretStr:
-        text = v.get_secret_value()
-        if not text:
-            raise ValueError("the event socket password cannot be empty")
-        if any(c.isspace() for c in text):
-            raise ValueError(
-                "the event socket password cannot contain spaces or line breaks (ESL sends it on one line)"
-            )
-        return v
 
 
 class RtpPorts(Model):
@@ -110,9 +129,10 @@ class FreeSwitch(Model):
     ext_rtp_ip: ExternalAddress | None = Field(None, description="Public address put in SDP behind NAT.")
     local_networks: list[Cidr] = Field(
         default_factory=list,
+        max_length=1000,
         description="Networks reached without NAT (no external address used); default: FreeSWITCH's localnet.auto.",
     )
-    sip_domain: Domain | None = Field(
+    sip_domain: SipDomain | None = Field(
         None, description="Digest realm and directory domain; default: ext_sip_ip or bind_ip."
     )
     rtp_ports: RtpPorts = Field(default_factory=RtpPorts)
@@ -153,12 +173,12 @@ class TlsTransport(Model):
     """SIP over TLS, with the certificate this server presents and the policy for peers."""
 
     port: Port = 5061
-    certificate: str | None = Field(None, description="PEM certificate chain (leaf first); relative to this file.")
-    private_key: str | None = Field(None, description="PEM private key of the certificate.")
-    private_key_passphrase: SecretStr | None = None
-    ca_bundle: str | None = Field(None, description="PEM CA certificates trusted when verifying peers.")
+    certificate: FilePath | None = Field(None, description="PEM certificate chain (leaf first); relative to this file.")
+    private_key: FilePath | None = Field(None, description="PEM private key of the certificate.")
+    private_key_passphrase: Passphrase | None = None
+    ca_bundle: FilePath | None = Field(None, description="PEM CA certificates trusted when verifying peers.")
     min_version: str = Field("1.2", description="Lowest TLS version accepted: 1.2 or 1.3.")
-    ciphers: list[str] = Field(default_factory=lambda: list(MODERN_CIPHERS), min_length=1)
+    ciphers: list[CipherName] = Field(default_factory=lambda: list(MODERN_CIPHERS), min_length=1, max_length=64)
     verify_peer: Literal["none", "outgoing", "incoming", "all"] = Field(
         "outgoing",
         description="Verify peer certificates on connections we open (outgoing), accept (incoming), or both.",
@@ -172,20 +192,13 @@ class TlsTransport(Model):
         if text in ("1", "1.0", "1.1"):
             raise ValueError(f"TLS {text} is not allowed: TLS 1.2 is the floor")
         if text not in ("1.2", "1.3"):
-            raise ValueError(f"'{v}' is not a TLS version: use 1.2 or 1.3")
+            raise ValueError(f"{quote(v)} is not a TLS version: use 1.2 or 1.3")
         return text
 
     @field_validator("ciphers")
     @classmethod
     def _ciphers(cls, v: list[str]) -> list[str]:
         return _unique(v, "cipher suite")
-
-    @field_validator("private_key_passphrase")
-    @classmethod
-    def _passphrase(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v.get_secret_value()):
-            raise ValueError("the passphrase cannot contain control characters or line breaks")
-        return v
 
 
 class Transports(Model):
@@ -210,30 +223,23 @@ class DigestCredentials(Model):
     """A user name and password for SIP digest authentication."""
 
     username: SipUser
-    password: SecretStr
-
-    @field_validator("password")
-    @classmethod
-    def _password(cls, v: SecretStr) -> SecretStr:
-        text = v.get_secret_value()
-        if not text:
-            raise ValueError("the password cannot be empty")
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise ValueError("the password cannot contain control characters or line breaks")
-        return v
+    password: DigestPassword
 
 
 class OutboundCredentials(DigestCredentials):
     """Credentials answering the trunk's 401/407 challenges."""
 
-    realm: str | None = Field(None, description="Only answer challenges for this realm (default: any).")
+    password: OutboundPassword
+    realm: Realm | None = Field(None, description="Only answer challenges for this realm (default: any).")
 
 
 class InboundAuth(Model):
     """Who may send calls on a trunk: digest credentials, source networks, or both (then both must match)."""
 
     digest: DigestCredentials | None = None
-    acl: list[Cidr] = Field(default_factory=list, description="Source networks allowed; everything else is denied.")
+    acl: list[Cidr] = Field(
+        default_factory=list, max_length=1000, description="Source networks allowed; everything else is denied."
+    )
 
     @model_validator(mode="after")
     def _some(self) -> InboundAuth:
@@ -263,10 +269,17 @@ class Inbound(Model):
     media_encryption: MediaEncryption = "allowed"
     codecs: list[CodecName] | None = Field(None, description="Subset of freeswitch.codecs; default: all.")
     remote_domains: list[Domain] = Field(
-        default_factory=list, description="Certificate names accepted from this peer on TLS connections."
+        default_factory=list,
+        max_length=100,
+        description="Certificate names accepted from this peer on TLS connections.",
     )
     headers: list[XHeader | InboundHeader] = Field(
-        default_factory=list, description="Inbound X- headers exposed to the agent as variables."
+        default_factory=list, max_length=64, description="Inbound X- headers exposed to the agent as variables."
+    )
+    accept_crypto_in_avp: bool = Field(
+        False,
+        description="Accept SDES keys (a=crypto) in an RTP/AVP offer, as some carriers send them "
+        "(FreeSWITCH's rtp_allow_crypto_in_avp); needs media_encryption allowed or required.",
     )
 
     @field_validator("transports")
@@ -293,12 +306,19 @@ class Outbound(Model):
     auth: OutboundCredentials | None = None
     media_encryption: MediaEncryption = "allowed"
     codecs: list[CodecName] | None = None
-    headers: dict[XHeader, HeaderValue] = Field(default_factory=dict, description="X- headers added to every call.")
+    headers: dict[XHeader, HeaderValue] = Field(
+        default_factory=dict, max_length=64, description="X- headers added to every call."
+    )
     caller_id: E164 | None = Field(None, description="Default caller ID for calls on this trunk.")
     from_domain: Host | None = Field(None, description="Host part of the From header (default: the address).")
     register_: bool = Field(False, alias="register", description="Register to the trunk (needs auth).")
     ping_seconds: int = Field(
         0, ge=0, le=3600, description="Send SIP OPTIONS this often and mark the trunk down on failure."
+    )
+    accept_crypto_in_avp: bool = Field(
+        False,
+        description="Accept SDES keys (a=crypto) in the trunk's RTP/AVP answer (FreeSWITCH's "
+        "rtp_allow_crypto_in_avp); needs media_encryption allowed or required.",
     )
 
     @field_validator("codecs")
@@ -316,7 +336,7 @@ class Trunk(Model):
     """A SIP trunk: a peer (carrier, SBC, PBX) that sends and/or receives calls."""
 
     name: Name
-    description: str = ""
+    description: Description = ""
     inbound: Inbound | None = None
     outbound: Outbound | None = None
 
@@ -386,8 +406,10 @@ RawFormat = Literal["pcm_8000", "pcm_16000", "pcm_24000", "pcm_48000"]
 
 class _AgentBase(Model):
     name: Name
-    headers: dict[str, SecretStr] = Field(
-        default_factory=dict, description="HTTP headers sent when connecting (e.g. Authorization); use ${ENV_VAR}."
+    headers: dict[HttpHeaderName, AgentHeaderValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="HTTP headers sent when connecting (e.g. Authorization); use ${ENV_VAR}.",
     )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     first_message_timeout_seconds: float | None = Field(
@@ -400,23 +422,13 @@ class _AgentBase(Model):
         60.0, gt=0, le=600, description="A transfer the agent asked for with no outcome by then is reported failed."
     )
 
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, value in v.items():
-            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
-                raise ValueError(f"'{name}' is not a valid HTTP header name")
-            if any(ord(c) < 32 or ord(c) == 127 for c in value.get_secret_value()):
-                raise ValueError(f"the value of header '{name}' cannot contain line breaks or control characters")
-        return v
-
 
 class ElevenLabsAgent(_AgentBase):
     """An ElevenLabs Agents conversation (signed URL when an API key is given)."""
 
     protocol: Literal["elevenlabs"]
-    agent_id: str = Field(min_length=1)
-    api_key: SecretStr | None = Field(None, description="xi-api-key for private agents (signed URL).")
+    agent_id: AgentId
+    api_key: ApiKey | None = Field(None, description="xi-api-key for private agents (signed URL).")
     url: WsUrl = "wss://api.elevenlabs.io/v1/convai/conversation"
     audio_format: ElevenLabsFormat = Field("pcm_16000", description="Must match the agent's configured audio format.")
     first_message_timeout_seconds: float | None = Field(
@@ -453,9 +465,9 @@ class Node(Model):
     """A FreeSWITCH event socket this orchestrator drives."""
 
     name: Name
-    host: str = Field("127.0.0.1", description="Address of the node's event socket.")
+    host: Host = Field("127.0.0.1", description="Host name or IP of the node's event socket.")
     port: Port = 8021
-    password: SecretStr | None = Field(None, description="Default: freeswitch.event_socket.password.")
+    password: EslPassword | None = Field(None, description="Default: freeswitch.event_socket.password.")
 
 
 class HttpApi(Model):
@@ -463,7 +475,7 @@ class HttpApi(Model):
 
     listen_ip: IpAddress = "127.0.0.1"
     port: Port = 8080
-    token: SecretStr | None = Field(None, description="Bearer token required on /v1 (use ${ENV_VAR}); none = no API.")
+    token: ApiToken | None = Field(None, description="Bearer token required on /v1 (use ${ENV_VAR}); none = no API.")
 
 
 class MediaSettings(Model):
@@ -508,7 +520,7 @@ class MediaSettings(Model):
     on_failure: Literal["hangup", "prompt"] = Field(
         "hangup", description="When the agent cannot be reached or goes away: hang up, or play fallback_prompt first."
     )
-    fallback_prompt: str | None = Field(
+    fallback_prompt: Prompt | None = Field(
         None, description="What FreeSWITCH plays before hanging up (a file on its host or e.g. tone_stream://…)."
     )
     handshake_timeout_seconds: float = Field(
@@ -538,8 +550,6 @@ class MediaSettings(Model):
             raise ValueError("fork_module mod_audio_stream plays agent audio from files: set playback: file")
         if self.on_failure == "prompt" and not self.fallback_prompt:
             raise ValueError("on_failure: prompt needs fallback_prompt")
-        if self.fallback_prompt and any(c in self.fallback_prompt for c in " '\"\\^\n"):
-            raise ValueError("fallback_prompt cannot contain blanks, quotes, carets or backslashes")
         pending, total = self.max_pending_connections, self.max_connections
         if pending and total and pending > total:
             raise ValueError("max_pending_connections cannot exceed max_connections")
@@ -551,17 +561,18 @@ class Orchestrator(Model):
 
     nodes: list[Node] = Field(
         default_factory=list,
+        max_length=MAX_NODES,
         description="FreeSWITCH nodes; default: one node at freeswitch.event_socket (127.0.0.1 if it listens on all).",
     )
     media_url: WsUrl = Field(
         "ws://127.0.0.1:8090", description="Media bridge URL as FreeSWITCH's mod_audio_fork reaches it."
     )
-    media_secret: SecretStr | None = Field(
+    media_secret: MediaSecret | None = Field(
         None, description="Key for the per-call tokens in fork URLs (use ${ENV_VAR}); default: random per process."
     )
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: HttpApi = Field(default_factory=HttpApi)
-    records: str | None = Field("calls.jsonl", description="JSONL file of call records (relative to this file).")
+    records: FilePath | None = Field("calls.jsonl", description="JSONL file of call records (relative to this file).")
     originate_timeout_seconds: int = Field(60, ge=5, le=600, description="Ring time before an outbound call gives up.")
     command_timeout_seconds: float = Field(10.0, gt=0, le=120)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import ipaddress
 import os
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from orchestrator.config.types import is_hostname, quote
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,19 @@ def generate(
     """Write ``ca.crt``, ``<name>.crt`` (leaf + CA) and ``<name>.key`` (mode 0600) into ``out``."""
     if not names:
         raise ValueError("give at least one DNS name")
+    for name in names:
+        if not is_hostname(name):
+            raise ValueError(f"--name {quote(name)} is not a DNS name (letters, digits, '-' and '.')")
+    addresses = []
+    for ip in ips:
+        try:
+            if "%" in ip:
+                raise ValueError("zone id")
+            addresses.append(ipaddress.ip_address(ip))
+        except ValueError:
+            raise ValueError(f"--ip {quote(ip)} is not an IP address") from None
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(out))
     out.mkdir(parents=True, exist_ok=True)
     files = GeneratedFiles(out / "ca.crt", out / f"{names[0]}.crt", out / f"{names[0]}.key")
     existing = [p for p in (files.ca_certificate, files.certificate, files.private_key) if p.exists()]
@@ -60,7 +76,7 @@ def generate(
     )
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-    alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    alt += [x509.IPAddress(ip) for ip in addresses]
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import os
+import re
 import ssl
 import stat
 from dataclasses import dataclass, field
@@ -12,9 +15,15 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from orchestrator.config.files import CA_BUNDLE_LIMIT, TLS_FILE_LIMIT, FileReadError, read_bounded
 from orchestrator.config.model import TlsTransport
 
 EXPIRY_WARNING_DAYS = 21
+#: Most PBKDF2 / PKCS#12 iterations an encrypted key may ask for (OpenSSL writes 2048; 5 million take seconds).
+MAX_KDF_ITERATIONS = 5_000_000
+#: Most memory (128·N·r bytes) and work (times p) an scrypt-encrypted key may ask for.
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+MAX_SCRYPT_WORK = 1024 * 1024 * 1024
 
 
 class TlsMaterialError(Exception):
@@ -54,14 +63,85 @@ def resolve(base_dir: Path, value: str) -> Path:
 
 def _read(base_dir: Path, setting: str, value: str) -> tuple[Path, bytes]:
     path = resolve(base_dir, value)
+    limit = CA_BUNDLE_LIMIT if setting == "ca_bundle" else TLS_FILE_LIMIT
     try:
-        return path, path.read_bytes()
-    except FileNotFoundError:
-        raise TlsMaterialError(setting, f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise TlsMaterialError(setting, f"{path} is a directory, not a PEM file") from None
-    except PermissionError:
-        raise TlsMaterialError(setting, f"cannot read {path}: permission denied") from None
+        return path, read_bounded(path, limit)
+    except FileReadError as exc:
+        raise TlsMaterialError(setting, f"cannot read {exc}") from None
+
+
+# -- the cost of decrypting a key, read before asking OpenSSL to decrypt it ---------------------------
+_ENCRYPTED_PEM = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----(.*?)-----END ENCRYPTED PRIVATE KEY-----", re.S)
+_PBES2 = bytes.fromhex("2a864886f70d01050d")
+_PBKDF2 = bytes.fromhex("2a864886f70d01050c")
+_SCRYPT = bytes.fromhex("2b06010401da47040b")
+_SEQUENCE, _INTEGER, _OID = 0x30, 0x02, 0x06
+
+
+def _der(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, content) elements of a DER sequence's contents; ValueError when malformed."""
+    out, i = [], 0
+    while i < len(data):
+        if i + 2 > len(data):
+            raise ValueError("truncated")
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            n = length & 0x7F
+            if not 0 < n <= 4 or i + n > len(data):
+                raise ValueError("bad length")
+            length = int.from_bytes(data[i : i + n], "big")
+            i += n
+        if i + length > len(data):
+            raise ValueError("truncated")
+        out.append((tag, data[i : i + length]))
+        i += length
+    return out
+
+
+def _int(element: tuple[int, bytes]) -> int:
+    if element[0] != _INTEGER:
+        raise ValueError("not an integer")
+    return int.from_bytes(element[1], "big", signed=True)
+
+
+def _kdf_problem(der: bytes) -> str | None:
+    """Why decrypting a PKCS#8 ``EncryptedPrivateKeyInfo`` would take too long, or None."""
+    [(tag, info)] = _der(der)
+    algorithm = _der(_der(info)[0][1])
+    if tag != _SEQUENCE or algorithm[0][0] != _OID or len(algorithm) < 2:
+        raise ValueError("not an EncryptedPrivateKeyInfo")
+    oid, params = algorithm[0][1], _der(algorithm[1][1])
+    if oid != _PBES2:  # PKCS#5 v1.5 and PKCS#12 schemes: SEQUENCE { salt, iterations }
+        iterations = _int(params[1])
+    else:
+        kdf = _der(params[0][1])
+        kdf_oid, kdf_params = kdf[0][1], _der(kdf[1][1])
+        if kdf_oid == _SCRYPT:
+            n, r, p = (_int(e) for e in kdf_params[1:4])
+            memory = 128 * n * r
+            if memory > MAX_SCRYPT_MEMORY or memory * p > MAX_SCRYPT_WORK:
+                return f"the key's scrypt parameters (N={n}, r={r}, p={p}) need too much memory and time to decrypt"
+            return None
+        if kdf_oid != _PBKDF2:
+            return None  # OpenSSL refuses what it does not know, at once
+        iterations = _int(kdf_params[1])
+    if iterations > MAX_KDF_ITERATIONS:
+        return (
+            f"the key is encrypted with {iterations:,} key-derivation iterations: decrypting it would take too long "
+            f"(at most {MAX_KDF_ITERATIONS:,}; re-encrypt it, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc)"
+        )
+    return None
+
+
+def _check_kdf_cost(pem: bytes) -> None:
+    for match in _ENCRYPTED_PEM.finditer(pem):
+        try:
+            problem = _kdf_problem(base64.b64decode(b"".join(match.group(1).split()), validate=True))
+        except (ValueError, IndexError, binascii.Error):
+            continue  # malformed: OpenSSL will say so
+        if problem:
+            raise TlsMaterialError("private_key", problem)
 
 
 def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> TlsMaterial:
@@ -84,6 +164,8 @@ def load(tls: TlsTransport, base_dir: Path, now: dt.datetime | None = None) -> T
 
     key_path, key_pem = _read(base_dir, "private_key", tls.private_key)
     password = tls.private_key_passphrase.get_secret_value().encode() if tls.private_key_passphrase else None
+    if password is not None:
+        _check_kdf_cost(key_pem)
     try:
         key = serialization.load_pem_private_key(key_pem, password=password)
     except TypeError:

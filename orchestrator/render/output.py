@@ -17,10 +17,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.config.files import FileReadError, read_bounded
 from orchestrator.render.renderer import MARKER, SECRET_MODE, RenderedFile
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+#: A file on disk larger than this is not read when comparing (it is reported as changed).
+COMPARE_LIMIT = 64 * 1024 * 1024
+#: What an unreadable or oversized file on disk compares as (never equal to a rendered file).
+UNREADABLE = b"\0sipagent: unreadable\0"
 
 
 class OutputError(Exception):
@@ -134,9 +139,17 @@ class TreeDiff:
         return bool(self.added or self.removed or self.changed or self.mode_changed)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return read_bounded(path, COMPARE_LIMIT)
+    except FileReadError:
+        return UNREADABLE
+
+
 def read_tree(out: Path) -> dict[str, bytes]:
-    """The files of a configuration directory on disk (relative path → content)."""
-    return {rel: path.read_bytes() for rel, path in _on_disk(out).items()}
+    """The files of a configuration directory on disk (relative path → content; an unreadable or
+    oversized file reads as :data:`UNREADABLE`, so it counts as changed and is replaced)."""
+    return {rel: _read(path) for rel, path in _on_disk(out).items()}
 
 
 def _on_disk(out: Path) -> dict[str, Path]:
@@ -154,11 +167,14 @@ def diff_tree(files: dict[str, RenderedFile], out: Path) -> TreeDiff:
         if path is None:
             result.added.append(rel)
             continue
-        old = path.read_bytes()
-        old_mode = stat.S_IMODE(path.stat().st_mode)
+        old = _read(path)
+        try:
+            old_mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:  # gone since it was listed
+            old_mode = 0
         if old != f.content:
             result.changed.append(rel)
-            if f.mode != SECRET_MODE and old_mode != SECRET_MODE:
+            if f.mode != SECRET_MODE and old_mode != SECRET_MODE and old is not UNREADABLE:
                 try:
                     a = old.decode("utf-8").splitlines(keepends=True)
                     b = f.content.decode("utf-8").splitlines(keepends=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from orchestrator.config.model import Deployment, FreeSwitch, Trunk
 
 #: ``rtp_secure_media`` value for each media encryption setting.
 SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbidden"}
+#: Channel variable that lets FreeSWITCH take SDES keys (a=crypto) in an RTP/AVP media line
+#: (switch_core_media.c refuses them otherwise: "a=crypto in RTP/AVP, refer to rfc3711").
+CRYPTO_IN_AVP = "rtp_allow_crypto_in_avp"
 #: ``tls-verify-policy`` for each ``verify_peer`` setting (subject checks added when names are given).
 VERIFY_POLICY = {"none": "none", "outgoing": "out", "incoming": "in", "all": "all"}
 #: What a call is handed to: the orchestrator finds it parked with these variables set.
@@ -192,6 +196,8 @@ def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
     ]
     if deployment.freeswitch.media_timeout_seconds:
         variables.append(("media_timeout", str(deployment.freeswitch.media_timeout_seconds * 1000)))
+    if out.accept_crypto_in_avp:
+        variables.append((CRYPTO_IN_AVP, "true"))
     if out.caller_id:
         variables.append((f"{VAR_PREFIX}default_caller_id", out.caller_id))
     variables += [(f"sip_h_{name}", value) for name, value in out.headers.items()]
@@ -301,8 +307,10 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
         ]
         if fs.media_timeout_seconds:
             variables.append(("media_timeout", str(fs.media_timeout_seconds * 1000)))
+        if inbound.accept_crypto_in_avp:
+            variables.append((CRYPTO_IN_AVP, "true"))
         routes = tuple(
-            Route(number=n.number, pattern="^\\+?" + n.number[1:] + "$", agent=n.agent)
+            Route(number=n.number, pattern="^\\+?" + re.escape(n.number[1:]) + "$", agent=n.agent)
             for n in numbers_by_trunk.get(trunk.name, [])
         )
         contexts.append(
