@@ -6,11 +6,12 @@ overlaps, transport/encryption combinations) live in :mod:`orchestrator.config.c
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from orchestrator.config.text import quote
+from orchestrator.config.text import describe, first_unsafe, quote
 from orchestrator.config.types import (
     E164,
     AgentId,
@@ -364,17 +365,16 @@ class AgentOverrides(Model):
     @field_validator("first_message", "prompt")
     @classmethod
     def _text(cls, v: str | None) -> str | None:
-        if v is not None and any((ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160 for c in v):
-            raise ValueError("cannot contain control characters (line breaks and tabs are fine)")
-        if v is not None and any(0xD800 <= ord(c) <= 0xDFFF for c in v):
-            raise ValueError("cannot contain lone surrogate characters")
+        bad = first_unsafe(v.replace("\n", "").replace("\t", "")) if v is not None else None
+        if bad is not None:
+            raise ValueError(f"cannot contain {describe(bad)} (line breaks and tabs are fine)")
         return v
 
     @field_validator("language")
     @classmethod
     def _language(cls, v: str | None) -> str | None:
         if v is not None and not _LANGUAGE.fullmatch(v):
-            raise ValueError(f"'{v[:40]}' is not a language code (lower case, e.g. en, de, pt-br)")
+            raise ValueError(f"{quote(v)} is not a language code (lower case, e.g. en, de, pt-br)")
         return v
 
     @field_validator("voice_id")
