@@ -263,10 +263,11 @@ def test_cli_json_and_exit_codes(tmp_path: Path, example_dir: Path) -> None:
     esl = next(r for r in rows if r["check"] == "esl")
     assert esl["status"] == "fail" and esl["fix"]
     assert next(r for r in rows if r["check"] == "profile")["status"] == "skip"
-    bad = runner.invoke(
-        app, ["doctor", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--peer", "x"]
-    )
-    assert bad.exit_code == 2
+    for peer in ("x", "host:²", "host:0", "host:65536", "host:99999999999999999999", "a b:5061", ":5061", "[::1:5061"):
+        bad = runner.invoke(
+            app, ["doctor", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--peer", peer]
+        )
+        assert bad.exit_code == 2 and "expected HOST:PORT" in bad.output, (peer, bad.output)
 
 
 # -- the event socket check tells each failure apart (fake event sockets on loopback) ----------------------
