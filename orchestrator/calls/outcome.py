@@ -57,6 +57,41 @@ CAUSE_RESULTS: dict[str, str] = {
     "LOSE_RACE": "cancelled",
 }
 
+#: the SIP status FreeSWITCH (mod_sofia's hangup_cause_to_sip, 1.10.12) answers an unanswered inbound INVITE
+#: with when the call is hung up with this cause -- it sets no variable for it (disposition ``send_refuse``)
+REFUSAL_STATUS: dict[str, int] = {
+    **dict.fromkeys(("UNALLOCATED_NUMBER", "NO_ROUTE_TRANSIT_NET", "NO_ROUTE_DESTINATION"), 404),
+    "USER_BUSY": 486,
+    "NO_USER_RESPONSE": 408,
+    **dict.fromkeys(("NO_ANSWER", "SUBSCRIBER_ABSENT", "NORMAL_UNSPECIFIED"), 480),
+    **dict.fromkeys(("CALL_REJECTED", "DECLINE", "REJECT_ALL"), 603),
+    **dict.fromkeys(("NUMBER_CHANGED", "REDIRECTION_TO_NEW_DESTINATION"), 410),
+    **dict.fromkeys(("DESTINATION_OUT_OF_ORDER", "INVALID_PROFILE"), 502),
+    **dict.fromkeys(("INVALID_NUMBER_FORMAT", "INVALID_URL", "INVALID_GATEWAY"), 484),
+    **dict.fromkeys(("FACILITY_REJECTED", "FACILITY_NOT_IMPLEMENTED", "SERVICE_NOT_IMPLEMENTED"), 501),
+    **dict.fromkeys(
+        (
+            "REQUESTED_CHAN_UNAVAIL",
+            "NORMAL_CIRCUIT_CONGESTION",
+            "NETWORK_OUT_OF_ORDER",
+            "NORMAL_TEMPORARY_FAILURE",
+            "SWITCH_CONGESTION",
+            "GATEWAY_DOWN",
+            "BEARERCAPABILITY_NOTAVAIL",
+        ),
+        503,
+    ),
+    **dict.fromkeys(("OUTGOING_CALL_BARRED", "INCOMING_CALL_BARRED", "BEARERCAPABILITY_NOTAUTH", "STALE_DATE"), 403),
+    **dict.fromkeys(("BEARERCAPABILITY_NOTIMPL", "INCOMPATIBLE_DESTINATION"), 488),
+    "RECOVERY_ON_TIMER_EXPIRE": 504,
+    "ORIGINATOR_CANCEL": 487,
+    "EXCHANGE_ROUTING_ERROR": 483,
+    "BUSY_EVERYWHERE": 600,
+    "DOES_NOT_EXIST_ANYWHERE": 604,
+    "NOT_ACCEPTABLE": 606,
+    "UNWANTED": 607,
+}
+
 #: what the agent (or an API client) may give as a hang-up reason, and the cause sent
 HANGUP_REASONS: dict[str, str] = {
     "completed": "NORMAL_CLEARING",
@@ -100,6 +135,8 @@ def from_variables(get: Any, answered: bool) -> Hangup:
     failure = number(get("sip_invite_failure_status"))
     term = number(get("sip_term_status"))
     status = failure if failure is not None else term
+    if status is None and not answered and disposition == "send_refuse":
+        status = REFUSAL_STATUS.get(cause, 480)  # what FreeSWITCH answered the INVITE with
     phrase = get("sip_invite_failure_phrase") or ""
     if answered:
         result = CAUSE_RESULTS.get(cause, "completed" if cause.startswith("NORMAL") else "failed")

@@ -123,6 +123,11 @@ async def test_srtp_required_refuses_plain_and_takes_crypto(env: Env, running: R
     r = running
     plain = uac(env.work / "srtp-plain.xml", 488)
     assert await _sipp(env, plain, "+15557650302", "127.0.0.4") == 0  # 488 Not Acceptable Here
+    refused = await wait_for(r.notices, "ended")  # refused by the dialplan, still recorded
+    record = r.controller.ended[refused.call.uuid]
+    assert (record["refused"], record["result"], record["trunk"]) == ("srtp_required", "incompatible", "srtp-tcp")
+    assert record["hangup"]["sip_status"] == 488 and record["sip_call_id"]
+    r.notices.clear()
     crypto = uac(env.work / "srtp-crypto.xml", 200, srtp_offer=True)
     assert await _sipp(env, crypto, "+15557650302", "127.0.0.4") == 0
     answered = await wait_for(r.notices, "answered")
@@ -251,3 +256,12 @@ async def test_tls_digest_srtp_carrier_call_reaches_the_agent(env: Env, running:
     assert ended.call.hangup is not None and ended.call.hangup.cause == "NORMAL_CLEARING"
     await asyncio.sleep(0.5)
     assert (await asyncio.to_thread(api, "uuid_exists tls-carrier")).strip() == "false"  # the carrier got the BYE
+
+
+async def test_unknown_number_is_refused_with_404_and_recorded(env: Env, running: Running) -> None:
+    r = running
+    assert await _sipp(env, uac(env.work / "unknown-number.xml", 404), "+15557659999", "127.0.0.2") == 0
+    ended = await wait_for(r.notices, "ended")
+    record = r.controller.ended[ended.call.uuid]
+    assert (record["refused"], record["result"], record["hangup"]["sip_status"]) == ("unknown_number", "not_found", 404)
+    assert record["to"] == "+15557659999" and record["trunk"] == "office-pbx" and record["hangup_by"] == "freeswitch"
