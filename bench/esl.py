@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed one
+
 from orchestrator.esl import protocol as p
 
 REPO = Path(__file__).resolve().parents[1]

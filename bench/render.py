@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed one
+
 from orchestrator.config import check_file
 from orchestrator.config.selfsigned import generate
 from orchestrator.render import render_deployment, write_tree
