@@ -101,7 +101,9 @@ def _guard(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("SIPAGENT_DEBUG"):
                 raise
-            err.print(line(f"sipagent: internal error: {type(exc).__name__}: ", str(exc)[:500]))
+            from orchestrator.logs import Redactor  # credentials in an exception's text are not printed either
+
+            err.print(line(f"sipagent: internal error: {type(exc).__name__}: ", Redactor().redact(str(exc)[:500])))
             err.print("This is a bug; run again with SIPAGENT_DEBUG=1 and report the traceback.")
             raise typer.Exit(EXIT_INTERNAL) from None
 
