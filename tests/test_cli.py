@@ -166,12 +166,16 @@ def test_internal_errors_are_not_tracebacks(monkeypatch: pytest.MonkeyPatch, exa
     assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(shutil.which("sipagent") is None, reason="sipagent console script not installed")
+#: the console script of the interpreter running the tests (the venv's bin/ is not always on PATH)
+SCRIPT = next((str(p) for p in [Path(sys.executable).parent / "sipagent"] if p.is_file()), shutil.which("sipagent"))
+
+
+@pytest.mark.skipif(SCRIPT is None, reason="sipagent console script not installed")
 def test_installed_console_script(example_dir: Path, env_file: Path, tmp_path: Path) -> None:
     """The installed entry point (run outside the source tree) finds its packaged templates."""
     out = tmp_path / "conf"
     proc = subprocess.run(
-        ["sipagent", "render", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--out", str(out)],
+        [str(SCRIPT), "render", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
