@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -471,7 +472,7 @@ def run_orchestrator(
     try:  # every secret of the deployment is redacted from every log line, at every level
         logs.setup(log_level, logs.deployment_secrets(result.deployment))
     except ValueError as exc:
-        err.print(f"sipagent: --log-level: {exc}")
+        err.print(line("sipagent: --log-level: ", exc))
         raise typer.Exit(EXIT_INVALID) from None
     try:  # uvloop halves the event loop's share of the media hot path (bench/media.py)
         import uvloop
@@ -504,13 +505,13 @@ def call(
 
     token = os.environ.get(token_env)
     if not token:
-        err.print(f"sipagent: set {token_env} to the orchestrator's API token")
+        err.print(line("sipagent: set ", token_env, " to the orchestrator's API token"))
         raise typer.Exit(EXIT_INVALID)
     headers: dict[str, str] = {}
     for item in header or []:
         name, sep, value = item.partition("=")
         if not sep:
-            err.print(f"sipagent: --header needs Name=value, got {item!r}")
+            err.print(line("sipagent: --header needs Name=value, got ", repr(item[:100])))
             raise typer.Exit(EXIT_INVALID)
         headers[name] = value
     body = {"trunk": trunk, "to": to, "agent": agent, "caller_id": caller_id, "headers": headers}
@@ -519,36 +520,51 @@ def call(
         with httpx.Client(base_url=api, headers=auth, timeout=10) as client:
             resp = client.post("/v1/calls", json=body)
             if resp.status_code != 201:
-                problem = (
-                    resp.json().get("error", {})
-                    if resp.headers.get("content-type", "").startswith("application/json")
-                    else {}
-                )
-                err.print(f"sipagent: call refused ({resp.status_code}): {problem.get('message', resp.text)}")
+                problem = _json(resp).get("error")
+                message = str(problem.get("message", resp.text) if isinstance(problem, dict) else resp.text)
+                err.print(line(f"sipagent: call refused ({resp.status_code}): ", message[:500]))
                 raise typer.Exit(EXIT_FAILED)
-            state = resp.json()
-            call_id = state["id"]
-            out.print(f"call {call_id}: dialing {to} via {trunk}")
+            state = _json(resp)
+            call_id = state.get("id")
+            if not isinstance(call_id, str):
+                err.print(line("sipagent: the orchestrator's answer has no call id: ", resp.text[:200]))
+                raise typer.Exit(EXIT_FAILED)
+            out.print(line("call ", call_id, ": dialing ", to, " via ", trunk))
             seen: set[str] = set()
             while wait:
                 time.sleep(0.5)
-                state = client.get(f"/v1/calls/{call_id}").json()
-                for status in state.get("progress", []):
+                state = _json(client.get(f"/v1/calls/{quote(call_id, safe='')}"))
+                progress = state.get("progress")
+                for status in progress if isinstance(progress, list) else []:
                     if str(status) not in seen:
                         seen.add(str(status))
-                        out.print(f"call {call_id}: {status} {'ringing' if status == 180 else 'session progress'}")
+                        what = "ringing" if status == 180 else "session progress"
+                        out.print(line("call ", call_id, f": {status} {what}"))
                 if state.get("answered_at") and "answered" not in seen:
                     seen.add("answered")
-                    out.print(f"call {call_id}: answered ({state.get('codec')}), agent {agent} connected")
+                    out.print(
+                        line("call ", call_id, ": answered (", state.get("codec"), "), agent ", agent, " connected")
+                    )
                     break
                 if state.get("result") or state.get("state") == "ended":
-                    hangup = state.get("hangup") or {}
+                    hangup = state.get("hangup") if isinstance(state.get("hangup"), dict) else {}
                     sip = f"SIP {hangup.get('sip_status')} " if hangup.get("sip_status") else ""
-                    out.print(f"call {call_id}: {state.get('result')} ({sip}{hangup.get('cause', '')})")
+                    out.print(
+                        line("call ", call_id, ": ", state.get("result"), " (", sip, hangup.get("cause", ""), ")")
+                    )
                     raise typer.Exit(EXIT_OK if state.get("result") == "completed" else EXIT_FAILED)
     except httpx.HTTPError as exc:
-        err.print(f"sipagent: cannot reach the orchestrator at {api}: {exc}")
+        err.print(line("sipagent: cannot reach the orchestrator at ", api, ": ", exc))
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    """An API answer's JSON object, or {} when it is not one."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @tls_app.command("self-signed")

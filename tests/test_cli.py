@@ -474,3 +474,49 @@ def test_permission_denied_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
     other = tmp_path / "e.yaml"
     other.write_text(FS_ONLY)
     _assert_one_clear_error(invoke("validate", str(other), "--env-file", str(path)), "cannot read the env file")
+
+
+def test_call_prints_what_it_is_given_literally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sipagent call` against an orchestrator answering odd values: shown as text, never markup, never a crash."""
+    import http.server
+    import json
+    import threading
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def _send(self, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(201 if self.command == "POST" else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._send({"id": "[bold]c1[/x]", "progress": []})
+
+        def do_GET(self) -> None:
+            self._send({"progress": "[/]", "result": "busy [red]x[/]", "hangup": ["not", "a", "dict"]})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SIPAGENT_API_TOKEN", "t")
+    try:
+        result = invoke(
+            "call",
+            "+15557654321[/x]",
+            "--trunk",
+            "[red]t[/]",
+            "--agent",
+            "a",
+            "--api",
+            f"http://127.0.0.1:{server.server_port}",
+        )
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1, result.output
+    assert "call [bold]c1[/x]: dialing +15557654321[/x] via [red]t[/]" in result.output
+    assert "busy [red]x[/]" in result.output and "internal error" not in result.output
