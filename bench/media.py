@@ -132,7 +132,7 @@ def _deployment(agent_port: int, protocol: str, rate: int, port: int = 8090) -> 
 class _NoControl:
     """Call control for the bench: nothing to hang up or transfer; every fork with a good token is expected."""
 
-    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
+    def media_update(self, uuid: str, data: dict[str, Any], final: bool = False) -> None:
         pass
 
     async def claim_fork(self, uuid: str, token: str) -> bool:

@@ -48,7 +48,7 @@ class Control:
     async def flush_playback(self, uuid: str) -> None:
         self.calls.append(("flush", uuid))
 
-    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
+    def media_update(self, uuid: str, data: dict[str, Any], final: bool = False) -> None:
         self.records.setdefault(uuid, {}).update(data)
 
     async def claim_fork(self, uuid: str, token: str) -> bool:

@@ -121,3 +121,34 @@ async def test_fork_tokens_are_claimed_through_the_main_process_once() -> None:
                 await ws.close()
         finally:
             await pool.stop()
+
+
+async def test_records_wait_for_the_workers_media_summary() -> None:
+    """With the bridge in worker processes a call's summary arrives after FreeSWITCH's end: the record waits for it
+    (at most the grace), instead of being written without frames, transcript or outcome."""
+    from orchestrator.calls.controller import Controller
+    from orchestrator.calls.tracker import Call, Notice
+    from orchestrator.config import check_text
+
+    text = """
+freeswitch: {bind_ip: 127.0.0.1, event_socket: {password: p}}
+agents: [{name: bot, protocol: raw, url: 'ws://127.0.0.1:9/a'}]
+orchestrator: {records: null}
+"""
+    result = check_text(text, "d.yaml", {})
+    assert result.deployment is not None
+    controller = Controller(result.deployment, result.base_dir, write_records=False)
+    controller.media_grace = 0.5
+    call = Call("c0ffee00-0000-4000-8000-00000000000a", "fs1", "inbound", agent="bot", fork="closed")
+    controller._notify([Notice("ended", call)])
+    assert controller.describe(call.uuid)["media"] is None  # provisional: the summary is not in yet
+    assert "sipagent_calls_total{" not in controller.metrics.render().decode()
+    controller.media_update(call.uuid, {"outcome": "agent_hangup", "frames": {"from_caller": 5}}, final=True)
+    record = controller.describe(call.uuid)
+    assert record["media"]["outcome"] == "agent_hangup" and record["media"]["frames"]["from_caller"] == 5
+    assert 'sipagent_calls_total{direction="inbound"' in controller.metrics.render().decode()
+    # a summary that never comes: the record is written after the grace, without it
+    other = Call("c0ffee00-0000-4000-8000-00000000000b", "fs1", "inbound", agent="bot", fork="closed")
+    controller._notify([Notice("ended", other)])
+    await asyncio.sleep(0.7)
+    assert controller.describe(other.uuid)["media"] is None and other.uuid not in controller._awaiting

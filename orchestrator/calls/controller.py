@@ -114,6 +114,11 @@ class Controller:
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._ended_cache = ended_cache
         self._locks: dict[str, asyncio.Lock] = {}
+        #: seconds to wait for the media summary of an ended call before writing its record (0: the bridge runs
+        #: in this process and its summary is in before the end; worker processes send theirs a moment later)
+        self.media_grace = 0.0
+        self._awaiting: dict[str, tuple[Call, asyncio.TimerHandle]] = {}
+        self._media_final: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.nodes: dict[str, NodeState] = {}
         for ep in node_endpoints(deployment):
@@ -143,6 +148,8 @@ class Controller:
         """Disconnect; calls stay up in FreeSWITCH."""
         for node in self.nodes.values():
             await node.client.stop()
+        for uuid in list(self._awaiting):
+            self._finish(uuid)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -311,14 +318,33 @@ class Controller:
             else:
                 self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
         elif notice.kind == "ended":
-            record = records.build(call, lost=bool(notice.data.get("lost")))
-            m.calls.labels(call.direction, record["result"]).inc()
-            self.ended[call.uuid] = record
-            while len(self.ended) > self._ended_cache:
-                self.ended.popitem(last=False)
-            if self.records is not None:
-                self.records.write(record)
+            lost = bool(notice.data.get("lost"))
+            self.ended[call.uuid] = records.build(call, lost=lost)  # what describe() shows meanwhile
+            if self.media_grace and call.fork != "none" and not lost and call.uuid not in self._media_final:
+                # the media bridge runs in worker processes: its summary of the call is still on its way
+                handle = asyncio.get_running_loop().call_later(self.media_grace, self._finish, call.uuid)
+                self._awaiting[call.uuid] = (call, handle)
+            else:
+                self._record(call, lost)
         self._gauge()
+
+    def _finish(self, uuid: str) -> None:
+        waiting = self._awaiting.pop(uuid, None)
+        if waiting is not None:
+            waiting[1].cancel()
+            self._record(waiting[0], False)
+
+    def _record(self, call: Call, lost: bool) -> None:
+        """Count and write the record of an ended call (once its media summary is in)."""
+        self._media_final.discard(call.uuid)
+        record = records.build(call, lost=lost)
+        self.metrics.calls.labels(call.direction, record["result"]).inc()
+        self.ended[call.uuid] = record
+        self.ended.move_to_end(call.uuid)
+        while len(self.ended) > self._ended_cache:
+            self.ended.popitem(last=False)
+        if self.records is not None:
+            self.records.write(record)
 
     def _gauge(self) -> None:
         counts = {"inbound": 0, "outbound": 0}
@@ -492,11 +518,15 @@ class Controller:
         call = self._live(uuid)
         await self._api(call, commands.uuid_break(uuid))
 
-    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
-        """Merge the media bridge's facts into the call's record (agent session, frames, transcript, outcome)."""
-        call = self.tracker.calls.get(uuid)
+    def media_update(self, uuid: str, data: dict[str, Any], final: bool = False) -> None:
+        """Merge the media bridge's facts into the call's record (agent session, frames, transcript, outcome);
+        ``final``: the bridge's summary at the end of the call, after which its record can be written."""
+        waiting = self._awaiting.get(uuid)
+        call = self.tracker.calls.get(uuid) or (waiting[0] if waiting else None)
         if call is None:
             return
+        if final:
+            self._media_final.add(uuid)
         for key, value in data.items():
             if isinstance(value, dict) and isinstance(call.media.get(key), dict):
                 call.media[key].update(value)
@@ -504,6 +534,8 @@ class Controller:
                 continue  # a failure reason already recorded (e.g. fallback prompt) stays
             else:
                 call.media[key] = value
+        if final and waiting is not None:
+            self._finish(uuid)
 
     async def _kill(self, call: Call, cause: str, by: str) -> None:
         self.tracker.mark_hangup_by(call.uuid, by)

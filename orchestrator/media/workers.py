@@ -42,6 +42,7 @@ log = logging.getLogger("sipagent.media.workers")
 NOTICES = ("dtmf", "transfer", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: the controller ends the call
 ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback", "claim_fork")
 MAX_LINE = 1 << 20
+MEDIA_GRACE = 2.0  # seconds
 
 
 class RemoteError(Exception):
@@ -60,6 +61,8 @@ class WorkerPool:
     def __init__(self, deployment: Deployment, control: Any, metrics: Metrics, secret: bytes, count: int) -> None:
         self.deployment = deployment
         self.control = control
+        if hasattr(control, "media_grace"):  # a call's record waits (at most this) for its worker's media summary
+            control.media_grace = max(control.media_grace, MEDIA_GRACE)
         self.metrics = metrics
         self.secret = secret
         self.count = count
@@ -134,7 +137,7 @@ class WorkerPool:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 elif op == "media":
-                    self.control.media_update(msg["call"], msg["data"])
+                    self.control.media_update(msg["call"], msg["data"], final=msg.get("final") is True)
                 elif op == "metrics":
                     self.exposition[index] = msg["text"]
         except (ConnectionError, ValueError) as exc:
@@ -234,8 +237,8 @@ class RemoteControl:
     async def flush_playback(self, uuid: str) -> None:
         await self._request("flush_playback", uuid)
 
-    def media_update(self, uuid: str, data: dict[str, Any]) -> None:
-        self._send({"op": "media", "call": uuid, "data": data})
+    def media_update(self, uuid: str, data: dict[str, Any], final: bool = False) -> None:
+        self._send({"op": "media", "call": uuid, "data": data, "final": final})
 
     async def claim_fork(self, uuid: str, token: str) -> bool:
         return await self._request("claim_fork", uuid, token) is True
