@@ -319,9 +319,9 @@ class Controller:
                 self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
         elif notice.kind == "ended":
             lost = bool(notice.data.get("lost"))
-            self.ended[call.uuid] = records.build(call, lost=lost)  # what describe() shows meanwhile
             if self.media_grace and call.fork != "none" and not lost and call.uuid not in self._media_final:
                 # the media bridge runs in worker processes: its summary of the call is still on its way
+                self.ended[call.uuid] = records.build(call, lost=lost)  # what describe() shows meanwhile
                 handle = asyncio.get_running_loop().call_later(self.media_grace, self._finish, call.uuid)
                 self._awaiting[call.uuid] = (call, handle)
             else:
