@@ -23,7 +23,7 @@ from orchestrator import __version__
 from orchestrator.config import Deployment, Diagnostic, LoadResult, Severity, check_file
 from orchestrator.config.diagnostics import printable
 from orchestrator.config.files import ENV_FILE_LIMIT, FileReadError, read_text_bounded
-from orchestrator.config.types import is_hostname
+from orchestrator.config.types import is_hostname, is_ip_address
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # stale render (--check), output directory problems
@@ -78,16 +78,6 @@ def _fail(message: str, code: int) -> typer.Exit:
     """Print ``sipagent: <message>`` and return the exit to raise."""
     err.print(line("sipagent: ", message))
     return typer.Exit(code)
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return "%" not in text
 
 
 def _guard(fn: F) -> F:
@@ -345,7 +335,7 @@ def doctor(
         host, _, port = item.rpartition(":")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         valid_port = port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
-        if not valid_port or not (is_hostname(host) or _is_ip(host)):
+        if not valid_port or not (is_hostname(host) or is_ip_address(host)):
             err.print(line("sipagent: --peer ", item[:100], ": expected HOST:PORT (a host name or IP, port 1-65535)"))
             raise typer.Exit(EXIT_INVALID)
         peers.append((host, int(port)))

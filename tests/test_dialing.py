@@ -104,7 +104,7 @@ def test_header_names_and_values() -> None:
         "X-Campaign": "spring, 50%",
         "X-A-1": "{json: [1]}",
     }
-    for name in ("Campaign", "X-", "X-a b", "X-a:b", "x-lower", "X-" + "a" * 64, "X-é", "sip_h_X-A", ""):
+    for name in ("Campaign", "X-", "X-a b", "X-a:b", "x-lower", "X-" + "a" * 127, "X-é", "sip_h_X-A", ""):
         with pytest.raises(dialing.Invalid) as info:
             dialing.headers({name: "v"})
         assert info.value.code == "invalid_header"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from orchestrator.config.model import AgentOverrides
+from orchestrator.config.types import VARIABLE_NAME, X_HEADER_NAME
 from orchestrator.esl.quoting import Refused, variable_value
 
 MAX_VALUE = 1024
@@ -28,8 +29,6 @@ MAX_ENTRIES = 64
 MAX_URI = 256
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_HEADER = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
-_VARIABLE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*+&=$]|%[0-9A-Fa-f]{2}){1,64}")
 _PARAM = re.compile(r"[A-Za-z0-9\-_.!~*+]{1,32}(?:=(?:[A-Za-z0-9\-_.!~*+]|%[0-9A-Fa-f]{2}){1,64})?")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -172,12 +171,12 @@ def _bounded(items: object, kind: str, name_rule: re.Pattern[str], total: int, c
 
 def headers(items: object) -> dict[str, str]:
     """X- headers for an INVITE: ``X-Name`` → value."""
-    return _bounded(items, "header", _HEADER, MAX_HEADER_BYTES, "invalid_header")
+    return _bounded(items, "header", X_HEADER_NAME, MAX_HEADER_BYTES, "invalid_header")
 
 
 def variables(items: object) -> dict[str, str]:
     """Call variables for the agent: ``lower_name`` → value."""
-    found = _bounded(items, "variable", _VARIABLE, MAX_VARIABLE_BYTES, "invalid_variable")
+    found = _bounded(items, "variable", VARIABLE_NAME, MAX_VARIABLE_BYTES, "invalid_variable")
     for name in found:
         if name.startswith("system__"):
             raise Invalid("invalid_variable", f"variable {name}: 'system__' is reserved for the agent platform")

@@ -293,6 +293,16 @@ def _ws_url(value: str) -> str:
     return text
 
 
+#: the one grammar of custom header names and of agent variable names (deployment file and API alike)
+X_HEADER_NAME = _X_HEADER
+VARIABLE_NAME = _VARIABLE
+
+
+def is_ip_address(text: str) -> bool:
+    """True when ``text`` is an IPv4 or IPv6 address (no zone id)."""
+    return _valid_ip(text)
+
+
 def _valid_ip(text: str) -> bool:
     try:
         _address(text)

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 
 #: the separator of originate variable blocks (``{^^\x1f…}``): a control character, so no value holds it
 VAR_SEPARATOR = "\x1f"
-_VAR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}")
+_VAR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,255}")
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=/-]{0,255}")
 _VAR_EXPANSION = re.compile(r"\$\\*\{")  # what switch_string_var_check_const refuses
 _ENTERPRISE = ":_:"
