@@ -61,6 +61,17 @@ def _mod_dir_with(fork_so: str, root: Path) -> Path:
     return mods
 
 
+def media_deployment(work: Path, ports: dict[str, int], **media: Any) -> dict[str, Any]:
+    """The loopback example with a PCMU-only office PBX whose number goes to a raw 8 kHz agent on
+    ``ports["agent"]``, and the media bridge on ``ports["bridge"]`` with ``media`` settings."""
+    doc = loopback_example(work, ports)
+    doc["trunks"][1]["inbound"]["codecs"] = ["PCMU"]
+    doc["agents"][1] = {"name": "sales", "protocol": "raw", "url": f"ws://127.0.0.1:{ports['agent']}/agent"}
+    doc["agents"][1]["audio_format"] = "pcm_8000"
+    doc["orchestrator"]["media"] = {"port": ports["bridge"], **media}
+    return doc
+
+
 @pytest.fixture(scope="module", params=["streaming", "file"])
 def media_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaEnv]:
     mode = request.param
@@ -71,16 +82,9 @@ def media_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     work = root / "deployment"
     work.mkdir()
     ports = suite_ports("bridge", "agent")
-    doc = loopback_example(work, ports)
-    doc["trunks"][1]["inbound"]["codecs"] = ["PCMU"]
-    doc["agents"][1] = {"name": "sales", "protocol": "raw", "url": f"ws://127.0.0.1:{ports['agent']}/agent"}
-    doc["agents"][1]["audio_format"] = "pcm_8000"
-    doc["orchestrator"]["media"] = {
-        "port": ports["bridge"],
-        "playback": mode,
-        "on_failure": "prompt",
-        "fallback_prompt": "tone_stream://%(1000,0,800)",
-    }
+    doc = media_deployment(
+        work, ports, playback=mode, on_failure="prompt", fallback_prompt="tone_stream://%(1000,0,800)"
+    )
     mods = _mod_dir_with(STREAMING_FORK, root) if started_here_with_jambonz else None
     fs = render_and_start(doc, root, work, mod_dir=mods)
     if MODE != "process" and mode not in fs.playback_modes:

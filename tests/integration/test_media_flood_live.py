@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import test_freeswitch_media as media
-from deployments import loopback_example, render_and_start
+from deployments import render_and_start
 from fake_agents import FakeRawAgent
 from switch import suite_env, suite_ports
 from test_media_flood import NOFILE, FloodProcess, limited_worker, waiting_calls
@@ -39,16 +39,10 @@ def flood_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[media.MediaE
     work = root / "deployment"
     work.mkdir()
     ports = suite_ports("bridge", "agent")
-    doc = loopback_example(work, ports)
-    doc["trunks"][1]["inbound"]["codecs"] = ["PCMU"]
-    doc["agents"][1] = {"name": "sales", "protocol": "raw", "url": f"ws://127.0.0.1:{ports['agent']}/agent"}
-    doc["agents"][1]["audio_format"] = "pcm_8000"
-    doc["orchestrator"]["media"] = {
-        "port": ports["bridge"],
-        "playback": "file",  # what every mod_audio_fork build does
-        "handshake_timeout_seconds": TIMEOUT,
-        "metadata_timeout_seconds": TIMEOUT,
-    }
+    # file playback: what every mod_audio_fork build does
+    doc = media.media_deployment(
+        work, ports, playback="file", handshake_timeout_seconds=TIMEOUT, metadata_timeout_seconds=TIMEOUT
+    )
     fs = render_and_start(doc, root, work)
     try:
         yield media.MediaEnv(fs, "file", ports, work)
