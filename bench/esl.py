@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed one
 
 from orchestrator.esl import protocol as p
+from orchestrator.media import dialects
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "freeswitch-1.10.12" / "02-inbound-call" / "esl.bin"
@@ -147,7 +148,7 @@ def memory_per_call(n: int = 1000) -> float:
         Policy(
             agents={"a": "raw"},
             numbers={"+15551234567": "a"},
-            fork_command=lambda c: fork.start_command(
+            fork_command=lambda c: dialects.MOD_AUDIO_FORK.start(
                 c.uuid, fork.fork_url("ws://b", c.uuid, tokens.token(c.uuid)), "8k", {}
             ),
             headers={"carrier": [("X-Customer-Id", "customer_id")]},

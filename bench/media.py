@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.media import fork
+from orchestrator.media import dialects, fork
 from orchestrator.media.websocket import Binary, Closed, Opened, Request, WebSocket
 
 SECRET = b"bench-secret"
@@ -244,14 +244,14 @@ async def _reference_bridge(agent_port: int) -> int:
             with contextlib.suppress(ConnectionClosed):
                 await asyncio.gather(up(), down())
 
-    server = await serve(handler, "127.0.0.1", 0, subprotocols=[fork.SUBPROTOCOL], compression=None)
+    server = await serve(handler, "127.0.0.1", 0, subprotocols=[dialects.SUBPROTOCOL], compression=None)
     return server.sockets[0].getsockname()[1]
 
 
 # -- fork clients ----------------------------------------------------------------------------------
 class _Fork(asyncio.Protocol):
     def __init__(self, call_id: str, url: str, rate: int, ready: asyncio.Future[None]) -> None:
-        self.ws = WebSocket.client(url, subprotocols=[fork.SUBPROTOCOL])
+        self.ws = WebSocket.client(url, subprotocols=[dialects.SUBPROTOCOL])
         self.call_id = call_id
         self.rate = rate
         self.frame = rate * 2 * FRAME_MS // 1000

@@ -41,6 +41,7 @@ from orchestrator.esl.client import (
     NotConnected,
 )
 from orchestrator.esl.protocol import CommandError, ProtocolError
+from orchestrator.media import dialects
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 _PRIVATE = [
@@ -334,17 +335,15 @@ async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5
     return out, live
 
 
-_FORK_API = {"mod_audio_fork": "uuid_audio_fork", "mod_audio_stream": "uuid_audio_stream"}
-
-
 async def _fork_facts(client: EslClient, module: str) -> tuple[bool, str]:
     """``module_exists`` (in memory) and ``show api <its api>`` (the core database, filled in the background
     after a start: retried briefly while the loaded module's row is missing)."""
+    api = dialects.dialect(module).api
     loaded = (await client.api(f"module_exists {module}", check=False)).strip() == "true"
     show = ""
     for _ in range(10):
-        show = await client.api(f"show api {_FORK_API[module]}", check=False)
-        if not loaded or replies.api_row(show, _FORK_API[module]) is not None:
+        show = await client.api(f"show api {api}", check=False)
+        if not loaded or replies.api_row(show, api) is not None:
             break
         await asyncio.sleep(0.3)
     return loaded, show
@@ -353,7 +352,7 @@ async def _fork_facts(client: EslClient, module: str) -> tuple[bool, str]:
 def check_fork(d: Deployment, facts: tuple[bool, str] | None, why: str = "event socket not reachable") -> list[Result]:
     """The fork module is loaded and can play agent audio the configured way (``show api`` shows its syntax)."""
     media = d.orchestrator.media
-    module, api = media.fork_module, _FORK_API[media.fork_module]
+    module, api = media.fork_module, dialects.dialect(media.fork_module).api
     if facts is None:
         return [Result("fork", module, SKIP, why)]
     loaded, show_api = facts
@@ -370,7 +369,7 @@ def check_fork(d: Deployment, facts: tuple[bool, str] | None, why: str = "event 
     row = replies.api_row(show_api, api)
     if row is None:
         return [Result("fork", module, WARN, f"loaded, but {api} is not listed by `show api` yet: playback unknown")]
-    modes = replies.fork_playback_modes(row)
+    modes = dialects.playback_modes(row)
     if media.playback not in modes:
         return [
             Result(

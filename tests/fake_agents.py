@@ -38,7 +38,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from orchestrator.media.audio import Converter, audioop, parse_format
+from orchestrator.audio.convert import Converter, audioop, parse_format
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from audio_tools import dominant_frequency, tone
 
 from orchestrator import agents
 from orchestrator.agents.base import (
@@ -24,8 +25,8 @@ from orchestrator.agents.base import (
     Transfer,
 )
 from orchestrator.agents.elevenlabs import ElevenLabsProtocol, parse_signed_url, public_url, signed_url_request
+from orchestrator.audio.convert import Converter, audioop
 from orchestrator.config.model import ElevenLabsAgent
-from orchestrator.media.audio import Converter, audioop, dominant_frequency, tone
 
 CALL_ID = "5f0c3f7e-2b1a-4c8e-9d3f-0123456789ab"
 

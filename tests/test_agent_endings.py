@@ -14,11 +14,11 @@ import time
 from typing import Any
 
 import pytest
+from audio_tools import tone
 from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
 from test_bridge import Harness, wait_until
 
 from orchestrator.media import bridge as bridge_module
-from orchestrator.media.audio import tone
 from orchestrator.media.websocket import Text, WebSocket
 
 CID = "c0ffee00-0000-4000-8000-000000000001"

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from audio_tools import dominant_frequency, tone
 
 from orchestrator import agents
 from orchestrator.agents.base import (
@@ -20,8 +21,8 @@ from orchestrator.agents.base import (
     Transfer,
 )
 from orchestrator.agents.raw import RawProtocol
+from orchestrator.audio.convert import Converter
 from orchestrator.config.model import RawAgent
-from orchestrator.media.audio import Converter, dominant_frequency, tone
 
 CALL = CallInfo(
     "5f0c3f7e-2b1a-4c8e-9d3f-0123456789ab",

@@ -7,12 +7,13 @@ import json
 import re
 
 import pytest
+from audio_tools import dominant_frequency, tone
 
 from orchestrator import agents
 from orchestrator.agents.base import CallInfo, Clear, Mark, Play, ProtocolViolation
 from orchestrator.agents.twilio import ACCOUNT_SID, TwilioProtocol, call_sid
+from orchestrator.audio.convert import audioop
 from orchestrator.config.model import TwilioAgent
-from orchestrator.media.audio import audioop, dominant_frequency, tone
 
 CALL_ID = "5f0c3f7e-2b1a-4c8e-9d3f-0123456789ab"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from audio_tools import dominant_frequency, tone
 
-from orchestrator.media.audio import RATES, Converter, audioop, dominant_frequency, parse_format, tone
+from orchestrator.audio.convert import RATES, Converter, audioop, parse_format
 
 
 def samples(pcm: bytes) -> np.ndarray:

@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 import pytest
+from audio_tools import dominant_frequency, tone
 from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from orchestrator.config.model import Deployment
-from orchestrator.media import fork
-from orchestrator.media.audio import dominant_frequency, tone
+from orchestrator.media import dialects, fork
 from orchestrator.media.bridge import MediaBridge
 
 TOKENS = fork.Tokens(b"test-secret")
@@ -130,8 +130,8 @@ class Harness:
 
     async def fork(self, call_id: str = "c0ffee00-0000-4000-8000-000000000001", rate: int = 16000, **meta: Any) -> Fork:
         url = fork.fork_url(f"ws://127.0.0.1:{self.bridge.port}", call_id, TOKENS.token(call_id))
-        ws = await connect(url, subprotocols=[fork.SUBPROTOCOL], origin="http://127.0.0.1")  # type: ignore[list-item,arg-type]
-        assert ws.subprotocol == fork.SUBPROTOCOL
+        ws = await connect(url, subprotocols=[dialects.SUBPROTOCOL], origin="http://127.0.0.1")  # type: ignore[list-item,arg-type]
+        assert ws.subprotocol == dialects.SUBPROTOCOL
         metadata = {
             "call_id": call_id,
             "direction": "inbound",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.esl import replies
+from orchestrator.media import dialects
 
 # `sofia status` while the tls profile was restarting (it is not listed at all)
 STATUS_TLS_RESTARTING = (
@@ -34,7 +35,7 @@ def test_show_api_rows_and_fork_playback() -> None:
         "mod_audio_fork\n\n1 total.\n"
     )
     row = replies.api_row(drachtio, "uuid_audio_fork")
-    assert row is not None and replies.fork_playback_modes(row) == ("file",)
+    assert row is not None and dialects.playback_modes(row) == ("file",)
     assert replies.api_row("\n0 total.\n", "uuid_audio_fork") is None
     jambonz = "uuid_audio_fork,audio_fork API,<uuid> [metadata] [bidirectionalAudio_enabled],mod_audio_fork"
-    assert replies.fork_playback_modes(jambonz) == ("streaming", "file")
+    assert dialects.playback_modes(jambonz) == ("streaming", "file")

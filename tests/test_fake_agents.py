@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from audio_tools import dominant_frequency, tone
 from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -16,7 +17,6 @@ from orchestrator.agents.elevenlabs import ElevenLabsProtocol, parse_signed_url,
 from orchestrator.agents.raw import RawProtocol
 from orchestrator.agents.twilio import TwilioProtocol
 from orchestrator.config.model import ElevenLabsAgent, RawAgent, TwilioAgent
-from orchestrator.media.audio import dominant_frequency, tone
 
 
 def make_call(rate: int) -> CallInfo:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.media import fork
+from orchestrator.media import dialects, fork
 
 
 def unescape(arg: str) -> str:
@@ -26,7 +26,7 @@ def unescape(arg: str) -> str:
 
 def test_start_command_shape_and_metadata_roundtrip() -> None:
     meta = {"caller": "O'Brien \\ Co", "note": "two words", "u": "é"}
-    cmd = fork.start_command("abc", "ws://127.0.0.1:8090/calls/abc?token=t", "16k", meta)
+    cmd = dialects.MOD_AUDIO_FORK.start("abc", "ws://127.0.0.1:8090/calls/abc?token=t", "16k", meta)
     parts = cmd.split(" ")
     assert parts[:7] == [
         "uuid_audio_fork",
@@ -43,13 +43,13 @@ def test_start_command_shape_and_metadata_roundtrip() -> None:
 
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError):
-        fork.start_command("abc", "ws://x/y", "44k", {})
+        dialects.MOD_AUDIO_FORK.start("abc", "ws://x/y", "44k", {})
     with pytest.raises(ValueError):
-        fork.start_command("abc", "ws://x/a b", "8k", {})
+        dialects.MOD_AUDIO_FORK.start("abc", "ws://x/a b", "8k", {})
     with pytest.raises(ValueError):
-        fork.start_command("abc", "ws://x/y", "8k", {"big": "x" * 9000})
+        dialects.MOD_AUDIO_FORK.start("abc", "ws://x/y", "8k", {"big": "x" * 9000})
     with pytest.raises(ValueError):
-        fork.escape_argument("line\nbreak")
+        dialects.escape_argument("line\nbreak")
 
 
 def test_tokens_are_per_fork_start_and_bound_to_the_call() -> None:
@@ -201,11 +201,11 @@ def test_metadata_error_detail_escapes_the_peers_keys() -> None:
 
 
 def test_mod_audio_stream_start_and_stop_commands() -> None:
-    cmd = fork.start_command("u1", "ws://h:1/calls/u1?token=t", "16k", {"a": "b c"}, module="mod_audio_stream")
+    cmd = dialects.MOD_AUDIO_STREAM.start("u1", "ws://h:1/calls/u1?token=t", "16k", {"a": "b c"})
     assert cmd == 'uuid_audio_stream u1 start ws://h:1/calls/u1?token=t mono 16k {"a":"b\\sc"}'
-    assert fork.stop_command("u1", "mod_audio_stream") == "uuid_audio_stream u1 stop"
+    assert dialects.MOD_AUDIO_STREAM.stop("u1") == "uuid_audio_stream u1 stop"
     with pytest.raises(ValueError):
-        fork.start_command("u1", "ws://h/x", "8k", {}, stream_rate=8000, module="mod_audio_stream")
+        dialects.MOD_AUDIO_STREAM.start("u1", "ws://h/x", "8k", {}, stream_rate=8000)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import test_media_flow
+from audio_tools import tone
 from test_media_flow import Flow
 from test_tracker import INBOUND_UUID, _answered_inbound, feed, tracker
 from websockets.asyncio.client import connect
@@ -21,8 +22,7 @@ from websockets.exceptions import InvalidStatus
 from orchestrator.calls.controller import Controller
 from orchestrator.esl.client import Backoff
 from orchestrator.esl.protocol import Event
-from orchestrator.media import fork
-from orchestrator.media.audio import tone
+from orchestrator.media import dialects, fork
 
 flow = test_media_flow.flow  # the simulator, the real controller and bridge, a raw agent
 
@@ -92,7 +92,7 @@ def _fork_urls(f: Flow, uuid: str) -> list[str]:
 
 async def _refused(url: str) -> int:
     with pytest.raises(InvalidStatus) as info:
-        await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+        await connect(url, subprotocols=[dialects.SUBPROTOCOL])  # type: ignore[list-item]
     return info.value.response.status_code
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audio_tools import dominant_frequency, tone
 from fake_agents import FakeRawAgent
 from simulator import SimulatedFreeSwitch
 
@@ -37,7 +38,6 @@ from orchestrator.config import check_text
 from orchestrator.esl.client import Backoff
 from orchestrator.media import fork, workers
 from orchestrator.media.admission import derive_limits
-from orchestrator.media.audio import dominant_frequency, tone
 
 PASSWORD = "sim-pass"
 NOFILE = 256

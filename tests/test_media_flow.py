@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from audio_tools import dominant_frequency, tone
 from fake_agents import FakeAgent, FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
 from simulator import SimulatedFreeSwitch
 
@@ -19,8 +20,7 @@ from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
 from orchestrator.config import check_text
 from orchestrator.esl.client import Backoff
-from orchestrator.media import fork
-from orchestrator.media.audio import dominant_frequency, tone
+from orchestrator.media import dialects, fork
 from orchestrator.media.bridge import MediaBridge
 
 PASSWORD = "sim-pass"
@@ -129,7 +129,7 @@ async def test_inbound_call_audio_both_ways_paced_and_barge_in(flow: Flow) -> No
     heard_by_agent = await f.agent.wait_audio(8000 * 2, timeout=5)  # a second of the caller
     assert abs(dominant_frequency(heard_by_agent[1600:16000], 8000) - 440) < 10
     client = f.sim.fork_client(uuid)
-    assert client is not None and client.subprotocol == fork.SUBPROTOCOL
+    assert client is not None and client.subprotocol == dialects.SUBPROTOCOL
     t0 = asyncio.get_running_loop().time()
     await f.agent.send_audio(tone(1000, 8000, 2000))  # 2 s in one burst
     await asyncio.sleep(1.0)

@@ -31,7 +31,7 @@ from test_simulator import (
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Response
 
-from orchestrator.media import fork as orch_fork
+from orchestrator.media import dialects
 
 SUB = "audio.drachtio.org"
 LWS_HEADERS = [
@@ -233,7 +233,7 @@ async def heard_tone(client: Any, frames: int, then: int = 20, timeout: float = 
 def test_argument_splitting_and_unescaping_like_switch_separate_string() -> None:
     meta = {"callId": "x", "say": 'it\'s a "test"', "path": "C:\\tmp", "nl": "a\nb"}
     text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
-    cmd = orch_fork.start_command("u1", "ws://h:1/c?t=1", "8k", meta)
+    cmd = dialects.MOD_AUDIO_FORK.start("u1", "ws://h:1/c?t=1", "8k", meta)
     argv = fs_separate(cmd.split(" ", 1)[1], 7)
     assert argv[:6] == ["u1", "start", "ws://h:1/c?t=1", "mono", "8k", "sipagent"]
     assert argv[6] == text, "the metadata arrives byte for byte"
@@ -285,7 +285,7 @@ async def test_upgrade_metadata_first_then_paced_l16_frames(sim: SimulatedFreeSw
         sim.set_caller_audio(ch.uuid, speech)
         meta = {"callId": ch.uuid, "note": "spaces and 'quotes' and \\ back\\slashes", "q": '"x"'}
         url = srv.url(f"/calls/{ch.uuid}?token=abc")
-        cmd = orch_fork.start_command(ch.uuid, url, rate, meta)
+        cmd = dialects.MOD_AUDIO_FORK.start(ch.uuid, url, rate, meta)
         c = await Client.open(sim, events="plain CUSTOM mod_audio_fork::connect")
         assert await c.api(cmd) == "+OK Success\n"
         assert not c.evs(), "+OK Success comes before the connect"

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.calls.tracker import Api, CallTracker, Notice, Policy
 from orchestrator.esl.protocol import Event, Parser
-from orchestrator.media import fork
+from orchestrator.media import dialects
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "freeswitch-1.10.12"
 INBOUND_UUID = "683ea5eb-7702-47cc-86c5-b0b295e3b615"  # the call recorded in fixture 02
@@ -39,7 +39,9 @@ INBOUND_VARS = {
 def tracker() -> CallTracker:
     def fork_cmd(call):
         rate = "16k" if call.rate >= 16000 else "8k"
-        return fork.start_command(call.uuid, f"ws://bridge/calls/{call.uuid}?token=t", rate, {"v": call.variables})
+        return dialects.MOD_AUDIO_FORK.start(
+            call.uuid, f"ws://bridge/calls/{call.uuid}?token=t", rate, {"v": call.variables}
+        )
 
     return CallTracker(
         Policy(

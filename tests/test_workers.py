@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from orchestrator.calls.tracker import Notice
-from orchestrator.media import fork
+from orchestrator.media import dialects, fork
 from orchestrator.media.workers import WorkerPool
 from orchestrator.metrics import Metrics
 
@@ -44,7 +44,7 @@ async def test_two_workers_share_the_port_and_act_through_the_main_process() -> 
             for i in range(8):
                 cid = f"c0ffee00-0000-4000-8000-00000000000{i}"
                 url = fork.fork_url(f"ws://127.0.0.1:{port}", cid, TOKENS.token(cid))
-                ws = await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+                ws = await connect(url, subprotocols=[dialects.SUBPROTOCOL])  # type: ignore[list-item]
                 meta: dict[str, Any] = {"call_id": cid, "agent": "bot", "rate": 8000, "direction": "inbound"}
                 await ws.send(json.dumps(meta))
                 forks.append(Fork(ws, 8000))
@@ -102,14 +102,14 @@ async def test_fork_tokens_are_claimed_through_the_main_process_once() -> None:
             for i in range(6):  # enough connections that both workers take some
                 cid = f"c0ffee00-0000-4000-8000-00000000010{i}"
                 url = fork.fork_url(f"ws://127.0.0.1:{port}", cid, TOKENS.token(cid))
-                ws = await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+                ws = await connect(url, subprotocols=[dialects.SUBPROTOCOL])  # type: ignore[list-item]
                 await ws.send(json.dumps({"call_id": cid, "agent": "bot", "rate": 8000}))
                 urls.append((url, ws))
             await agent.wait_session(6)
             assert len(control.claimed) == 6  # every claim reached the main process
             for url, _ in urls:  # replays, whichever worker the kernel hands them to
                 with pytest.raises(InvalidStatus) as replay:
-                    await connect(url, subprotocols=[fork.SUBPROTOCOL])  # type: ignore[list-item]
+                    await connect(url, subprotocols=[dialects.SUBPROTOCOL])  # type: ignore[list-item]
                 assert replay.value.response.status_code == 403
             gone = "c0ffee00-0000-4000-8000-000000000199"
             control.ended.add(gone)

@@ -4,7 +4,7 @@ An adapter turns call events into WebSocket messages for the agent and the agent
 actions on the call. It never touches a socket or a clock: the bridge feeds it and executes what it
 returns. Audio crossing the contract is always **L16 mono, little-endian, at the call's rate**
 (``CallInfo.rate``: 8000 or 16000); each adapter converts to and from its agent's own format with
-its own per-call :mod:`orchestrator.media.audio` converters, so frames join without clicks.
+its own per-call :mod:`orchestrator.audio.convert` converters, so frames join without clicks.
 
 Messages to the agent are ``str`` (a text frame) or ``bytes`` (a binary frame).
 """

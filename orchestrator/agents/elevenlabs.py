@@ -64,8 +64,8 @@ from orchestrator.agents.base import (
     Transcript,
     Transfer,
 )
+from orchestrator.audio.convert import Converter, parse_format
 from orchestrator.config.model import ElevenLabsAgent
-from orchestrator.media.audio import Converter, parse_format
 
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 TRANSFER_TOOLS = ("transfer_call", "transfer")

@@ -63,8 +63,8 @@ from orchestrator.agents.base import (
     Transcript,
     Transfer,
 )
+from orchestrator.audio.convert import Converter, parse_format
 from orchestrator.config.model import RawAgent
-from orchestrator.media.audio import Converter, parse_format
 
 MAX_REASON = 64
 MAX_NAME = 256  # mark names, request ids

@@ -29,8 +29,8 @@ from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play, ProtocolViolation
+from orchestrator.audio.convert import Converter
 from orchestrator.config.model import TwilioAgent
-from orchestrator.media.audio import Converter
 
 #: ``AC`` + 32 hex digits, as Twilio's, but all zero: a placeholder, not an account
 ACCOUNT_SID = "AC" + "0" * 32

@@ -27,7 +27,7 @@ from orchestrator.config.model import Deployment
 from orchestrator.esl import commands
 from orchestrator.esl.client import Endpoint, EslClient, EslError
 from orchestrator.esl.protocol import CommandError, Event, ProtocolError, parse_json_event
-from orchestrator.media import fork
+from orchestrator.media import dialects, fork
 from orchestrator.metrics import Metrics
 
 log = logging.getLogger("sipagent.calls")
@@ -284,7 +284,7 @@ class Controller:
         call = self.tracker.calls.get(call_uuid)
         if call is None:
             return
-        if action.command.startswith(("uuid_audio_fork ", "uuid_audio_stream ")) and " start " in action.command:
+        if any(d.is_start(action.command) for d in dialects.DIALECTS.values()):
             call.fork = "failed"
             self._notify([Notice("fork_failed", call, {"reason": exc.reply, "kind": "start_refused"})])
 
@@ -373,6 +373,7 @@ class Controller:
             metadata["agent_overrides"] = call.agent_overrides
         rate = fork_rate(call.rate)
         media = self.deployment.orchestrator.media
+        dialect = dialects.dialect(media.fork_module)
         stream_rate = (16000 if rate == "16k" else 8000) if media.playback == "streaming" else None
         # mod_audio_fork takes at most 8 KiB of metadata: what a carrier sent in many long headers must not
         # cost the call its agent -- the longest variables give way, and the record says which
@@ -380,10 +381,8 @@ class Controller:
         while True:
             metadata["variables"] = variables
             try:
-                return fork.start_command(
-                    call.uuid, url, rate, metadata, stream_rate=stream_rate, module=media.fork_module
-                )
-            except fork.MetadataTooLarge:
+                return dialect.start(call.uuid, url, rate, metadata, stream_rate=stream_rate)
+            except dialects.MetadataTooLarge:
                 droppable = sorted((k for k in variables if k not in _CALL_FACTS), key=lambda k: -len(variables[k]))
                 if droppable:
                     variables.pop(droppable[0])
@@ -598,7 +597,7 @@ class Controller:
                 ],
             )
             self.tracker.start_transfer(uuid, "bridge", target)
-            await self._api(call, fork.stop_command(uuid, self.deployment.orchestrator.media.fork_module))
+            await self._api(call, dialects.dialect(self.deployment.orchestrator.media.fork_module).stop(uuid))
             try:
                 await self._api(call, inline)
             except CallError as exc:

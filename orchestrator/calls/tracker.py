@@ -26,7 +26,8 @@ from orchestrator import dtmf
 from orchestrator.calls import outcome
 from orchestrator.esl import commands
 from orchestrator.esl.protocol import Event
-from orchestrator.media import fork
+from orchestrator.media import dialects, fork
+from orchestrator.media.dialects import ForkEvent
 
 Direction = Literal["inbound", "outbound"]
 VAR = "sipagent_"
@@ -45,19 +46,7 @@ EVENTS = [
     "DTMF",
     "BACKGROUND_JOB",
 ]
-CUSTOM = [
-    "mod_audio_fork::connect",
-    "mod_audio_fork::connect_failed",
-    "mod_audio_fork::disconnect",
-    "mod_audio_fork::buffer_overrun",
-    "mod_audio_fork::error",
-    "mod_audio_fork::play_audio",
-    "mod_audio_stream::connect",
-    "mod_audio_stream::error",
-    "mod_audio_stream::disconnect",
-    "mod_audio_stream::play",
-    "sofia::notify_refer",
-]
+CUSTOM = [*dialects.EVENT_SUBCLASSES, "sofia::notify_refer"]
 
 _SIPFRAG = re.compile(r"SIP/2\.0 (\d{3})\s*(.*)")
 _TMPFILE = re.compile(r"/[A-Za-z0-9_./-]+\.(tmp\.r8|tmp\.r16|tmp\.r24|tmp\.r32|tmp\.r48|tmp\.wav|r8|r16|wav)")
@@ -307,7 +296,7 @@ class CallTracker:
                 call.state = "answered"
                 call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
                 self._codec(call, dump)
-                actions.append(Api(node, fork.stop_command(uuid, self.policy.fork_module), uuid))
+                actions.append(Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid))
                 actions.append(self._fork(call))
                 notices.append(Notice("answered", call, {"reattached": True}))
             elif call.direction == "inbound":
@@ -546,19 +535,20 @@ class CallTracker:
         if call is None:
             return [], []
         sub = event.subclass
-        if sub in ("mod_audio_fork::connect", "mod_audio_stream::connect"):
+        meaning = dialects.event(sub)
+        if meaning is ForkEvent.CONNECTED:
             call.fork = "connected"
             return [], [Notice("fork_connected", call)]
-        if sub in ("mod_audio_fork::connect_failed", "mod_audio_stream::error"):
+        if meaning is ForkEvent.CONNECT_FAILED:
             call.fork = "failed"
             return [], [Notice("fork_failed", call, {"reason": event.body})]
-        if sub in ("mod_audio_fork::disconnect", "mod_audio_stream::disconnect"):
+        if meaning is ForkEvent.DISCONNECTED:
             if call.fork == "connected":
                 call.fork = "closed"
             return [], [Notice("fork_disconnected", call, {"body": event.body})]
-        if sub in ("mod_audio_fork::buffer_overrun", "mod_audio_fork::error"):
-            return [], [Notice("fork_" + sub.split("::")[1], call, {"body": event.body})]
-        if sub in ("mod_audio_fork::play_audio", "mod_audio_stream::play"):  # file playback: the module wrote it
+        if meaning is ForkEvent.BUFFER_OVERRUN or meaning is ForkEvent.ERROR:
+            return [], [Notice("fork_" + meaning.value, call, {"body": event.body})]
+        if meaning is ForkEvent.PLAY_FILE:  # file playback: the module wrote it
             return self._play_file(call, event.body), []
         if sub == "sofia::notify_refer":
             return self._notify_refer(call, event)

@@ -51,8 +51,8 @@ def check_text(value: str, what: str, limit: int = 1024) -> str:
     return value
 
 
-def _clean_escape(value: str, blanks: bool) -> str:
-    """The text that one cleaning round turns back into ``value``."""
+def clean_escape(value: str, blanks: bool = True) -> str:
+    """The text that one cleaning round turns back into ``value`` (no checks: see :func:`argument`)."""
     out = value.replace("\\", "\\\\").replace("'", "\\'")
     return out.replace(" ", "\\s") if blanks else out
 
@@ -62,7 +62,7 @@ def argument(value: str, what: str = "argument", limit: int = 1024) -> str:
     check_text(value, what, limit)
     if not value:
         raise Refused(f"{what} cannot be empty")
-    return _clean_escape(value, blanks=True)
+    return clean_escape(value, blanks=True)
 
 
 def token(value: str, what: str) -> str:
@@ -111,9 +111,9 @@ def originate_variables(variables: Mapping[str, str], limit: int = 1024) -> str:
         variable_value(value, f"value of {name}", limit)
         if not value:
             raise Refused(f"value of {name} cannot be empty")
-        inner = _clean_escape(value, blanks=True)  # the item's split at '='
-        inner = _clean_escape(inner, blanks=False)  # the block's split at the separator
-        inner = _clean_escape(inner, blanks=False)  # the API's split at blanks
+        inner = clean_escape(value, blanks=True)  # the item's split at '='
+        inner = clean_escape(inner, blanks=False)  # the block's split at the separator
+        inner = clean_escape(inner, blanks=False)  # the API's split at blanks
         items.append(f"{name}={inner}")
     return "{^^" + VAR_SEPARATOR + VAR_SEPARATOR.join(items) + "}"
 
@@ -128,5 +128,5 @@ def inline_dialplan(apps: Iterable[tuple[str, str]]) -> str:
         if "^" in data or _VAR_EXPANSION.search(data):
             raise Refused(f"data of {app} cannot contain '^' or '${{'")
         # cleaned by the split at '^', then by the API's split at blanks (inside the quotes)
-        parts.append(f"{app}:{_clean_escape(_clean_escape(data, blanks=True), blanks=False)}" if data else app)
+        parts.append(f"{app}:{clean_escape(clean_escape(data, blanks=True), blanks=False)}" if data else app)
     return "'m:^:" + "^".join(parts) + "'"

@@ -44,9 +44,3 @@ def api_row(show_api: str, name: str) -> str | None:
         if line.split(",", 1)[0] == name:
             return line
     return None
-
-
-def fork_playback_modes(row: str) -> tuple[str, ...]:
-    """What a mod_audio_fork build can play back, from its API row: the jambonz fork takes the
-    bidirectional-audio arguments (agent audio streamed back); drachtio's plays files only."""
-    return ("streaming", "file") if "bidirectionalAudio" in row else ("file",)

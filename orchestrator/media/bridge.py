@@ -18,7 +18,6 @@ stops reading, and a fork that drops while the call is up, each end the call in 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import logging
 import os
@@ -37,7 +36,7 @@ from orchestrator.agents import overrides as agent_overrides
 from orchestrator.agents.connect import HandshakeError, SetupError, classify, endpoint, resolve
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.logs import LogThrottle
-from orchestrator.media import fork
+from orchestrator.media import dialects, fork
 from orchestrator.media.admission import RESERVE, Gate, Limits, derive_limits, descriptors_in_use
 from orchestrator.media.playback import Pacer
 from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
@@ -51,7 +50,6 @@ EVICT_BATCH = 16  # connections in their handshake closed at once when the port 
 ACCEPT_RETRY = 0.1  # after accept() failed (EMFILE …)
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 SAMPLE_EVERY = 16  # latency is measured on one message in 16
-KILL_AUDIO = '{"type":"killAudio"}'
 FILE_GAP = 0.11  # file playback: FreeSWITCH pauses 100 ms between two queued files (measured), plus margin
 NORMAL_CLOSE = (1000, 1005)  # an agent closing with these (after its first message) hangs up
 ENDING_GRACE = 5.0  # after the agent announced its end, wait this long for its close before hanging up
@@ -125,7 +123,7 @@ class ForkConnection(asyncio.Protocol):
 
     def __init__(self, bridge: MediaBridge, peer: str = "?") -> None:
         self.bridge = bridge
-        self.ws = WebSocket.server(subprotocols=[fork.SUBPROTOCOL], max_message=1 << 20)
+        self.ws = WebSocket.server(subprotocols=[dialects.SUBPROTOCOL], max_message=1 << 20)
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.call_id = ""
@@ -631,10 +629,8 @@ class Session:
             self.stats.bytes_out += len(chunk)
             if self.bridge.settings.playback == "streaming":
                 self.fork.send_audio(chunk)
-            elif self.bridge.settings.fork_module == "mod_audio_stream":
-                self.fork.send_text(_stream_audio(chunk, self.rate))
             else:
-                self.fork.send_text(_play_audio(chunk, self.rate))
+                self.fork.send_text(self.bridge.dialect.file_message(chunk, self.rate))
         if marks and self.agent is not None:
             for name in marks:
                 for message in self.adapter.mark_played(name):
@@ -646,8 +642,9 @@ class Session:
         self.bridge.metrics.interruptions.inc()
         cleared = self.pacer.clear(time.monotonic())
         if self.fork is not None:
-            if self.bridge.settings.fork_module == "mod_audio_fork":  # mod_audio_stream has no such message
-                self.fork.send_text(KILL_AUDIO)  # streaming: empties the playout buffer; file: breaks the playback
+            kill = self.bridge.dialect.kill_audio
+            if kill is not None:  # mod_audio_stream has no such message
+                self.fork.send_text(kill)  # streaming: empties the playout buffer; file: breaks the playback
             if self.bridge.settings.playback == "file" and self.bridge.control is not None:
                 self.spawn(self.bridge.control.flush_playback(self.call_id))  # and drops the queued files
                 # FreeSWITCH takes the next file off its queue ~100 ms before playing it (measured): a break
@@ -928,18 +925,6 @@ def _printable(text: str, limit: int = 200) -> str:
     return ascii(text[:limit])[1:-1]
 
 
-def _stream_audio(pcm: bytes, rate: int) -> str:
-    """A mod_audio_stream ``streamAudio`` message (file playback)."""
-    b64 = binascii.b2a_base64(pcm, newline=False).decode()
-    return f'{{"type":"streamAudio","data":{{"audioDataType":"raw","sampleRate":{rate},"audioData":"{b64}"}}}}'
-
-
-def _play_audio(pcm: bytes, rate: int) -> str:
-    """A drachtio ``playAudio`` message (file playback)."""
-    b64 = binascii.b2a_base64(pcm, newline=False).decode()
-    return f'{{"type":"playAudio","data":{{"audioContentType":"raw","sampleRate":{rate},"audioContent":"{b64}"}}}}'
-
-
 # ---------------------------------------------------------------------------------------------------
 class MediaBridge:
     """The WebSocket server for every call's fork, and the sessions."""
@@ -958,6 +943,7 @@ class MediaBridge:
         self.reuse_port = reuse_port  # several worker processes share the port
         self._port = deployment.orchestrator.media.port if port is None else port  # 0: any free port
         self.settings: MediaSettings = deployment.orchestrator.media
+        self.dialect = dialects.dialect(self.settings.fork_module)
         self.tokens = tokens
         self.control = control
         self.metrics = metrics or Metrics()

@@ -1,10 +1,6 @@
-"""mod_audio_fork control, sans-I/O: the ``uuid_audio_fork`` command and per-call URL tokens.
+"""A call's fork, sans-I/O: per-call URL tokens and the metadata the bridge checks on arrival.
 
-FreeSWITCH splits API arguments on blanks; inside an argument a backslash escapes the next
-character and single quotes group (see ``../shared/reference/media-protocols.md``). The metadata
-JSON is therefore written compact, with ``\\`` doubled, blanks as ``\\s`` and ``'`` as ``\\'``, so it
-reaches the WebSocket server byte for byte (checked against a real FreeSWITCH in
-tests/integration).
+The fork modules' commands and events are :mod:`orchestrator.media.dialects`.
 
 Every fork URL carries a token minted for that one fork start: a random nonce and
 ``HMAC-SHA256(secret, nonce + call uuid)``. The media bridge checks the MAC itself (a forged token
@@ -21,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from typing import Annotated, Any, Literal
@@ -29,26 +24,14 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SUBPROTOCOL = "audio.drachtio.org"
-BUG_NAME = "sipagent"
-MAX_METADATA = 8192
+from orchestrator.media.dialects import MAX_METADATA
+
 MAX_METADATA_FRAME = 2 * MAX_METADATA  # what the bridge reads (FreeSWITCH may re-print the JSON)
 MAX_VARIABLES = 128
 TOKEN_BYTES = 16
 NONCE_BYTES = 8
 TOKEN_LENGTH = 2 * (NONCE_BYTES + TOKEN_BYTES)
 _HEX = re.compile(r"[0-9a-f]+")
-
-
-class MetadataTooLarge(ValueError):
-    """The metadata would exceed what mod_audio_fork takes (:data:`MAX_METADATA`)."""
-
-
-def escape_argument(text: str) -> str:
-    """Escape one argument for FreeSWITCH's API argument splitting."""
-    if any(ord(c) < 32 for c in text):
-        raise ValueError("control characters cannot be passed as an API argument")
-    return text.replace("\\", "\\\\").replace("'", "\\'").replace(" ", "\\s")
 
 
 def new_nonce() -> str:
@@ -126,7 +109,7 @@ class MetadataError(ValueError):
 
 
 class ForkMetadata(BaseModel):
-    """What :func:`start_command` sends (the controller's ``_fork_command``), checked on arrival.
+    """What :meth:`dialects.Dialect.start` sends (the controller's ``_fork_command``), checked on arrival.
 
     Unknown keys are ignored; every known one must have its type. ``rate`` is the codec's rate
     (0 when FreeSWITCH did not say); the fork itself runs at 16 kHz from 16 kHz up, else 8 kHz.
@@ -184,45 +167,3 @@ def _clean(text: str) -> str:
 def fork_url(media_url: str, call_uuid: str, token: str) -> str:
     """The WebSocket URL FreeSWITCH connects to for one call."""
     return f"{media_url.rstrip('/')}/calls/{quote(call_uuid)}?token={token}"
-
-
-def start_command(
-    call_uuid: str,
-    url: str,
-    rate: str,
-    metadata: dict[str, Any],
-    mix: str = "mono",
-    stream_rate: int | None = None,
-    module: str = "mod_audio_fork",
-) -> str:
-    """``uuid_audio_fork <uuid> start <url> <mix> <rate> <bug> <metadata>`` (api arguments).
-
-    With ``stream_rate`` the jambonz form: ``… <metadata> true true <stream_rate>`` turns on
-    bidirectional streaming (the bridge sends L16 at ``stream_rate`` back and it is played at once).
-    With ``module="mod_audio_stream"``: ``uuid_audio_stream <uuid> start <url> <mix> <rate> <metadata>``
-    (its bug name is fixed; the metadata is the rest of the line, split and unescaped the same way).
-    """
-    if rate not in ("8k", "16k"):
-        raise ValueError("fork rate must be 8k or 16k")
-    text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-    if len(text.encode()) > MAX_METADATA:
-        raise MetadataTooLarge(f"fork metadata exceeds {MAX_METADATA} bytes")
-    if any(c in url for c in " '\\\n"):
-        raise ValueError("fork URL cannot contain blanks, quotes or backslashes")
-    if module == "mod_audio_stream":
-        if stream_rate is not None:
-            raise ValueError("mod_audio_stream cannot stream audio back")
-        return f"uuid_audio_stream {call_uuid} start {url} {mix} {rate} {escape_argument(text)}"
-    command = f"uuid_audio_fork {call_uuid} start {url} {mix} {rate} {BUG_NAME} {escape_argument(text)}"
-    if stream_rate is not None:
-        if stream_rate not in (8000, 16000, 24000, 48000):
-            raise ValueError("stream rate must be 8000, 16000, 24000 or 48000")
-        command += f" true true {stream_rate}"
-    return command
-
-
-def stop_command(call_uuid: str, module: str = "mod_audio_fork") -> str:
-    """Stop the call's fork."""
-    if module == "mod_audio_stream":
-        return f"uuid_audio_stream {call_uuid} stop"
-    return f"uuid_audio_fork {call_uuid} stop {BUG_NAME}"

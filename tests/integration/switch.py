@@ -36,6 +36,7 @@ import pytest
 from support import EXAMPLE_ENV
 
 from orchestrator.esl import replies
+from orchestrator.media import dialects
 
 BIN = os.environ.get("FREESWITCH_BIN", "")
 ESL = os.environ.get("FREESWITCH_ESL", "")
@@ -204,7 +205,7 @@ class FreeSwitch:
             if row or self.api("module_exists mod_audio_fork").strip() != "true":
                 break
             time.sleep(0.3)
-        modes = replies.fork_playback_modes(row) if row else ()
+        modes = dialects.playback_modes(row) if row else ()
         chosen = os.environ.get("FREESWITCH_PLAYBACK")
         return tuple(m for m in modes if m == chosen) if chosen else modes
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from audio_tools import dominant_frequency, tone
 from deployments import loopback_example, render_and_start
 from fake_agents import FakeRawAgent
 from rtp import RtpPeer
@@ -32,7 +33,6 @@ from switch import BIN, MODE, FreeSwitch, free_port, requires_switch, suite_env,
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
 from orchestrator.config import check_file
-from orchestrator.media.audio import dominant_frequency, tone
 from orchestrator.media.bridge import MediaBridge
 from orchestrator.media.fork import Tokens
 

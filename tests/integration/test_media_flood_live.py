@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import test_freeswitch_media as media
+from audio_tools import dominant_frequency, tone
 from deployments import render_and_start
 from fake_agents import FakeRawAgent
 from switch import suite_env, suite_ports
@@ -26,7 +27,6 @@ from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
 from orchestrator.config import check_file
 from orchestrator.media import workers
-from orchestrator.media.audio import dominant_frequency, tone
 from orchestrator.media.fork import Tokens
 
 pytestmark = media.pytestmark
