@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from orchestrator import __version__
+from orchestrator import __version__, dtmf
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
 
@@ -148,8 +148,9 @@ class DtmfRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    digits: str = Field(max_length=64, description="0-9 * # A-D, w (0.5 s) and W (1 s) pauses.")
-    duration_ms: int = Field(100, ge=40, le=2000)
+    # the grammar is orchestrator.dtmf's (checked by the controller, which says why a sequence is refused)
+    digits: str = Field(max_length=dtmf.MAX_SEQUENCE, description=dtmf.SEQUENCE_RULE)
+    duration_ms: int = Field(100, ge=dtmf.MIN_DURATION_MS, le=dtmf.MAX_DURATION_MS)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
