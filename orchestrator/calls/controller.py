@@ -26,7 +26,7 @@ from orchestrator.calls.tracker import CUSTOM, EVENTS, Api, Call, CallTracker, N
 from orchestrator.config.model import Deployment
 from orchestrator.esl import commands
 from orchestrator.esl.client import Endpoint, EslClient, EslError
-from orchestrator.esl.protocol import CommandError, Event, ProtocolError, parse_json_event
+from orchestrator.esl.protocol import CommandError, EslProtocolError, Event, parse_json_event
 from orchestrator.media import dialects, fork
 from orchestrator.metrics import Metrics
 
@@ -230,7 +230,7 @@ class Controller:
                 dumps[uuid] = parse_json_event(dump)
             except CommandError:
                 continue  # hung up meanwhile
-            except (commands.Refused, ProtocolError) as exc:
+            except (commands.Refused, EslProtocolError) as exc:
                 log.warning("resync %s: channel %.64r cannot be read (%s)", node, uuid, exc)
                 unreadable.add(uuid)
         actions, notices = self.tracker.resync(node, dumps, keep=unreadable)
