@@ -330,12 +330,7 @@ class CallTracker:
         process). Calls in ``keep`` (listed by the node, but their dump could not be read) stay as they are.
         """
         actions: list[Api] = []
-        notices: list[Notice] = []
-        for uuid, call in list(self.calls.items()):
-            if call.node == node and uuid not in dumps and uuid not in keep and call.state != CallState.DIALING:
-                call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "lost")
-                call.hangup_by = call.hangup_by or "unknown"
-                notices += self._end(call, "unknown", lost=True)
+        notices: list[Notice] = self._lost(node, set(dumps) | set(keep))
         for uuid, dump in dumps.items():
             known = self.calls.get(uuid)
             if known is not None:
@@ -344,23 +339,39 @@ class CallTracker:
                     actions += a
                     notices += n
                 continue
-            call = self._from_channel(node, dump)
-            if call is None:
-                continue
-            call.reattached = True
-            self.calls[uuid] = call
-            if dump.get("Answer-State") == "answered" or dump.get("Channel-Call-State") == "ACTIVE":
-                call.state = CallState.ANSWERED
-                call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
-                self._codec(call, dump)
-                actions.append(Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid))
-                actions.append(self._fork(call))
-                notices.append(Notice(NoticeKind.ANSWERED, call, {"reattached": True}))
-            elif call.direction == "inbound":
-                actions += self._claim(call, dump.get("Channel-State"))
-            else:
-                call.state = CallState.RINGING
+            a, n = self._reattach(node, dump)
+            actions += a
+            notices += n
         return actions, notices
+
+    def _lost(self, node: str, live: set[str]) -> list[Notice]:
+        """End ``node``'s calls whose channel is not ``live`` any more (they ended while the link was down)."""
+        notices: list[Notice] = []
+        for uuid, call in list(self.calls.items()):
+            if call.node == node and uuid not in live and call.state != CallState.DIALING:
+                call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "lost")
+                call.hangup_by = call.hangup_by or "unknown"
+                notices += self._end(call, "unknown", lost=True)
+        return notices
+
+    def _reattach(self, node: str, dump: Event) -> tuple[list[Api], list[Notice]]:
+        """Adopt a live channel of ours we did not know: claim it, fork it again, or wait for its answer."""
+        call = self._from_channel(node, dump)
+        if call is None:
+            return [], []
+        uuid = call.uuid
+        call.reattached = True
+        self.calls[uuid] = call
+        if dump.get("Answer-State") == "answered" or dump.get("Channel-Call-State") == "ACTIVE":
+            call.state = CallState.ANSWERED
+            call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
+            self._codec(call, dump)
+            stop = Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid)
+            return [stop, self._fork(call)], [Notice(NoticeKind.ANSWERED, call, {"reattached": True})]
+        if call.direction == "inbound":
+            return self._claim(call, dump.get("Channel-State")), []
+        call.state = CallState.RINGING
+        return [], []
 
     # -- channel events -------------------------------------------------------------------------
     def _from_channel(self, node: str, event: Event) -> Call | None:
@@ -375,39 +386,29 @@ class CallTracker:
         call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or self.clock()
         call.sip_call_id = event.variable("sip_call_id")
         if call.direction == "inbound":
-            call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
-            call.remote = event.get("Caller-Caller-ID-Number")
-            call.variables = {
-                "caller_id": call.remote,
-                "caller_name": event.get("Caller-Caller-ID-Name"),
-                "called_number": call.number,
-                "call_id": uuid,
-                "sip_call_id": call.sip_call_id,
-                "trunk": call.trunk,
-            }
-            # only the trunk's configured X- headers reach the agent; read straight from sip_h_*
-            # (copying them in the dialplan would run them through variable expansion)
-            for header, variable in self.policy.headers.get(call.trunk, ()):
-                value = event.variable("sip_h_" + header)
-                if value:
-                    call.variables[variable] = _bounded(value)
+            self._inbound_variables(call, event)
         else:
-            call.number = event.variable("origination_caller_id_number")
-            call.remote = event.variable(VAR + "destination")
-            call.variables = {
-                "caller_id": call.number,
-                "called_number": call.remote,
-                "trunk": call.trunk,
-                "call_id": uuid,
-            }
-            # the API's variables travel on the channel (sipagent_var_*): a re-attached call keeps them
-            prefix, overrides = "variable_" + VAR + "var_", "variable_" + VAR + "override_"
-            for name, value in event.headers.items():
-                if name.startswith(prefix) and value and name[len(prefix) :] not in call.variables:
-                    call.variables[name[len(prefix) :]] = _bounded(value)
-                elif name.startswith(overrides) and value:
-                    call.agent_overrides[name[len(overrides) :]] = _bounded(value)
+            _outbound_variables(call, event)
         return call
+
+    def _inbound_variables(self, call: Call, event: Event) -> None:
+        """An inbound call's numbers and what its agent gets: caller, called number and the trunk's X- headers."""
+        call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
+        call.remote = event.get("Caller-Caller-ID-Number")
+        call.variables = {
+            "caller_id": call.remote,
+            "caller_name": event.get("Caller-Caller-ID-Name"),
+            "called_number": call.number,
+            "call_id": call.uuid,
+            "sip_call_id": call.sip_call_id,
+            "trunk": call.trunk,
+        }
+        # only the trunk's configured X- headers reach the agent; read straight from sip_h_*
+        # (copying them in the dialplan would run them through variable expansion)
+        for header, variable in self.policy.headers.get(call.trunk, ()):
+            value = event.variable("sip_h_" + header)
+            if value:
+                call.variables[variable] = _bounded(value)
 
     def _park(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         uuid = event.uuid
@@ -654,6 +655,25 @@ class CallTracker:
             ]
         call.state = CallState.ANSWERED
         return [], [Notice(NoticeKind.TRANSFER, call, data)]
+
+
+def _outbound_variables(call: Call, event: Event) -> None:
+    """An outbound call's numbers and what its agent gets: what the API gave, carried on the channel."""
+    call.number = event.variable("origination_caller_id_number")
+    call.remote = event.variable(VAR + "destination")
+    call.variables = {
+        "caller_id": call.number,
+        "called_number": call.remote,
+        "trunk": call.trunk,
+        "call_id": call.uuid,
+    }
+    # the API's variables travel on the channel (sipagent_var_*): a re-attached call keeps them
+    prefix, overrides = "variable_" + VAR + "var_", "variable_" + VAR + "override_"
+    for name, value in event.headers.items():
+        if name.startswith(prefix) and value and name[len(prefix) :] not in call.variables:
+            call.variables[name[len(prefix) :]] = _bounded(value)
+        elif name.startswith(overrides) and value:
+            call.agent_overrides[name[len(overrides) :]] = _bounded(value)
 
 
 def _quality(event: Event) -> dict[str, float]:
