@@ -23,6 +23,7 @@ import socket
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.esl import protocol as p
 from orchestrator.esl import session as s
@@ -117,7 +118,7 @@ _WAITING_FOR = {
 }
 
 
-def _consume(future: asyncio.Future[object]) -> None:
+def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 

@@ -120,6 +120,9 @@ class ConnectionClosed:
     """The peer closed the connection (after everything it sent before was handed out)."""
 
 
+#: a parsed frame as the session keeps it: replies already paired with their command
+_Frame = Reply | p.AuthRequest | p.Event | p.DisconnectNotice | p.RudeRejection | p.UnknownFrame
+
 SessionEvent = (
     p.AuthRequest
     | Authenticated
@@ -144,7 +147,7 @@ class EslSession:
     pending: deque[Pending] = field(default_factory=deque)
     _parser: p.Parser = field(init=False, repr=False)
     _received: list[bytes] = field(default_factory=list, repr=False)  # read, not parsed yet
-    _backlog: deque[Reply | p.Message] = field(default_factory=deque, repr=False)  # parsed, not handed out
+    _backlog: deque[_Frame] = field(default_factory=deque, repr=False)  # parsed, not handed out
     _eof: bool = field(default=False, repr=False)
     _error: RemoteProtocolError | None = field(default=None, repr=False)
 
@@ -205,7 +208,7 @@ class EslSession:
         reply nobody asked for fails it before any frame of it is handed out)."""
         data = self._received[0] if len(self._received) == 1 else b"".join(self._received)
         self._received.clear()
-        out: list[Reply | p.Message] = []
+        out: list[_Frame] = []
         pending = self.pending
         for msg in self._parser.feed(data):
             if isinstance(msg, p.CommandReply | p.ApiResponse):
@@ -222,7 +225,7 @@ class EslSession:
                 out.append(msg)
         self._backlog.extend(out)
 
-    def _handshake(self, state: SessionState, item: Reply | p.Message) -> SessionEvent | None:
+    def _handshake(self, state: SessionState, item: _Frame) -> SessionEvent | None:
         """Interpret a frame received before READY; ``None`` for one that is dropped."""
         if isinstance(item, p.Event):
             return item  # events that arrive meanwhile are handed out as they come
@@ -234,7 +237,7 @@ class EslSession:
             return self._auth_answer(item)
         return self._subscription_answer(item)
 
-    def _greeting(self, item: Reply | p.Message) -> SessionEvent:
+    def _greeting(self, item: _Frame) -> SessionEvent:
         if isinstance(item, p.AuthRequest):
             self._move("greeting")
             return item
@@ -243,7 +246,7 @@ class EslSession:
             return item
         raise RemoteProtocolError(f"expected auth/request, got {type(item).__name__}")
 
-    def _auth_answer(self, item: Reply | p.Message) -> SessionEvent:
+    def _auth_answer(self, item: _Frame) -> SessionEvent:
         if isinstance(item, p.RudeRejection):
             self.state = S.CLOSED
             return item
@@ -255,7 +258,7 @@ class EslSession:
         self._move("auth_rejected")
         return AuthRejected(item.message.text)
 
-    def _subscription_answer(self, item: Reply | p.Message) -> SessionEvent:
+    def _subscription_answer(self, item: _Frame) -> SessionEvent:
         if not isinstance(item, Reply) or not isinstance(item.message, p.CommandReply) or not item.message.ok:
             raise RemoteProtocolError("event subscription refused")
         self._move("subscribed")
