@@ -120,6 +120,7 @@ class ConnectionClosed:
     """The peer closed the connection (after everything it sent before was handed out)."""
 
 
+_REPLIES = (p.CommandReply, p.ApiResponse)
 #: a parsed frame as the session keeps it: replies already paired with their command
 _Frame = Reply | p.AuthRequest | p.Event | p.DisconnectNotice | p.RudeRejection | p.UnknownFrame
 
@@ -173,6 +174,14 @@ class EslSession:
         Raises :class:`RemoteProtocolError` when the peer broke the protocol (then on every later
         call too), :class:`LocalProtocolError` when it is our turn (:data:`OUR_TURN`).
         """
+        if self.state is S.READY and self._backlog:  # the hot path: one event after another
+            item = self._backlog.popleft()
+            if type(item) is p.RudeRejection:
+                self.state = S.CLOSED
+            return item
+        return self._next_event()
+
+    def _next_event(self) -> SessionEvent | Literal[_Sentinel.NEED_DATA]:
         if self._error is not None:
             raise self._error
         state = self.state
@@ -211,7 +220,7 @@ class EslSession:
         out: list[_Frame] = []
         pending = self.pending
         for msg in self._parser.feed(data):
-            if isinstance(msg, p.CommandReply | p.ApiResponse):
+            if isinstance(msg, _REPLIES):
                 if not pending:
                     raise RemoteProtocolError("reply without a command", repr(msg)[:80].encode("utf-8", "replace"))
                 # an api command refused by the socket itself (e.g. before auth) gets a command/reply
