@@ -40,7 +40,7 @@ from orchestrator.esl.client import (
     HandshakeTimeout,
     NotConnected,
 )
-from orchestrator.esl.protocol import CommandError, ProtocolError
+from orchestrator.esl.protocol import CommandError, RemoteProtocolError
 from orchestrator.media import dialects
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -238,7 +238,7 @@ def esl_failure(target: str, ep: Endpoint, exc: BaseException, timeout: float) -
             f" within {timeout:g} s",
             "check that this port is FreeSWITCH's event socket (not another service) and that FreeSWITCH is not hung",
         )  # fmt: skip
-    if isinstance(exc, ProtocolError):
+    if isinstance(exc, RemoteProtocolError):
         return Result(
             "esl", target, FAIL, f"{where} does not speak the event socket protocol: {exc}",
             "this port belongs to another service: fix the port in " + where_set,

@@ -197,22 +197,25 @@ def _subscribe_answer(data: bytes) -> Callable[[Peer], Any]:
 HANDSHAKE = {
     "silence": (_silent, HandshakeTimeout),
     "greet-then-close": (_greet_then_close, ConnectionLost),
-    "greeting-http": (_greeting(HOSTILE["http-response"]), p.ProtocolError),
-    "greeting-bad-length": (_greeting(HOSTILE["length-superscript-two"]), p.ProtocolError),
+    "greeting-http": (_greeting(HOSTILE["http-response"]), p.RemoteProtocolError),
+    "greeting-bad-length": (_greeting(HOSTILE["length-superscript-two"]), p.RemoteProtocolError),
     "greeting-is-an-event": (_greeting(plain_event("HEARTBEAT")), HandshakeTimeout),
-    "greeting-is-a-reply": (_greeting(OK), p.ProtocolError),
-    "greeting-unknown-type": (_greeting(b"Content-Type: text/event-xml\nContent-Length: 4\n\n<x/>"), p.ProtocolError),
+    "greeting-is-a-reply": (_greeting(OK), p.RemoteProtocolError),
+    "greeting-unknown-type": (
+        _greeting(b"Content-Type: text/event-xml\nContent-Length: 4\n\n<x/>"),
+        p.RemoteProtocolError,
+    ),
     "greeting-rude-rejection": (_greeting(DENIED), AccessDenied),
-    "auth-answered-by-api-response": (_auth_answer(api_response(b"+OK accepted")), p.ProtocolError),
-    "auth-answered-by-bad-length": (_auth_answer(HOSTILE["length-arabic-indic-digit"]), p.ProtocolError),
+    "auth-answered-by-api-response": (_auth_answer(api_response(b"+OK accepted")), p.RemoteProtocolError),
+    "auth-answered-by-bad-length": (_auth_answer(HOSTILE["length-arabic-indic-digit"]), p.RemoteProtocolError),
     "auth-answered-by-rude-rejection": (_auth_answer(DENIED), AccessDenied),
     "auth-answered-by-nothing": (_auth_answer(b""), HandshakeTimeout),
-    "auth-answered-twice": (_auth_answer(OK + OK), p.ProtocolError),
+    "auth-answered-twice": (_auth_answer(OK + OK), p.RemoteProtocolError),
     "subscription-refused": (
         _subscribe_answer(b"Content-Type: command/reply\nReply-Text: -ERR no\n\n"),
-        p.ProtocolError,
+        p.RemoteProtocolError,
     ),
-    "subscription-answered-by-garbage": (_subscribe_answer(HOSTILE["json-deep-arrays"]), p.ProtocolError),
+    "subscription-answered-by-garbage": (_subscribe_answer(HOSTILE["json-deep-arrays"]), p.RemoteProtocolError),
 }
 
 
@@ -373,7 +376,7 @@ async def test_reply_of_the_wrong_kind_is_a_protocol_error_for_that_connection()
             with pytest.raises(ConnectionLost):  # at once, not after the command timeout
                 await client.command("filter Unique-ID x", timeout=1.5)
             await until(lambda: client.connections >= 2 and client.connected)
-            assert isinstance(client.last_exception, p.ProtocolError)
+            assert isinstance(client.last_exception, p.RemoteProtocolError)
             assert (await client.command("filter Unique-ID x")).ok
         finally:
             await client.stop()

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
-from orchestrator.calls.tracker import Api, CallTracker, Notice, Policy
+from orchestrator.calls import records
+from orchestrator.calls.tracker import (
+    Api,
+    CallState,
+    CallTracker,
+    ForkState,
+    Notice,
+    NoticeKind,
+    Policy,
+    TransferAttempt,
+    TransferStatus,
+)
 from orchestrator.esl.protocol import Event, Parser
 from orchestrator.media import dialects
 
@@ -96,7 +108,8 @@ def test_inbound_call_lifecycle() -> None:
         f"uuid_audio_fork {INBOUND_UUID} start ws://bridge/calls/{INBOUND_UUID}?token=t mono 8k "
     )
     assert (call.codec, call.rate, call.state) == ("PCMA", 8000, "answered")
-    assert [n.kind for n in notices] == ["answered"]
+    assert call.state is CallState.ANSWERED and call.fork is ForkState.STARTING
+    assert [n.kind for n in notices] == ["answered"] and notices[0].kind is NoticeKind.ANSWERED
 
     actions, notices = feed(t, [e for e in evs if e.name == "DTMF"])
     assert [(n.kind, n.data["digit"]) for n in notices] == [("dtmf", "1"), ("dtmf", "#")]
@@ -257,6 +270,32 @@ def test_bridge_transfer_success_and_failure() -> None:
     _, notices = feed(t, [bridge])
     assert notices[0].data == {"succeeded": True}
     assert t.calls[INBOUND_UUID].state == "bridged"
+    transfer = t.calls[INBOUND_UUID].transfer
+    assert isinstance(transfer, TransferAttempt) and transfer.status is TransferStatus.SUCCEEDED
+
+
+def test_states_read_as_the_words_they_always_were() -> None:
+    """StrEnum states: records, API summaries, metric labels and log lines are byte-identical to plain strings."""
+    t = tracker()
+    _answered_inbound(t)
+    call = t.calls[INBOUND_UUID]
+    t.start_transfer(INBOUND_UUID, "refer", "sip:desk@pbx.example.com")
+    assert call.state is CallState.TRANSFERRING and call.transfer is not None
+    summary = call.summary()
+    assert json.dumps(summary) == json.dumps(
+        {
+            **summary,
+            "state": "transferring",
+            "fork": "starting",
+            "transfer": {**vars(call.transfer), "status": "pending"},
+        }
+    )
+    assert f"{call.state} {call.fork} {NoticeKind.FORK_BUFFER_OVERRUN}" == "transferring starting fork_buffer_overrun"
+    line = logging.LogRecord("t", logging.INFO, "", 0, "%s/%s", (call.transfer.status, call.state), None)
+    assert line.getMessage() == "pending/transferring"
+    record = json.dumps(records.build(call), sort_keys=True)
+    assert '"fork": "starting"' in record and '"status": "pending"' in record
+    assert {k.value for k in NoticeKind} >= {"answered", "dtmf", "transfer", "hangup", "ended", "fork_failed"}
 
 
 def test_fork_events() -> None:
@@ -265,6 +304,12 @@ def test_fork_events() -> None:
     base = {"Event-Name": "CUSTOM", "Unique-ID": INBOUND_UUID}
     _, n = feed(t, [Event(dict(base, **{"Event-Subclass": "mod_audio_fork::connect"}))])
     assert n[0].kind == "fork_connected" and t.calls[INBOUND_UUID].fork == "connected"
+    for subclass, kind in (
+        ("mod_audio_fork::buffer_overrun", "fork_buffer_overrun"),
+        ("mod_audio_fork::error", "fork_error"),
+    ):
+        _, n = feed(t, [Event(dict(base, **{"Event-Subclass": subclass}), "x")])
+        assert [(m.kind, m.data) for m in n] == [(kind, {"body": "x"})] and n[0].kind is NoticeKind(kind)
     failed = Event(dict(base, **{"Event-Subclass": "mod_audio_fork::connect_failed"}), '{"reason":"Unable to connect"}')
     _, n = feed(t, [failed])
     assert n[0].kind == "fork_failed" and "Unable to connect" in n[0].data["reason"]

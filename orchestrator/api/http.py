@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from orchestrator import __version__, dtmf
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
+from orchestrator.calls.tracker import CallState
 
 log = logging.getLogger("sipagent.api")
 
@@ -222,7 +223,7 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
     @app.post("/v1/calls/{call_id}/transfer", status_code=202, dependencies=v1)
     async def transfer(call_id: CallId, req: TransferRequest) -> dict[str, Any]:
         await controller.transfer(call_id, req.target, method=req.method, trunk=req.trunk)
-        return {"id": call_id, "status": "transferring"}
+        return {"id": call_id, "status": CallState.TRANSFERRING}
 
     @app.post("/v1/calls/{call_id}/dtmf", status_code=202, dependencies=v1)
     async def dtmf(call_id: CallId, req: DtmfRequest) -> dict[str, Any]:

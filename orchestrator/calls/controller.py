@@ -22,11 +22,23 @@ from typing import Any
 from orchestrator import dtmf
 from orchestrator.calls import dialing, records
 from orchestrator.calls.outcome import HANGUP_REASONS
-from orchestrator.calls.tracker import CUSTOM, EVENTS, Api, Call, CallTracker, Notice, Policy, fork_rate
+from orchestrator.calls.tracker import (
+    CUSTOM,
+    EVENTS,
+    Api,
+    Call,
+    CallState,
+    CallTracker,
+    ForkState,
+    Notice,
+    NoticeKind,
+    Policy,
+    fork_rate,
+)
 from orchestrator.config.model import Deployment
 from orchestrator.esl import commands
 from orchestrator.esl.client import Endpoint, EslClient, EslError
-from orchestrator.esl.protocol import CommandError, Event, ProtocolError, parse_json_event
+from orchestrator.esl.protocol import CommandError, EslProtocolError, Event, parse_json_event
 from orchestrator.media import dialects, fork
 from orchestrator.metrics import Metrics
 
@@ -230,7 +242,7 @@ class Controller:
                 dumps[uuid] = parse_json_event(dump)
             except CommandError:
                 continue  # hung up meanwhile
-            except (commands.Refused, ProtocolError) as exc:
+            except (commands.Refused, EslProtocolError) as exc:
                 log.warning("resync %s: channel %.64r cannot be read (%s)", node, uuid, exc)
                 unreadable.add(uuid)
         actions, notices = self.tracker.resync(node, dumps, keep=unreadable)
@@ -285,8 +297,8 @@ class Controller:
         if call is None:
             return
         if any(d.is_start(action.command) for d in dialects.DIALECTS.values()):
-            call.fork = "failed"
-            self._notify([Notice("fork_failed", call, {"reason": exc.reply, "kind": "start_refused"})])
+            call.fork = ForkState.FAILED
+            self._notify([Notice(NoticeKind.FORK_FAILED, call, {"reason": exc.reply, "kind": "start_refused"})])
 
     def _notify(self, notices: list[Notice]) -> None:
         for notice in notices:
@@ -300,26 +312,26 @@ class Controller:
     def _account(self, notice: Notice) -> None:
         call = notice.call
         m = self.metrics
-        if notice.kind == "answered" and not notice.data.get("reattached"):
+        if notice.kind == NoticeKind.ANSWERED and not notice.data.get("reattached"):
             if call.answered_at and call.created_at:
                 m.setup_seconds.labels(call.direction).observe(max(0.0, call.answered_at - call.created_at))
-        elif notice.kind == "dtmf":
+        elif notice.kind == NoticeKind.DTMF:
             m.dtmf.labels("in").inc()
-        elif notice.kind == "transfer":
+        elif notice.kind == NoticeKind.TRANSFER:
             assert call.transfer is not None
             m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
-        elif notice.kind == "fork_failed":
+        elif notice.kind == NoticeKind.FORK_FAILED:
             m.fork_failures.labels(notice.data.get("kind", "connect_failed")).inc()
             # no media path to the agent: the call cannot be served; end it the configured way
             call.media.setdefault("outcome", "media_failed")
             media = self.deployment.orchestrator.media
-            if media.on_failure == "prompt" and media.fallback_prompt and call.state == "answered":
+            if media.on_failure == "prompt" and media.fallback_prompt and call.state == CallState.ANSWERED:
                 self._spawn(self.play_and_hangup(call.uuid, media.fallback_prompt, "media_failed", "orchestrator"))
             else:
                 self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
-        elif notice.kind == "ended":
+        elif notice.kind == NoticeKind.ENDED:
             lost = bool(notice.data.get("lost"))
-            if self.media_grace and call.fork != "none" and not lost and call.uuid not in self._media_final:
+            if self.media_grace and call.fork != ForkState.NONE and not lost and call.uuid not in self._media_final:
                 # the media bridge runs in worker processes: its summary of the call is still on its way
                 self.ended[call.uuid] = records.build(call, lost=lost)  # what describe() shows meanwhile
                 handle = asyncio.get_running_loop().call_later(self.media_grace, self._finish, call.uuid)
@@ -563,7 +575,7 @@ class Controller:
         The outcome arrives as a ``transfer`` notice; a failed transfer leaves the call with the agent.
         """
         call = self._live(uuid)
-        if call.state not in ("answered",):
+        if call.state != CallState.ANSWERED:
             raise CallError("not_answered", f"call is {call.state}, transfers need an answered call", 409)
         if method == "refer":
             t = next((t for t in self.deployment.trunks if t.name == call.trunk), None)

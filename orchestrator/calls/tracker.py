@@ -10,10 +10,15 @@ on ``CHANNEL_PARK`` the tracker claims it (``uuid_park``, which also cancels the
 timeout), prepares it and answers; on ``CHANNEL_ANSWER`` it starts the audio fork at the codec's
 rate. Outbound calls are registered before ``originate`` with the UUID we chose, so every event of
 the new channel is recognised. Resync after a (re)connection rebuilds calls from ``uuid_dump``.
+
+States are :class:`enum.StrEnum` members (:class:`CallState`, :class:`ForkState`, :class:`NoticeKind`,
+:class:`TransferStatus`): each is its value, so records, API answers, metric labels and log lines read
+exactly the words they always did, and comparing with those words still works.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import json
 import re
@@ -62,22 +67,74 @@ class Api:
     background: bool = False
 
 
+class CallState(enum.StrEnum):
+    """Where a call is (its value is what the API, records and logs show)."""
+
+    NEW = "new"
+    CLAIMED = "claimed"  # inbound: taken from the dialplan's park, being answered
+    DIALING = "dialing"  # outbound: originate sent, no channel yet
+    RINGING = "ringing"
+    EARLY = "early"  # outbound: early media (183)
+    ANSWERED = "answered"
+    TRANSFERRING = "transferring"
+    BRIDGED = "bridged"  # a bridge transfer connected the caller to its target
+    ENDED = "ended"
+
+
+class ForkState(enum.StrEnum):
+    """The call's audio fork towards the media bridge."""
+
+    NONE = "none"  # never started
+    STARTING = "starting"  # the start command was sent; waiting for the module to connect
+    CONNECTED = "connected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class NoticeKind(enum.StrEnum):
+    """What a :class:`Notice` says."""
+
+    PROGRESS = "progress"
+    ANSWERED = "answered"
+    DTMF = "dtmf"
+    FORK_CONNECTED = "fork_connected"
+    FORK_FAILED = "fork_failed"
+    FORK_DISCONNECTED = "fork_disconnected"
+    FORK_BUFFER_OVERRUN = "fork_buffer_overrun"
+    FORK_ERROR = "fork_error"
+    TRANSFER = "transfer"
+    HANGUP = "hangup"
+    ENDED = "ended"
+
+
+#: fork module events passed on as they are
+_FORK_NOTICES = {ForkEvent.BUFFER_OVERRUN: NoticeKind.FORK_BUFFER_OVERRUN, ForkEvent.ERROR: NoticeKind.FORK_ERROR}
+
+
+class TransferStatus(enum.StrEnum):
+    """How a :class:`TransferAttempt` went."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class Notice:
     """Something the rest of the orchestrator should know: ``kind`` and the call it concerns."""
 
-    kind: str  # answered, dtmf, fork_connected, fork_failed, fork_disconnected, transfer, hangup, ended, rejected
+    kind: NoticeKind
     call: Call
     data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class Transfer:
+class TransferAttempt:
     """A transfer attempt and how it went."""
 
     method: Literal["refer", "bridge"]
     target: str
-    status: Literal["pending", "succeeded", "failed"] = "pending"
+    status: TransferStatus = TransferStatus.PENDING
     sip_status: int | None = None
     detail: str = ""
 
@@ -93,7 +150,7 @@ class Call:
     agent: str = ""
     number: str = ""  # ours: the called number (inbound) or the caller ID we present (outbound)
     remote: str = ""  # theirs: the caller (inbound) or the destination (outbound)
-    state: str = "new"  # new, parked, claimed, dialing, ringing, early, answered, transferring, bridged, ended
+    state: CallState = CallState.NEW
     created_at: float = 0.0
     progress_at: float | None = None
     early_media_at: float | None = None
@@ -108,8 +165,8 @@ class Call:
     variables: dict[str, str] = field(default_factory=dict)  # what the agent gets
     hangup: outcome.Hangup | None = None
     hangup_by: str = ""  # remote, agent, api, orchestrator, freeswitch
-    transfer: Transfer | None = None
-    fork: str = "none"  # none, starting, connected, failed, closed
+    transfer: TransferAttempt | None = None
+    fork: ForkState = ForkState.NONE
     fork_nonce: str = field(default="", repr=False)  # the started fork's token nonce, until the bridge claims it
     originate_error: str = ""
     quality: dict[str, float] = field(default_factory=dict)
@@ -123,7 +180,7 @@ class Call:
     @property
     def active(self) -> bool:
         """True until FreeSWITCH reported the hang-up."""
-        return self.state != "ended"
+        return self.state != CallState.ENDED
 
     def summary(self) -> dict[str, Any]:
         """The call's state for the API."""
@@ -212,7 +269,7 @@ class CallTracker:
             agent=agent,
             number=caller_id,
             remote=destination,
-            state="dialing",
+            state=CallState.DIALING,
             created_at=self.clock(),
         )
         call.variables = {"caller_id": caller_id, "called_number": destination, "trunk": trunk, "call_id": uuid}
@@ -225,7 +282,7 @@ class CallTracker:
         if call is None or body.startswith("+OK"):
             return []
         call.originate_error = body.strip().removeprefix("-ERR").strip()
-        if call.state == "dialing":  # no channel was ever created (e.g. gateway unknown or down)
+        if call.state == CallState.DIALING:  # no channel was ever created (e.g. gateway unknown or down)
             call.hangup = outcome.Hangup(
                 call.originate_error or "NORMAL_TEMPORARY_FAILURE",
                 None,
@@ -246,10 +303,10 @@ class CallTracker:
     def start_transfer(self, uuid: str, method: Literal["refer", "bridge"], target: str) -> Call | None:
         """Note a transfer attempt (the controller sends the command)."""
         call = self.calls.get(uuid)
-        if call is None or call.state == "ended":
+        if call is None or call.state == CallState.ENDED:
             return None
-        call.transfer = Transfer(method, target)
-        call.state = "transferring"
+        call.transfer = TransferAttempt(method, target)
+        call.state = CallState.TRANSFERRING
         return call
 
     def transfer_failed(self, uuid: str, detail: str) -> list[Notice]:
@@ -257,10 +314,10 @@ class CallTracker:
         call = self.calls.get(uuid)
         if call is None or call.transfer is None:
             return []
-        call.transfer.status, call.transfer.detail = "failed", detail
-        if call.state == "transferring":
-            call.state = "answered"
-        return [Notice("transfer", call, {"succeeded": False, "detail": detail})]
+        call.transfer.status, call.transfer.detail = TransferStatus.FAILED, detail
+        if call.state == CallState.TRANSFERRING:
+            call.state = CallState.ANSWERED
+        return [Notice(NoticeKind.TRANSFER, call, {"succeeded": False, "detail": detail})]
 
     def resync(
         self, node: str, dumps: dict[str, Event], keep: set[str] | frozenset[str] = frozenset()
@@ -273,37 +330,48 @@ class CallTracker:
         process). Calls in ``keep`` (listed by the node, but their dump could not be read) stay as they are.
         """
         actions: list[Api] = []
-        notices: list[Notice] = []
-        for uuid, call in list(self.calls.items()):
-            if call.node == node and uuid not in dumps and uuid not in keep and call.state not in ("dialing",):
-                call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "lost")
-                call.hangup_by = call.hangup_by or "unknown"
-                notices += self._end(call, "unknown", lost=True)
+        notices: list[Notice] = self._lost(node, set(dumps) | set(keep))
         for uuid, dump in dumps.items():
             known = self.calls.get(uuid)
             if known is not None:
-                if known.state == "dialing" and dump.get("Answer-State") == "answered":
+                if known.state == CallState.DIALING and dump.get("Answer-State") == "answered":
                     a, n = self._answered(node, dump)
                     actions += a
                     notices += n
                 continue
-            call = self._from_channel(node, dump)
-            if call is None:
-                continue
-            call.reattached = True
-            self.calls[uuid] = call
-            if dump.get("Answer-State") == "answered" or dump.get("Channel-Call-State") == "ACTIVE":
-                call.state = "answered"
-                call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
-                self._codec(call, dump)
-                actions.append(Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid))
-                actions.append(self._fork(call))
-                notices.append(Notice("answered", call, {"reattached": True}))
-            elif call.direction == "inbound":
-                actions += self._claim(call, dump.get("Channel-State"))
-            else:
-                call.state = "ringing"
+            a, n = self._reattach(node, dump)
+            actions += a
+            notices += n
         return actions, notices
+
+    def _lost(self, node: str, live: set[str]) -> list[Notice]:
+        """End ``node``'s calls whose channel is not ``live`` any more (they ended while the link was down)."""
+        notices: list[Notice] = []
+        for uuid, call in list(self.calls.items()):
+            if call.node == node and uuid not in live and call.state != CallState.DIALING:
+                call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "lost")
+                call.hangup_by = call.hangup_by or "unknown"
+                notices += self._end(call, "unknown", lost=True)
+        return notices
+
+    def _reattach(self, node: str, dump: Event) -> tuple[list[Api], list[Notice]]:
+        """Adopt a live channel of ours we did not know: claim it, fork it again, or wait for its answer."""
+        call = self._from_channel(node, dump)
+        if call is None:
+            return [], []
+        uuid = call.uuid
+        call.reattached = True
+        self.calls[uuid] = call
+        if dump.get("Answer-State") == "answered" or dump.get("Channel-Call-State") == "ACTIVE":
+            call.state = CallState.ANSWERED
+            call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
+            self._codec(call, dump)
+            stop = Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid)
+            return [stop, self._fork(call)], [Notice(NoticeKind.ANSWERED, call, {"reattached": True})]
+        if call.direction == "inbound":
+            return self._claim(call, dump.get("Channel-State")), []
+        call.state = CallState.RINGING
+        return [], []
 
     # -- channel events -------------------------------------------------------------------------
     def _from_channel(self, node: str, event: Event) -> Call | None:
@@ -318,39 +386,29 @@ class CallTracker:
         call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or self.clock()
         call.sip_call_id = event.variable("sip_call_id")
         if call.direction == "inbound":
-            call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
-            call.remote = event.get("Caller-Caller-ID-Number")
-            call.variables = {
-                "caller_id": call.remote,
-                "caller_name": event.get("Caller-Caller-ID-Name"),
-                "called_number": call.number,
-                "call_id": uuid,
-                "sip_call_id": call.sip_call_id,
-                "trunk": call.trunk,
-            }
-            # only the trunk's configured X- headers reach the agent; read straight from sip_h_*
-            # (copying them in the dialplan would run them through variable expansion)
-            for header, variable in self.policy.headers.get(call.trunk, ()):
-                value = event.variable("sip_h_" + header)
-                if value:
-                    call.variables[variable] = _bounded(value)
+            self._inbound_variables(call, event)
         else:
-            call.number = event.variable("origination_caller_id_number")
-            call.remote = event.variable(VAR + "destination")
-            call.variables = {
-                "caller_id": call.number,
-                "called_number": call.remote,
-                "trunk": call.trunk,
-                "call_id": uuid,
-            }
-            # the API's variables travel on the channel (sipagent_var_*): a re-attached call keeps them
-            prefix, overrides = "variable_" + VAR + "var_", "variable_" + VAR + "override_"
-            for name, value in event.headers.items():
-                if name.startswith(prefix) and value and name[len(prefix) :] not in call.variables:
-                    call.variables[name[len(prefix) :]] = _bounded(value)
-                elif name.startswith(overrides) and value:
-                    call.agent_overrides[name[len(overrides) :]] = _bounded(value)
+            _outbound_variables(call, event)
         return call
+
+    def _inbound_variables(self, call: Call, event: Event) -> None:
+        """An inbound call's numbers and what its agent gets: caller, called number and the trunk's X- headers."""
+        call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
+        call.remote = event.get("Caller-Caller-ID-Number")
+        call.variables = {
+            "caller_id": call.remote,
+            "caller_name": event.get("Caller-Caller-ID-Name"),
+            "called_number": call.number,
+            "call_id": call.uuid,
+            "sip_call_id": call.sip_call_id,
+            "trunk": call.trunk,
+        }
+        # only the trunk's configured X- headers reach the agent; read straight from sip_h_*
+        # (copying them in the dialplan would run them through variable expansion)
+        for header, variable in self.policy.headers.get(call.trunk, ()):
+            value = event.variable("sip_h_" + header)
+            if value:
+                call.variables[variable] = _bounded(value)
 
     def _park(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         uuid = event.uuid
@@ -363,14 +421,16 @@ class CallTracker:
                 return [], []
             self.calls[uuid] = call
             return self._claim(call, event.get("Channel-State")), []
-        if call.state == "bridged" or (
-            call.transfer and call.transfer.status == "pending" and call.transfer.method == "bridge"
+        if call.state == CallState.BRIDGED or (
+            call.transfer and call.transfer.status == TransferStatus.PENDING and call.transfer.method == "bridge"
         ):
             # a bridged transfer failed and the inline dialplan parked the call again: back to the agent
             assert call.transfer is not None
-            call.transfer.status = "failed"
-            call.state = "answered"
-            return [self._fork(call)], [Notice("transfer", call, {"succeeded": False, "detail": "bridge failed"})]
+            call.transfer.status = TransferStatus.FAILED
+            call.state = CallState.ANSWERED
+            return [self._fork(call)], [
+                Notice(NoticeKind.TRANSFER, call, {"succeeded": False, "detail": "bridge failed"})
+            ]
         return [], []  # our own uuid_park re-parks the channel: nothing new
 
     def _claim(self, call: Call, channel_state: str = "CS_EXECUTE") -> list[Api]:
@@ -380,7 +440,7 @@ class CallTracker:
             # the rendered dialplan and this orchestrator's deployment disagree: refuse cleanly (404)
             call.hangup_by = "orchestrator"
             return [Api(call.node, commands.uuid_kill(call.uuid, "UNALLOCATED_NUMBER"), call.uuid)]
-        call.state = "claimed"
+        call.state = CallState.CLAIMED
         actions = [
             Api(call.node, commands.uuid_setvar_multi(call.uuid, self.policy.answer_variables), call.uuid),
             Api(call.node, commands.uuid_answer(call.uuid), call.uuid),
@@ -400,7 +460,7 @@ class CallTracker:
         call.srtp = event.variable("rtp_secure_media_negotiated") or call.srtp
 
     def _fork(self, call: Call) -> Api:
-        call.fork = "starting"
+        call.fork = ForkState.STARTING
         call.fork_nonce = self.policy.nonce()
         return Api(call.node, self.policy.fork_command(call), call.uuid)
 
@@ -408,7 +468,7 @@ class CallTracker:
         """The media bridge asks to accept a fork whose token carries ``nonce``: yes once, for a live call
         whose latest fork start minted it and that is still waiting for that fork."""
         call = self.calls.get(uuid)
-        if call is None or not call.active or call.fork != "starting" or not call.fork_nonce or not nonce:
+        if call is None or not call.active or call.fork != ForkState.STARTING or not call.fork_nonce or not nonce:
             return False
         if not hmac.compare_digest(call.fork_nonce, nonce):
             return False
@@ -420,15 +480,15 @@ class CallTracker:
         if call is None or call.answered_at is not None:
             return [], []
         call.answered_at = _ts(event.get("Caller-Channel-Answered-Time")) or _when(event) or self.clock()
-        call.state = "answered"
+        call.state = CallState.ANSWERED
         self._codec(call, event)
         self._call_id(call, event)
-        return [self._fork(call)], [Notice("answered", call)]
+        return [self._fork(call)], [Notice(NoticeKind.ANSWERED, call)]
 
     def _create(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
-        if call is not None and call.state == "dialing":
-            call.state = "ringing"
+        if call is not None and call.state == CallState.DIALING:
+            call.state = CallState.RINGING
             # from here on the call's timings are FreeSWITCH's (its clock stamps every later event)
             call.created_at = _ts(event.get("Caller-Channel-Created-Time")) or _when(event) or call.created_at
             self._call_id(call, event)
@@ -452,21 +512,21 @@ class CallTracker:
         when = _when(event) or self.clock()
         if media:
             call.early_media_at = call.early_media_at or when
-            call.state = "early"
+            call.state = CallState.EARLY
         else:
             call.progress_at = call.progress_at or when
-            if call.state in ("dialing", "ringing"):
-                call.state = "ringing"
-        return [], [Notice("progress", call, {"status": status})]
+            if call.state in (CallState.DIALING, CallState.RINGING):
+                call.state = CallState.RINGING
+        return [], [Notice(NoticeKind.PROGRESS, call, {"status": status})]
 
     def _bridge(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         if call is None or call.transfer is None or call.transfer.method != "bridge":
             return [], []
         if event.name == "CHANNEL_BRIDGE":
-            call.transfer.status = "succeeded"
-            call.state = "bridged"
-            return [], [Notice("transfer", call, {"succeeded": True})]
+            call.transfer.status = TransferStatus.SUCCEEDED
+            call.state = CallState.BRIDGED
+            return [], [Notice(NoticeKind.TRANSFER, call, {"succeeded": True})]
         return [], []
 
     def _dtmf(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
@@ -476,14 +536,14 @@ class CallTracker:
             return [], []
         call.dtmf_in += digit
         duration = event.get("DTMF-Duration")
-        return [], [Notice("dtmf", call, {"digit": digit, "duration": outcome.number(duration) or 0})]
+        return [], [Notice(NoticeKind.DTMF, call, {"digit": digit, "duration": outcome.number(duration) or 0})]
 
     def _hangup(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         if call is None or call.hangup_at is not None:
             return [], []
         call.hangup_at = _ts(event.get("Caller-Channel-Hangup-Time")) or _when(event) or self.clock()
-        return [], [Notice("hangup", call)]
+        return [], [Notice(NoticeKind.HANGUP, call)]
 
     def _hangup_complete(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
@@ -496,8 +556,8 @@ class CallTracker:
         self._call_id(call, event)
         call.hangup = outcome.from_variables(event.variable, call.answered_at is not None)
         call.quality = _quality(event)
-        if call.transfer and call.transfer.status == "pending" and call.hangup.cause == "BLIND_TRANSFER":
-            call.transfer.status = "succeeded"
+        if call.transfer and call.transfer.status == TransferStatus.PENDING and call.hangup.cause == "BLIND_TRANSFER":
+            call.transfer.status = TransferStatus.SUCCEEDED
         return [], self._end(call, call.hangup_by, when=_when(event))
 
     def _refused(self, node: str, event: Event) -> list[Notice]:
@@ -521,12 +581,12 @@ class CallTracker:
         return self._end(call, "freeswitch", when=_when(event))
 
     def _end(self, call: Call, by: str, lost: bool = False, when: float | None = None) -> list[Notice]:
-        call.state = "ended"
+        call.state = CallState.ENDED
         call.hangup_by = call.hangup_by or by
         call.ended_at = when or self.clock()
-        call.fork = "closed" if call.fork != "none" else "none"
+        call.fork = ForkState.CLOSED if call.fork != ForkState.NONE else ForkState.NONE
         self.calls.pop(call.uuid, None)
-        return [Notice("ended", call, {"lost": lost})]
+        return [Notice(NoticeKind.ENDED, call, {"lost": lost})]
 
     # -- CUSTOM events --------------------------------------------------------------------------
     def _custom(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
@@ -537,17 +597,17 @@ class CallTracker:
         sub = event.subclass
         meaning = dialects.event(sub)
         if meaning is ForkEvent.CONNECTED:
-            call.fork = "connected"
-            return [], [Notice("fork_connected", call)]
+            call.fork = ForkState.CONNECTED
+            return [], [Notice(NoticeKind.FORK_CONNECTED, call)]
         if meaning is ForkEvent.CONNECT_FAILED:
-            call.fork = "failed"
-            return [], [Notice("fork_failed", call, {"reason": event.body})]
+            call.fork = ForkState.FAILED
+            return [], [Notice(NoticeKind.FORK_FAILED, call, {"reason": event.body})]
         if meaning is ForkEvent.DISCONNECTED:
-            if call.fork == "connected":
-                call.fork = "closed"
-            return [], [Notice("fork_disconnected", call, {"body": event.body})]
+            if call.fork == ForkState.CONNECTED:
+                call.fork = ForkState.CLOSED
+            return [], [Notice(NoticeKind.FORK_DISCONNECTED, call, {"body": event.body})]
         if meaning is ForkEvent.BUFFER_OVERRUN or meaning is ForkEvent.ERROR:
-            return [], [Notice("fork_" + meaning.value, call, {"body": event.body})]
+            return [], [Notice(_FORK_NOTICES[meaning], call, {"body": event.body})]
         if meaning is ForkEvent.PLAY_FILE:  # file playback: the module wrote it
             return self._play_file(call, event.body), []
         if sub == "sofia::notify_refer":
@@ -559,7 +619,7 @@ class CallTracker:
             path = json.loads(body).get("file", "")
         except (ValueError, AttributeError):
             path = ""
-        if not isinstance(path, str) or not _TMPFILE.fullmatch(path) or call.state == "ended":
+        if not isinstance(path, str) or not _TMPFILE.fullmatch(path) or call.state == CallState.ENDED:
             return []
         return [Api(call.node, commands.uuid_broadcast(call.uuid, path, "aleg"), call.uuid)]
 
@@ -575,14 +635,14 @@ class CallTracker:
         call.transfer.sip_status = status
         call.transfer.detail = m.group(2).strip()
         if status < 300:
-            call.transfer.status = "succeeded"
+            call.transfer.status = TransferStatus.SUCCEEDED
             # the transfer target took the call: our leg is done (FreeSWITCH does not BYE on its own
             # when sip_refer_continue_after_reply is set)
             call.hangup_by = call.hangup_by or "transfer"
             return [Api(call.node, commands.uuid_kill(call.uuid, "BLIND_TRANSFER"), call.uuid)], [
-                Notice("transfer", call, {"succeeded": True, "sip_status": status})
+                Notice(NoticeKind.TRANSFER, call, {"succeeded": True, "sip_status": status})
             ]
-        call.transfer.status = "failed"
+        call.transfer.status = TransferStatus.FAILED
         data = {"succeeded": False, "sip_status": status, "detail": call.transfer.detail, "call_continues": True}
         if event.get("subscription-substate") == "terminated":
             # Measured with FreeSWITCH 1.10.12 / sofia-sip 1.13.17: when the final NOTIFY terminates the
@@ -591,10 +651,29 @@ class CallTracker:
             data["call_continues"] = False
             call.hangup_by = call.hangup_by or "transfer"
             return [Api(call.node, commands.uuid_kill(call.uuid, "NORMAL_CLEARING"), call.uuid)], [
-                Notice("transfer", call, data)
+                Notice(NoticeKind.TRANSFER, call, data)
             ]
-        call.state = "answered"
-        return [], [Notice("transfer", call, data)]
+        call.state = CallState.ANSWERED
+        return [], [Notice(NoticeKind.TRANSFER, call, data)]
+
+
+def _outbound_variables(call: Call, event: Event) -> None:
+    """An outbound call's numbers and what its agent gets: what the API gave, carried on the channel."""
+    call.number = event.variable("origination_caller_id_number")
+    call.remote = event.variable(VAR + "destination")
+    call.variables = {
+        "caller_id": call.number,
+        "called_number": call.remote,
+        "trunk": call.trunk,
+        "call_id": call.uuid,
+    }
+    # the API's variables travel on the channel (sipagent_var_*): a re-attached call keeps them
+    prefix, overrides = "variable_" + VAR + "var_", "variable_" + VAR + "override_"
+    for name, value in event.headers.items():
+        if name.startswith(prefix) and value and name[len(prefix) :] not in call.variables:
+            call.variables[name[len(prefix) :]] = _bounded(value)
+        elif name.startswith(overrides) and value:
+            call.agent_overrides[name[len(overrides) :]] = _bounded(value)
 
 
 def _quality(event: Event) -> dict[str, float]:

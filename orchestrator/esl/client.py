@@ -1,7 +1,9 @@
 """asyncio ESL client for one FreeSWITCH node: connect, authenticate, subscribe, api/bgapi, reconnect.
 
-The protocol work happens in :mod:`orchestrator.esl.protocol`; this module only moves bytes and
-resolves futures. The connection is kept up by a supervisor task with bounded, jittered exponential
+The protocol work -- framing, the greeting → ``auth`` → subscription handshake, replies matched to
+their commands -- happens in the sans-I/O :class:`~orchestrator.esl.session.EslSession`; this module
+only moves bytes, owns the timeouts and reconnects, and resolves futures from what the session hands
+out. The connection is kept up by a supervisor task with bounded, jittered exponential
 backoff; every (re)connection calls ``on_connect`` so the owner can resync its state (FreeSWITCH
 keeps the calls while the link is down).
 
@@ -19,11 +21,13 @@ import logging
 import random
 import socket
 import uuid as uuidlib
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.esl import protocol as p
+from orchestrator.esl import session as s
+from orchestrator.esl.session import EslSession, SessionState
 
 log = logging.getLogger("sipagent.esl")
 
@@ -105,10 +109,16 @@ class Backoff:
 
 
 #: exceptions a broken or refused connection is expected to end with (logged without a traceback)
-_EXPECTED = (OSError, EOFError, EslError, p.ProtocolError)
+_EXPECTED = (OSError, EOFError, EslError, p.RemoteProtocolError)
+#: what the handshake waits for in each state (for HandshakeTimeout)
+_WAITING_FOR = {
+    SessionState.AWAIT_GREETING: "auth/request greeting",
+    SessionState.AUTHENTICATING: "answer to auth",
+    SessionState.SUBSCRIBING: "answer to the event subscription",
+}
 
 
-def _consume(future: asyncio.Future[object]) -> None:
+def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -143,7 +153,7 @@ class EslClient:
         self.backoff = backoff or Backoff()
         self.max_frame = max_frame
         self.stable_after = 30.0  # a connection up this long resets the backoff
-        self._conn: p.Connection | None = None
+        self._session: EslSession | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._link_error: BaseException | None = None  # why the current connection is being torn down
         self._since: float | None = None  # loop time the current connection came up
@@ -179,7 +189,7 @@ class EslClient:
 
         With ``fail_fast``, a failed connection attempt raises what ended it instead of waiting for
         the next one: :class:`AccessDenied`, :class:`AuthenticationFailed`, :class:`ConnectTimeout`,
-        :class:`HandshakeTimeout`, :class:`~orchestrator.esl.protocol.ProtocolError`, or the
+        :class:`HandshakeTimeout`, :class:`~orchestrator.esl.protocol.RemoteProtocolError`, or the
         ``OSError`` of the TCP connect (``ConnectionRefusedError``, ``socket.gaierror`` …).
         """
         if not fail_fast:
@@ -209,18 +219,18 @@ class EslClient:
         self._drop_link(ConnectionLost("client stopped"))
 
     # -- commands -------------------------------------------------------------------------------
-    async def _send(self, line: str, timeout: float | None, headers: dict[str, str] | None = None) -> p.Reply:
-        conn, writer = self._conn, self._writer
-        if conn is None or writer is None or not self.connected:
+    async def _send(self, line: str, timeout: float | None, headers: dict[str, str] | None = None) -> s.Reply:
+        session, writer = self._session, self._writer
+        if session is None or writer is None or not self.connected:
             raise NotConnected(f"{self.endpoint.label} is not connected")
-        future: asyncio.Future[p.Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[s.Reply] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)  # a caller that gave up must not leave an unretrieved error
-        data, entry = conn.send(line, future, headers)
+        data, entry = session.command(line, future, headers)
         writer.write(data)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout or self.command_timeout)
         except TimeoutError:
-            entry.abandoned = True  # its late reply will be matched and dropped: order stays right
+            session.abandon(entry)  # its late reply will be matched and dropped: order stays right
             raise CommandTimeout(f"no reply to '{line.split(' ', 2)[:2]}' from {self.endpoint.label}") from None
 
     async def api(self, cmd: str, *, timeout: float | None = None, check: bool = True) -> str:
@@ -237,11 +247,11 @@ class EslClient:
         reply = await self._send(line, timeout)
         return self._expect_command_reply(reply, line)
 
-    def _expect_command_reply(self, reply: p.Reply, line: str) -> p.CommandReply:
+    def _expect_command_reply(self, reply: s.Reply, line: str) -> p.CommandReply:
         """The reply a non-api command must get; anything else breaks the connection (its replies are out of step)."""
         if isinstance(reply.message, p.CommandReply):
             return reply.message
-        error = p.ProtocolError(f"{type(reply.message).__name__} in answer to '{line.split(' ', 1)[0]}'")
+        error = p.RemoteProtocolError(f"{type(reply.message).__name__} in answer to '{line.split(' ', 1)[0]}'")
         self._abort(error)
         raise ConnectionLost(f"{self.endpoint.label}: {error}; reconnecting") from error
 
@@ -306,7 +316,7 @@ class EslClient:
                 raise
             except AuthenticationFailed as exc:  # and AccessDenied: retried, the operator may fix it meanwhile
                 self._fail(exc, str(exc), logging.ERROR)
-            except p.ProtocolError as exc:
+            except p.RemoteProtocolError as exc:
                 self._fail(exc, f"protocol error: {exc}", logging.ERROR)
             except _EXPECTED as exc:
                 self._fail(exc, f"{type(exc).__name__}: {exc}", logging.WARNING)
@@ -352,65 +362,79 @@ class EslClient:
         except ValueError as exc:  # a NUL in the name, an IDNA label too long or empty ('a..b')
             raise socket.gaierror(socket.EAI_NONAME, f"invalid host name {host!r}: {exc}") from None
 
-    async def _handshake_item(
-        self, reader: asyncio.StreamReader, conn: p.Connection, backlog: deque[object], waiting_for: str
-    ) -> object:
-        try:
-            return await asyncio.wait_for(self._next_item(reader, conn, backlog), self.connect_timeout)
-        except TimeoutError:
-            raise HandshakeTimeout(
-                f"connected to {self.endpoint.host}:{self.endpoint.port}, but no {waiting_for} within "
-                f"{self.connect_timeout:g} s (is it FreeSWITCH's event socket?)"
-            ) from None
-
     async def _run_once(self) -> None:
         reader, writer = await self._open()
         self._writer = writer
-        self._conn = conn = p.Connection(parser=p.Parser(max_body=self.max_frame))
-        backlog: deque[object] = deque()
-        greeting = await self._handshake_item(reader, conn, backlog, "auth/request greeting")
-        if isinstance(greeting, p.RudeRejection):
-            raise AccessDenied(f"refused by the event socket ACL: {greeting.body.strip()[:200]}")
-        if not isinstance(greeting, p.AuthRequest):
-            raise p.ProtocolError(f"expected auth/request, got {type(greeting).__name__}")
-        try:
-            data, _ = conn.send(f"auth {self.endpoint.password}")
-        except ValueError:  # a line break: it would end the command early (never sent, never logged)
-            raise AuthenticationFailed("the event socket password contains a line break; it cannot be sent") from None
-        writer.write(data)
-        reply = await self._handshake_item(reader, conn, backlog, "answer to auth")
-        if isinstance(reply, p.RudeRejection):
-            raise AccessDenied(f"refused by the event socket ACL: {reply.body.strip()[:200]}")
-        if not isinstance(reply, p.Reply) or not isinstance(reply.message, p.CommandReply):
-            raise p.ProtocolError(f"expected a command/reply to auth, got {type(reply).__name__}")
-        if not reply.message.ok:
-            raise AuthenticationFailed(
-                f"authentication failed: {reply.message.text[:200] or 'no reply text'} (wrong event socket password?)"
-            )
-        if self.events or self.custom:  # a command-only client (apply, doctor) subscribes to nothing
-            data, _ = conn.send(p.subscribe(self.events, self.custom, self.event_format).decode().rstrip("\n"))
-            writer.write(data)
-            reply = await self._handshake_item(reader, conn, backlog, "answer to the event subscription")
-            if not isinstance(reply, p.Reply) or not isinstance(reply.message, p.CommandReply) or not reply.message.ok:
-                raise p.ProtocolError("event subscription refused")
+        self._session = session = EslSession(max_frame=self.max_frame)
+        await self._handshake(reader, writer, session)
         self._connected.set()
         self._since = asyncio.get_running_loop().time()
         self.connections += 1
         log.info("esl %s: connected (connection #%d)", self.endpoint.label, self.connections)
         hook = asyncio.create_task(self._after_connect())
         try:
-            while backlog:
-                self._dispatch(backlog.popleft())
-            while True:
+            await self._read_loop(reader, session)
+        finally:
+            hook.cancel()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: EslSession) -> None:
+        """Greeting → ``auth`` → subscription, each answer within the connect timeout; the session decides, this
+        writes what it asks for. Events that arrive meanwhile are dispatched."""
+        loop = asyncio.get_running_loop()
+        step, deadline = session.state, loop.time() + self.connect_timeout
+        while session.state is not SessionState.READY:
+            if session.state is not step:  # each answer gets the whole connect timeout
+                step, deadline = session.state, loop.time() + self.connect_timeout
+            event = await self._handshake_event(reader, session, deadline)
+            if isinstance(event, p.AuthRequest):
+                try:
+                    writer.write(session.auth(self.endpoint.password))
+                except p.LocalProtocolError:  # a line break: it would end the command early (never sent or logged)
+                    raise AuthenticationFailed(
+                        "the event socket password contains a line break; it cannot be sent"
+                    ) from None
+            elif isinstance(event, s.Authenticated):  # a command-only client (apply, doctor) subscribes to nothing
+                writer.write(session.subscribe(self.events, self.custom, self.event_format))
+            elif isinstance(event, s.AuthRejected):
+                raise AuthenticationFailed(
+                    f"authentication failed: {event.text[:200] or 'no reply text'} (wrong event socket password?)"
+                )
+            elif isinstance(event, p.RudeRejection):
+                raise AccessDenied(f"refused by the event socket ACL: {event.body.strip()[:200]}")
+            elif isinstance(event, s.ConnectionClosed):
+                raise ConnectionLost("FreeSWITCH closed the connection during the handshake")
+            elif isinstance(event, p.Event):
+                self._dispatch(event)
+
+    async def _handshake_event(
+        self, reader: asyncio.StreamReader, session: EslSession, deadline: float
+    ) -> s.SessionEvent:
+        """The session's next event, reading as needed, by ``deadline`` (loop time)."""
+        waiting_for = _WAITING_FOR.get(session.state, "answer")
+        try:
+            async with asyncio.timeout_at(deadline):
+                while (event := session.next_event()) is s.NEED_DATA:
+                    session.receive_data(await reader.read(65536))
+                return event
+        except TimeoutError:
+            raise HandshakeTimeout(
+                f"connected to {self.endpoint.host}:{self.endpoint.port}, but no {waiting_for} within "
+                f"{self.connect_timeout:g} s (is it FreeSWITCH's event socket?)"
+            ) from None
+
+    async def _read_loop(self, reader: asyncio.StreamReader, session: EslSession) -> None:
+        """READY: hand every event and reply on until the connection ends (by the peer, or by :meth:`_abort`)."""
+        while True:
+            event = session.next_event()
+            if event is s.NEED_DATA:
                 data = await reader.read(256 * 1024)
                 if self._link_error is not None:
                     raise self._link_error
-                if not data:
-                    raise ConnectionLost("FreeSWITCH closed the connection")
-                for item in conn.receive(data):
-                    self._dispatch(item)
-        finally:
-            hook.cancel()
+                session.receive_data(data)
+            elif isinstance(event, s.ConnectionClosed):
+                raise ConnectionLost("FreeSWITCH closed the connection")
+            else:
+                self._dispatch(event)
 
     async def _after_connect(self) -> None:
         if self.on_connect is None:
@@ -424,22 +448,8 @@ class EslClient:
         except Exception:
             log.exception("esl %s: on_connect hook failed", self.endpoint.label)
 
-    async def _next_item(self, reader: asyncio.StreamReader, conn: p.Connection, backlog: deque[object]) -> object:
-        """During the handshake: the next reply or greeting; events that arrive meanwhile are dispatched."""
-        while True:
-            while backlog:
-                item = backlog.popleft()
-                if isinstance(item, p.Event):
-                    self._dispatch(item)
-                elif not isinstance(item, p.DisconnectNotice):
-                    return item
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionLost("FreeSWITCH closed the connection during the handshake")
-            backlog.extend(conn.receive(data))
-
     def _dispatch(self, item: object) -> None:
-        if isinstance(item, p.Reply):
+        if isinstance(item, s.Reply):
             future = item.pending.token
             if isinstance(future, asyncio.Future) and not future.done():
                 future.set_result(item)
@@ -465,11 +475,12 @@ class EslClient:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if self._conn is not None:
-            for entry in self._conn.pending:
+        if self._session is not None:
+            self._session.close()
+            for entry in self._session.pending:
                 if isinstance(entry.token, asyncio.Future) and not entry.token.done():
                     entry.token.set_exception(reason)
-            self._conn = None
+            self._session = None
         for job in self._jobs.values():
             if not job.done():
                 job.set_exception(reason)

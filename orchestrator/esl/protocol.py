@@ -11,23 +11,23 @@ A plain event body is again a header block (values URL-encoded) optionally follo
 object whose ``_body`` key holds that body.
 
 :class:`Parser` turns received bytes into messages across arbitrary read boundaries, and raises
-:class:`ProtocolError` (with the offending bytes) on garbage or oversized frames, so a caller can
-log it and reconnect instead of buffering without bound. :class:`ProtocolError` is the only
-exception parsing raises, whatever the bytes (non-ASCII digits or 20-digit lengths, invalid UTF-8,
-JSON nested thousands deep or holding huge numbers, lone surrogates …): a parser that raised it is
-spent and its connection must be dropped. :class:`Connection` adds the request/reply bookkeeping:
-FreeSWITCH answers commands strictly in order, so replies are matched to commands first-in
-first-out.
+:class:`RemoteProtocolError` (with the offending bytes) on garbage or oversized frames, so a caller
+can log it and reconnect instead of buffering without bound. :class:`RemoteProtocolError` is the
+only exception parsing raises, whatever the bytes (non-ASCII digits or 20-digit lengths, invalid
+UTF-8, JSON nested thousands deep or holding huge numbers, lone surrogates …): a parser that raised
+it is spent and its connection must be dropped. Encoding a command we must not send (a line break
+in it) raises :class:`LocalProtocolError`; both are :class:`EslProtocolError`.
+
+The connection's state (greeting, ``auth``, subscription, replies matched to their commands) is
+:class:`orchestrator.esl.session.EslSession`, built on this module.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import methodcaller
-from typing import Any
 from urllib.parse import unquote
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -35,12 +35,25 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # `show channels as json` with thousands of c
 _MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 is garbage; int() of 5,000 digits would raise
 
 
-class ProtocolError(Exception):
-    """The peer sent something that is not ESL; ``sample`` holds the first offending bytes."""
+class EslProtocolError(Exception):
+    """Base of the ESL protocol errors: :class:`RemoteProtocolError` (FreeSWITCH's side) and
+    :class:`LocalProtocolError` (ours)."""
+
+
+class RemoteProtocolError(EslProtocolError):
+    """The peer sent something that is not ESL, or is out of bounds; ``sample`` holds the first offending bytes.
+
+    The connection it came on is spent: drop it and reconnect.
+    """
 
     def __init__(self, message: str, sample: bytes = b""):
         super().__init__(f"{message}: {sample[:80]!r}" if sample else message)
         self.sample = sample[:200]
+
+
+class LocalProtocolError(EslProtocolError, ValueError):
+    """We misused the protocol: a command before the session is ready, a line break in a command (also a
+    :class:`ValueError`, which encoding a command always raised for that), ``auth`` twice …. Nothing was sent."""
 
 
 class CommandError(Exception):
@@ -208,7 +221,7 @@ def _headers(block: str, where: str) -> dict[str, str]:
             if line.endswith(":"):  # "Name:" with an empty value
                 out[line[:-1]] = ""
                 continue
-            raise ProtocolError(f"malformed header line in {where}", line.encode())
+            raise RemoteProtocolError(f"malformed header line in {where}", line.encode())
         out[name] = value
     return out
 
@@ -239,7 +252,8 @@ def _event_headers(block: str) -> dict[str, str]:
             name, sep, value = line.partition(": ")
             if not sep:
                 if not line.endswith(":") or not _HEADER_LINE.fullmatch(line):
-                    raise ProtocolError("malformed header line in event", line.encode("utf-8", "replace")) from None
+                    sample = line.encode("utf-8", "replace")
+                    raise RemoteProtocolError("malformed header line in event", sample) from None
                 name, value = line[:-1], ""
             out[name] = value
         return out
@@ -248,7 +262,7 @@ def _event_headers(block: str) -> dict[str, str]:
 def _length(text: str, where: str) -> int:
     """A ``Content-Length`` value: ASCII digits only (``str.isdigit`` also takes '²' and '٣')."""
     if not (text.isascii() and text.isdigit()) or len(text) > _MAX_LENGTH_DIGITS:
-        raise ProtocolError(f"bad Content-Length{where}", text.encode("utf-8", "backslashreplace"))
+        raise RemoteProtocolError(f"bad Content-Length{where}", text.encode("utf-8", "backslashreplace"))
     return int(text)
 
 
@@ -262,7 +276,7 @@ def parse_plain_event(data: str | bytes) -> Event:
     end = raw.find(b"\n\n")
     head = (raw if end < 0 else raw[:end]).decode("utf-8", "replace").rstrip("\n")
     if not _HEADER_LINE.match(head):
-        raise ProtocolError("event does not start with a header line", head[:80].encode("utf-8", "replace"))
+        raise RemoteProtocolError("event does not start with a header line", head[:80].encode("utf-8", "replace"))
     event = Event(text=head)
     if end >= 0 and end + 2 < len(raw):  # nothing after the headers: no body to look for
         length = event.get("Content-Length", "")
@@ -286,14 +300,14 @@ def parse_json_event(data: str | bytes) -> Event:
     try:
         obj = json.loads(text)
         if not isinstance(obj, dict):
-            raise ProtocolError("JSON event is not an object", sample)
+            raise RemoteProtocolError("JSON event is not an object", sample)
         body = obj.pop("_body", "")
         headers = {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}
         body = body if isinstance(body, str) else json.dumps(body)
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"event is not valid JSON ({exc.msg})", sample) from None
+        raise RemoteProtocolError(f"event is not valid JSON ({exc.msg})", sample) from None
     except (ValueError, RecursionError, OverflowError) as exc:  # 5,000-digit integers, nesting 10,000 deep
-        raise ProtocolError(f"unusable JSON event ({type(exc).__name__})", sample) from None
+        raise RemoteProtocolError(f"unusable JSON event ({type(exc).__name__})", sample) from None
     if "\\u" in text:  # only an escape can yield a lone surrogate (the bytes were decoded with "replace")
         headers = {_clean(k): _clean(v) for k, v in headers.items()}
         body = _clean(body)
@@ -308,7 +322,7 @@ class Parser:
         self._max_header = max_header
         self._max_body = max_body
         self._pending: tuple[dict[str, str], int] | None = None  # headers of a frame awaiting its body
-        self._failed: ProtocolError | None = None
+        self._failed: RemoteProtocolError | None = None
 
     @property
     def buffered(self) -> int:
@@ -318,14 +332,14 @@ class Parser:
     def feed(self, data: bytes) -> list[Message]:
         """Add received bytes; return every message now complete (possibly none).
 
-        Raises :class:`ProtocolError` (and nothing else) on bytes that are not ESL; the parser is
+        Raises :class:`RemoteProtocolError` (and nothing else) on bytes that are not ESL; the parser is
         then spent: every later call raises the same error.
         """
         if self._failed is not None:
             raise self._failed
         try:
             return self._feed(data)
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
             self._failed = exc
             raise
 
@@ -342,23 +356,23 @@ class Parser:
                 end = buf.find(b"\n\n", pos)
                 if end < 0:
                     if len(buf) - pos > self._max_header:
-                        raise ProtocolError("header block too long (no blank line)", bytes(buf[pos : pos + 80]))
+                        raise RemoteProtocolError("header block too long (no blank line)", bytes(buf[pos : pos + 80]))
                     first = buf.find(b"\n", pos)
                     if first >= 0:  # fail fast on garbage instead of waiting for a blank line
                         _headers(buf[pos:first].decode("utf-8", "replace"), "frame header")
                     break
                 if end - pos > self._max_header:
-                    raise ProtocolError("header block too long", bytes(buf[pos : pos + 80]))
+                    raise RemoteProtocolError("header block too long", bytes(buf[pos : pos + 80]))
                 try:
                     block = buf[pos:end].decode("utf-8")
                 except UnicodeDecodeError:
-                    raise ProtocolError("header block is not text", bytes(buf[pos : pos + 80])) from None
+                    raise RemoteProtocolError("header block is not text", bytes(buf[pos : pos + 80])) from None
                 headers = _headers(block, "frame header")
                 if "Content-Type" not in headers and "Content-Length" not in headers:
-                    raise ProtocolError("frame without Content-Type", bytes(buf[pos : pos + 80]))
+                    raise RemoteProtocolError("frame without Content-Type", bytes(buf[pos : pos + 80]))
                 length = _length(headers.get("Content-Length", "0"), "")
                 if length > self._max_body:
-                    raise ProtocolError(f"frame body of {length} bytes exceeds the {self._max_body} byte limit")
+                    raise RemoteProtocolError(f"frame body of {length} bytes exceeds the {self._max_body} byte limit")
                 pos = end + 2
                 self._pending = (headers, length)
             headers, length = self._pending
@@ -397,7 +411,7 @@ def _message(headers: dict[str, str], body: bytes) -> Message:
 
 def _line(text: str) -> str:
     if "\n" in text or "\r" in text:
-        raise ValueError("ESL command arguments cannot contain line breaks")
+        raise LocalProtocolError("ESL command arguments cannot contain line breaks")
     return text
 
 
@@ -427,66 +441,8 @@ def bgapi(cmd: str, job_uuid: str | None = None) -> bytes:
 def subscribe(events: list[str], custom: list[str] = (), fmt: str = "plain") -> bytes:  # type: ignore[assignment]
     """``event <fmt> <names…> [CUSTOM <subclasses…>]``."""
     if fmt not in ("plain", "json"):
-        raise ValueError("event format must be plain or json")
+        raise LocalProtocolError("event format must be plain or json")
     names = " ".join(events)
     if custom:
         names += " CUSTOM " + " ".join(custom)
     return command(f"event {fmt} {names}")
-
-
-# -- request/reply bookkeeping -----------------------------------------------------------------------
-
-
-@dataclass
-class Pending:
-    """A command waiting for its reply; ``abandoned`` ones (timed out) swallow their late reply."""
-
-    line: str
-    kind: str  # "api" → api/response, otherwise command/reply
-    token: Any = None
-    abandoned: bool = False
-
-
-@dataclass
-class Reply:
-    """A reply matched to the command it answers."""
-
-    pending: Pending
-    message: CommandReply | ApiResponse
-
-
-@dataclass
-class Connection:
-    """ESL state for one connection: parse bytes, match replies to commands in order.
-
-    ``receive(data)`` returns a list of :class:`Reply`, :class:`Event`, :class:`AuthRequest`,
-    :class:`DisconnectNotice`, :class:`RudeRejection` and :class:`UnknownFrame` items.
-    """
-
-    parser: Parser = field(default_factory=Parser)
-    pending: deque[Pending] = field(default_factory=deque)
-
-    def send(self, line: str, token: Any = None, headers: dict[str, str] | None = None) -> tuple[bytes, Pending]:
-        """Encode a command and remember that a reply is owed."""
-        data = command(line, headers)
-        entry = Pending(line, "api" if line.startswith("api ") else "command", token)
-        self.pending.append(entry)
-        return data, entry
-
-    def receive(self, data: bytes) -> list[Any]:
-        """Feed received bytes; replies come back paired with their command."""
-        out: list[Any] = []
-        for msg in self.parser.feed(data):
-            if isinstance(msg, (CommandReply, ApiResponse)):
-                if not self.pending:
-                    raise ProtocolError("reply without a command", repr(msg)[:80].encode("utf-8", "replace"))
-                # an api command refused by the socket itself (e.g. before auth) gets a command/reply
-                if isinstance(msg, ApiResponse) and self.pending[0].kind != "api":
-                    # the entry stays pending, so whoever waits for it learns the connection is gone
-                    raise ProtocolError(f"api/response for '{self.pending[0].line.split(' ', 1)[0]}'", b"")
-                entry = self.pending.popleft()
-                if not entry.abandoned:
-                    out.append(Reply(entry, msg))
-            else:
-                out.append(msg)
-        return out

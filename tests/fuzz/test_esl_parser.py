@@ -1,4 +1,4 @@
-"""The ESL parser against arbitrary and mutated input: it returns messages or raises ProtocolError, nothing
+"""The ESL parser (and session) against arbitrary and mutated input: messages or RemoteProtocolError, nothing
 else, whatever the bytes and wherever the reads split them; a valid stream parses the same in any chunking."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ LENGTHS = ["²".encode(), "٣".encode(), "５".encode(), "𝟗".encode(), b"-1",
 OPS = ["length", "length", "value", "value", "flip", "insert", "delete", "replace", "truncate"]
 
 
-def feed_all(data: bytes, cuts: list[int]) -> tuple[list[p.Message], p.ProtocolError | None]:
+def feed_all(data: bytes, cuts: list[int]) -> tuple[list[p.Message], p.RemoteProtocolError | None]:
     """Feed ``data`` split at ``cuts``; the messages and the error that ended it, if any."""
     parser = p.Parser(max_body=1 << 20)
     out: list[p.Message] = []
@@ -67,10 +67,10 @@ def feed_all(data: bytes, cuts: list[int]) -> tuple[list[p.Message], p.ProtocolE
     for a, b in itertools.pairwise(bounds):
         try:
             out += parser.feed(data[a:b])
-        except p.ProtocolError as exc:
+        except p.RemoteProtocolError as exc:
             try:  # a spent parser keeps refusing
                 parser.feed(b"Content-Type: auth/request\n\n")
-            except p.ProtocolError:
+            except p.RemoteProtocolError:
                 pass
             else:
                 raise AssertionError("parser accepted input after a protocol error") from None
@@ -79,14 +79,14 @@ def feed_all(data: bytes, cuts: list[int]) -> tuple[list[p.Message], p.ProtocolE
 
 
 def touch(msg: p.Message) -> None:
-    """Use a message the way the client and the controller do; only ProtocolError may come out."""
+    """Use a message the way the client and the controller do; only RemoteProtocolError may come out."""
     if isinstance(msg, p.Event):
         for name in ("Event-Name", "Unique-ID", "Job-UUID", "Content-Length", "variable_sipagent_agent"):
             msg.get(name)
         _ = (msg.name, msg.uuid, msg.subclass, msg.body, repr(msg), "Unique-ID" in msg)
         try:
             headers = msg.headers
-        except p.ProtocolError:
+        except p.RemoteProtocolError:
             return
         for k, v in headers.items():
             assert isinstance(k, str) and isinstance(v, str)
@@ -193,3 +193,38 @@ def test_replies_round_trip(body: bytes, text: str) -> None:
     data += b"Content-Type: command/reply\nReply-Text: %s\n\n" % text.encode()
     reply = p.CommandReply(text, {"Content-Type": "command/reply", "Reply-Text": text})
     assert p.Parser().feed(data) == [p.ApiResponse(body.decode("utf-8", "replace")), reply]
+
+
+@given(st.lists(st.sampled_from(FRAMES) | st.binary(max_size=80), max_size=8), st.integers(0, 3))
+def test_session_in_any_handshake_step_raises_only_remote_protocol_errors(chunks: list[bytes], step: int) -> None:
+    """Recorded frames and garbage, in any order, at any step of the handshake: the session hands out events or
+    raises RemoteProtocolError (and then stays spent), never anything else."""
+    from orchestrator.esl import session as s
+
+    session = s.EslSession(max_frame=1 << 20)
+    session.receive_data(b"Content-Type: auth/request\n\n")
+    if step >= 1:
+        session.next_event()
+        session.auth("ClueCon")
+    if step >= 2:
+        session.receive_data(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n")
+        session.next_event()
+        session.subscribe(["ALL"])
+    if step >= 3:
+        session.receive_data(b"Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n")
+        session.next_event()
+    try:
+        for chunk in [*chunks, b""]:
+            session.receive_data(chunk)
+            while session.state not in s.OUR_TURN and (event := session.next_event()) is not s.NEED_DATA:
+                if isinstance(event, s.ConnectionClosed):
+                    break
+                if isinstance(event, p.Message):
+                    touch(event)
+    except p.RemoteProtocolError:
+        assert session.state is s.SessionState.CLOSED
+        try:
+            session.next_event()
+        except p.RemoteProtocolError:
+            return
+        raise AssertionError("session handed out events after a protocol error") from None
