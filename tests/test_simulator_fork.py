@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 from simulator import SimulatedFreeSwitch
-from simulator.audiofork import StreamPlayout, cjson_parse, cjson_print, fs_separate
+from simulator.cjson import cjson_parse, cjson_print
+from simulator.forkargs import fs_separate
 from simulator.media import Resampler
+from simulator.playout import StreamPlayout
 from test_simulator import (
     SHARED,
     Client,

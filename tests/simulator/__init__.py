@@ -33,11 +33,13 @@ Timing knobs are class attributes of SimulatedFreeSwitch: ``frame_interval`` (20
 """
 
 from .api import split_args
-from .audiofork import ForkClient, ForkSpec, StreamPlayout
 from .calls import DialError, Outcome, parse_dial_string
 from .causes import CAUSES, SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel
+from .forkargs import ForkSpec
+from .forkclient import ForkClient
 from .media import ChannelAudio, Resampler
+from .playout import StreamPlayout
 from .server import Connection, SimulatedFreeSwitch
 from .wire import Event, api_response, command_reply, url_encode
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from . import audiofork, fsstrings, texts
+from . import audiofork, forkargs, fsstrings, texts
 from .causes import normalize_cause
 from .channel import SHOW_CHANNEL_FIELDS, SimChannel
 from .texts import NO_SUCH_CHANNEL, USAGE
@@ -407,7 +407,7 @@ class ApiCommands:
     async def api_uuid_broadcast(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
         """``uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]`` -- ``+OK Message sent`` (recorded in fixture 10);
         the playback starts after 5 lead frames (:mod:`simulator.media`)."""
-        argv = audiofork.fs_separate(arg, 4)
+        argv = forkargs.fs_separate(arg, 4)
         if len(argv) < 2:
             return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
         ch = self._chan(argv[0])

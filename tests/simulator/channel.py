@@ -308,7 +308,6 @@ class SimChannel:
     other: SimChannel | None = field(default=None, repr=False)
     other_type: str | None = None
     other_snapshot: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    park_app: bool = False  # parked by the dialplan's `park` application (CHANNEL_EXECUTE_COMPLETE on exit)
     app_uuid: str | None = None
     application: str = ""
     application_data: str = ""
@@ -550,6 +549,24 @@ class SimChannel:
         self.fire("CHANNEL_EXECUTE_COMPLETE", post=post)
         self.last_app = app
         self.last_arg = data
+
+    def finish_app(self) -> None:
+        """The running application returns (``switch_core_session_exec``): its CHANNEL_EXECUTE_COMPLETE."""
+        if self.running_app:
+            app, data, app_uuid = self.running_app
+            self.running_app = None
+            self.execute_complete(app, data, app_uuid=app_uuid)
+
+    def unpark(self) -> None:
+        """``switch_ivr_park``'s loop ends (a parked channel is taken elsewhere): CHANNEL_UNPARK."""
+        if self.parked:
+            self.fire("CHANNEL_UNPARK")
+            self.parked = False
+
+    def enter_park(self) -> None:
+        """``switch_ivr_park`` starts: CHANNEL_PARK."""
+        self.fire("CHANNEL_PARK")
+        self.parked = True
 
     # -- variable sets by call stage (order as recorded) -------------------------------------------
     def sdp(self, ip: str, port: int, origin: str = "FreeSWITCH") -> str:
