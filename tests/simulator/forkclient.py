@@ -207,25 +207,8 @@ class ForkClient:
             self.state = "closed"
             self.closed.set()
             return
-        try:
-            ws = await connect(
-                self.spec.url,
-                create_connection=_LwsConnection,
-                additional_headers=self._auth_headers(),
-                subprotocols=[SUBPROTOCOL] if self.spec.module == "mod_audio_fork" else None,  # type: ignore[list-item]
-                compression=None,
-                open_timeout=self.sim.fork_open_timeout,
-                ping_interval=None,
-                max_size=None,
-                ssl=self._ssl(),
-            )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ValueError):
-            self.state = "failed"
-            if self.attached and self.spec.module == "mod_audio_stream":  # CONNECT_ERROR, then the bug closes
-                self._fire("mod_audio_stream::error", STREAM_ERROR)
-            elif self.attached:
-                self._fire("mod_audio_fork::connect_failed", '{"reason":"Unable to connect"}')
-            self.closed.set()
+        ws = await self._connect()
+        if ws is None:
             return
         self.ws = ws
         request = ws.request
@@ -261,6 +244,30 @@ class ForkClient:
             ws.transport.abort()
             raise
         self._closed(ws)
+
+    async def _connect(self) -> ClientConnection | None:
+        """The upgrade (libwebsockets' client); None after a failure, which fires ``::connect_failed`` (or
+        mod_audio_stream's ``::error``)."""
+        try:
+            return await connect(
+                self.spec.url,
+                create_connection=_LwsConnection,
+                additional_headers=self._auth_headers(),
+                subprotocols=[SUBPROTOCOL] if self.spec.module == "mod_audio_fork" else None,  # type: ignore[list-item]
+                compression=None,
+                open_timeout=self.sim.fork_open_timeout,
+                ping_interval=None,
+                max_size=None,
+                ssl=self._ssl(),
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ValueError):
+            self.state = "failed"
+            if self.attached and self.spec.module == "mod_audio_stream":  # CONNECT_ERROR, then the bug closes
+                self._fire("mod_audio_stream::error", STREAM_ERROR)
+            elif self.attached:
+                self._fire("mod_audio_fork::connect_failed", '{"reason":"Unable to connect"}')
+            self.closed.set()
+            return None
 
     def _closed(self, ws: ClientConnection) -> None:
         sent = ws.protocol.close_sent

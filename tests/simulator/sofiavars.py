@@ -143,15 +143,22 @@ def _inbound_to_vars(ch: SimChannel, d: InboundDialog, local: str, prof_url: str
     return v
 
 
-def _inbound_sdp_vars(ch: SimChannel, peer: str) -> Vars:
-    codec, rate = ch.codec, ch.rate
+def _remote_sdp_vars(ch: SimChannel, ip: str, origin: str, offered: Vars | None = None) -> Vars:
+    """The far end's SDP from ``ip`` as sofia stores it; ``offered``: an inbound offer's codec string."""
     return [
-        ("switch_r_sdp", ch.sdp(peer, ch.remote_media_port, origin="carrier")),
-        ("ep_codec_string", f"CORE_PCM_MODULE.{codec}@{rate}h@20i@64000b"),
-        ("rtp_use_codec_string", "PCMA,PCMU"),
+        ("switch_r_sdp", ch.sdp(ip, ch.remote_media_port, origin=origin)),
+        ("ep_codec_string", f"CORE_PCM_MODULE.{ch.codec}@{ch.rate}h@20i@64000b"),
+        *(offered or []),
         ("remote_video_media_flow", "inactive"),
         ("remote_text_media_flow", "inactive"),
         ("remote_audio_media_flow", "sendrecv"),
+    ]
+
+
+def _inbound_sdp_vars(ch: SimChannel, peer: str) -> Vars:
+    codec, rate = ch.codec, ch.rate
+    return [
+        *_remote_sdp_vars(ch, peer, "carrier", [("rtp_use_codec_string", "PCMA,PCMU")]),
         ("audio_media_flow", "sendrecv"),
         ("remote_media_ip", peer),
         ("remote_media_port", str(ch.remote_media_port)),
@@ -222,12 +229,4 @@ def reply_vars(leg: SimChannel, host: str) -> Vars:
 
 def outbound_answer_vars(leg: SimChannel, ip: str) -> Vars:
     """The far end's 200 OK with SDP from ``ip``: its SDP and the negotiated codec."""
-    codec, rate = leg.codec, leg.rate
-    return [
-        ("switch_r_sdp", leg.sdp(ip, leg.remote_media_port, origin="far-end")),
-        ("ep_codec_string", f"CORE_PCM_MODULE.{codec}@{rate}h@20i@64000b"),
-        ("remote_video_media_flow", "inactive"),
-        ("remote_text_media_flow", "inactive"),
-        ("remote_audio_media_flow", "sendrecv"),
-        *codec_vars(codec, rate),
-    ]
+    return [*_remote_sdp_vars(leg, ip, "far-end"), *codec_vars(leg.codec, leg.rate)]
