@@ -268,7 +268,7 @@ class SimChannel:
     ``dialog_ended`` (True while ``alive`` = an orphaned channel, e.g. after a continue-after-reply REFER),
     ``caller_id``, ``events`` (every event fired for this channel), ``dtmf_sent`` (digit strings given to
     ``uuid_send_dtmf``), ``dtmf_received`` (digits the far end sent), ``fork`` (args of the running
-    ``uuid_audio_fork``; ``fork["client"]`` is its :class:`~simulator.audiofork.ForkClient` when
+    ``uuid_audio_fork``; ``fork["client"]`` is its :class:`~simulator.forkclient.ForkClient` when
     ``sim.fork_websocket`` is on), ``forks`` (every start), ``bugs`` (attached fork media bugs by bug name),
     ``fork_client``, ``audio`` (:class:`~simulator.media.ChannelAudio`: ``heard_frames``, ``heard_pcm()``; None until
     audio is used), ``hangup_cause``, ``bridged_to`` and ``alive``.
@@ -486,7 +486,7 @@ class SimChannel:
 
     @property
     def fork_client(self) -> Any:
-        """The :class:`~simulator.audiofork.ForkClient` of the latest attached fork (None without a socket)."""
+        """The :class:`~simulator.forkclient.ForkClient` of the latest attached fork (None without a socket)."""
         return self.fork.get("client") if self.fork is not None else None
 
     # -- common event helpers -----------------------------------------------------------------------

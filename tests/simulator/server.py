@@ -284,7 +284,7 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
     mod_audio_fork (:mod:`simulator.audiofork`): with ``fork_websocket = True`` ``uuid_audio_fork ... start`` opens a
     real WebSocket like the module's libwebsockets client; off (the default), forks only fire the scripted
     ``::connect`` / ``::connect_failed`` (``set_fork_outcome``) and open no socket. Test API: ``set_caller_audio(uuid,
-    pcm, loop=False)``, ``fork_client(uuid)`` / ``ch.fork_client`` (a :class:`~simulator.audiofork.ForkClient`),
+    pcm, loop=False)``, ``fork_client(uuid)`` / ``ch.fork_client`` (a :class:`~simulator.forkclient.ForkClient`),
     ``fork_overrun(uuid)``, ``channel_audio(ch)`` / ``ch.audio`` (what the caller heard), ``files`` (playAudio temp
     files), ``uuid_broadcast`` / ``uuid_break`` playback (:mod:`simulator.media`).
     """
