@@ -902,6 +902,19 @@ async def test_originate_no_answer_default_and_kill_while_ringing():
         assert hc["sip_hangup_disposition"] == "send_cancel"
 
 
+@run
+async def test_originate_timeout_in_scaled_real_time():
+    async with running() as sim:
+        sim.set_originate_outcome("+1999*", "no-answer", ring_ms=5)
+        sim.ring_time_scale = 0.01
+        c = await Client.open(sim, events="plain CHANNEL_HANGUP_COMPLETE")
+        t0 = time.monotonic()
+        reply = await c.api("originate {originate_timeout=20}sofia/gateway/carrier/+19995550000 &park()", timeout=3)
+        assert reply == "-ERR NO_ANSWER\n" and time.monotonic() - t0 < 1.5, "20 s of ringing in 0.2 s"
+        hc = (await c.wait_event("CHANNEL_HANGUP_COMPLETE")).vars()
+        assert (hc["hangup_cause"], hc["sip_invite_failure_status"]) == ("NO_ANSWER", "487")
+
+
 # =====================================================================================================
 # REFER (uuid_deflect)
 # =====================================================================================================

@@ -285,14 +285,15 @@ class Dialing:
         return True
 
     def _ring_limit(self: SimulatedFreeSwitch, leg: SimChannel, timeout: float | None) -> float:
-        """How long an unanswered leg rings: its ``originate_timeout``, else the API's, else the default (60 s)."""
+        """How long an unanswered leg rings: its ``originate_timeout``, else the API's, else the default (60 s);
+        in real seconds times ``ring_time_scale``."""
         limit = timeout
         if leg.originate_timeout:
             try:
                 limit = float(leg.originate_timeout)
             except ValueError:
                 limit = None
-        return self.default_originate_timeout if limit is None else limit
+        return (self.default_originate_timeout if limit is None else limit) * self.ring_time_scale
 
     def _abandon(self: SimulatedFreeSwitch, leg: SimChannel, hook: Any, originator: SimChannel | None) -> bool:
         if leg.alive:  # the caller went away while the leg was ringing

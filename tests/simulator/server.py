@@ -279,7 +279,9 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
     connection. Behaviour that the recordings show as racy is configurable: ``bgjob_before_hangup_complete``
     (BACKGROUND_JOB of a failed originate before or after CHANNEL_HANGUP_COMPLETE; recorded mostly after).
     Timing knobs (seconds): ``fork_connect_delay`` (20 ms recorded), ``refer_notify_delay`` (202 -> NOTIFY),
-    ``refer_no_notify_timeout`` (10 s recorded for a REFER whose NOTIFY never comes).
+    ``refer_no_notify_timeout`` (10 s recorded for a REFER whose NOTIFY never comes), ``ring_time_scale`` (real
+    seconds an unanswered leg rings per second of its ``originate_timeout``: below 1 a test need not wait out the
+    orchestrator's minimum timeout; the reported causes and variables stay the same).
 
     mod_audio_fork (:mod:`simulator.audiofork`): with ``fork_websocket = True`` ``uuid_audio_fork ... start`` opens a
     real WebSocket like the module's libwebsockets client; off (the default), forks only fire the scripted
@@ -328,6 +330,7 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
         self.refer_notify_delay = 0.3
         self.refer_no_notify_timeout = 10.0
         self.default_originate_timeout = 60.0
+        self.ring_time_scale = 1.0
         self.profiles: dict[str, str] = {
             "tcp": "sip:mod_sofia@127.0.0.1:5060",
             "tls": "sip:mod_sofia@127.0.0.1:5061",
