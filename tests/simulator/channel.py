@@ -328,6 +328,16 @@ class SimChannel:
     bridge_kind: str | None = field(default=None, repr=False)
     bridge_done: Any = field(default=None, repr=False)
     gone: Any = field(default=None, repr=False)
+    # the dialog as sofia keeps it (inbound: set from the INVITE; to_tag once answered)
+    sip_call_id: str = field(default="", repr=False)
+    sip_via: str = field(default="", repr=False)
+    sip_full_from: str = field(default="", repr=False)
+    sip_display: str | None = field(default=None, repr=False)
+    sip_port: int = field(default=0, repr=False)
+    to_tag: str = field(default="", repr=False)
+    # an outbound leg: how the far end answers (simulator.dialing.Outcome) and its originate_timeout variable
+    outcome: Any = field(default=None, repr=False)
+    originate_timeout: str | None = field(default=None, repr=False)
     park_gen: int = 0  # switch_ivr_park invocations (one per CHANNEL_PARK)
     park_seen: int = -1  # the park invocation that has seen media (and read send_silence_when_idle)
     park_sval: int = 0  # atoi(send_silence_when_idle) as that park loop read it
@@ -341,7 +351,7 @@ class SimChannel:
         self.ssrc = str(random.randint(10**8, 4 * 10**9))
         self.local_media_port = random.randint(16384, 32767)
         self.remote_media_port = random.randint(6000, 6999)
-        self.initial = {}
+        self.initial: dict[str, Any] = {}
 
     # -- variables -------------------------------------------------------------------------------
     def setvar(self, name: str, value: str | None) -> None:

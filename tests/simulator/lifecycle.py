@@ -118,7 +118,7 @@ class ChannelLifecycle:
         self._fire_answer(ch)
         if ch.direction == "inbound":
             prof_port = self.profiles[ch.sofia_profile].rsplit(":", 1)[-1]
-            to_tag = getattr(ch, "to_tag", None) or new_uuid()[:13].replace("-", "")
+            to_tag = ch.to_tag or new_uuid()[:13].replace("-", "")
             ch.to_tag = to_tag
             post: list[tuple[str, str]] = [
                 ("endpoint_disposition", "ANSWER"),
