@@ -3,8 +3,9 @@ real (WebSocket) connect, ``stop``, and the channel audio the forks read and wri
 
 Models the bug lifecycle of drachtio's / jambonz's ``mod_audio_fork.c`` (``start_capture``: MEDIA_BUG_START,
 ``do_stop``: MEDIA_BUG_STOP, no ``::disconnect``; a bug stays attached after ``connect_failed``) and
-``lws_glue.cpp`` (``::connect`` / ``::connect_failed`` / ``::buffer_overrun``); the command arguments are
-:mod:`.audiofork`, the WebSocket client :mod:`.forkclient`, the audio clock :mod:`.media`.
+``lws_glue.cpp`` (``::connect`` / ``::connect_failed`` / ``::buffer_overrun``). The commands are in
+:mod:`.audiofork` (arguments: :mod:`.forkargs`), the WebSocket client in :mod:`.forkclient`, the audio clock in
+:mod:`.media`.
 Recorded in fixtures 05 and 10 and tests/fixtures_esl/15-misc.
 """
 
@@ -22,7 +23,7 @@ from .media import ChannelAudio
 if TYPE_CHECKING:  # pragma: no cover
     from .server import SimulatedFreeSwitch
 
-#: the headers of the fork's MEDIA_BUG_START / MEDIA_BUG_STOP (recorded: the function is audio_fork for both modules)
+#: the headers of a fork's MEDIA_BUG_START / MEDIA_BUG_STOP (fixture 05)
 BUG_HEADERS = [("Media-Bug-Function", "audio_fork"), ("Media-Bug-Target", "N/A")]
 
 
