@@ -265,6 +265,7 @@ async def test_outbound_failures(h: Harness, outcome: str, status: int, result: 
 
 async def test_outbound_no_answer(h: Harness) -> None:
     h.sim.set_originate_outcome("+15557654321", "no-answer")
+    h.sim.ring_time_scale = 0.1  # the 5 s minimum rings for 0.5 s
     call = await h.controller.originate(trunk="carrier", to="+15557654321", agent="sales", timeout=5)
     ended = await h.wait("ended", call.uuid, timeout=10)
     assert ended.call.hangup is not None and ended.call.hangup.result == "no_answer"

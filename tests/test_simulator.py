@@ -15,6 +15,7 @@ import json
 import re
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -300,11 +301,22 @@ class Client:
 
 
 async def started(**kw) -> SimulatedFreeSwitch:
+    """A listening simulator with the fixtures' sofia profile and a short REFER NOTIFY delay."""
     sim = SimulatedFreeSwitch(**kw)
     await sim.start()
     sim.refer_notify_delay = 0.02
     sim.profiles["fixtures"] = "sip:mod_sofia@127.0.0.1:5090"
     return sim
+
+
+@contextlib.asynccontextmanager
+async def running(**kw) -> AsyncIterator[SimulatedFreeSwitch]:
+    """:func:`started`, and stopped on the way out."""
+    sim = await started(**kw)
+    try:
+        yield sim
+    finally:
+        await sim.stop()
 
 
 async def fixture_call(sim: SimulatedFreeSwitch, **kw):
@@ -451,15 +463,12 @@ async def _replay(sim: SimulatedFreeSwitch, path: Path, *, stop_at: bytes | None
 @needs_shared
 @run
 async def test_wrong_password_gets_the_recorded_bytes_then_eof():
-    sim = await started()
-    try:
+    async with running() as sim:
         r, w = await asyncio.open_connection("127.0.0.1", sim.port)
         w.write(b"auth wrongpass\n\n")
         data = await asyncio.wait_for(r.read(), 2)  # until EOF: the server closes the connection
         assert data == (SHARED / "01-esl-basics" / "esl-wrongpass.bin").read_bytes()
         w.close()
-    finally:
-        await sim.stop()
 
 
 @needs_shared
@@ -467,8 +476,7 @@ async def test_wrong_password_gets_the_recorded_bytes_then_eof():
 async def test_replay_fixture_01_session_every_reply_matches():
     """Pre-auth command, auth, api status/version/unknown/bogus uuid, unknown verb, bgapi (+ client Job-UUID),
     event plain/json/xml, filter, myevents, linger, nixevent, noevents, exit -- each reply as recorded."""
-    sim = await started()
-    try:
+    async with running() as sim:
         c, pairs = await _replay(sim, SHARED / "01-esl-basics" / "esl.txt")
         assert len(pairs) == 30
         for cmd, rec, got in pairs:
@@ -486,16 +494,13 @@ async def test_replay_fixture_01_session_every_reply_matches():
             b"Content-Type: command/reply\nReply-Text: +OK Job-UUID: 11111111-2222-3333-4444-555555555555\n"
             b"Job-UUID: 11111111-2222-3333-4444-555555555555\n\n"
         )
-    finally:
-        await sim.stop()
 
 
 @needs_shared
 @run
 async def test_bgapi_background_job_only_when_subscribed_and_shaped_like_fixture_01():
     rec = [e for e in recorded_events(SHARED / "01-esl-basics" / "esl.bin") if e.name == "BACKGROUND_JOB"]
-    sim = await started()
-    try:
+    async with running() as sim:
         c = await Client.open(sim)
         reply = await c.command("bgapi status")
         job = reply.get("Job-UUID")
@@ -518,15 +523,12 @@ async def test_bgapi_background_job_only_when_subscribed_and_shaped_like_fixture
         seqs = [int(f.event().get("Event-Sequence")) for f in c.events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert ev.shape()[:13] == rec[0].shape()[:13]
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_replay_recorded_edge_cases_16():
     """event/nixevent/noevents/filter edge cases, api without command, blank and garbage lines, verb case."""
-    sim = await started()
-    try:
+    async with running() as sim:
         c, pairs = await _replay(
             sim, LOCAL / "16-esl-edge" / "esl.txt", stop_at=b"event plain CHANNEL_CREATE CHANNEL_PARK"
         )
@@ -538,14 +540,11 @@ async def test_replay_recorded_edge_cases_16():
             assert _normalise(got) == _normalise(rec), cmd
         xml = [f for f in c.events if f.ctype == "text/event-xml"]
         assert len(xml) == 1 and xml[0].body.startswith(b"<event>\n  <headers>\n    <Event-Name>API</Event-Name>\n")
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_auth_and_exit_edge_cases():
-    sim = await started()
-    try:
+    async with running() as sim:
         c = Client(*(await asyncio.open_connection("127.0.0.1", sim.port)))
         await c.next_frame()
         assert (await c.command("exit")).get("Reply-Text") == "+OK bye"  # works before auth (recorded)
@@ -565,8 +564,6 @@ async def test_auth_and_exit_edge_cases():
             await c._read(1.0)
             assert c.eof
         assert "auth ClueCon extra" in sim.received_commands
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -608,8 +605,7 @@ async def test_inbound_answered_call_matches_fixture_02_plain_and_json():
     rec = recorded_events(SHARED / "02-inbound-call" / "esl.bin")
     park = next(i for i, e in enumerate(rec) if e.name == "CHANNEL_PARK")
     rec = rec[: park + 1] + [e for e in rec[park + 1 :] if e.name != "CODEC"]  # a pcap ptime change, not a rule
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         plain = await Client.open(sim, events="plain ALL")
         js = await Client.open(sim, events="json ALL")
         ch = await fixture_call(sim, codec="PCMA", answered=True)
@@ -638,16 +634,13 @@ async def test_inbound_answered_call_matches_fixture_02_plain_and_json():
         assert list(hc)[list(hc).index("hangup_cause_q850") + 1 : list(hc).index("rtp_audio_in_raw_bytes")] == cdr
         assert int(hc["billsec"]) >= 0 and hc["answer_epoch"] != "0"
         assert ch.alive is False and ch.uuid not in sim.channels and ch.dtmf_received == ["1", "#"]
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_inbound_unanswered_park_then_claim_matches_11():
     path = LOCAL / "11-park-claim" / "esl.bin"
     rec = recorded_events(path)
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         c = await Client.open(sim, events="plain ALL")
         ch = await fixture_call(
             sim, destination="+15557650001", variables=claim_vars(), park_timeout="0.1:NORMAL_TEMPORARY_FAILURE"
@@ -707,8 +700,6 @@ async def test_inbound_unanswered_park_then_claim_matches_11():
         rhc = tail[-3].vars()
         start = list(rhc).index("hangup_cause")
         assert [k for k in hc if k in rhc][-len(list(rhc)[start:]) :] == list(rhc)[start:]
-    finally:
-        await sim.stop()
 
 
 @run
@@ -720,8 +711,7 @@ async def test_api_replies_for_bogus_uuids_and_missing_arguments_match_11():
     first = next(i for i, (cmd, _) in enumerate(pairs) if cmd == b"api global_getvar no_such_global\n\n") + 1
     section = pairs[first:-2]  # up to the final uuid_kill and exit
     assert len(section) == 24 and b"USER_BUSY" not in section[-1][0]
-    sim = await started()
-    try:
+    async with running() as sim:
         ch = await fixture_call(sim)
         c = await Client.open(sim)
         for cmd, rec in section:
@@ -730,16 +720,13 @@ async def test_api_replies_for_bogus_uuids_and_missing_arguments_match_11():
             assert got.raw == rec.raw.replace(recorded_uuid.encode(), ch.uuid.encode()), line
         assert await c.api("global_getvar no_such_global") == "-ERR no reply\n"
         assert await c.api("global_getvar hostname") == "sim"
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_unclaimed_call_park_timeout_and_reject_match_12():
     rec = recorded_events(LOCAL / "12-park-timeout" / "esl.bin")
     uuids = list(dict.fromkeys(e.get("Unique-ID") for e in rec))
-    sim = await started()
-    try:
+    async with running() as sim:
         c = await Client.open(sim, events="plain ALL")
         t0 = time.monotonic()
         ch = await fixture_call(sim, destination="+15557650002", variables=claim_vars(),
@@ -760,8 +747,6 @@ async def test_unclaimed_call_park_timeout_and_reject_match_12():
         await c.settle()
         assert_same_events(c.evs(m), [e for e in rec if e.get("Unique-ID") == uuids[1]])
         assert not sim.channels
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -775,8 +760,7 @@ ORIGINATE = f"originate {{{ORIGINATE_VARS}}}sofia/fixtures/+15557654321@127.0.0.
 @run
 async def test_originate_answered_matches_fixture_03():
     rec = recorded_events(SHARED / "03-originate-answered" / "esl.bin")
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         c = await Client.open(sim, events="plain ALL")
         reply = await c.command(f"bgapi {ORIGINATE}")
         job = await c.wait_event("BACKGROUND_JOB", timeout=2)
@@ -806,8 +790,6 @@ async def test_originate_answered_matches_fixture_03():
         hc = next(e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE").vars()
         assert (hc["hangup_cause"], hc["sip_hangup_disposition"]) == ("NORMAL_CLEARING", "send_bye")
         assert "sip_term_status" not in hc
-    finally:
-        await sim.stop()
 
 
 FAILURES = ["486", "404", "480", "403", "488", "503", "603", "ring-timeout"]
@@ -828,8 +810,7 @@ def _summary() -> dict[str, tuple[str, dict[str, str]]]:
 async def test_originate_failures_match_fixture_04(case):
     rec = recorded_events(SHARED / "04-originate-failures" / case / "esl.bin")
     body, expected_vars = _summary()[case]
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         if case == "ring-timeout":
             sim.set_originate_outcome("+15557654321", "no-answer", ring_ms=10)
             sim.bgjob_before_hangup_complete = True  # how it happened in this recording
@@ -848,15 +829,12 @@ async def test_originate_failures_match_fixture_04(case):
         hc = next(e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE").vars()
         assert {k: hc.get(k.removeprefix("variable_")) for k in expected_vars} == expected_vars
         assert "sip_term_phrase" not in hc
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_background_job_order_around_hangup_complete_is_configurable():
     for before in (False, True):
-        sim = await started()
-        try:
+        async with running() as sim:
             sim.bgjob_before_hangup_complete = before
             sim.set_originate_outcome("*", "486", ring_ms=0, answer_ms=0)
             c = await Client.open(sim, events="plain BACKGROUND_JOB CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE")
@@ -868,15 +846,12 @@ async def test_background_job_order_around_hangup_complete_is_configurable():
             if before:
                 expected = ["CHANNEL_HANGUP", "BACKGROUND_JOB", "CHANNEL_HANGUP_COMPLETE"]
             assert names == expected
-        finally:
-            await sim.stop()
 
 
 @run
 async def test_originate_errors_match_18():
     pairs = [(cmd, f) for cmd, f in replies(LOCAL / "18-originate-errors" / "esl.txt") if cmd and b"originate" in cmd]
-    sim = await started()
-    try:
+    async with running() as sim:
         sim.auto_gateways = False
         c = await Client.open(sim, events="plain ALL")
         for cmd, rec in pairs[:3]:
@@ -885,14 +860,11 @@ async def test_originate_errors_match_18():
         assert (await c.wait_event("BACKGROUND_JOB")).body == "-ERR INVALID_GATEWAY\n"
         assert [e.name for e in c.evs()] == ["BACKGROUND_JOB"], "no channel for an unknown gateway"
         assert await c.api("originate error/USER_BUSY &park()") == "-ERR USER_BUSY\n"
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_originate_through_gateway_variables_uuid_and_progress_media():
-    sim = await started()
-    try:
+    async with running() as sim:
         sim.add_gateway("carrier", profile="tls", proxy="sbc.example:5061")
         sim.set_originate_outcome("+1555765*", "answer", ring_ms=5, answer_ms=5, early="183")
         c = await Client.open(sim, events="plain ALL")
@@ -912,14 +884,11 @@ async def test_originate_through_gateway_variables_uuid_and_progress_media():
         assert ("variable_sipagent_call", "x%20y") in create.raw_pairs
         assert ("variable_sip_h_X-Call-Purpose", "sales") in create.raw_pairs
         assert await c.api(f"uuid_getvar {uuid} sip_h_X-Call-Purpose") == "sales"
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_originate_no_answer_default_and_kill_while_ringing():
-    sim = await started()
-    try:
+    async with running() as sim:
         sim.set_originate_outcome("+1999*", "no-answer", ring_ms=5)
         c = await Client.open(sim, events="plain ALL")
         reply = await c.command("bgapi originate sofia/gateway/carrier/+19995550000 &park()")
@@ -931,8 +900,19 @@ async def test_originate_no_answer_default_and_kill_while_ringing():
         assert job.get("Job-UUID") == reply.get("Job-UUID") and job.body == "-ERR NORMAL_CLEARING\n"
         hc = next(e for e in c.evs() if e.name == "CHANNEL_HANGUP_COMPLETE").vars()
         assert hc["sip_hangup_disposition"] == "send_cancel"
-    finally:
-        await sim.stop()
+
+
+@run
+async def test_originate_timeout_in_scaled_real_time():
+    async with running() as sim:
+        sim.set_originate_outcome("+1999*", "no-answer", ring_ms=5)
+        sim.ring_time_scale = 0.01
+        c = await Client.open(sim, events="plain CHANNEL_HANGUP_COMPLETE")
+        t0 = time.monotonic()
+        reply = await c.api("originate {originate_timeout=20}sofia/gateway/carrier/+19995550000 &park()", timeout=3)
+        assert reply == "-ERR NO_ANSWER\n" and time.monotonic() - t0 < 1.5, "20 s of ringing in 0.2 s"
+        hc = (await c.wait_event("CHANNEL_HANGUP_COMPLETE")).vars()
+        assert (hc["hangup_cause"], hc["sip_invite_failure_status"]) == ("NO_ANSWER", "487")
 
 
 # =====================================================================================================
@@ -945,8 +925,7 @@ async def test_refer_blocking_matches_fixture_06(variant):
     path = SHARED / "06-refer" / variant
     rec = recorded_events(path / "esl.bin")
     rec_reply = next(f for cmd, f in replies(path / "esl.txt") if cmd and b"uuid_deflect" in cmd)
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         sim.refer_no_notify_timeout = 0.1
         c = await Client.open(sim, events="plain ALL")
         ch = await fixture_call(sim, answered=True, sip_headers={"X-Customer-Id": "42"})
@@ -972,8 +951,6 @@ async def test_refer_blocking_matches_fixture_06(variant):
             rev = next(e for e in rec if e.name == "sofia::notify_refer")
             assert ev.shape() == rev.shape() and ev.body == rev.body
             assert ev.get("UniqueID") == ch.uuid and ev.get("Unique-ID") is None
-    finally:
-        await sim.stop()
 
 
 @pytest.mark.parametrize("variant", ["notify-200", "notify-603", "no-notify"])
@@ -981,8 +958,7 @@ async def test_refer_blocking_matches_fixture_06(variant):
 async def test_refer_continue_after_reply_matches_13(variant):
     path = LOCAL / "13-refer-continue" / variant
     rec = recorded_events(path / "esl.bin")
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         c = await Client.open(sim, events="plain ALL")
         policy = {"sipagent_trunk": "rec", "sipagent_var_customer_id": "42"}  # the recording dialplan's first sets
         ch = await fixture_call(sim, answered=True, variables=policy)
@@ -1002,8 +978,6 @@ async def test_refer_continue_after_reply_matches_13(variant):
         await c.wait_event("CHANNEL_DESTROY")
         await c.settle()
         assert_same_events(c.evs(), rec)
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -1019,8 +993,7 @@ async def test_resync_queries_match_fixture_07():
         found = [f for c_, f in replies(path / "esl.txt") if c_ and UUID_RE.sub("U", c_.decode()) == f"api {cmd}\n\n"]
         return found[n].body
 
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         c = await Client.open(sim, events="plain CHANNEL_PARK CHANNEL_HANGUP_COMPLETE")
         a = await fixture_call(sim, codec="PCMU", answered=True, sip_headers={"X-Customer-Id": "42"})
         b = await fixture_call(sim, codec="PCMU", answered=True, sip_headers={"X-Customer-Id": "43"})
@@ -1065,8 +1038,6 @@ async def test_resync_queries_match_fixture_07():
                 await c.api(f"show {what} as json") == '{"row_count": 0}\n' == body(f"show {what} as json", 1).decode()
             )
         assert rec
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -1085,8 +1056,7 @@ async def _claimed_call(sim: SimulatedFreeSwitch, c: Client):
 async def test_inline_bridge_transfer_matches_14(variant):
     rec = recorded_events(LOCAL / "14-bridge" / variant / "esl.bin")
     rec_replies = dict(replies(LOCAL / "14-bridge" / variant / "esl.txt"))
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         sim.add_gateway("fxgw", profile="fixtures", proxy="127.0.0.1:5070")
         sim.set_originate_outcome("+15557654321", "answer" if variant == "inline-answer" else "486", ring_ms=5,
                                   answer_ms=10)  # fmt: skip
@@ -1120,15 +1090,12 @@ async def test_inline_bridge_transfer_matches_14(variant):
         assert_same_per_channel(c.evs(), rec)
         assert a.hangup_cause == ("NORMAL_CLEARING" if variant == "inline-answer" else "USER_BUSY")
         assert not sim.channels
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_originate_and_uuid_bridge_match_14():
     rec = recorded_events(LOCAL / "14-bridge" / "uuid-bridge" / "esl.bin")
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         sim.add_gateway("fxgw", profile="fixtures", proxy="127.0.0.1:5070")
         sim.set_originate_outcome("+15557654321", "answer", ring_ms=5, answer_ms=10)
         c = await Client.open(sim, events="plain ALL")
@@ -1147,8 +1114,6 @@ async def test_originate_and_uuid_bridge_match_14():
         await c.wait_event("CHANNEL_DESTROY", Unique_ID=a.uuid)
         await c.settle()
         assert_same_per_channel(c.evs(), rec)
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -1160,8 +1125,7 @@ async def test_audio_fork_matches_fixture_05():
     path = SHARED / "05-audio-fork"
     rec = recorded_events(path / "esl.bin")
     subscribe = next(cmd for cmd, _ in replies(path / "esl.txt") if cmd and cmd.startswith(b"event plain")).decode()
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         sim.set_fork_outcome("ws://127.0.0.1:8799/*", "connect_failed")
         c = await Client.open(sim)
         await c.command(subscribe.strip())
@@ -1200,8 +1164,6 @@ async def test_audio_fork_matches_fixture_05():
             and b"Event-Subclass: mod_audio_fork%3A%3Atranscription\nEvent-Name: CUSTOM\n" in raw
         )
         assert await c.api(f"uuid_audio_fork {BOGUS} start {url} mono 16k") == "-ERR Operation Failed\n"
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -1209,8 +1171,7 @@ async def test_audio_fork_matches_fixture_05():
 # =====================================================================================================
 @run
 async def test_filters_custom_subclasses_nixevent_noevents_myevents():
-    sim = await started()
-    try:
+    async with running() as sim:
         a = await Client.open(sim, events="plain ALL")
         b = await Client.open(sim, events="plain CHANNEL_ANSWER CUSTOM mod_audio_fork::connect")
         j = await Client.open(sim, events="json CHANNEL_PARK BACKGROUND_JOB")
@@ -1256,8 +1217,6 @@ async def test_filters_custom_subclasses_nixevent_noevents_myevents():
         await my.settle()
         assert {e.get("Unique-ID") for e in my.evs()} == {other.uuid}
         assert "filter delete all" in sim.received_commands
-    finally:
-        await sim.stop()
 
 
 @needs_shared
@@ -1266,8 +1225,7 @@ async def test_api_heartbeat_reloadxml_and_sofia_status_shapes():
     rec01 = recorded_events(SHARED / "02-inbound-call" / "esl.bin", skip=())
     rec09 = recorded_events(SHARED / "09-reload" / "esl.bin", skip=())
     sofia = {cmd: f.body.decode() for cmd, f in replies(SHARED / "09-reload" / "esl.txt") if cmd}
-    sim = await started()
-    try:
+    async with running() as sim:
         c = await Client.open(sim, events="plain ALL")
         await c.api("status")
         await c.api("uuid_exists x")
@@ -1298,8 +1256,6 @@ async def test_api_heartbeat_reloadxml_and_sofia_status_shapes():
             assert await c.api(cmd) == sofia[f"api {cmd}\n\n".encode()]
         assert await c.api("version") == "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n"
         assert await c.api("no_such_command") == "-ERR no_such_command Command not found!\n"
-    finally:
-        await sim.stop()
 
 
 # =====================================================================================================
@@ -1307,8 +1263,7 @@ async def test_api_heartbeat_reloadxml_and_sofia_status_shapes():
 # =====================================================================================================
 @run
 async def test_garbage_input_never_kills_the_server():
-    sim = await started()
-    try:
+    async with running() as sim:
         c = await Client.open(sim)
         await c.send(b"\x00\xff\xfe garbage \xc3\x28\n\n")
         assert (await c.reply()).get("Reply-Text") == "-ERR command not found"
@@ -1326,14 +1281,11 @@ async def test_garbage_input_never_kills_the_server():
             assert (await c.command(cmd)).is_reply, cmd
         fresh = await Client.open(sim)
         assert await fresh.api("uuid_exists x") == "false"
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_send_raw_drop_connections_and_restart_listener():
-    sim = await started()
-    try:
+    async with running() as sim:
         ch = await fixture_call(sim)
         c = await Client.open(sim, events="plain ALL")
         junk = b"Content-Length: 5\nContent-Type: text/event-plain\n\nXXXXX" + b"Content-Length: 99999999\n\n"
@@ -1359,8 +1311,6 @@ async def test_send_raw_drop_connections_and_restart_listener():
         while not c2.eof:
             assert await c2._read(2.0) or c2.eof
         assert c2.raw.endswith(b"bye")
-    finally:
-        await sim.stop()
 
 
 @run
@@ -1368,8 +1318,7 @@ async def test_unanswered_call_rows_cancel_and_json_custom_body_match_15():
     path = LOCAL / "15-misc"
     rows = json.loads(next(f.body for cmd, f in replies(path / "esl.txt") if cmd == b"api show channels as json\n\n"))
     js = next(e for e in recorded_events(path / "esl-json.bin") if e.name == "mod_audio_fork::connect_failed")
-    sim = await started(hostname="vm")
-    try:
+    async with running(hostname="vm") as sim:
         sim.set_fork_outcome("*", "connect_failed")
         c = await Client.open(sim, events="json ALL")
         ch = await fixture_call(sim, destination="+15557650001", variables=claim_vars())
@@ -1390,15 +1339,12 @@ async def test_unanswered_call_rows_cancel_and_json_custom_body_match_15():
         assert await c.api("hupall") == "+OK hangup all channels with cause MANAGER_REQUEST\n"
         await c.wait_event("CHANNEL_DESTROY", Unique_ID=ch.uuid)
         assert not sim.channels and ch.hangup_cause == "MANAGER_REQUEST"
-    finally:
-        await sim.stop()
 
 
 @run
 async def test_caller_hangs_up_during_and_after_a_bridge_transfer():
     """Unrecorded combinations, kept consistent: the dialled leg is cancelled / hung up with the caller."""
-    sim = await started()
-    try:
+    async with running() as sim:
         c = await Client.open(sim, events="plain CHANNEL_HANGUP_COMPLETE CHANNEL_UNBRIDGE")
         sim.set_originate_outcome("+1777*", "no-answer")
         a = await fixture_call(sim, answered=True)
@@ -1415,5 +1361,3 @@ async def test_caller_hangs_up_during_and_after_a_bridge_transfer():
         assert await c.api(f"uuid_kill {a.uuid}") == "+OK\n"
         await sim.wait_for(lambda: not sim.channels)
         assert b.hangup_cause == "NORMAL_CLEARING" and "CHANNEL_UNBRIDGE" in b.event_names()
-    finally:
-        await sim.stop()

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 from simulator import SimulatedFreeSwitch
-from simulator.audiofork import StreamPlayout, cjson_parse, cjson_print, fs_separate
+from simulator.cjson import cjson_parse, cjson_print
+from simulator.forkargs import fs_separate
 from simulator.media import Resampler
+from simulator.playout import StreamPlayout
 from test_simulator import (
     SHARED,
     Client,
@@ -335,7 +337,7 @@ async def test_basic_auth_header_appended_from_channel_variables(sim: SimulatedF
 # fixture 05, replayed by a real server
 # =====================================================================================================
 @needs_shared
-async def test_fixture_05_replayed_over_a_real_websocket() -> None:
+async def test_fixture_05_replayed_over_a_real_websocket(sim: SimulatedFreeSwitch) -> None:
     path = SHARED / "05-audio-fork"
     rec = recorded_events(path / "esl.bin")
     rec_uuid = rec[0].get("Unique-ID")
@@ -359,58 +361,53 @@ async def test_fixture_05_replayed_over_a_real_websocket() -> None:
         await conn.ws.send("this is not json")
         await conn.ws.send(b"\x00\x01" * 160)
 
-    sim = await started(hostname="vm")
-    sim.fork_websocket = True
-    try:
-        async with ws_server(script) as srv:
-            subs = "connect disconnect connect_failed play_audio kill_audio transcription json error buffer_overrun"
-            subs += " transfer"
-            events = "plain CHANNEL_ANSWER CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CUSTOM "
-            c = await Client.open(sim, events=events + " ".join(f"mod_audio_fork::{x}" for x in subs.split()))
-            ch = await fixture_call(sim, answered=True)
-            url = srv.url(f"/call/{ch.uuid}?token=abc")
-            assert await c.api(f'uuid_audio_fork {ch.uuid} start {url} mono 16k {{"callId":"x","agent":"y"}}') == (
-                "+OK Success\n"
-            )
-            await c.wait_event("mod_audio_fork::error", timeout=3)
-            await asyncio.sleep(0.05)  # "this is not json" and the binary frame: nothing
-            assert await c.api(f'uuid_audio_fork {ch.uuid} send_text {{"type":"note","n":1}}') == "+OK Success\n"
-            assert await c.api(f'uuid_audio_fork {ch.uuid} stop {{"final":"bye"}}') == "+OK Success\n"
-            conn = await srv.conn()
-            await asyncio.wait_for(conn.closed.wait(), 3)
-            assert [t for _, t in conn.texts] == [
-                '{"callId":"x","agent":"y"}',
-                '{"type":"note","n":1}',
-                '{"final":"bye"}',
-            ]
-            assert conn.close_rcvd == (1000, "")
-            assert await c.api(f"uuid_audio_fork {ch.uuid} start ws://127.0.0.1:1/nobody mono 8k") == "+OK Success\n"
-            await c.wait_event("mod_audio_fork::connect_failed", timeout=3)
-            third = srv.url(f"/call/{ch.uuid}/third")
-            assert await c.api(f'uuid_audio_fork {ch.uuid} start {third} mono 8k fork3 {{"third":true}}') == (
-                "+OK Success\n"
-            )
-            m = c.mark()
-            await c.wait_event("mod_audio_fork::connect", since=m, timeout=3)
-            conn3 = await srv.conn(1)
-            await conn3.wait_binary(5)
-            assert {len(b) for _, b in conn3.binary} == {320}
-            assert await c.api(f"uuid_kill {ch.uuid}") == "+OK\n"
-            await c.wait_event("CHANNEL_HANGUP_COMPLETE")
-            await asyncio.wait_for(conn3.closed.wait(), 3)
-            assert conn3.close_rcvd == (1000, ""), "close 1000 after CHANNEL_HANGUP, no ::disconnect"
-            await c.settle()
-            got = c.evs()
-            assert_same_events(got, rec)
-            bodies = [(e.name, e.body) for e in got if e.body]
-            assert bodies == [(e.name, (e.body or "").replace(rec_uuid, ch.uuid)) for e in rec if e.body]
-            assert sim.files[f"/tmp/{ch.uuid}_0.tmp.r8"] == pcm
-    finally:
-        await sim.stop()
+    async with ws_server(script) as srv:
+        subs = "connect disconnect connect_failed play_audio kill_audio transcription json error buffer_overrun"
+        subs += " transfer"
+        events = "plain CHANNEL_ANSWER CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CUSTOM "
+        c = await Client.open(sim, events=events + " ".join(f"mod_audio_fork::{x}" for x in subs.split()))
+        ch = await fixture_call(sim, answered=True)
+        url = srv.url(f"/call/{ch.uuid}?token=abc")
+        assert await c.api(f'uuid_audio_fork {ch.uuid} start {url} mono 16k {{"callId":"x","agent":"y"}}') == (
+            "+OK Success\n"
+        )
+        await c.wait_event("mod_audio_fork::error", timeout=3)
+        await asyncio.sleep(0.05)  # "this is not json" and the binary frame: nothing
+        assert await c.api(f'uuid_audio_fork {ch.uuid} send_text {{"type":"note","n":1}}') == "+OK Success\n"
+        assert await c.api(f'uuid_audio_fork {ch.uuid} stop {{"final":"bye"}}') == "+OK Success\n"
+        conn = await srv.conn()
+        await asyncio.wait_for(conn.closed.wait(), 3)
+        assert [t for _, t in conn.texts] == [
+            '{"callId":"x","agent":"y"}',
+            '{"type":"note","n":1}',
+            '{"final":"bye"}',
+        ]
+        assert conn.close_rcvd == (1000, "")
+        assert await c.api(f"uuid_audio_fork {ch.uuid} start ws://127.0.0.1:1/nobody mono 8k") == "+OK Success\n"
+        await c.wait_event("mod_audio_fork::connect_failed", timeout=3)
+        third = srv.url(f"/call/{ch.uuid}/third")
+        assert await c.api(f'uuid_audio_fork {ch.uuid} start {third} mono 8k fork3 {{"third":true}}') == (
+            "+OK Success\n"
+        )
+        m = c.mark()
+        await c.wait_event("mod_audio_fork::connect", since=m, timeout=3)
+        conn3 = await srv.conn(1)
+        await conn3.wait_binary(5)
+        assert {len(b) for _, b in conn3.binary} == {320}
+        assert await c.api(f"uuid_kill {ch.uuid}") == "+OK\n"
+        await c.wait_event("CHANNEL_HANGUP_COMPLETE")
+        await asyncio.wait_for(conn3.closed.wait(), 3)
+        assert conn3.close_rcvd == (1000, ""), "close 1000 after CHANNEL_HANGUP, no ::disconnect"
+        await c.settle()
+        got = c.evs()
+        assert_same_events(got, rec)
+        bodies = [(e.name, e.body) for e in got if e.body]
+        assert bodies == [(e.name, (e.body or "").replace(rec_uuid, ch.uuid)) for e in rec if e.body]
+        assert sim.files[f"/tmp/{ch.uuid}_0.tmp.r8"] == pcm
 
 
 @needs_shared
-async def test_server_close_matches_fixture_05_server_close() -> None:
+async def test_server_close_matches_fixture_05_server_close(sim: SimulatedFreeSwitch) -> None:
     path = SHARED / "05-audio-fork" / "server-close"
     rec = recorded_events(path / "esl.bin")
 
@@ -421,32 +418,25 @@ async def test_server_close_matches_fixture_05_server_close() -> None:
         await asyncio.sleep(0.05)
         await conn.ws.close(4000, "server done")
 
-    sim = await started(hostname="vm")
-    sim.fork_websocket = True
-    try:
-        async with ws_server(script) as srv:
-            subs = " ".join(
-                f"mod_audio_fork::{x}" for x in ("connect", "disconnect", "connect_failed", "error", "json")
-            )
-            c = await Client.open(sim, events=f"plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE CUSTOM {subs}")
-            ch = await fixture_call(sim, answered=True)
-            assert await c.api(f'uuid_audio_fork {ch.uuid} start {srv.url("/srvclose")} mono 8k {{"k":1}}') == (
-                "+OK Success\n"
-            )
-            client = ch.fork_client
-            await asyncio.wait_for(client.closed.wait(), 3)
-            conn = await srv.conn()
-            await asyncio.wait_for(conn.closed.wait(), 3)
-            assert conn.close_rcvd == (4000, "server done") == (client.close_code, client.close_reason), "echoed"
-            assert await c.api(f"uuid_audio_fork {ch.uuid} stop") == "+OK Success\n", "the bug is still attached"
-            assert ch.event_names()[-1] == "MEDIA_BUG_STOP"
-            assert await c.api(f"uuid_kill {ch.uuid}") == "+OK\n"
-            await c.wait_event("CHANNEL_HANGUP_COMPLETE")
-            await c.settle()
-            assert_same_events(c.evs(), rec)
-            assert [e.body for e in c.evs()] == [e.body for e in rec]
-    finally:
-        await sim.stop()
+    async with ws_server(script) as srv:
+        subs = " ".join(f"mod_audio_fork::{x}" for x in ("connect", "disconnect", "connect_failed", "error", "json"))
+        c = await Client.open(sim, events=f"plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE CUSTOM {subs}")
+        ch = await fixture_call(sim, answered=True)
+        assert await c.api(f'uuid_audio_fork {ch.uuid} start {srv.url("/srvclose")} mono 8k {{"k":1}}') == (
+            "+OK Success\n"
+        )
+        client = ch.fork_client
+        await asyncio.wait_for(client.closed.wait(), 3)
+        conn = await srv.conn()
+        await asyncio.wait_for(conn.closed.wait(), 3)
+        assert conn.close_rcvd == (4000, "server done") == (client.close_code, client.close_reason), "echoed"
+        assert await c.api(f"uuid_audio_fork {ch.uuid} stop") == "+OK Success\n", "the bug is still attached"
+        assert ch.event_names()[-1] == "MEDIA_BUG_STOP"
+        assert await c.api(f"uuid_kill {ch.uuid}") == "+OK\n"
+        await c.wait_event("CHANNEL_HANGUP_COMPLETE")
+        await c.settle()
+        assert_same_events(c.evs(), rec)
+        assert [e.body for e in c.evs()] == [e.body for e in rec]
 
 
 # =====================================================================================================

@@ -13,7 +13,8 @@ script the outside world (inbound calls, far-end hangups, DTMF, originate / REFE
     await sim.stop()
 
 mod_audio_fork as a real WebSocket client (``sim.fork_websocket = True``; off by default: scripted
-``set_fork_outcome`` events and no socket) -- see :mod:`simulator.audiofork` and :mod:`simulator.media`::
+``set_fork_outcome`` events and no socket) -- see :mod:`simulator.audiofork`, :mod:`simulator.forkclient` and
+:mod:`simulator.media`::
 
     sim.fork_websocket = True
     sim.set_caller_audio(ch.uuid, pcm_8k)           # what the caller says (L16 at the leg rate), loop=False
@@ -28,16 +29,30 @@ mod_audio_fork as a real WebSocket client (``sim.fork_websocket = True``; off by
     sim.fork_overrun(ch.uuid)                       # mod_audio_fork::buffer_overrun
     sim.files                                       # playAudio temp files, playable with uuid_broadcast
 
+Where what is modelled (each module's docstring names the FreeSWITCH sources and recordings it follows):
+
+* the event socket: :mod:`.server` (connections, subscriptions, filters), :mod:`.wire` (frames), :mod:`.api`
+  (``api`` / ``bgapi`` replies), :mod:`.texts` (recorded reply texts), :mod:`.causes`;
+* a channel: :mod:`.channel` (:class:`SimChannel`: variables, events, CDR), :mod:`.fsstrings` (FreeSWITCH's
+  argument and dial-string parsing); the call flows gathered by :mod:`.calls`: :mod:`.lifecycle` (inbound, park,
+  answer, hangup), :mod:`.dialing` (originate), :mod:`.bridging`, :mod:`.transfer` (inline dialplan),
+  :mod:`.refer`, :mod:`.forkglue` (fork media bugs), with the pure :mod:`.sofiavars` and :mod:`.callerprofile`;
+* the fork modules: :mod:`.audiofork` (the commands), :mod:`.forkargs` and :mod:`.cjson` (pure),
+  :mod:`.playout` (jambonz streaming, pure), :mod:`.forkclient` (the WebSocket client), :mod:`.media` (the
+  channel's 20 ms media clock, playback, resampling).
+
 Timing knobs are class attributes of SimulatedFreeSwitch: ``frame_interval`` (20 ms), ``fork_rx_chunk``,
 ``fork_buffer_secs``, ``fork_open_timeout``, ``broadcast_lead_frames`` (plus the instance's ``fork_connect_delay``).
 """
 
 from .api import split_args
-from .audiofork import ForkClient, ForkSpec, StreamPlayout
 from .calls import DialError, Outcome, parse_dial_string
 from .causes import CAUSES, SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel
+from .forkargs import ForkSpec
+from .forkclient import ForkClient
 from .media import ChannelAudio, Resampler
+from .playout import StreamPlayout
 from .server import Connection, SimulatedFreeSwitch
 from .wire import Event, api_response, command_reply, url_encode
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from . import audiofork, fsstrings, texts
+from . import audiofork, forkargs, fsstrings, texts
 from .causes import normalize_cause
 from .channel import SHOW_CHANNEL_FIELDS, SimChannel
 from .texts import NO_SUCH_CHANNEL, USAGE
@@ -16,17 +16,9 @@ from .texts import NO_SUCH_CHANNEL, USAGE
 if TYPE_CHECKING:  # pragma: no cover
     from .server import SimulatedFreeSwitch
 
+#: columns of ``show calls`` (fixture 07): the first ten of ``show channels``, then the call's own
 CALLS_FIELDS = [
-    "uuid",
-    "direction",
-    "created",
-    "created_epoch",
-    "name",
-    "state",
-    "cid_name",
-    "cid_num",
-    "ip_addr",
-    "dest",
+    *SHOW_CHANNEL_FIELDS[:10],
     "presence_id",
     "presence_data",
     "accountcode",
@@ -39,27 +31,8 @@ CALLS_FIELDS = [
     "sent_callee_name",
     "sent_callee_num",
 ]
-B_FIELDS = [
-    "uuid",
-    "direction",
-    "created",
-    "created_epoch",
-    "name",
-    "state",
-    "cid_name",
-    "cid_num",
-    "ip_addr",
-    "dest",
-    "presence_id",
-    "presence_data",
-    "accountcode",
-    "callstate",
-    "callee_name",
-    "callee_num",
-    "callee_direction",
-    "sent_callee_name",
-    "sent_callee_num",
-]
+#: the B leg's columns (``b_<name>``): the same but for ``call_uuid`` and ``hostname``
+B_FIELDS = [f for f in CALLS_FIELDS if f not in ("call_uuid", "hostname")]
 
 
 def split_args(text: str, limit: int = 0) -> list[str]:
@@ -407,7 +380,7 @@ class ApiCommands:
     async def api_uuid_broadcast(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:
         """``uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]`` -- ``+OK Message sent`` (recorded in fixture 10);
         the playback starts after 5 lead frames (:mod:`simulator.media`)."""
-        argv = audiofork.fs_separate(arg, 4)
+        argv = forkargs.fs_separate(arg, 4)
         if len(argv) < 2:
             return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
         ch = self._chan(argv[0])

@@ -243,6 +243,11 @@ def _stamp(us: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(us / 1_000_000))
 
 
+def _epoch(us: int) -> int:
+    """Whole seconds of a microsecond timestamp (0 stays 0)."""
+    return us // 1_000_000 if us else 0
+
+
 def atoi(text: str | None) -> int:
     """C ``atoi``: leading blanks, sign and digits; 0 when there are none."""
     m = re.match(r"\s*([+-]?\d+)", text or "")
@@ -263,7 +268,7 @@ class SimChannel:
     ``dialog_ended`` (True while ``alive`` = an orphaned channel, e.g. after a continue-after-reply REFER),
     ``caller_id``, ``events`` (every event fired for this channel), ``dtmf_sent`` (digit strings given to
     ``uuid_send_dtmf``), ``dtmf_received`` (digits the far end sent), ``fork`` (args of the running
-    ``uuid_audio_fork``; ``fork["client"]`` is its :class:`~simulator.audiofork.ForkClient` when
+    ``uuid_audio_fork``; ``fork["client"]`` is its :class:`~simulator.forkclient.ForkClient` when
     ``sim.fork_websocket`` is on), ``forks`` (every start), ``bugs`` (attached fork media bugs by bug name),
     ``fork_client``, ``audio`` (:class:`~simulator.media.ChannelAudio`: ``heard_frames``, ``heard_pcm()``; None until
     audio is used), ``hangup_cause``, ``bridged_to`` and ``alive``.
@@ -308,7 +313,6 @@ class SimChannel:
     other: SimChannel | None = field(default=None, repr=False)
     other_type: str | None = None
     other_snapshot: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    park_app: bool = False  # parked by the dialplan's `park` application (CHANNEL_EXECUTE_COMPLETE on exit)
     app_uuid: str | None = None
     application: str = ""
     application_data: str = ""
@@ -324,6 +328,16 @@ class SimChannel:
     bridge_kind: str | None = field(default=None, repr=False)
     bridge_done: Any = field(default=None, repr=False)
     gone: Any = field(default=None, repr=False)
+    # the dialog as sofia keeps it (inbound: set from the INVITE; to_tag once answered)
+    sip_call_id: str = field(default="", repr=False)
+    sip_via: str = field(default="", repr=False)
+    sip_full_from: str = field(default="", repr=False)
+    sip_display: str | None = field(default=None, repr=False)
+    sip_port: int = field(default=0, repr=False)
+    to_tag: str = field(default="", repr=False)
+    # an outbound leg: how the far end answers (simulator.dialing.Outcome) and its originate_timeout variable
+    outcome: Any = field(default=None, repr=False)
+    originate_timeout: str | None = field(default=None, repr=False)
     park_gen: int = 0  # switch_ivr_park invocations (one per CHANNEL_PARK)
     park_seen: int = -1  # the park invocation that has seen media (and read send_silence_when_idle)
     park_sval: int = 0  # atoi(send_silence_when_idle) as that park loop read it
@@ -337,7 +351,7 @@ class SimChannel:
         self.ssrc = str(random.randint(10**8, 4 * 10**9))
         self.local_media_port = random.randint(16384, 32767)
         self.remote_media_port = random.randint(6000, 6999)
-        self.initial = {}
+        self.initial: dict[str, Any] = {}
 
     # -- variables -------------------------------------------------------------------------------
     def setvar(self, name: str, value: str | None) -> None:
@@ -482,7 +496,7 @@ class SimChannel:
 
     @property
     def fork_client(self) -> Any:
-        """The :class:`~simulator.audiofork.ForkClient` of the latest attached fork (None without a socket)."""
+        """The :class:`~simulator.forkclient.ForkClient` of the latest attached fork (None without a socket)."""
         return self.fork.get("client") if self.fork is not None else None
 
     # -- common event helpers -----------------------------------------------------------------------
@@ -551,6 +565,24 @@ class SimChannel:
         self.last_app = app
         self.last_arg = data
 
+    def finish_app(self) -> None:
+        """The running application returns (``switch_core_session_exec``): its CHANNEL_EXECUTE_COMPLETE."""
+        if self.running_app:
+            app, data, app_uuid = self.running_app
+            self.running_app = None
+            self.execute_complete(app, data, app_uuid=app_uuid)
+
+    def unpark(self) -> None:
+        """``switch_ivr_park``'s loop ends (a parked channel is taken elsewhere): CHANNEL_UNPARK."""
+        if self.parked:
+            self.fire("CHANNEL_UNPARK")
+            self.parked = False
+
+    def enter_park(self) -> None:
+        """``switch_ivr_park`` starts: CHANNEL_PARK."""
+        self.fire("CHANNEL_PARK")
+        self.parked = True
+
     # -- variable sets by call stage (order as recorded) -------------------------------------------
     def sdp(self, ip: str, port: int, origin: str = "FreeSWITCH") -> str:
         """A small SDP offer/answer for this channel's codec."""
@@ -587,72 +619,74 @@ class SimChannel:
         ]
 
     def cdr_vars(self) -> list[tuple[str, str]]:
-        """The timing variables FreeSWITCH adds in the reporting state (CHANNEL_HANGUP_COMPLETE)."""
-        t = self.times
-        end = t["hangup"] or now_us()
-        start = t["created"]
-
-        def ep(us: int) -> int:
-            return us // 1_000_000 if us else 0
-
-        def diff_s(a: int, b: int) -> int:
-            return ep(a) - ep(b) if a and b else 0
-
-        def diff_us(a: int, b: int) -> int:
-            return a - b if a and b else 0
-
-        ans, prog, pmed, bridge = t["answered"], t["progress"], t["progress_media"], t["bridged"]
+        """The timing variables FreeSWITCH adds in the reporting state (CHANNEL_HANGUP_COMPLETE), in the order of
+        ``switch_channel_set_timestamps`` (``src/switch_channel.c``): stamps, epochs, caller id, durations."""
+        end = self.times["hangup"] or now_us()
         out: list[tuple[str, str]] = [("digits_dialed", "".join(self.dtmf_received) or "none")]
-        out += [("start_stamp", _stamp(start)), ("profile_start_stamp", _stamp(t["profile_created"]))]
-        if ans:
-            out.append(("answer_stamp", _stamp(ans)))
-        if prog:
-            out.append(("progress_stamp", _stamp(prog)))
-        if pmed:
-            out.append(("progress_media_stamp", _stamp(pmed)))
-        if bridge:
-            out.append(("bridge_stamp", _stamp(bridge)))
-        out.append(("end_stamp", _stamp(end)))
-        for name, us in (
-            ("start", start),
-            ("profile_start", t["profile_created"]),
-            ("answer", ans),
-            ("bridge", bridge),
-            ("last_hold", 0),
-        ):
-            out += [(f"{name}_epoch", str(ep(us))), (f"{name}_uepoch", str(us))]
-        out += [("hold_accum_seconds", "0"), ("hold_accum_usec", "0"), ("hold_accum_ms", "0")]
-        for name, us in (("resurrect", 0), ("progress", prog), ("progress_media", pmed), ("end", end)):
-            out += [(f"{name}_epoch", str(ep(us))), (f"{name}_uepoch", str(us))]
+        out += self._cdr_stamps(end)
+        out += self._cdr_epochs(end)
         if getattr(self, "last_app", None):
             out.append(("last_app", self.last_app))
             if getattr(self, "last_arg", ""):
                 out.append(("last_arg", self.last_arg))
         name, num = self.profile.get("Caller-ID-Name"), self.profile.get("Caller-ID-Number", "")
         out.append(("caller_id", f'"{name}" <{num}>' if name and name != num else num))
-        flow = (end - start) if ans else 0
-        secs = {
-            "duration": (diff_s(end, start), end - start),
-            "billsec": (diff_s(end, ans), diff_us(end, ans)),
-            "progresssec": (diff_s(prog, start), diff_us(prog, start)),
-            "answersec": (diff_s(ans, start), diff_us(ans, start)),
-            "waitsec": (diff_s(bridge, start), diff_us(bridge, start)),
-            "progress_mediasec": (diff_s(pmed, start), diff_us(pmed, start)),
-            "flow_billsec": (diff_s(end, start) if ans else 0, flow),
-        }
-        labels = {
-            "duration": ("duration", "mduration", "uduration"),
-            "billsec": ("billsec", "billmsec", "billusec"),
-            "progresssec": ("progresssec", "progressmsec", "progressusec"),
-            "answersec": ("answersec", "answermsec", "answerusec"),
-            "waitsec": ("waitsec", "waitmsec", "waitusec"),
-            "progress_mediasec": ("progress_mediasec", "progress_mediamsec", "progress_mediausec"),
-            "flow_billsec": ("flow_billsec", "flow_billmsec", "flow_billusec"),
-        }
+        return out + self._cdr_durations(end)
+
+    def _cdr_stamps(self, end: int) -> list[tuple[str, str]]:
+        t = self.times
+        out = [("start_stamp", _stamp(t["created"])), ("profile_start_stamp", _stamp(t["profile_created"]))]
+        for name, key in (("answer", "answered"), ("progress", "progress"), ("progress_media", "progress_media"),
+                          ("bridge", "bridged")):  # fmt: skip
+            if t[key]:
+                out.append((f"{name}_stamp", _stamp(t[key])))
+        out.append(("end_stamp", _stamp(end)))
+        return out
+
+    def _cdr_epochs(self, end: int) -> list[tuple[str, str]]:
+        t = self.times
+        out: list[tuple[str, str]] = []
+        for name, us in (
+            ("start", t["created"]),
+            ("profile_start", t["profile_created"]),
+            ("answer", t["answered"]),
+            ("bridge", t["bridged"]),
+            ("last_hold", 0),
+        ):
+            out += [(f"{name}_epoch", str(_epoch(us))), (f"{name}_uepoch", str(us))]
+        out += [("hold_accum_seconds", "0"), ("hold_accum_usec", "0"), ("hold_accum_ms", "0")]
+        for name, us in (("resurrect", 0), ("progress", t["progress"]), ("progress_media", t["progress_media"]),
+                         ("end", end)):  # fmt: skip
+            out += [(f"{name}_epoch", str(_epoch(us))), (f"{name}_uepoch", str(us))]
+        return out
+
+    def _cdr_durations(self, end: int) -> list[tuple[str, str]]:
+        """``duration``, ``billsec``, ... in seconds, then all in ms (``mduration``, ...), then in us."""
+        t = self.times
+        start, ans, prog, pmed, bridge = t["created"], t["answered"], t["progress"], t["progress_media"], t["bridged"]
+
+        def diff_s(a: int, b: int) -> int:
+            return _epoch(a) - _epoch(b) if a and b else 0
+
+        def diff_us(a: int, b: int) -> int:
+            return a - b if a and b else 0
+
+        secs = [  # (seconds name, ms name, us name), whole seconds, microseconds
+            (("duration", "mduration", "uduration"), diff_s(end, start), end - start),
+            (("billsec", "billmsec", "billusec"), diff_s(end, ans), diff_us(end, ans)),
+            (("progresssec", "progressmsec", "progressusec"), diff_s(prog, start), diff_us(prog, start)),
+            (("answersec", "answermsec", "answerusec"), diff_s(ans, start), diff_us(ans, start)),
+            (("waitsec", "waitmsec", "waitusec"), diff_s(bridge, start), diff_us(bridge, start)),
+            (("progress_mediasec", "progress_mediamsec", "progress_mediausec"), diff_s(pmed, start),
+             diff_us(pmed, start)),
+            (("flow_billsec", "flow_billmsec", "flow_billusec"), diff_s(end, start) if ans else 0,
+             (end - start) if ans else 0),
+        ]  # fmt: skip
+        out: list[tuple[str, str]] = []
         for i in range(3):
-            for key, (s, us) in secs.items():
+            for labels, s, us in secs:
                 value = s if i == 0 else (us // 1000 if i == 1 else us)
-                out.append((labels[key][i], str(value)))
+                out.append((labels[i], str(value)))
         return out
 
     def hangup_cause_vars(self, cause: str) -> list[tuple[str, str]]:

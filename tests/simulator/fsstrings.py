@@ -16,7 +16,8 @@ Model, in FreeSWITCH's words:
 * ``cleanup(piece, delim)``: leading blanks go; ``\\'`` ``\\"`` ``\\\\`` and ``\\<delim>`` become the
   character, ``\\n`` ``\\r`` ``\\t`` ``\\s`` become LF, CR, TAB, blank; a single quote with a partner later
   opens or closes a quoted part and disappears; trailing blanks outside quotes go;
-* ``find_end_paren``: brace depth counting, no escaping at all.
+* ``find_end_paren``: brace depth counting, no escaping at all;
+* ``switch_true`` (``src/include/switch_utils.h``): the words FreeSWITCH takes for yes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from dataclasses import dataclass, field
 
 ENTERPRISE_DELIM = ":_:"
 _UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
+
+
+def switch_true(value: str | None) -> bool:
+    """``switch_true``: ``true``, ``yes``, ``on``, ``1``, ``enabled``, ``active``, ``allow`` (any case, trimmed)."""
+    return (value or "").strip().lower() in ("true", "yes", "on", "1", "enabled", "active", "allow")
 
 
 def cleanup(piece: str, delim: str = "") -> str:

@@ -279,12 +279,14 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
     connection. Behaviour that the recordings show as racy is configurable: ``bgjob_before_hangup_complete``
     (BACKGROUND_JOB of a failed originate before or after CHANNEL_HANGUP_COMPLETE; recorded mostly after).
     Timing knobs (seconds): ``fork_connect_delay`` (20 ms recorded), ``refer_notify_delay`` (202 -> NOTIFY),
-    ``refer_no_notify_timeout`` (10 s recorded for a REFER whose NOTIFY never comes).
+    ``refer_no_notify_timeout`` (10 s recorded for a REFER whose NOTIFY never comes), ``ring_time_scale`` (real
+    seconds an unanswered leg rings per second of its ``originate_timeout``: below 1 a test need not wait out the
+    orchestrator's minimum timeout; the reported causes and variables stay the same).
 
     mod_audio_fork (:mod:`simulator.audiofork`): with ``fork_websocket = True`` ``uuid_audio_fork ... start`` opens a
     real WebSocket like the module's libwebsockets client; off (the default), forks only fire the scripted
     ``::connect`` / ``::connect_failed`` (``set_fork_outcome``) and open no socket. Test API: ``set_caller_audio(uuid,
-    pcm, loop=False)``, ``fork_client(uuid)`` / ``ch.fork_client`` (a :class:`~simulator.audiofork.ForkClient`),
+    pcm, loop=False)``, ``fork_client(uuid)`` / ``ch.fork_client`` (a :class:`~simulator.forkclient.ForkClient`),
     ``fork_overrun(uuid)``, ``channel_audio(ch)`` / ``ch.audio`` (what the caller heard), ``files`` (playAudio temp
     files), ``uuid_broadcast`` / ``uuid_break`` playback (:mod:`simulator.media`).
     """
@@ -328,6 +330,7 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
         self.refer_notify_delay = 0.3
         self.refer_no_notify_timeout = 10.0
         self.default_originate_timeout = 60.0
+        self.ring_time_scale = 1.0
         self.profiles: dict[str, str] = {
             "tcp": "sip:mod_sofia@127.0.0.1:5060",
             "tls": "sip:mod_sofia@127.0.0.1:5061",
@@ -515,65 +518,70 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
             conn.send(command_reply("+OK bye"))
             conn.send(DISCONNECT_NOTICE)
             conn.close()
-            return
-        if not conn.authed:
-            if low == "auth" and sep:
-                if rest == self.password:
-                    conn.authed = True
-                    conn.send(command_reply("+OK accepted"))
-                else:
-                    conn.send(command_reply("-ERR invalid"))
-                    conn.send(DISCONNECT_NOTICE)
-                    conn.close()
-                return
-            conn.send(command_reply("-ERR command not found"))
-            return
-        if low == "api" and sep:
-            conn.busy += 1
-            try:
-                result = await self.run_api(rest)
-            finally:
-                conn.busy -= 1
-            conn.send(api_response(result))
-            if not conn.busy:
-                conn.flush()
-            return
-        if low == "bgapi" and sep:
+        elif not conn.authed:
+            self._cmd_unauthed(conn, low, sep, rest)
+        elif low == "api" and sep:
+            await self._cmd_api(conn, rest)
+        elif low == "bgapi" and sep:
             job = headers.get("Job-UUID") or new_uuid()
             conn.send(command_reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
             self.spawn(self.run_bgapi(rest, job))
-            return
-        if low == "event":
+        elif low == "event":
             self._cmd_event(conn, rest)
-            return
-        if low == "nixevent" and sep:
+        elif low == "nixevent" and sep:
             self._cmd_nixevent(conn, rest)
-            return
-        if low == "noevents" and not sep:
-            if conn.listening:
-                conn.listening = False
-                conn.all_events = False
-                conn.names.clear()
-                conn.subclasses.clear()
-                conn.send(command_reply("+OK no longer listening for events"))
-            else:
-                conn.send(command_reply("-ERR not listening for events"))
-            return
-        if low == "filter" and sep:
+        elif low == "noevents" and not sep:
+            self._cmd_noevents(conn)
+        elif low == "filter" and sep:
             self._cmd_filter(conn, rest)
-            return
-        if low == "myevents" and rest.strip():
-            parts = rest.split()
-            conn.fmt = parts[1].lower() if len(parts) > 1 and parts[1].lower() in ("plain", "json", "xml") else "plain"
-            conn.listening = True
-            conn.all_events = True
-            conn.filters.append(("Unique-ID", parts[0]))
-            conn.send(command_reply("+OK Events Enabled"))
-            return
-        if low in ("linger", "nolinger"):
+        elif low == "myevents" and rest.strip():
+            self._cmd_myevents(conn, rest)
+        elif low in ("linger", "nolinger"):
             conn.send(command_reply("-ERR not controlling a session"))
+        else:
+            conn.send(command_reply("-ERR command not found"))
+
+    def _cmd_unauthed(self, conn: Connection, low: str, sep: str, rest: str) -> None:
+        """Before ``auth``: only ``auth`` (a wrong password disconnects) is a command."""
+        if low == "auth" and sep:
+            if rest == self.password:
+                conn.authed = True
+                conn.send(command_reply("+OK accepted"))
+            else:
+                conn.send(command_reply("-ERR invalid"))
+                conn.send(DISCONNECT_NOTICE)
+                conn.close()
             return
         conn.send(command_reply("-ERR command not found"))
+
+    async def _cmd_api(self, conn: Connection, rest: str) -> None:
+        """``api``: the reply blocks the connection; events fired meanwhile follow it."""
+        conn.busy += 1
+        try:
+            result = await self.run_api(rest)
+        finally:
+            conn.busy -= 1
+        conn.send(api_response(result))
+        if not conn.busy:
+            conn.flush()
+
+    def _cmd_noevents(self, conn: Connection) -> None:
+        if conn.listening:
+            conn.listening = False
+            conn.all_events = False
+            conn.names.clear()
+            conn.subclasses.clear()
+            conn.send(command_reply("+OK no longer listening for events"))
+        else:
+            conn.send(command_reply("-ERR not listening for events"))
+
+    def _cmd_myevents(self, conn: Connection, rest: str) -> None:
+        parts = rest.split()
+        conn.fmt = parts[1].lower() if len(parts) > 1 and parts[1].lower() in ("plain", "json", "xml") else "plain"
+        conn.listening = True
+        conn.all_events = True
+        conn.filters.append(("Unique-ID", parts[0]))
+        conn.send(command_reply("+OK Events Enabled"))
 
     def _cmd_event(self, conn: Connection, rest: str) -> None:
         tokens = rest.split()
