@@ -18,7 +18,7 @@ from audio_tools import tone
 from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
 from test_bridge import Harness, wait_until
 
-from orchestrator.media import bridge as bridge_module
+from orchestrator.media import lifecycle
 from orchestrator.media.websocket import Text, WebSocket
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
@@ -179,7 +179,7 @@ async def test_elevenlabs_end_call_then_any_close_is_a_hangup(code: int) -> None
 
 
 async def test_elevenlabs_end_call_without_a_close_hangs_up_after_a_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bridge_module, "ENDING_GRACE", 0.3)
+    monkeypatch.setattr(lifecycle, "ENDING_GRACE", 0.3)
     async with FakeElevenLabs() as agent, Harness(eleven(agent), **FAIL) as h:
         await eleven_session(h, agent)
         event = {"tool_name": "end_call", "tool_call_id": "e1", "tool_type": "system", "is_error": False}

@@ -23,7 +23,7 @@ from test_bridge import Harness, wait_until
 
 from orchestrator.agents import connect
 from orchestrator.config.selfsigned import generate
-from orchestrator.media import bridge as bridge_module
+from orchestrator.media import session as session_module
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
 PROMPT = "/usr/share/sorry.wav"
@@ -36,14 +36,14 @@ OK_101 = (
 async def nothing_escapes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Any]]:
     """Collect exceptions that escape a session's tasks or reach the loop's exception handler."""
     escaped: list[Any] = []
-    original = bridge_module.Session._done
+    original = session_module.Session._done
 
-    def done(self: bridge_module.Session, task: asyncio.Task[Any]) -> None:
+    def done(self: session_module.Session, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             escaped.append(task.exception())
         original(self, task)
 
-    monkeypatch.setattr(bridge_module.Session, "_done", done)
+    monkeypatch.setattr(session_module.Session, "_done", done)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _, context: escaped.append(context))
     yield escaped
@@ -361,10 +361,10 @@ async def test_a_close_before_the_first_message_is_a_failure_even_if_normal() ->
 
 
 async def test_a_bug_while_opening_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: bridge_module.Session, conn: Any) -> bool:
+    def broken(self: session_module.Session, conn: Any) -> bool:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(bridge_module.Session, "agent_opened", broken)
+    monkeypatch.setattr(session_module.Session, "agent_opened", broken)
     async with FakeRawAgent() as agent, Harness(raw(agent.url)) as h:
         await h.fork()
         record = await failed(h)

@@ -107,7 +107,7 @@ async def test_a_refused_command_is_answered_at_once_and_once(notice_too: bool) 
         await asyncio.sleep(0.1)
         (result,) = agent.session.of_type("result")
     assert result["ok"] is False and ("answered" in result["detail"])
-    assert h.bridge.sessions.get(CID) is None or h.bridge.sessions[CID]._pending_transfer is None
+    assert h.bridge.sessions.get(CID) is None or h.bridge.sessions[CID].life.transfer is None
 
 
 async def test_no_outcome_in_time_is_an_error_and_a_late_notice_changes_nothing() -> None:

@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
+from orchestrator.media.websocket import Binary, Closed, Opened, Request, State, Text, WebSocket
 
 
 def _opened_pair() -> tuple[WebSocket, WebSocket]:
@@ -156,11 +156,11 @@ def test_invalid_requests_are_answered_with_an_http_error_and_closed(data: bytes
             break
     response = server.data_to_send()
     if status == 0:
-        assert events == [] and response == b"" and not server.closed
+        assert events == [] and response == b"" and server.state is not State.CLOSED
         return
     assert len(events) == 1 and isinstance(events[0], Closed) and events[0].status == status, events
     assert _status(response) == status and b"Connection: close" in response
-    assert server.closed and not server.open
+    assert server.state is State.CLOSED and server.subprotocol is None
     assert server.receive_data(b"GET / HTTP/1.1\r\n\r\n") == [] and server.data_to_send() == b""  # done for good
     assert b"y" * 100 not in response and b"\xfc" not in response  # the peer's bytes are not echoed
 
@@ -186,7 +186,7 @@ def test_too_much_before_the_upgrade_is_answered_413() -> None:
     assert isinstance(events[0], Closed) and events[0].status == 413
     assert _status(server.data_to_send()) == 413
     server.accept()  # too late: nothing happens
-    assert server.data_to_send() == b"" and not server.open
+    assert server.data_to_send() == b"" and server.state is State.CLOSED
 
 
 @pytest.mark.parametrize(
@@ -204,7 +204,7 @@ def test_client_closes_on_an_invalid_response(response: bytes) -> None:
     client.data_to_send()
     events = client.receive_data(response)
     assert len(events) == 1 and isinstance(events[0], Closed) and events[0].code in (1002, 1006)
-    assert client.closed and client.receive_data(b"more") == []
+    assert client.state is State.CLOSED and client.receive_data(b"more") == []
 
 
 @pytest.mark.parametrize("chunk", [1, 10, 1000])
@@ -246,7 +246,7 @@ async def test_server_interoperates_with_websockets_client() -> None:
                     got.append(ev.data)
                     self.t.write(self.ws.binary(ev.data) if isinstance(ev, Binary) else self.ws.text(ev.data))  # type: ignore[attr-defined]
             self.t.write(self.ws.data_to_send())
-            if self.ws.closed:
+            if self.ws.state is State.CLOSED:
                 self.t.close()
 
     server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", 0)

@@ -62,7 +62,7 @@ from orchestrator.agents.base import (
     Send,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.audio.convert import Converter, parse_format
 from orchestrator.config.model import ElevenLabsAgent
@@ -293,7 +293,7 @@ class ElevenLabsProtocol(AgentProtocol):
             target = str(target).strip()
             if not _wire.valid_target(target):
                 return fail(f"'{_wire.clean(target, 64)}' is not a phone number or SIP URI")
-            return [Transfer(target, call_id)]
+            return [TransferAction(target, call_id)]
         if name == "send_dtmf":
             digits = parameters.get("digits")
             digits = str(digits).strip() if isinstance(digits, str | int) and not isinstance(digits, bool) else ""

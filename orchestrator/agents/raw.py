@@ -61,7 +61,7 @@ from orchestrator.agents.base import (
     ProtocolViolation,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.audio.convert import Converter, parse_format
 from orchestrator.config.model import RawAgent
@@ -140,7 +140,7 @@ class RawProtocol(AgentProtocol):
             target = get(data, "target", str).strip()
             if not _wire.valid_target(target):
                 raise Malformed(f"'target' '{_wire.clean(target, 64)}' is not a phone number or SIP URI")
-            return [Transfer(target, self._request_id(data))]
+            return [TransferAction(target, self._request_id(data))]
         if kind == "dtmf":
             digits = dtmf.sequence(get(data, "digits", str))
             if digits is None:
