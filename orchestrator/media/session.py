@@ -199,7 +199,12 @@ class Session:
 
     def _wake(self) -> None:
         self._timer = self._timer_at = None
-        self._decide(*self.life.poll(time.monotonic()))
+        self.expire(time.monotonic())
+
+    def expire(self, now: float) -> None:
+        """Carry out what the lifecycle's deadlines decide by ``now`` (its timer passes the time; a test may
+        pass a later one to run the call's clocks forward)."""
+        self._decide(*self.life.poll(now))
 
     def _decide(self, *decisions: Decision | None) -> None:
         """Carry out the lifecycle's decisions, then arm the timer for its next deadline."""
