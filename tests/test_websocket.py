@@ -284,3 +284,67 @@ async def test_client_interoperates_with_websockets_server() -> None:
         while not any(isinstance(e, Closed) for e in events):
             events += ws.receive_data(await reader.read(65536))
         writer.close()
+
+
+# -- state, end of stream, close timeout ------------------------------------------------------------------
+def _open_pair(close_timeout: float = 2.0) -> tuple[WebSocket, WebSocket]:
+    server = WebSocket.server(close_timeout=close_timeout)
+    client = WebSocket.client("ws://127.0.0.1:9/calls/x")
+    assert isinstance(server.receive_data(client.data_to_send())[0], Request)
+    server.accept()
+    assert isinstance(client.receive_data(server.data_to_send())[0], Opened)
+    return server, client
+
+
+def test_states_through_a_close_we_start() -> None:
+    server, client = _open_pair()
+    assert server.state is State.OPEN and not server.close_expected()
+    frame = server.close(1000, "bye")
+    assert server.state is State.CLOSING and server.close_expected() and server.close(1000) == b""
+    assert server.text("late") and server.state is State.CLOSING  # framing still works; the I/O layer checks state
+    (closed,) = client.receive_data(frame)
+    assert isinstance(closed, Closed) and client.state is State.CLOSED and not client.close_expected()
+    (answer,) = server.receive_data(client.data_to_send())
+    assert isinstance(answer, Closed) and answer.code == 1000 and server.state is State.CLOSED
+
+
+def test_receive_eof_reports_a_lost_connection_once() -> None:
+    server, _ = _open_pair()
+    assert server.receive_eof() == [Closed(1006, "")]
+    assert server.state is State.CLOSED and server.receive_eof() == [] and server.receive_data(b"\x82\x00") == []
+    connecting = WebSocket.server()
+    assert connecting.state is State.CONNECTING and connecting.receive_eof() == [Closed(1006, "")]
+
+
+def test_receive_eof_after_a_close_handshake_is_no_news() -> None:
+    server, client = _open_pair()
+    client.receive_data(server.close(1000))
+    server.receive_data(client.data_to_send())
+    assert server.receive_eof() == []
+
+
+async def test_a_close_the_peer_never_answers_ends_tcp_after_the_close_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.media.fork_connection import close_transport
+
+    class Transport:
+        def __init__(self) -> None:
+            self.data, self.closed = b"", False
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def close(self) -> None:
+            self.closed = True
+
+    armed: list[float] = []
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "call_later", lambda delay, callback: armed.append(delay) or callback())
+    server, _ = _open_pair(close_timeout=0.25)
+    t = Transport()
+    close_transport(t, server, 1001, "")  # type: ignore[arg-type]
+    assert t.data[:1] == b"\x88" and armed == [0.25] and t.closed  # the timer the WebSocket asked for
+    t2 = Transport()
+    close_transport(t2, server, 1000, "")  # type: ignore[arg-type]
+    assert t2.data == b"" and t2.closed and armed == [0.25]  # nothing to close: at once

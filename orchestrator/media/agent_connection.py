@@ -74,14 +74,15 @@ class AgentConnection(asyncio.Protocol):
         self._n = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = tcp
         limit = self.buffer_bytes
         sock = transport.get_extra_info("socket")
         if sock is not None:  # a small kernel buffer too: a stalled agent is noticed, memory stays bounded
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(limit, 16384))
-        self.transport.set_write_buffer_limits(high=limit)
-        self.transport.write(self.ws.data_to_send())
+        tcp.set_write_buffer_limits(high=limit)
+        tcp.write(self.ws.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         self._n += 1

@@ -171,7 +171,8 @@ class MediaBridge:
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         assert self._sock is not None
-        return self._sock.getsockname()[1]
+        port: int = self._sock.getsockname()[1]
+        return port
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
@@ -407,14 +408,17 @@ class MediaBridge:
             if metadata.call_id and metadata.call_id != call_id:
                 raise fork.MetadataError(1008, "call_id differs from the call in the URL")
         except fork.MetadataError as exc:
-            return self._refuse(conn, exc.code, f"fork metadata (first text frame) refused: {exc.detail}")
+            self._refuse(conn, exc.code, f"fork metadata (first text frame) refused: {exc.detail}")
+            return None
         agent_config = self.agents.get(metadata.agent)
         if agent_config is None:
-            return self._refuse(conn, 1008, f"fork metadata names no configured agent ({metadata.agent!r})")
+            self._refuse(conn, 1008, f"fork metadata names no configured agent ({metadata.agent!r})")
+            return None
         try:
             session = Session(self, call_id, metadata, agent_config)
         except (ValueError, TypeError) as exc:
-            return self._refuse(conn, 1008, f"fork metadata: {escaped(str(exc))}")
+            self._refuse(conn, 1008, f"fork metadata: {escaped(str(exc))}")
+            return None
         session.fork_attached(conn)
         conn.stage = Stage.ATTACHED
         self.gate.attached(conn)
@@ -426,7 +430,6 @@ class MediaBridge:
     def _refuse(self, conn: ForkConnection, code: int, why: str) -> None:
         self.note("fork_metadata", "call %s: %s; closing the fork with %d", conn.call_id, why, code)
         conn.drop(400, code, "bad metadata")
-        return None
 
     # -- notices from the call controller -----------------------------------------------------------
     def on_notice(self, notice: Any) -> None:

@@ -87,7 +87,7 @@ class PendingTransfer:
     limit: float
 
 
-def _describe(data: dict[str, Any]) -> str:
+def describe(data: dict[str, Any]) -> str:
     """``key=value`` pairs of an agent event, for a log line or a detail."""
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("t", "kind"))
 
@@ -262,7 +262,7 @@ class Lifecycle:
             return self.agent_hangup(f"{self.ending}; closed {said}")
         if code in NORMAL_CLOSE and self.heard:
             return self.agent_hangup(f"closed {said}")
-        told = f"; it reported {_describe(last_error)}" if last_error else ""
+        told = f"; it reported {describe(last_error)}" if last_error else ""
         early = "" if self.heard else " before its first message"
         return self.fail("agent_closed", f"the agent closed the connection ({said}){early}{told}")
 

@@ -30,7 +30,16 @@ from orchestrator.agents.connect import SetupError, classify, endpoint, resolve
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.media import dialects, fork
 from orchestrator.media.agent_connection import AgentConnection, agent_line
-from orchestrator.media.lifecycle import Decision, Failed, HangingUp, Lifecycle, PendingTransfer, Phase, _describe
+from orchestrator.media.lifecycle import (
+    Decision,
+    Failed,
+    HangingUp,
+    Lifecycle,
+    PendingTransfer,
+    Phase,
+    TransferAnswer,
+    describe,
+)
 from orchestrator.media.playback import Pacer
 from orchestrator.metrics import Metrics
 
@@ -209,12 +218,12 @@ class Session:
     def _decide(self, *decisions: Decision | None) -> None:
         """Carry out the lifecycle's decisions, then arm the timer for its next deadline."""
         for decision in decisions:
-            if type(decision) is Failed:
+            if isinstance(decision, Failed):
                 self._failed(decision)
-            elif type(decision) is HangingUp:
+            elif isinstance(decision, HangingUp):
                 self._hanging_up(decision)
             elif decision is not None:
-                self._answer_transfer(decision)  # type: ignore[arg-type]
+                self._answer_transfer(decision)
         self._arm()
 
     # -- caller side ----------------------------------------------------------------------------
@@ -400,7 +409,7 @@ class Session:
             self.bridge.metrics.media_errors.labels("agent_error").inc()
         if agent_line():
             level = logging.WARNING if action.error or "note" in action.data else logging.INFO
-            log.log(level, "call %s: agent %s: %.300s", self.call_id, action.kind, _describe(action.data))
+            log.log(level, "call %s: agent %s: %.300s", self.call_id, action.kind, describe(action.data))
 
     def _event(self, kind: str, data: dict[str, Any]) -> None:
         """An entry in the record's ``agent_events`` (at most :data:`MAX_EVENTS`)."""
@@ -479,7 +488,7 @@ class Session:
         """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command."""
         self._decide(self.life.transfer_outcome(data))
 
-    def _answer_transfer(self, answer: Any) -> None:
+    def _answer_transfer(self, answer: TransferAnswer) -> None:
         self._event("transfer", {"target": answer.target, "ok": answer.ok, "detail": answer.text})
         self._tool_result(answer.tool_call_id, answer.ok, answer.text)
 

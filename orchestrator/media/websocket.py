@@ -57,7 +57,17 @@ try:  # the C speed-up ships with every binary wheel of websockets
 except ImportError:  # pragma: no cover - pure Python fallback
     from websockets.utils import apply_mask
 
-__all__ = ["CLOSE_TIMEOUT", "Binary", "Closed", "Opened", "State", "Text", "WebSocket", "WebSocketProtocolError"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "Binary",
+    "Closed",
+    "Opened",
+    "Request",
+    "State",
+    "Text",
+    "WebSocket",
+    "WebSocketProtocolError",
+]
 
 #: how long after sending a close frame the TCP connection is closed if the peer does not answer (seconds)
 CLOSE_TIMEOUT = 2.0
