@@ -21,7 +21,7 @@ from orchestrator.agents import base
 from orchestrator.agents.connect import HandshakeError
 from orchestrator.logs import LogThrottle
 from orchestrator.media.fork_connection import SAMPLE_EVERY, close_transport
-from orchestrator.media.websocket import CLOSE_TIMEOUT, Binary, Closed, Opened, State, Text, WebSocket
+from orchestrator.media.websocket import CLOSE_TIMEOUT, OPEN, Binary, Closed, Opened, Text, WebSocket
 
 log = logging.getLogger("sipagent.media")
 
@@ -134,7 +134,7 @@ class AgentConnection(asyncio.Protocol):
 
     def send(self, message: base.Message) -> None:
         """A message to the agent."""
-        if self.transport is None or self.ws.state is not State.OPEN:
+        if self.transport is None or self.ws.state is not OPEN:
             return
         if type(message) is bytes:
             self.transport.write(self.ws.binary(message))

@@ -42,7 +42,7 @@ from orchestrator.media.admission import RESERVE, Gate, Limits, derive_limits, d
 from orchestrator.media.fork_connection import ForkConnection, Stage
 from orchestrator.media.lifecycle import Phase
 from orchestrator.media.session import COUNTERS, CallControl, Session, Stats
-from orchestrator.media.websocket import CLOSE_TIMEOUT, Request, State
+from orchestrator.media.websocket import CLOSE_TIMEOUT, CLOSED, Request
 from orchestrator.metrics import Metrics
 
 __all__ = ["CallControl", "MediaBridge"]
@@ -373,7 +373,7 @@ class MediaBridge:
             ok, status, why = False, 503, "the call controller did not answer in time"
         except Exception as exc:
             ok, status, why = False, 503, f"the call controller failed: {escaped(str(exc))}"
-        if conn.transport is None or conn.ws.state is State.CLOSED:
+        if conn.transport is None or conn.ws.state is CLOSED:
             if ok:
                 log.warning("call %s: its fork connection closed before it was accepted", call_id)
             return

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from orchestrator.logs import escaped
 from orchestrator.media import dialects
-from orchestrator.media.websocket import CLOSE_TIMEOUT, Binary, Closed, Request, State, Text, WebSocket
+from orchestrator.media.websocket import CLOSE_TIMEOUT, CLOSED, CLOSING, OPEN, Binary, Closed, Request, Text, WebSocket
 
 log = logging.getLogger("sipagent.media")
 
@@ -107,7 +107,7 @@ class ForkConnection(asyncio.Protocol):
             out = self.ws.data_to_send()
             if out and self.transport is not None:
                 self.transport.write(out)
-                if self.ws.state is State.CLOSED:  # a rejected handshake
+                if self.ws.state is CLOSED:  # a rejected handshake
                     self.transport.close()
             if t0:
                 self.owner.latency_to_agent.append(time.perf_counter() - t0)
@@ -149,12 +149,12 @@ class ForkConnection(asyncio.Protocol):
 
     def send_audio(self, pcm: bytes) -> None:
         """Agent audio into the call (streaming playback)."""
-        if self.transport is not None and self.ws.state is State.OPEN:
+        if self.transport is not None and self.ws.state is OPEN:
             self.transport.write(self.ws.binary(pcm))
 
     def send_text(self, text: str) -> None:
         """A control message to mod_audio_fork."""
-        if self.transport is not None and self.ws.state is State.OPEN:
+        if self.transport is not None and self.ws.state is OPEN:
             self.transport.write(self.ws.text(text))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -168,7 +168,7 @@ class ForkConnection(asyncio.Protocol):
             if self.stage is not Stage.CLOSED:
                 self._drop = (status, code, reason)
             return
-        if self.ws.state is State.OPEN or self.ws.state is State.CLOSING:
+        if self.ws.state is OPEN or self.ws.state is CLOSING:
             out = self.ws.close(code, reason)
         else:
             self.ws.reject(status, reason)

@@ -49,6 +49,10 @@ class Phase(enum.StrEnum):
     ENDED = "ended"  # FreeSWITCH reported the hang-up
 
 
+# as module constants: an Enum member read off its class costs ~0.2 µs on Python 3.11 (the session checks per message)
+CONNECTING, OPEN, ENDING, ENDED = Phase.CONNECTING, Phase.OPEN, Phase.ENDING, Phase.ENDED
+
+
 @dataclass(slots=True, frozen=True)
 class Failed:
     """The media path broke: end the call the configured way, with ``reason`` as its outcome."""
@@ -145,7 +149,7 @@ class Lifecycle:
         self.stall_seconds = stall_seconds
         self.transfer_timeout = transfer_timeout
         self.ending_grace = ENDING_GRACE if ending_grace is None else ending_grace
-        self.phase = Phase.CONNECTING
+        self.phase = CONNECTING
         self.outcome = ""
         self.detail = ""  # what the outcome was about (failure, the agent's hang-up reason)
         self.heard = False  # the agent sent a message it understood
@@ -179,7 +183,7 @@ class Lifecycle:
     def _expire(self, due: float) -> Decision | None:
         if self._first_at == due:
             self._first_at = None
-            if self.phase is Phase.OPEN and not self.heard:
+            if self.phase is OPEN and not self.heard:
                 limit = self.first_message_timeout
                 return self.fail(
                     "agent_first_message_timeout", f"the agent sent nothing within {limit:g} s of connecting"
@@ -203,9 +207,9 @@ class Lifecycle:
     # -- the agent ------------------------------------------------------------------------------
     def opened(self, now: float) -> bool:
         """The agent's WebSocket is open (False: the call is gone already)."""
-        if self.phase is not Phase.CONNECTING:
+        if self.phase is not CONNECTING:
             return False
-        self.phase = Phase.OPEN
+        self.phase = OPEN
         if self.first_message_timeout and not self.heard:
             self._first_at = now + self.first_message_timeout
         return True
@@ -217,7 +221,7 @@ class Lifecycle:
 
     def announce_end(self, reason: str, now: float) -> None:
         """The agent said it is ending: its close is a hang-up; hang up anyway after the grace time."""
-        if self.phase is not Phase.OPEN or self.ending is not None:
+        if self.phase is not OPEN or self.ending is not None:
             return
         self.ending = clean(reason, 64)
         self._ending_at = now + self.ending_grace
@@ -230,9 +234,9 @@ class Lifecycle:
 
     def agent_hangup(self, detail: str) -> HangingUp | None:
         """The agent ends the call (while it is up)."""
-        if self.phase is not Phase.OPEN:
+        if self.phase is not OPEN:
             return None
-        self.phase = Phase.ENDING
+        self.phase = ENDING
         self.outcome = "agent_hangup"
         self.detail = clean(detail, 300)
         self._stop(transfer=False)  # a transfer's result may still reach the agent
@@ -248,11 +252,11 @@ class Lifecycle:
         1001 (the agent's server going away), 1006 (no close frame), 1011, a protocol error, or a close
         before the agent said anything — is a failure. ``last_error``: the last error the agent reported.
         """
-        if self.phase is not Phase.OPEN:
+        if self.phase is not OPEN:
             return None
         said = f"{code} {clean(reason, 120)}".strip()
         if self.leaving:  # transferred away: the call ends without the agent
-            self.phase = Phase.ENDING
+            self.phase = ENDING
             self.detail = f"the agent closed ({said}) after the transfer"
             self._stop()
             return None
@@ -269,9 +273,9 @@ class Lifecycle:
     # -- failures and the end -------------------------------------------------------------------
     def fail(self, reason: str, detail: str) -> Failed | None:
         """The media path broke: the call ends with ``reason`` (once; None when it is ending already)."""
-        if self.phase is Phase.ENDING or self.phase is Phase.ENDED:
+        if self.phase is ENDING or self.phase is ENDED:
             return None
-        self.phase = Phase.ENDING
+        self.phase = ENDING
         self.outcome = reason
         self.detail = clean(detail, 300)
         self._stop()
@@ -279,16 +283,16 @@ class Lifecycle:
 
     def ended(self) -> bool:
         """FreeSWITCH reported the hang-up (False: it had already)."""
-        if self.phase is Phase.ENDED:
+        if self.phase is ENDED:
             return False
-        self.phase = Phase.ENDED
+        self.phase = ENDED
         self._stop()
         return True
 
     # -- the fork -------------------------------------------------------------------------------
     def fork_lost(self, code: int, now: float) -> bool:
         """The fork dropped with close ``code``: fail after the grace time unless it comes back (False: ending)."""
-        if self.phase is Phase.ENDING or self.phase is Phase.ENDED:
+        if self.phase is ENDING or self.phase is ENDED:
             return False
         if self._fork_at is None:
             self._fork_at, self._fork_code = now + self.fork_grace, code
@@ -301,7 +305,7 @@ class Lifecycle:
     # -- transfers ------------------------------------------------------------------------------
     def transfer_requested(self, tool_call_id: str | None, target: str, now: float, control: bool) -> str | None:
         """The agent asks for a transfer: None when it goes ahead (answered later), else why not."""
-        if not control or self.phase is not Phase.OPEN:
+        if not control or self.phase is not OPEN:
             return "no call control" if not control else "the call is ending"
         if self.transfer is not None:
             return f"a transfer to {self.transfer.target} is in progress"

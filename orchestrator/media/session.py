@@ -31,6 +31,9 @@ from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.media import dialects, fork
 from orchestrator.media.agent_connection import AgentConnection, agent_line
 from orchestrator.media.lifecycle import (
+    CONNECTING,
+    ENDING,
+    OPEN,
     Decision,
     Failed,
     HangingUp,
@@ -243,7 +246,7 @@ class Session:
                 else:
                     agent.send(message)
                     st.frames_to_agent += 1
-        elif self.life.phase is Phase.CONNECTING:
+        elif self.life.phase is CONNECTING:
             if len(self.pending) >= self.pending_max:
                 self.pending.popleft()
                 st.dropped_to_agent += 1
@@ -330,7 +333,7 @@ class Session:
     def agent_message(self, message: base.Message) -> None:
         """A message from the agent."""
         phase = self.life.phase
-        if phase is not Phase.OPEN and phase is not Phase.ENDING:
+        if phase is not OPEN and phase is not ENDING:
             return
         try:
             actions = self.adapter.receive(message)
@@ -346,8 +349,16 @@ class Session:
 
     def _act(self, action: base.Action) -> None:
         kind = type(action)
-        if kind is base.Play:
-            self._play(action.pcm)  # type: ignore[union-attr]
+        if kind is base.Play:  # the hot path: inline
+            pcm = action.pcm  # type: ignore[union-attr]
+            st = self.stats
+            st.frames_from_agent += 1
+            st.bytes_from_agent += len(pcm)
+            now = time.monotonic()
+            self.pacer.push(pcm, now)
+            self.poll(now)
+            if self.pacer.busy:
+                self.bridge.pacing.add(self)
         elif kind is base.Send:
             if self.agent is not None:
                 self.agent.send(action.message)  # type: ignore[union-attr]
@@ -374,16 +385,6 @@ class Session:
             self._agent_event(action)  # type: ignore[arg-type]
         elif kind is base.ProtocolViolation:
             self._violation(action)  # type: ignore[arg-type]
-
-    def _play(self, pcm: bytes) -> None:
-        st = self.stats
-        st.frames_from_agent += 1
-        st.bytes_from_agent += len(pcm)
-        now = time.monotonic()
-        self.pacer.push(pcm, now)
-        self.poll(now)
-        if self.pacer.busy:
-            self.bridge.pacing.add(self)
 
     def _violation(self, action: base.ProtocolViolation) -> None:
         self.stats.violations += 1
@@ -451,7 +452,7 @@ class Session:
                     self.agent.send(message)
 
     def _flush_again(self) -> None:
-        if self.life.phase is Phase.OPEN and self.bridge.control is not None:
+        if self.life.phase is OPEN and self.bridge.control is not None:
             self.spawn(self.bridge.control.flush_playback(self.call_id))
 
     # -- call actions ---------------------------------------------------------------------------
@@ -561,7 +562,7 @@ class Session:
     def _drain(self) -> None:
         """Wait until the caller heard the agent's last audio (at most the longest playback), then hang up."""
         self._drain_timer = None
-        if self.life.phase is not Phase.ENDING:
+        if self.life.phase is not ENDING:
             return
         now = time.monotonic()
         left = self.pacer.queued_ms / 1000 + self.pacer.held(now) / (self.rate * 2)
@@ -573,7 +574,7 @@ class Session:
         self.spawn(self._agent_hangup_call())
 
     async def _agent_hangup_call(self) -> None:
-        if self.bridge.control is None or self.life.phase is not Phase.ENDING:
+        if self.bridge.control is None or self.life.phase is not ENDING:
             return
         try:
             await self.bridge.control.hangup(self.call_id, "completed", by="agent")

@@ -58,7 +58,11 @@ except ImportError:  # pragma: no cover - pure Python fallback
     from websockets.utils import apply_mask
 
 __all__ = [
+    "CLOSED",
     "CLOSE_TIMEOUT",
+    "CLOSING",
+    "CONNECTING",
+    "OPEN",
     "Binary",
     "Closed",
     "Opened",
@@ -116,6 +120,11 @@ class State(enum.Enum):
     OPEN = 1  # messages flow both ways
     CLOSING = 2  # we sent a close frame (ours, or the echo of the peer's is pending): waiting for the end
     CLOSED = 3  # the close handshake finished, the peer broke the protocol, the handshake failed, or TCP ended
+
+
+# the states as module constants, like websockets' protocol.py: reading a member off an Enum class costs ~0.2 µs
+# on Python 3.11, a module global ~0.02 µs, and the hot path checks the state on every frame
+CONNECTING, OPEN, CLOSING, CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 
 
 class WebSocketProtocolError(Exception):
@@ -221,7 +230,7 @@ class WebSocket:
         self._frag: list[bytes] = []
         self.max_message = max_message
         self.close_timeout = close_timeout
-        self.state = State.CONNECTING
+        self.state = CONNECTING
         self.subprotocol: str | None = None
         self.request: Request | None = None
         self.close_code: int | None = None
@@ -274,24 +283,24 @@ class WebSocket:
         """
         hs: ServerProtocol = self._handshake
         response = self._response
-        if hs is None or response is None or self.state is not State.CONNECTING:
+        if hs is None or response is None or self.state is not CONNECTING:
             return
         for name, value in (extra_headers or {}).items():
             response.headers[name] = value
         hs.send_response(response)
         self._out.extend(hs.data_to_send())
         self.subprotocol = hs.subprotocol
-        self.state = State.OPEN
+        self.state = OPEN
         self._handshake = self._response = None
         self._buf, self._early = self._early, b""
 
     def reject(self, status: int, text: str) -> None:
         """Refuse the upgrade with an HTTP status; the connection should then be closed (no-op once decided)."""
         hs: ServerProtocol | None = self._handshake
-        if hs is None or self.is_client or self.state is not State.CONNECTING:
+        if hs is None or self.is_client or self.state is not CONNECTING:
             return
         self._out.append(hs.reject(status, text + "\n").serialize())
-        self.state = State.CLOSED
+        self.state = CLOSED
         self._handshake = self._response = None
         self._buf = self._early = b""
         self._head = bytearray()
@@ -344,7 +353,7 @@ class WebSocket:
         if response.status_code != 101:  # not a valid WebSocket upgrade: answer it now
             hs.send_response(response)
             self._out.extend(hs.data_to_send())
-            self.state = State.CLOSED
+            self.state = CLOSED
             self._handshake = None
             return [Closed(1002, "", f"bad upgrade request: {hs.handshake_exc}", response.status_code)]
         self.request = request
@@ -368,7 +377,7 @@ class WebSocket:
             received, rest = hs.events_received(), b""
         if not received:
             if hs.handshake_exc is not None:  # not a valid HTTP response
-                self.state = State.CLOSED
+                self.state = CLOSED
                 self._handshake = None
                 return [Closed(1006, "", f"handshake failed: {hs.handshake_exc}")]
             self._body = True
@@ -377,10 +386,10 @@ class WebSocket:
         for ev in received:
             if isinstance(ev, Response):
                 if hs.handshake_exc is not None or self._body:
-                    self.state = State.CLOSED
+                    self.state = CLOSED
                     self._handshake = None
                     return [Closed(1006, "", f"handshake refused: {hs.handshake_exc or ev.status_code}")]
-                self.state = State.OPEN
+                self.state = OPEN
                 self.subprotocol = hs.subprotocol
                 self._handshake = None
                 events.append(Opened(self.subprotocol, ev))
@@ -393,9 +402,9 @@ class WebSocket:
     def receive_data(self, data: bytes) -> list[Event]:
         """Bytes from the peer → complete messages and state changes."""
         state = self.state
-        if state is State.CLOSED:
+        if state is CLOSED:
             return []
-        if state is State.CONNECTING:
+        if state is CONNECTING:
             if self._handshake is None:
                 return []
             if self._response is not None:  # server: the request awaits accept() or reject()
@@ -403,7 +412,7 @@ class WebSocket:
             try:
                 return self._receive_handshake(data)
             except WebSocketProtocolError as exc:
-                self.state = State.CLOSED
+                self.state = CLOSED
                 self._handshake = None
                 return [Closed(1002, "", exc.detail)]
         if not self._buf and not self._frag_op and len(data) > 6:
@@ -429,9 +438,9 @@ class WebSocket:
             return [self._fail(exc.code, exc.detail)]
 
     def _fail(self, code: int, detail: str) -> Closed:
-        if self.state is State.OPEN:
+        if self.state is OPEN:
             self._out.append(self._frame(OP_CLOSE, _close_payload(code, "")))
-        self.state = State.CLOSED
+        self.state = CLOSED
         self._buf = b""
         self.close_code = code
         return Closed(code, "", detail)
@@ -496,7 +505,7 @@ class WebSocket:
             if not fin or len(payload) > 125:
                 raise WebSocketProtocolError(1002, "control frames must be final and at most 125 bytes")
             if opcode == OP_PING:
-                if self.state is State.OPEN:
+                if self.state is OPEN:
                     self._out.append(self._frame(OP_PONG, payload))
                 return None
             if opcode == OP_PONG:
@@ -541,9 +550,9 @@ class WebSocket:
                 reason = payload[2:].decode()
             except UnicodeDecodeError:
                 raise WebSocketProtocolError(1007, "close reason is not valid UTF-8") from None
-        if self.state is State.OPEN:  # echo the peer's close (RFC 6455 5.5.1)
+        if self.state is OPEN:  # echo the peer's close (RFC 6455 5.5.1)
             self._out.append(self._frame(OP_CLOSE, payload))
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.close_code, self.close_reason = code, reason
         return Closed(code, reason)
 
@@ -572,21 +581,21 @@ class WebSocket:
 
     def close(self, code: int = 1000, reason: str = "") -> bytes:
         """Start the closing handshake (returns the close frame; b"" if already closing)."""
-        if self.state is not State.OPEN:
+        if self.state is not OPEN:
             return b""
-        self.state = State.CLOSING
+        self.state = CLOSING
         return self._frame(OP_CLOSE, _close_payload(code, reason))
 
     def close_expected(self) -> bool:
         """Whether the TCP connection should close soon: we sent a close frame and wait for the peer's answer
         (the I/O layer closes it after :attr:`close_timeout` if the peer does not)."""
-        return self.state is State.CLOSING
+        return self.state is CLOSING
 
     def receive_eof(self) -> list[Event]:
         """The TCP connection ended: :class:`Closed` (1006) unless the WebSocket was closed already."""
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return []
-        self.state = State.CLOSED
+        self.state = CLOSED
         self._handshake = self._response = None
         self._buf = b""
         return [Closed(1006, "")]
