@@ -174,9 +174,10 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
         bridge = None
     else:
         _pin(0)
+        from orchestrator.media import agent_connection, fork_connection
         from orchestrator.media import bridge as b
 
-        b.SAMPLE_EVERY = 1
+        fork_connection.SAMPLE_EVERY = agent_connection.SAMPLE_EVERY = 1  # every message's latency
         bridge = b.MediaBridge(_deployment(agent_port, protocol, rate), fork.Tokens(SECRET), _NoControl(), port=0)
         loop.run_until_complete(bridge.start())
         port = bridge.port

@@ -343,3 +343,8 @@ class LogThrottle:
             return held
         self._state[kind] = (start, shown, held + 1)
         return None
+
+
+def escaped(text: str, limit: int = 200) -> str:
+    """Outside text for a log line: its first ``limit`` characters, escaped as ``ascii()`` does (one inert line)."""
+    return ascii(text[:limit])[1:-1]

@@ -22,7 +22,7 @@ from orchestrator.agents.base import (
     Send,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.agents.elevenlabs import ElevenLabsProtocol, parse_signed_url, public_url, signed_url_request
 from orchestrator.audio.convert import Converter, audioop
@@ -231,15 +231,15 @@ def test_end_call_answers_then_hangs_up() -> None:
 @pytest.mark.parametrize("parameter", ["number", "target", "destination"])
 def test_transfer_tools(tool: str, parameter: str) -> None:
     proto = adapter()
-    assert proto.receive(tool_call(tool, {parameter: "+4930999"}, "tc_9")) == [Transfer("+4930999", "tc_9")]
+    assert proto.receive(tool_call(tool, {parameter: "+4930999"}, "tc_9")) == [TransferAction("+4930999", "tc_9")]
 
 
 def test_transfer_to_sip_uri_and_numeric_parameter() -> None:
     proto = adapter()
     assert proto.receive(tool_call("transfer_call", {"target": "sip:desk@pbx.example.com"})) == [
-        Transfer("sip:desk@pbx.example.com", "tc_1")
+        TransferAction("sip:desk@pbx.example.com", "tc_1")
     ]
-    assert proto.receive(tool_call("transfer_call", {"number": 4930999})) == [Transfer("4930999", "tc_1")]
+    assert proto.receive(tool_call("transfer_call", {"number": 4930999})) == [TransferAction("4930999", "tc_1")]
 
 
 @pytest.mark.parametrize("parameters", [None, {}, {"number": ""}, {"number": "+49 30"}, {"number": "a\nb"}])

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from audio_tools import tone
 from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
-from test_bridge import Harness, wait_until
+from test_bridge import Harness, run_clocks, wait_until
 
-from orchestrator.media import bridge as bridge_module
+from orchestrator.media import lifecycle
 from orchestrator.media.websocket import Text, WebSocket
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
@@ -178,12 +178,16 @@ async def test_elevenlabs_end_call_then_any_close_is_a_hangup(code: int) -> None
     assert record["agent_events"][0]["tool"] == "end_call"
 
 
-async def test_elevenlabs_end_call_without_a_close_hangs_up_after_a_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bridge_module, "ENDING_GRACE", 0.3)
+async def test_elevenlabs_end_call_without_a_close_hangs_up_after_a_grace() -> None:
     async with FakeElevenLabs() as agent, Harness(eleven(agent), **FAIL) as h:
         await eleven_session(h, agent)
         event = {"tool_name": "end_call", "tool_call_id": "e1", "tool_type": "system", "is_error": False}
         await agent.send_json({"type": "agent_tool_response", "agent_tool_response": event})
+        sess = h.bridge.sessions[CID]
+        await wait_until(lambda: sess.life.ending is not None)
+        run_clocks(sess, lifecycle.ENDING_GRACE - 0.5)
+        assert sess.state == "open"  # still waiting for the close
+        run_clocks(sess, lifecycle.ENDING_GRACE)
         record = await ended(h)
     assert h.control.calls == [("hangup", CID, "completed", "agent")] and "no close followed" in record["detail"]
 

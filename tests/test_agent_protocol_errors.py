@@ -17,7 +17,7 @@ from test_bridge import Harness, wait_until
 from websockets.exceptions import ConnectionClosed
 
 from orchestrator.logs import LogThrottle
-from orchestrator.media import bridge as bridge_module
+from orchestrator.media import agent_connection
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
 
@@ -71,7 +71,7 @@ async def test_hostile_messages_are_violations_and_the_call_goes_on() -> None:
 async def test_a_spamming_agent_cannot_flood_the_log(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bridge_module, "AGENT_LOG", LogThrottle(burst=20, window=10.0))
+    monkeypatch.setattr(agent_connection, "AGENT_LOG", LogThrottle(burst=20, window=10.0))
     caplog.set_level(logging.INFO, "sipagent.media")
     async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
         await h.fork("c0ffee00-0000-4000-8000-000000000001")

@@ -18,7 +18,7 @@ from orchestrator.agents.base import (
     ProtocolViolation,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.agents.raw import RawProtocol
 from orchestrator.audio.convert import Converter
@@ -111,8 +111,8 @@ def test_messages_to_the_agent() -> None:
         ({"type": "hangup", "reason": "done"}, Hangup("done")),
         ({"type": "hangup"}, Hangup("agent_hangup")),
         ({"type": "hangup", "reason": "  "}, Hangup("agent_hangup")),
-        ({"type": "transfer", "target": "+4930999", "id": "t1"}, Transfer("+4930999", "t1")),
-        ({"type": "transfer", "target": "sip:desk@pbx.example.com"}, Transfer("sip:desk@pbx.example.com", None)),
+        ({"type": "transfer", "target": "+4930999", "id": "t1"}, TransferAction("+4930999", "t1")),
+        ({"type": "transfer", "target": "sip:desk@pbx.example.com"}, TransferAction("sip:desk@pbx.example.com", None)),
         ({"type": "dtmf", "digits": "12#", "id": 5}, SendDtmf("12#", "5")),
         ({"type": "clear"}, Clear()),
         ({"type": "mark", "name": "x"}, Mark("x")),

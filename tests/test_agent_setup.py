@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 from fake_agents import FakeElevenLabs, FakeHttp, FakeRawAgent, ScriptedServer, server_tls
-from test_bridge import Harness, wait_until
+from test_bridge import Harness, run_clocks, wait_until
 
 from orchestrator.agents import connect
 from orchestrator.config.selfsigned import generate
-from orchestrator.media import bridge as bridge_module
+from orchestrator.media import session as session_module
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
 PROMPT = "/usr/share/sorry.wav"
@@ -36,14 +36,14 @@ OK_101 = (
 async def nothing_escapes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Any]]:
     """Collect exceptions that escape a session's tasks or reach the loop's exception handler."""
     escaped: list[Any] = []
-    original = bridge_module.Session._done
+    original = session_module.Session._done
 
-    def done(self: bridge_module.Session, task: asyncio.Task[Any]) -> None:
+    def done(self: session_module.Session, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             escaped.append(task.exception())
         original(self, task)
 
-    monkeypatch.setattr(bridge_module.Session, "_done", done)
+    monkeypatch.setattr(session_module.Session, "_done", done)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _, context: escaped.append(context))
     yield escaped
@@ -313,13 +313,16 @@ async def test_only_understood_messages_count_as_the_first_message() -> None:
     async with (
         FakeElevenLabs(metadata=False) as agent,
         Harness(
-            {"protocol": "elevenlabs", "agent_id": "a", "url": agent.url, "first_message_timeout_seconds": 0.4}
+            {"protocol": "elevenlabs", "agent_id": "a", "url": agent.url, "first_message_timeout_seconds": 30}
         ) as h,
     ):
         await h.fork()
         await agent.wait_session()
         await agent.send_bytes(b"\x00\x01 not json")
         await agent.send_text("[]")
+        sess = h.bridge.sessions[CID]
+        await wait_until(lambda: sess.stats.violations == 2)
+        run_clocks(sess, 30)
         record = await failed(h)
     assert record["outcome"] == "agent_first_message_timeout"
 
@@ -328,22 +331,26 @@ async def test_an_answered_initiation_stops_the_first_message_clock() -> None:
     async with (
         FakeElevenLabs() as agent,
         Harness(
-            {"protocol": "elevenlabs", "agent_id": "a", "url": agent.url, "first_message_timeout_seconds": 0.3}
+            {"protocol": "elevenlabs", "agent_id": "a", "url": agent.url, "first_message_timeout_seconds": 30}
         ) as h,
     ):
         await h.fork()
         await agent.wait_session()
-        await asyncio.sleep(0.6)
-        assert h.control.calls == [] and h.bridge.sessions[CID].heard
+        sess = h.bridge.sessions[CID]
+        await wait_until(lambda: sess.heard)
+        run_clocks(sess, 3600)
+        assert h.control.calls == [] and sess.state == "open"
 
 
-@pytest.mark.parametrize("limit", [None, 0.3])
+@pytest.mark.parametrize("limit", [None, 30])
 async def test_raw_agents_may_stay_silent_unless_a_limit_is_set(limit: float | None) -> None:
     async with FakeRawAgent() as agent, Harness(raw(agent.url, first_message_timeout_seconds=limit)) as h:
         await h.fork()
         await agent.wait_session()
+        sess = h.bridge.sessions[CID]
+        await wait_until(lambda: sess.state == "open")
+        run_clocks(sess, 3600)
         if limit is None:
-            await asyncio.sleep(0.6)
             assert h.control.calls == []
             return
         record = await failed(h)
@@ -361,10 +368,10 @@ async def test_a_close_before_the_first_message_is_a_failure_even_if_normal() ->
 
 
 async def test_a_bug_while_opening_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: bridge_module.Session, conn: Any) -> bool:
+    def broken(self: session_module.Session, conn: Any) -> bool:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(bridge_module.Session, "agent_opened", broken)
+    monkeypatch.setattr(session_module.Session, "agent_opened", broken)
     async with FakeRawAgent() as agent, Harness(raw(agent.url)) as h:
         await h.fork()
         record = await failed(h)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
-from test_bridge import Control, Harness, wait_until
+from test_bridge import Control, Harness, run_clocks, wait_until
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
 
@@ -107,16 +107,18 @@ async def test_a_refused_command_is_answered_at_once_and_once(notice_too: bool) 
         await asyncio.sleep(0.1)
         (result,) = agent.session.of_type("result")
     assert result["ok"] is False and ("answered" in result["detail"])
-    assert h.bridge.sessions.get(CID) is None or h.bridge.sessions[CID]._pending_transfer is None
+    assert h.bridge.sessions.get(CID) is None or h.bridge.sessions[CID].life.transfer is None
 
 
 async def test_no_outcome_in_time_is_an_error_and_a_late_notice_changes_nothing() -> None:
-    async with FakeElevenLabs() as agent, Harness(eleven(agent, transfer_timeout_seconds=0.3)) as h:
+    async with FakeElevenLabs() as agent, Harness(eleven(agent, transfer_timeout_seconds=30)) as h:
         await started(h, agent)
         await agent.send_tool_call("transfer_call", {"number": "+15550001111"}, tool_call_id="t1")
+        await wait_until(lambda: h.control.calls)
+        run_clocks(h.bridge.sessions[CID], 30)
         await agent.wait_for(lambda: agent.session.of_type("client_tool_result"), timeout=2)
         (result,) = agent.session.of_type("client_tool_result")
-        assert result["is_error"] is True and "no outcome within 0.3 s" in result["result"]
+        assert result["is_error"] is True and "no outcome within 30 s" in result["result"]
         h.notice("transfer", CID, succeeded=False, sip_status=603, call_continues=True)
         await asyncio.sleep(0.1)
         assert len(agent.session.of_type("client_tool_result")) == 1

@@ -99,6 +99,11 @@ class Fork:
             await asyncio.sleep(0.01)
 
 
+def run_clocks(session: Any, seconds: float) -> None:
+    """Fake time for a session's decisions: carry out what its lifecycle decides ``seconds`` from now."""
+    session.expire(time.monotonic() + seconds)
+
+
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -347,10 +352,16 @@ async def test_agent_closing_mid_call_ends_only_that_call() -> None:
 
 
 async def test_fork_dropping_while_call_is_up_is_media_lost() -> None:
-    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}, fork_grace_seconds=0.2) as h:
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}, fork_grace_seconds=30) as h:
         f = await h.fork()
         await agent.wait_session()
+        sess = h.bridge.sessions["c0ffee00-0000-4000-8000-000000000001"]
         await f.ws.close(1000)
+        await wait_until(lambda: sess.fork is None)
+        run_clocks(sess, 29.9)
+        assert h.control.calls == []  # the grace period is not over
+        run_clocks(sess, 30)
+        assert sess.outcome == "media_lost"
         await wait_until(lambda: h.control.calls, timeout=2)
         assert h.control.calls[0][0] == "hangup"
         await agent.wait_for(lambda: agent.session.closed.is_set())
@@ -358,17 +369,18 @@ async def test_fork_dropping_while_call_is_up_is_media_lost() -> None:
 
 
 async def test_hangup_closes_both_sockets_and_no_failure_is_reported() -> None:
-    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}, fork_grace_seconds=0.2) as h:
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
         f = await h.fork()
         await agent.wait_session()
+        sess = h.bridge.sessions["c0ffee00-0000-4000-8000-000000000001"]
         await f.send_audio(bytes(640 * 5), realtime=False)
         await agent.wait_audio(640 * 5)
         h.notice("hangup", "c0ffee00-0000-4000-8000-000000000001")
         await asyncio.wait_for(f.closed.wait(), 3)
         await agent.wait_for(lambda: agent.session.closed.is_set())
         assert agent.session.close_code == 1000 and agent.session.of_type("stop")
-        await asyncio.sleep(0.3)
-        assert h.control.calls == []
+        run_clocks(sess, 3600)  # the fork's grace period and every other clock: nothing is due
+        assert h.control.calls == [] and sess.outcome == ""
         record = h.control.records["c0ffee00-0000-4000-8000-000000000001"]
         assert record["outcome"] == "completed" and record["frames"]["from_caller"] == 5
         assert not h.bridge.sessions

@@ -12,7 +12,7 @@ from fake_agents import FakeElevenLabs, FakeRawAgent, FakeTwilioAgent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from orchestrator.agents.base import AgentInfo, CallInfo, Clear, Hangup, Mark, Play, Send, Transfer
+from orchestrator.agents.base import AgentInfo, CallInfo, Clear, Hangup, Mark, Play, Send, TransferAction
 from orchestrator.agents.elevenlabs import ElevenLabsProtocol, parse_signed_url, public_url, signed_url_request
 from orchestrator.agents.raw import RawProtocol
 from orchestrator.agents.twilio import TwilioProtocol
@@ -148,7 +148,7 @@ async def test_raw_echo_is_byte_identical() -> None:
             assert fake.session.of_type("start")[0]["audio"] == {"encoding": "l16", "sample_rate": 16000}
 
             await fake.send_transfer("+4930999", request_id="t1")
-            assert await receive_actions(ws, adapter, Transfer) == [Transfer("+4930999", "t1")]
+            assert await receive_actions(ws, adapter, TransferAction) == [TransferAction("+4930999", "t1")]
             for message in adapter.tool_result("t1", "ok"):
                 await ws.send(message)
             await fake.wait_for(lambda: fake.session.of_type("result"))

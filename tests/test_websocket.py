@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
+from orchestrator.media.websocket import Binary, Closed, Opened, Request, State, Text, WebSocket
 
 
 def _opened_pair() -> tuple[WebSocket, WebSocket]:
@@ -156,11 +156,11 @@ def test_invalid_requests_are_answered_with_an_http_error_and_closed(data: bytes
             break
     response = server.data_to_send()
     if status == 0:
-        assert events == [] and response == b"" and not server.closed
+        assert events == [] and response == b"" and server.state is not State.CLOSED
         return
     assert len(events) == 1 and isinstance(events[0], Closed) and events[0].status == status, events
     assert _status(response) == status and b"Connection: close" in response
-    assert server.closed and not server.open
+    assert server.state is State.CLOSED and server.subprotocol is None
     assert server.receive_data(b"GET / HTTP/1.1\r\n\r\n") == [] and server.data_to_send() == b""  # done for good
     assert b"y" * 100 not in response and b"\xfc" not in response  # the peer's bytes are not echoed
 
@@ -186,7 +186,7 @@ def test_too_much_before_the_upgrade_is_answered_413() -> None:
     assert isinstance(events[0], Closed) and events[0].status == 413
     assert _status(server.data_to_send()) == 413
     server.accept()  # too late: nothing happens
-    assert server.data_to_send() == b"" and not server.open
+    assert server.data_to_send() == b"" and server.state is State.CLOSED
 
 
 @pytest.mark.parametrize(
@@ -204,7 +204,7 @@ def test_client_closes_on_an_invalid_response(response: bytes) -> None:
     client.data_to_send()
     events = client.receive_data(response)
     assert len(events) == 1 and isinstance(events[0], Closed) and events[0].code in (1002, 1006)
-    assert client.closed and client.receive_data(b"more") == []
+    assert client.state is State.CLOSED and client.receive_data(b"more") == []
 
 
 @pytest.mark.parametrize("chunk", [1, 10, 1000])
@@ -246,7 +246,7 @@ async def test_server_interoperates_with_websockets_client() -> None:
                     got.append(ev.data)
                     self.t.write(self.ws.binary(ev.data) if isinstance(ev, Binary) else self.ws.text(ev.data))  # type: ignore[attr-defined]
             self.t.write(self.ws.data_to_send())
-            if self.ws.closed:
+            if self.ws.state is State.CLOSED:
                 self.t.close()
 
     server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", 0)
@@ -284,3 +284,67 @@ async def test_client_interoperates_with_websockets_server() -> None:
         while not any(isinstance(e, Closed) for e in events):
             events += ws.receive_data(await reader.read(65536))
         writer.close()
+
+
+# -- state, end of stream, close timeout ------------------------------------------------------------------
+def _open_pair(close_timeout: float = 2.0) -> tuple[WebSocket, WebSocket]:
+    server = WebSocket.server(close_timeout=close_timeout)
+    client = WebSocket.client("ws://127.0.0.1:9/calls/x")
+    assert isinstance(server.receive_data(client.data_to_send())[0], Request)
+    server.accept()
+    assert isinstance(client.receive_data(server.data_to_send())[0], Opened)
+    return server, client
+
+
+def test_states_through_a_close_we_start() -> None:
+    server, client = _open_pair()
+    assert server.state is State.OPEN and not server.close_expected()
+    frame = server.close(1000, "bye")
+    assert server.state is State.CLOSING and server.close_expected() and server.close(1000) == b""
+    assert server.text("late") and server.state is State.CLOSING  # framing still works; the I/O layer checks state
+    (closed,) = client.receive_data(frame)
+    assert isinstance(closed, Closed) and client.state is State.CLOSED and not client.close_expected()
+    (answer,) = server.receive_data(client.data_to_send())
+    assert isinstance(answer, Closed) and answer.code == 1000 and server.state is State.CLOSED
+
+
+def test_receive_eof_reports_a_lost_connection_once() -> None:
+    server, _ = _open_pair()
+    assert server.receive_eof() == [Closed(1006, "")]
+    assert server.state is State.CLOSED and server.receive_eof() == [] and server.receive_data(b"\x82\x00") == []
+    connecting = WebSocket.server()
+    assert connecting.state is State.CONNECTING and connecting.receive_eof() == [Closed(1006, "")]
+
+
+def test_receive_eof_after_a_close_handshake_is_no_news() -> None:
+    server, client = _open_pair()
+    client.receive_data(server.close(1000))
+    server.receive_data(client.data_to_send())
+    assert server.receive_eof() == []
+
+
+async def test_a_close_the_peer_never_answers_ends_tcp_after_the_close_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.media.fork_connection import close_transport
+
+    class Transport:
+        def __init__(self) -> None:
+            self.data, self.closed = b"", False
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def close(self) -> None:
+            self.closed = True
+
+    armed: list[float] = []
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "call_later", lambda delay, callback: armed.append(delay) or callback())
+    server, _ = _open_pair(close_timeout=0.25)
+    t = Transport()
+    close_transport(t, server, 1001, "")  # type: ignore[arg-type]
+    assert t.data[:1] == b"\x88" and armed == [0.25] and t.closed  # the timer the WebSocket asked for
+    t2 = Transport()
+    close_transport(t2, server, 1000, "")  # type: ignore[arg-type]
+    assert t2.data == b"" and t2.closed and armed == [0.25]  # nothing to close: at once

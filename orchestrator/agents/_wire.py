@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
-from orchestrator.agents.base import CallInfo
+from orchestrator.agents.base import Action, CallInfo, Message, ProtocolViolation
 
 #: the largest integer an event id may be (JSON numbers beyond it are not ids)
 MAX_EVENT_ID = (1 << 63) - 1
@@ -55,6 +56,26 @@ def parse_object(message: str | bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Malformed(f"{frame}expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def receive_json(
+    message: Message, key: str, number: int, handle: Callable[[str, dict[str, Any]], list[Action]]
+) -> list[Action]:
+    """An agent's JSON message naming its kind in ``key``: ``handle(kind, data)``'s actions.
+
+    Whatever is malformed — not a JSON object, no ``key``, or what ``handle`` raises as :class:`Malformed`
+    (or ``ValueError``) — is one :class:`ProtocolViolation` naming the message's ``number`` and its kind.
+    """
+    kind = None
+    try:
+        data = parse_object(message)
+        kind = data.get(key)
+        if not isinstance(kind, str):
+            raise Malformed(f"no '{key}'")
+        return handle(kind, data)
+    except (Malformed, ValueError) as exc:
+        shown = f" ({key} '{clean(kind, 40)}')" if isinstance(kind, str) else ""
+        return [ProtocolViolation(where=f"agent message #{number}{shown}", detail=str(exc))]
 
 
 def clean(text: str, limit: int, keep_newlines: bool = False) -> str:

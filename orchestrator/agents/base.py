@@ -82,7 +82,7 @@ class Ending:
 
 
 @dataclass(frozen=True)
-class Transfer:
+class TransferAction:
     """Transfer the call to ``target`` (E.164 or sip: URI)."""
 
     target: str
@@ -145,7 +145,7 @@ Action = (
     | Mark
     | Hangup
     | Ending
-    | Transfer
+    | TransferAction
     | SendDtmf
     | Transcript
     | AgentInfo

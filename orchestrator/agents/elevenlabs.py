@@ -62,7 +62,7 @@ from orchestrator.agents.base import (
     Send,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.audio.convert import Converter, parse_format
 from orchestrator.config.model import ElevenLabsAgent
@@ -119,6 +119,7 @@ class ElevenLabsProtocol(AgentProtocol):
         self._from_agent = self._output_converter(config.audio_format)
         self._interrupted: int | None = None  # event_id of the last interruption
         self._received = 0
+        self._dispatch = self._message  # bound once: no method object per message
 
     def _input_converter(self, name: str) -> Converter:
         encoding, rate = parse_format(name)
@@ -157,18 +158,11 @@ class ElevenLabsProtocol(AgentProtocol):
     # -- from the agent ----------------------------------------------------------------------------
     def receive(self, message: Message) -> list[Action]:
         self._received += 1
-        kind = None
-        try:
-            data = _wire.parse_object(message)
-            kind = data.get("type")
-            if not isinstance(kind, str):
-                raise Malformed("no 'type'")
-            handler = self._handlers.get(kind)
-            return handler(self, data) if handler is not None else []
-        except (Malformed, ValueError) as exc:
-            shown = f" (type '{_wire.clean(kind, 40)}')" if isinstance(kind, str) else ""
-            where = f"agent message #{self._received}{shown}"
-            return [ProtocolViolation(where=where, detail=str(exc))]
+        return _wire.receive_json(message, "type", self._received, self._dispatch)
+
+    def _message(self, kind: str, data: dict[str, Any]) -> list[Action]:
+        handler = self._handlers.get(kind)
+        return handler(self, data) if handler is not None else []
 
     def _metadata(self, data: dict[str, Any]) -> list[Action]:
         event = get(data, "conversation_initiation_metadata_event", dict)
@@ -293,7 +287,7 @@ class ElevenLabsProtocol(AgentProtocol):
             target = str(target).strip()
             if not _wire.valid_target(target):
                 return fail(f"'{_wire.clean(target, 64)}' is not a phone number or SIP URI")
-            return [Transfer(target, call_id)]
+            return [TransferAction(target, call_id)]
         if name == "send_dtmf":
             digits = parameters.get("digits")
             digits = str(digits).strip() if isinstance(digits, str | int) and not isinstance(digits, bool) else ""

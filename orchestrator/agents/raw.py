@@ -58,10 +58,9 @@ from orchestrator.agents.base import (
     Mark,
     Message,
     Play,
-    ProtocolViolation,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.audio.convert import Converter, parse_format
 from orchestrator.config.model import RawAgent
@@ -83,6 +82,7 @@ class RawProtocol(AgentProtocol):
         self._to_agent = Converter(call.rate, self.rate)
         self._from_agent = Converter(self.rate, call.rate)
         self._received = 0
+        self._dispatch = self._control  # bound once: no method object per message
 
     # -- to the agent ------------------------------------------------------------------------------
     def open(self) -> list[Message]:
@@ -117,17 +117,7 @@ class RawProtocol(AgentProtocol):
         if isinstance(message, bytes):
             pcm = self._from_agent.convert(message)
             return [Play(pcm)] if pcm else []
-        kind = None
-        try:
-            data = _wire.parse_object(message)
-            kind = data.get("type")
-            if not isinstance(kind, str):
-                raise Malformed("no 'type'")
-            return self._control(kind, data)
-        except (Malformed, ValueError) as exc:
-            shown = f" (type '{_wire.clean(kind, 40)}')" if isinstance(kind, str) else ""
-            where = f"agent message #{self._received}{shown}"
-            return [ProtocolViolation(where=where, detail=str(exc))]
+        return _wire.receive_json(message, "type", self._received, self._dispatch)
 
     def _control(self, kind: str, data: dict[str, Any]) -> list[Action]:
         if kind == "hangup":
@@ -140,7 +130,7 @@ class RawProtocol(AgentProtocol):
             target = get(data, "target", str).strip()
             if not _wire.valid_target(target):
                 raise Malformed(f"'target' '{_wire.clean(target, 64)}' is not a phone number or SIP URI")
-            return [Transfer(target, self._request_id(data))]
+            return [TransferAction(target, self._request_id(data))]
         if kind == "dtmf":
             digits = dtmf.sequence(get(data, "digits", str))
             if digits is None:

@@ -28,7 +28,7 @@ from typing import Any
 from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
-from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play, ProtocolViolation
+from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play
 from orchestrator.audio.convert import Converter
 from orchestrator.config.model import TwilioAgent
 
@@ -61,6 +61,7 @@ class TwilioProtocol(AgentProtocol):
         self._chunk = 0
         self._samples = 0  # μ-law samples (= bytes) sent so far
         self._received = 0
+        self._dispatch = self._message  # bound once: no method object per message
         self._stopped = False
 
     def _next(self) -> int:
@@ -117,34 +118,27 @@ class TwilioProtocol(AgentProtocol):
     # -- from the agent ----------------------------------------------------------------------------
     def receive(self, message: Message) -> list[Action]:
         self._received += 1
-        event = None
-        try:
-            data = _wire.parse_object(message)
-            event = data.get("event")
-            if not isinstance(event, str):
-                raise Malformed("no 'event'")
-            sid = data.get("streamSid")
-            if sid is not None and sid != self.stream_sid:
-                shown = _wire.clean(sid, 40) if isinstance(sid, str) else type(sid).__name__
-                raise Malformed(f"streamSid '{shown}' is not this call's ('{self.stream_sid}'): message dropped")
-            if event == "media":
-                payload = get(get(data, "media", dict), "payload", str, "media.")
-                try:
-                    ulaw = binascii.a2b_base64(payload, strict_mode=True)
-                except binascii.Error as exc:
-                    raise Malformed(f"'media.payload' is not base64: {exc}") from None
-                pcm = self._from_agent.convert(ulaw)
-                return [Play(pcm)] if pcm else []
-            if event == "mark":
-                name = get(get(data, "mark", dict), "name", str, "mark.")
-                if len(name) > MAX_NAME:
-                    raise Malformed(f"'mark.name' is longer than {MAX_NAME} characters")
-                return [Mark(name)]
-            if event == "clear":
-                self._from_agent.reset()
-                return [Clear()]
-            return []
-        except (Malformed, ValueError) as exc:
-            shown = f" (event '{_wire.clean(event, 40)}')" if isinstance(event, str) else ""
-            where = f"agent message #{self._received}{shown}"
-            return [ProtocolViolation(where=where, detail=str(exc))]
+        return _wire.receive_json(message, "event", self._received, self._dispatch)
+
+    def _message(self, event: str, data: dict[str, Any]) -> list[Action]:
+        sid = data.get("streamSid")
+        if sid is not None and sid != self.stream_sid:
+            shown = _wire.clean(sid, 40) if isinstance(sid, str) else type(sid).__name__
+            raise Malformed(f"streamSid '{shown}' is not this call's ('{self.stream_sid}'): message dropped")
+        if event == "media":
+            payload = get(get(data, "media", dict), "payload", str, "media.")
+            try:
+                ulaw = binascii.a2b_base64(payload, strict_mode=True)
+            except binascii.Error as exc:
+                raise Malformed(f"'media.payload' is not base64: {exc}") from None
+            pcm = self._from_agent.convert(ulaw)
+            return [Play(pcm)] if pcm else []
+        if event == "mark":
+            name = get(get(data, "mark", dict), "name", str, "mark.")
+            if len(name) > MAX_NAME:
+                raise Malformed(f"'mark.name' is longer than {MAX_NAME} characters")
+            return [Mark(name)]
+        if event == "clear":
+            self._from_agent.reset()
+            return [Clear()]
+        return []

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator.logs import escaped
 from orchestrator.media.dialects import MAX_METADATA
 
 MAX_METADATA_FRAME = 2 * MAX_METADATA  # what the bridge reads (FreeSWITCH may re-print the JSON)
@@ -160,8 +161,8 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _clean(text: str) -> str:
-    """Outside text for a log line: escaped, bounded."""
-    return ascii(text)[1:-1][:300]
+    """Outside text for a log line: escaped, at most 300 characters."""
+    return escaped(text, 300)[:300]
 
 
 def fork_url(media_url: str, call_uuid: str, token: str) -> str:

@@ -30,7 +30,7 @@ from orchestrator.agents.base import (
     Send,
     SendDtmf,
     Transcript,
-    Transfer,
+    TransferAction,
 )
 from orchestrator.agents.elevenlabs import ElevenLabsProtocol
 from orchestrator.agents.raw import RawProtocol
@@ -38,7 +38,7 @@ from orchestrator.agents.twilio import TwilioProtocol
 from orchestrator.config.model import ElevenLabsAgent, RawAgent, TwilioAgent
 from orchestrator.media.websocket import WebSocket
 
-ACTIONS = (Send, Play, Clear, Mark, Hangup, Ending, Transfer, SendDtmf, Transcript, AgentInfo, AgentEvent,
+ACTIONS = (Send, Play, Clear, Mark, Hangup, Ending, TransferAction, SendDtmf, Transcript, AgentInfo, AgentEvent,
            ProtocolViolation)  # fmt: skip
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CALL = CallInfo("5f0c3f7e-2b1a-4c8e-9d3f-0123456789ab", "inbound", "+4915112345678", "+4930123456", "a", "t", 8000)
@@ -197,7 +197,9 @@ def test_twilio_valid_messages_round_trip(pcm: bytes, name: str) -> None:
 def test_raw_valid_messages_round_trip(pcm: bytes, target: str, rid: str) -> None:
     adapter = RAW_8K
     assert adapter.receive(pcm) == [Play(pcm)]  # the call's rate: bytes through unchanged
-    assert adapter.receive(json.dumps({"type": "transfer", "target": target, "id": rid})) == [Transfer(target, rid)]
+    assert adapter.receive(json.dumps({"type": "transfer", "target": target, "id": rid})) == [
+        TransferAction(target, rid)
+    ]
 
 
 # -- the agent side of the WebSocket --------------------------------------------------------------------------
