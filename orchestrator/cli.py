@@ -265,7 +265,7 @@ def apply(
     force: ForceOpt = False,
 ) -> None:
     """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
-    from orchestrator.calls.controller import node_endpoints
+    from orchestrator.calls.nodes import node_endpoints
     from orchestrator.render import read_tree
     from orchestrator.render.apply import apply_all
     from orchestrator.render.reload import plan_reload
@@ -325,7 +325,7 @@ def doctor(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network check.")] = 3.0,
 ) -> None:
     """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP."""
-    from orchestrator.calls.controller import node_endpoints
+    from orchestrator.calls.nodes import node_endpoints
     from orchestrator.doctor import FAIL, run_all
 
     result = _load(file, env_file, quiet_ok=True)

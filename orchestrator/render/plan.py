@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from orchestrator import channelvars
 from orchestrator.config import tls_material
 from orchestrator.config.model import Deployment, FreeSwitch, Trunk
 
@@ -30,8 +31,6 @@ SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbi
 CRYPTO_IN_AVP = "rtp_allow_crypto_in_avp"
 #: ``tls-verify-policy`` for each ``verify_peer`` setting (subject checks added when names are given).
 VERIFY_POLICY = {"none": "none", "outgoing": "out", "incoming": "in", "all": "all"}
-#: What a call is handed to: the orchestrator finds it parked with these variables set.
-VAR_PREFIX = "sipagent_"
 HANDOFF_CAUSE = "NORMAL_TEMPORARY_FAILURE"  # 503: the carrier may try another route
 REJECT_CONTEXT = "reject"
 LOG_LEVELS = ["debug", "info", "notice", "warning", "err", "crit", "alert"]
@@ -190,7 +189,7 @@ def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
     proxy = f"{host}:{port}" if port else host
     proxy += f";transport={out.transport}"
     variables: list[tuple[str, str]] = [
-        (f"{VAR_PREFIX}trunk", trunk.name),
+        (channelvars.TRUNK, trunk.name),
         ("rtp_secure_media_outbound", SRTP_MODES[out.media_encryption]),
         ("absolute_codec_string", _codec_string(out.codecs or deployment.freeswitch.codecs)),
     ]
@@ -199,7 +198,7 @@ def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
     if out.accept_crypto_in_avp:
         variables.append((CRYPTO_IN_AVP, "true"))
     if out.caller_id:
-        variables.append((f"{VAR_PREFIX}default_caller_id", out.caller_id))
+        variables.append((channelvars.DEFAULT_CALLER_ID, out.caller_id))
     variables += [(f"sip_h_{name}", value) for name, value in out.headers.items()]
     return Gateway(
         name=trunk.name,
@@ -301,7 +300,7 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
         if inbound is None:
             continue
         variables: list[tuple[str, str]] = [
-            (f"{VAR_PREFIX}trunk", trunk.name),
+            (channelvars.TRUNK, trunk.name),
             ("rtp_secure_media_inbound", SRTP_MODES[inbound.media_encryption]),
             ("absolute_codec_string", _codec_string(inbound.codecs or fs.codecs)),
         ]

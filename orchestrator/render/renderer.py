@@ -34,6 +34,7 @@ import jinja2
 from markupsafe import Markup
 from pydantic import SecretStr
 
+from orchestrator import channelvars
 from orchestrator.config.text import UNSAFE, UNSAFE_CLASS
 from orchestrator.render.plan import Plan
 
@@ -162,6 +163,7 @@ def _environment() -> jinja2.Environment:
     env.filters["comment"] = _comment
     env.filters["preprocessor"] = _preprocessor
     env.filters["join"] = _join
+    env.globals["var"] = channelvars  # the sipagent_* channel variable names
     return env
 
 
