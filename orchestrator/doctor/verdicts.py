@@ -1,33 +1,23 @@
-"""``sipagent doctor``: diagnose a live deployment and its trunks, each check pass / warn / fail / skip with the fix.
+"""The doctor's verdicts, pure: facts in, :class:`Result` list out (no I/O, no event loop).
 
-Checks follow the glossary's failure modes: ESL reachable and authenticated; SIP profiles running on the
-configured ports; the certificate (chain, expiry, names); TLS with a peer (≥ 1.2 accepted, 1.0/1.1
-refused, a modern cipher); outbound addresses per RFC 3263 (NAPTR → SRV → A/AAAA, dnspython); SIP
-OPTIONS reachability; codec support (G.722 needs mod_spandsp); the fork module loaded and able to play
-agent audio the configured way (streaming needs the jambonz mod_audio_fork); NAT (private bind without external
-addresses → one-way audio); UDP (fragmentation). Network pieces (ESL client, resolver, connectors)
-are parameters, so every check is tested without the internet.
+Every check of ``sipagent doctor`` is decided here from what :mod:`orchestrator.doctor.probes` found out
+(replies of the event socket, DNS answers, OPTIONS answers, TLS handshakes, the loaded TLS files) or from the
+deployment alone (NAT, UDP, codecs), so each verdict is tested as a plain function on facts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
-import secrets
 import socket
 import ssl
-import warnings
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography import x509
 
 from orchestrator.config.model import Deployment
-from orchestrator.config.tls_material import TlsMaterialError
-from orchestrator.config.tls_material import load as load_tls
+from orchestrator.config.tls_material import TlsMaterial, TlsMaterialError
 from orchestrator.esl import replies
 from orchestrator.esl.client import (
     AccessDenied,
@@ -36,7 +26,6 @@ from orchestrator.esl.client import (
     ConnectionLost,
     ConnectTimeout,
     Endpoint,
-    EslClient,
     HandshakeTimeout,
     NotConnected,
 )
@@ -73,7 +62,7 @@ class Result:
         return asdict(self)
 
 
-# -- configuration checks (no network) ------------------------------------------------------------------
+# -- the deployment and its files ------------------------------------------------------------------
 def check_nat(d: Deployment) -> list[Result]:
     """Private bind address without external addresses → one-way audio across NAT."""
     fs = d.freeswitch
@@ -114,16 +103,12 @@ def check_udp(d: Deployment) -> list[Result]:
     ]
 
 
-def check_certificate(d: Deployment, base_dir: Path, now: dt.datetime | None = None) -> list[Result]:
-    """The TLS certificate: loads with its key and CA, expiry, names vs the deployment's domain."""
+def certificate(d: Deployment, material: TlsMaterial | TlsMaterialError, now: dt.datetime) -> list[Result]:
+    """The loaded TLS certificate (or why it did not load): expiry, names vs the deployment's domain."""
     tls = d.transports.tls
-    if tls is None:
-        return [Result("certificate", "transports.tls", SKIP, "no TLS transport configured")]
-    now = now or dt.datetime.now(dt.UTC)
-    try:
-        material = load_tls(tls, base_dir, now)
-    except TlsMaterialError as exc:
-        return [Result("certificate", str(tls.certificate), FAIL, str(exc), "fix the TLS files named above")]
+    assert tls is not None
+    if isinstance(material, TlsMaterialError):
+        return [Result("certificate", str(tls.certificate), FAIL, str(material), "fix the TLS files named above")]
     out: list[Result] = []
     leaf = x509.load_pem_x509_certificates(material.certificate_pem)[0]
     left = material.not_after - now
@@ -150,6 +135,11 @@ def check_certificate(d: Deployment, base_dir: Path, now: dt.datetime | None = N
     for setting, message in material.warnings:
         out.append(Result("certificate", setting, WARN, message))
     return out
+
+
+def no_certificate() -> list[Result]:
+    """No TLS transport: nothing to check."""
+    return [Result("certificate", "transports.tls", SKIP, "no TLS transport configured")]
 
 
 def _names(cert: x509.Certificate) -> set[str]:
@@ -198,7 +188,51 @@ def check_codecs(d: Deployment, modules: set[str] | None, why: str = "event sock
     return out
 
 
-# -- live checks ------------------------------------------------------------------------------------------
+# -- the event socket ------------------------------------------------------------------------------------
+@dataclass
+class NodeFacts:
+    """What probing one node's event socket found: why it could not connect, or the ``status`` reply; the
+    facts the later checks need (``sofia``, ``modules``, ``fork``: gathered from one node only); why a
+    command failed after connecting."""
+
+    endpoint: Endpoint
+    connect_error: BaseException | None = None
+    status: str | None = None
+    live: dict[str, Any] | None = None
+    command_error: BaseException | None = None
+
+    @property
+    def target(self) -> str:
+        """The node as the results name it."""
+        return f"{self.endpoint.name} ({self.endpoint.host}:{self.endpoint.port})"
+
+
+def esl(nodes: list[NodeFacts], timeout: float) -> tuple[list[Result], dict[str, Any]]:
+    """Each node reachable and authenticated, its core ready; ``live`` holds the first usable node's facts or
+    ``unavailable``: the reason the checks that need them are skipped."""
+    out: list[Result] = []
+    live: dict[str, Any] = {}
+    reasons: list[str] = []
+    for node in nodes:
+        target = node.target
+        if node.connect_error is not None:
+            result = esl_failure(target, node.endpoint, node.connect_error, timeout)
+            out.append(result)
+            reasons.append(f"{node.endpoint.name}: {result.detail}")
+            continue
+        if node.status is not None:
+            ready = "is ready" in node.status
+            detail = "authenticated; core " + ("ready" if ready else "not ready yet")
+            out.append(Result("esl", target, PASS if ready else WARN, detail))
+        if node.live is not None and "sofia" not in live:
+            live.update(node.live)
+        if node.command_error is not None:
+            result = command_failure(target, node.command_error, timeout)
+            out.append(result)
+            reasons.append(f"{node.endpoint.name}: {result.detail}")
+    if "sofia" not in live:
+        live["unavailable"] = "; ".join(reasons) or "no event socket configured"
+    return out, live
 
 
 def esl_failure(target: str, ep: Endpoint, exc: BaseException, timeout: float) -> Result:
@@ -261,7 +295,7 @@ def esl_failure(target: str, ep: Endpoint, exc: BaseException, timeout: float) -
     return Result("esl", target, FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug")
 
 
-def _command_failure(target: str, exc: BaseException, timeout: float) -> Result:
+def command_failure(target: str, exc: BaseException, timeout: float) -> Result:
     """A check that had connected and then failed: a command timed out, the link dropped, a command was refused."""
     if isinstance(exc, CommandTimeout):
         return Result(
@@ -281,72 +315,6 @@ def _command_failure(target: str, exc: BaseException, timeout: float) -> Result:
     return Result(
         "esl", f"{target} commands", FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug"
     )
-
-
-async def check_esl(d: Deployment, endpoints: list[Endpoint], timeout: float = 5.0) -> tuple[list[Result], Any]:
-    """ESL reachable and authenticated, core ready; then profiles, gateways and modules of the first node.
-
-    A node that cannot be used gets one ``fail`` saying why (see :func:`esl_failure`); ``live`` then holds
-    ``unavailable``: the reason the checks that need it are skipped."""
-    out: list[Result] = []
-    live: dict[str, Any] = {}
-    reasons: list[str] = []
-    for ep in endpoints:
-        target = f"{ep.name} ({ep.host}:{ep.port})"
-        client = EslClient(ep, events=[], connect_timeout=timeout, command_timeout=timeout)
-        try:
-            await client.start()
-            try:  # an attempt takes at most the connect and two handshake timeouts; its failure comes at once
-                await client.wait_connected(3 * timeout + 1, fail_fast=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                result = esl_failure(target, ep, exc, timeout)
-                out.append(result)
-                reasons.append(f"{ep.name}: {result.detail}")
-                continue
-            try:
-                status = await client.api("status", check=False)
-                ready = "is ready" in status
-                out.append(
-                    Result(
-                        "esl",
-                        target,
-                        PASS if ready else WARN,
-                        "authenticated; core " + ("ready" if ready else "not ready yet"),
-                    )
-                )
-                if "sofia" not in live:
-                    facts: dict[str, Any] = {"sofia": await client.api("sofia status", check=False)}
-                    spandsp = await client.api("module_exists mod_spandsp", check=False)
-                    facts["modules"] = {"mod_spandsp"} if spandsp.strip() == "true" else set()
-                    facts["fork"] = await _fork_facts(client, d.orchestrator.media.fork_module)
-                    live.update(facts)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                result = _command_failure(target, exc, timeout)
-                out.append(result)
-                reasons.append(f"{ep.name}: {result.detail}")
-        finally:
-            await client.stop()
-    if "sofia" not in live:
-        live["unavailable"] = "; ".join(reasons) or "no event socket configured"
-    return out, live
-
-
-async def _fork_facts(client: EslClient, module: str) -> tuple[bool, str]:
-    """``module_exists`` (in memory) and ``show api <its api>`` (the core database, filled in the background
-    after a start: retried briefly while the loaded module's row is missing)."""
-    api = dialects.dialect(module).api
-    loaded = (await client.api(f"module_exists {module}", check=False)).strip() == "true"
-    show = ""
-    for _ in range(10):
-        show = await client.api(f"show api {api}", check=False)
-        if not loaded or replies.api_row(show, api) is not None:
-            break
-        await asyncio.sleep(0.3)
-    return loaded, show
 
 
 def check_fork(d: Deployment, facts: tuple[bool, str] | None, why: str = "event socket not reachable") -> list[Result]:
@@ -426,156 +394,63 @@ def check_profiles(d: Deployment, sofia_status: str) -> list[Result]:
     return out
 
 
-Resolver = Callable[[str, str], Awaitable[list[Any]]]  # (name, rdtype) -> answers
+# -- trunks and TLS peers -----------------------------------------------------------------------------------
+@dataclass
+class TrunkFacts:
+    """What probing an outbound trunk found: the targets its address resolves to (RFC 3263) and the first
+    of them that answered OPTIONS (host, port, status line), if any."""
+
+    name: str
+    address: str
+    transport: str
+    targets: list[tuple[str, int]] = field(default_factory=list)
+    answered: tuple[str, int, str] | None = None
 
 
-async def dns_resolver(name: str, rdtype: str) -> list[Any]:
-    """dnspython's resolver (empty list when the name has no such record)."""
-    import dns.asyncresolver
-    import dns.exception
-    import dns.resolver
-
-    try:
-        return list(await dns.asyncresolver.resolve(name, rdtype, lifetime=5))
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
-        return []
-
-
-async def resolve_sip(host: str, transport: str, port: int | None, resolver: Resolver) -> list[tuple[str, int]]:
-    """RFC 3263 server location for a transport: NAPTR → SRV → A/AAAA (IP or explicit port: A/AAAA only)."""
-    default = 5061 if transport == "tls" else 5060
-    try:
-        ipaddress.ip_address(host)
-        return [(host, port or default)]
-    except ValueError:
-        pass
-    targets: list[tuple[str, int]] = []
-    if port is None:
-        service = {"tls": "SIPS+D2T", "tcp": "SIP+D2T", "udp": "SIP+D2U"}[transport]
-        naptr = sorted(await resolver(host, "NAPTR"), key=lambda r: (r.order, r.preference))
-        srv_names = [str(r.replacement).rstrip(".") for r in naptr if r.service.decode().upper() == service]
-        if not srv_names:
-            srv_names = [{"tls": "_sips._tcp.", "tcp": "_sip._tcp.", "udp": "_sip._udp."}[transport] + host]
-        for srv_name in srv_names:
-            for srv in sorted(await resolver(srv_name, "SRV"), key=lambda r: (r.priority, -r.weight)):
-                targets.append((str(srv.target).rstrip("."), srv.port))
-            if targets:
-                break
-    if not targets:
-        targets = [(host, port or default)]
-    out: list[tuple[str, int]] = []
-    for name, p in targets:
-        for rdtype in ("A", "AAAA"):
-            out += [(str(a), p) for a in await resolver(name, rdtype)]
+def trunk(facts: TrunkFacts) -> list[Result]:
+    """The trunk's address resolves and a target answers OPTIONS."""
+    if not facts.targets:
+        return [
+            Result(
+                "dns",
+                facts.name,
+                FAIL,
+                f"{facts.address} does not resolve (NAPTR/SRV/A/AAAA)",
+                "fix the trunk address or its DNS records",
+            )
+        ]
+    out = [Result("dns", facts.name, PASS, ", ".join(f"{h}:{p}" for h, p in facts.targets[:4]))]
+    if facts.answered is not None:
+        host, port, line = facts.answered
+        out.append(Result("options", facts.name, PASS, f"{host}:{port} answered {line[8:]}"))
+    else:
+        out.append(
+            Result(
+                "options",
+                facts.name,
+                FAIL,
+                f"no answer to OPTIONS over {facts.transport}",
+                "check firewall / the trunk's IP allowlist for our address, and the transport",
+            )
+        )
     return out
 
 
-async def options_ping(host: str, port: int, transport: str, timeout: float = 3.0) -> str | None:
-    """Send SIP OPTIONS; the status line of the answer, or None (timeout / refused)."""
-    branch, tag, call_id = (secrets.token_hex(8) for _ in range(3))
-    proto = transport.upper()
-    request = (
-        f"OPTIONS sip:{host}:{port};transport={transport} SIP/2.0\r\n"
-        f"Via: SIP/2.0/{proto} 0.0.0.0:5060;branch=z9hG4bK{branch};rport\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:doctor@sipagent.invalid>;tag={tag}\r\n"
-        f"To: <sip:{host}:{port}>\r\n"
-        f"Call-ID: {call_id}@sipagent\r\n"
-        "CSeq: 1 OPTIONS\r\n"
-        "Contact: <sip:doctor@0.0.0.0:5060>\r\n"
-        "Accept: application/sdp\r\n"
-        "User-Agent: sipagent-doctor\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    try:
-        if transport == "udp":
-            loop = asyncio.get_running_loop()
-            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.setblocking(False)
-                await loop.sock_connect(s, (host, port))
-                await loop.sock_sendall(s, request)
-                data = await asyncio.wait_for(loop.sock_recv(s, 65535), timeout)
-        else:
-            ctx = ssl.create_default_context() if transport == "tls" else None
-            if ctx is not None:
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # reachability, not trust (see tls check)
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout)
-            writer.write(request)
-            data = await asyncio.wait_for(reader.readline(), timeout)
-            writer.close()
-    except (OSError, TimeoutError, ssl.SSLError):
-        return None
-    line = data.split(b"\r\n", 1)[0].decode(errors="replace")
-    return line if line.startswith("SIP/2.0 ") else None
+#: the TLS versions a peer is probed with: those it should accept, then those it should refuse
+MODERN_TLS = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+OLD_TLS = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
 
 
-async def check_trunks(d: Deployment, resolver: Resolver, timeout: float = 3.0) -> list[Result]:
-    """Each outbound trunk: its address resolves (RFC 3263) and a target answers OPTIONS."""
-    out: list[Result] = []
-    for t in d.trunks:
-        ob = t.outbound
-        if ob is None:
-            continue
-        targets = await resolve_sip(ob.address, ob.transport, ob.port, resolver)
-        if not targets:
-            out.append(
-                Result(
-                    "dns",
-                    t.name,
-                    FAIL,
-                    f"{ob.address} does not resolve (NAPTR/SRV/A/AAAA)",
-                    "fix the trunk address or its DNS records",
-                )
-            )
-            continue
-        out.append(Result("dns", t.name, PASS, ", ".join(f"{h}:{p}" for h, p in targets[:4])))
-        answered = None
-        for host, port in targets[:3]:
-            answered = await options_ping(host, port, ob.transport, timeout)
-            if answered:
-                out.append(Result("options", t.name, PASS, f"{host}:{port} answered {answered[8:]}"))
-                break
-        if not answered:
-            out.append(
-                Result(
-                    "options",
-                    t.name,
-                    FAIL,
-                    f"no answer to OPTIONS over {ob.transport}",
-                    "check firewall / the trunk's IP allowlist for our address, and the transport",
-                )
-            )
-    return out
-
-
-def tls_probe(host: str, port: int, version: ssl.TLSVersion, timeout: float = 5.0) -> tuple[bool, str]:
-    """Try one TLS version only; (handshake ok, detail)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with warnings.catch_warnings():  # probing the deprecated versions is the point
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = ctx.maximum_version = version
-    if version < ssl.TLSVersion.TLSv1_2:
-        ctx.set_ciphers("ALL:@SECLEVEL=0")
-    try:
-        with socket.create_connection((host, port), timeout) as raw, ctx.wrap_socket(raw) as s:
-            return True, f"{s.version()} {s.cipher()[0] if s.cipher() else ''}".strip()
-    except (OSError, ssl.SSLError) as exc:
-        return False, str(exc) or type(exc).__name__
-
-
-async def check_tls_peer(host: str, port: int) -> list[Result]:
-    """TLS ≥ 1.2 with a modern (ECDHE + AEAD) cipher accepted; TLS 1.0/1.1 refused."""
-    target = f"{host}:{port}"
-    ok, detail = await asyncio.to_thread(tls_probe, host, port, ssl.TLSVersion.TLSv1_2)
-    ok13, detail13 = await asyncio.to_thread(tls_probe, host, port, ssl.TLSVersion.TLSv1_3)
-    out: list[Result] = []
+def tls_peer(target: str, handshakes: dict[ssl.TLSVersion, tuple[bool, str]]) -> list[Result]:
+    """TLS ≥ 1.2 with a modern (ECDHE + AEAD) cipher accepted; TLS 1.0/1.1 refused. ``handshakes``: each
+    version tried, (handshake ok, detail); the old versions are not tried when no modern one works."""
+    ok, detail = handshakes[ssl.TLSVersion.TLSv1_2]
+    ok13, detail13 = handshakes[ssl.TLSVersion.TLSv1_3]
     if not (ok or ok13):
-        out.append(Result("tls", target, FAIL, f"no TLS 1.2/1.3 handshake: {detail}", "check the port and certificate"))
-        return out
+        return [Result("tls", target, FAIL, f"no TLS 1.2/1.3 handshake: {detail}", "check the port and certificate")]
     best = detail13 if ok13 else detail
     modern = ok13 or ("ECDHE" in detail and ("GCM" in detail or "CHACHA20" in detail))
-    out.append(
+    out = [
         Result(
             "tls",
             target,
@@ -583,9 +458,9 @@ async def check_tls_peer(host: str, port: int) -> list[Result]:
             best,
             "" if modern else "negotiate an ECDHE + AEAD cipher (tls ciphers)",
         )
-    )
-    for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
-        accepted, _ = await asyncio.to_thread(tls_probe, host, port, version)
+    ]
+    for version in OLD_TLS:
+        accepted, _ = handshakes[version]
         name = version.name.replace("TLSv", "TLS ").replace("_", ".")
         out.append(
             Result(
@@ -597,34 +472,3 @@ async def check_tls_peer(host: str, port: int) -> list[Result]:
             )
         )
     return out
-
-
-async def run_all(
-    d: Deployment,
-    base_dir: Path,
-    endpoints: list[Endpoint],
-    *,
-    peers: list[tuple[str, int]] | None = None,
-    resolver: Resolver = dns_resolver,
-    timeout: float = 3.0,
-    trunks: bool = True,
-) -> list[Result]:
-    """Every check, in the order an operator reads them."""
-    results: list[Result] = []
-    esl, live = await check_esl(d, endpoints, timeout)
-    results += esl
-    why = f"event socket not usable ({live['unavailable']})" if "unavailable" in live else ""
-    if "sofia" in live:
-        results += check_profiles(d, live["sofia"])
-    else:
-        results.append(Result("profile", "sofia", SKIP, why))
-    results += check_certificate(d, base_dir)
-    results += check_codecs(d, live.get("modules"), why)
-    results += check_fork(d, live.get("fork"), why)
-    results += check_nat(d)
-    results += check_udp(d)
-    for host, port in peers or []:
-        results += await check_tls_peer(host, port)
-    if trunks:
-        results += await check_trunks(d, resolver, timeout)
-    return results
