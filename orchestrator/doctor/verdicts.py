@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -235,86 +236,61 @@ def esl(nodes: list[NodeFacts], timeout: float) -> tuple[list[Result], dict[str,
     return out, live
 
 
+#: (what the exception is, what went wrong, what to do): the first that matches is the verdict
+_Failure = tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], str], str]
+
+
 def esl_failure(target: str, ep: Endpoint, exc: BaseException, timeout: float) -> Result:
     """Why a node's event socket could not be used, told apart: DNS, refused, timeout, unreachable, ACL,
     password, not an event socket, dropped; each with what to do about it."""
     where = f"{ep.host}:{ep.port}"
     where_set = "orchestrator.nodes[].host/port (or freeswitch.event_socket)"
-    if isinstance(exc, socket.gaierror):
-        return Result(
-            "esl", target, FAIL, f"cannot resolve {ep.host}: {exc.strerror or exc}",
-            f"fix the node's host name in {where_set}, or its DNS record",
-        )  # fmt: skip
-    if isinstance(exc, ConnectionRefusedError):
-        return Result(
-            "esl", target, FAIL, f"connection refused at {where}: nothing listens there",
-            "start FreeSWITCH (with mod_event_socket loaded), or fix the port/address in " + where_set,
-        )  # fmt: skip
-    if isinstance(exc, ConnectTimeout):
-        return Result(
-            "esl", target, FAIL, f"no TCP connection to {where} within {timeout:g} s (timed out)",
-            "the host is down or a firewall drops the packets: check the address, the host and its firewall",
-        )  # fmt: skip
-    if isinstance(exc, AccessDenied):
-        return Result(
-            "esl", target, FAIL, f"{where} refused this host by its ACL (text/rude-rejection, before any password)",
-            "allow this host's address in freeswitch.event_socket.allow (apply-inbound-acl), then sipagent apply",
-        )  # fmt: skip
-    if isinstance(exc, AuthenticationFailed):
-        return Result(
-            "esl", target, FAIL, f"wrong password: {where} answered the password with -ERR invalid",
-            "use the event socket's password: freeswitch.event_socket.password (or the node's password) must match"
-            " event_socket.conf.xml; re-render and apply after changing it",
-        )  # fmt: skip
-    if isinstance(exc, HandshakeTimeout):
-        return Result(
-            "esl", target, FAIL, f"{where} accepted the connection but sent no event-socket greeting or answer"
-            f" within {timeout:g} s",
-            "check that this port is FreeSWITCH's event socket (not another service) and that FreeSWITCH is not hung",
-        )  # fmt: skip
-    if isinstance(exc, ProtocolError):
-        return Result(
-            "esl", target, FAIL, f"{where} does not speak the event socket protocol: {exc}",
-            "this port belongs to another service: fix the port in " + where_set,
-        )  # fmt: skip
-    if isinstance(exc, ConnectionLost | EOFError | ConnectionError):
-        return Result(
-            "esl", target, FAIL, f"{where} closed the connection before authentication: {exc}",
-            "FreeSWITCH may be restarting or out of connections; check its log and run doctor again",
-        )  # fmt: skip
-    if isinstance(exc, OSError):
-        return Result(
-            "esl", target, FAIL, f"cannot reach {where}: {exc.strerror or exc}",
-            "check the address, the route to it and the firewall",
-        )  # fmt: skip
-    if isinstance(exc, TimeoutError):
-        return Result(
-            "esl", target, FAIL, f"no authenticated event socket within {timeout:g} s",
-            "check that FreeSWITCH runs, the address/port, the event socket ACL and the password",
-        )  # fmt: skip
-    return Result("esl", target, FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug")
+    failures: list[_Failure] = [
+        (socket.gaierror, lambda e: f"cannot resolve {ep.host}: {e.strerror or e}",
+         f"fix the node's host name in {where_set}, or its DNS record"),
+        (ConnectionRefusedError, lambda e: f"connection refused at {where}: nothing listens there",
+         "start FreeSWITCH (with mod_event_socket loaded), or fix the port/address in " + where_set),
+        (ConnectTimeout, lambda e: f"no TCP connection to {where} within {timeout:g} s (timed out)",
+         "the host is down or a firewall drops the packets: check the address, the host and its firewall"),
+        (AccessDenied, lambda e: f"{where} refused this host by its ACL (text/rude-rejection, before any password)",
+         "allow this host's address in freeswitch.event_socket.allow (apply-inbound-acl), then sipagent apply"),
+        (AuthenticationFailed, lambda e: f"wrong password: {where} answered the password with -ERR invalid",
+         "use the event socket's password: freeswitch.event_socket.password (or the node's password) must match"
+         " event_socket.conf.xml; re-render and apply after changing it"),
+        (HandshakeTimeout, lambda e: f"{where} accepted the connection but sent no event-socket greeting or answer"
+         f" within {timeout:g} s",
+         "check that this port is FreeSWITCH's event socket (not another service) and that FreeSWITCH is not hung"),
+        (ProtocolError, lambda e: f"{where} does not speak the event socket protocol: {e}",
+         "this port belongs to another service: fix the port in " + where_set),
+        ((ConnectionLost, EOFError, ConnectionError),
+         lambda e: f"{where} closed the connection before authentication: {e}",
+         "FreeSWITCH may be restarting or out of connections; check its log and run doctor again"),
+        (OSError, lambda e: f"cannot reach {where}: {e.strerror or e}",
+         "check the address, the route to it and the firewall"),
+        (TimeoutError, lambda e: f"no authenticated event socket within {timeout:g} s",
+         "check that FreeSWITCH runs, the address/port, the event socket ACL and the password"),
+    ]  # fmt: skip
+    return _first_failure(target, exc, failures)
 
 
 def command_failure(target: str, exc: BaseException, timeout: float) -> Result:
     """A check that had connected and then failed: a command timed out, the link dropped, a command was refused."""
-    if isinstance(exc, CommandTimeout):
-        return Result(
-            "esl", f"{target} commands", FAIL, f"connected, but a command got no answer within {timeout:g} s: {exc}",
-            "FreeSWITCH is overloaded or hung: check `fs_cli -x status`, its CPU and its log; or raise --timeout",
-        )  # fmt: skip
-    if isinstance(exc, NotConnected | ConnectionLost):
-        return Result(
-            "esl", f"{target} commands", FAIL, f"the connection dropped during the checks: {exc}",
-            "FreeSWITCH restarted or closed the event socket; check its log and run doctor again",
-        )  # fmt: skip
-    if isinstance(exc, CommandError):
-        return Result(
-            "esl", f"{target} commands", FAIL, f"a command was refused: {exc}",
-            "the event socket user may not run this command (event_socket.conf.xml); check the FreeSWITCH log",
-        )  # fmt: skip
-    return Result(
-        "esl", f"{target} commands", FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug"
-    )
+    failures: list[_Failure] = [
+        (CommandTimeout, lambda e: f"connected, but a command got no answer within {timeout:g} s: {e}",
+         "FreeSWITCH is overloaded or hung: check `fs_cli -x status`, its CPU and its log; or raise --timeout"),
+        ((NotConnected, ConnectionLost), lambda e: f"the connection dropped during the checks: {e}",
+         "FreeSWITCH restarted or closed the event socket; check its log and run doctor again"),
+        (CommandError, lambda e: f"a command was refused: {e}",
+         "the event socket user may not run this command (event_socket.conf.xml); check the FreeSWITCH log"),
+    ]  # fmt: skip
+    return _first_failure(f"{target} commands", exc, failures)
+
+
+def _first_failure(target: str, exc: BaseException, failures: list[_Failure]) -> Result:
+    for kind, detail, fix in failures:
+        if isinstance(exc, kind):
+            return Result("esl", target, FAIL, detail(exc), fix)
+    return Result("esl", target, FAIL, f"unexpected error: {type(exc).__name__}: {exc}", "report this as a bug")
 
 
 def check_fork(d: Deployment, facts: tuple[bool, str] | None, why: str = "event socket not reachable") -> list[Result]:
