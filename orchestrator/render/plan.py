@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from orchestrator import channelvars
 from orchestrator.config import tls_material
-from orchestrator.config.model import Deployment, FreeSwitch, Trunk
+from orchestrator.config.model import Deployment, FreeSwitch, Number, Trunk
 
 #: ``rtp_secure_media`` value for each media encryption setting.
 SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbidden"}
@@ -231,67 +231,66 @@ def _tls_settings(deployment: Deployment, subjects: tuple[str, ...]) -> TlsSetti
     )
 
 
-def build(deployment: Deployment, base_dir: Path) -> Plan:
-    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree)."""
+def _acls(deployment: Deployment) -> list[AclList]:
+    """The event socket's list, the local networks (if given) and each inbound trunk's networks."""
     fs = deployment.freeswitch
-    sip_domain = deployment.sip_domain
     acls: list[AclList] = [
         AclList("esl", tuple(["127.0.0.0/8", "::1/128", *fs.event_socket.allow]), "event socket clients"),
     ]
-    local_network_acl = "localnet.auto"
     if fs.local_networks:
         acls.append(AclList("localnet", tuple(fs.local_networks), "reached without the external address"))
-        local_network_acl = "localnet"
     for trunk in deployment.trunks:
         if trunk.inbound and trunk.inbound.auth.acl:
             acls.append(AclList(acl_name(trunk.name), tuple(trunk.inbound.auth.acl), f"trunk {trunk.name}"))
+    return acls
 
-    profiles: list[Profile] = []
-    directory: list[DirectoryDomain] = []
-    for transport in deployment.transports.enabled():
-        inbound_acls: list[tuple[str, str]] = []
-        users: list[DirectoryUser] = []
-        subjects: list[str] = []
-        domain = f"trunks-{transport}"
-        for trunk in deployment.trunks:
-            inbound = trunk.inbound
-            if inbound is None or transport not in inbound.transports:
-                continue
-            auth = inbound.auth
-            if auth.digest is not None:
-                users.append(
-                    DirectoryUser(
-                        username=auth.digest.username,
-                        a1_hash=a1_hash(auth.digest.username, sip_domain, auth.digest.password),
-                        auth_acl=acl_name(trunk.name) if auth.acl else None,
-                        context=context_name(trunk.name),
-                        trunk=trunk.name,
-                    )
+
+def _profile(deployment: Deployment, transport: str) -> tuple[Profile, DirectoryDomain | None]:
+    """A transport's SIP profile: the inbound trunks it admits (by ACL, or as digest users of its directory
+    domain), its gateways and TLS settings; and that directory domain if it has users."""
+    sip_domain = deployment.sip_domain
+    inbound_acls: list[tuple[str, str]] = []
+    users: list[DirectoryUser] = []
+    subjects: list[str] = []
+    domain = f"trunks-{transport}"
+    for trunk in deployment.trunks:
+        inbound = trunk.inbound
+        if inbound is None or transport not in inbound.transports:
+            continue
+        auth = inbound.auth
+        if auth.digest is not None:
+            users.append(
+                DirectoryUser(
+                    username=auth.digest.username,
+                    a1_hash=a1_hash(auth.digest.username, sip_domain, auth.digest.password),
+                    auth_acl=acl_name(trunk.name) if auth.acl else None,
+                    context=context_name(trunk.name),
+                    trunk=trunk.name,
                 )
-            elif auth.acl:
-                inbound_acls.append((acl_name(trunk.name), context_name(trunk.name)))
-            subjects += [d for d in inbound.remote_domains if d not in subjects]
-        if users:
-            directory.append(DirectoryDomain(domain, tuple(users)))
-        gateways = tuple(
-            _gateway(t, deployment) for t in deployment.trunks if t.outbound and t.outbound.transport == transport
-        )
-        profiles.append(
-            Profile(
-                name=transport,
-                transport=transport,
-                port=deployment.transports.port(transport),
-                inbound_acls=tuple(inbound_acls),
-                auth_calls=bool(users),
-                directory_domain=domain if users else None,
-                gateways=gateways,
-                tls=_tls_settings(deployment, tuple(subjects)) if transport == "tls" else None,
             )
-        )
-    if any(not p.inbound_acls and not p.auth_calls for p in profiles):
-        acls.append(AclList("deny-all", (), "profiles no inbound trunk may use"))
+        elif auth.acl:
+            inbound_acls.append((acl_name(trunk.name), context_name(trunk.name)))
+        subjects += [d for d in inbound.remote_domains if d not in subjects]
+    gateways = tuple(
+        _gateway(t, deployment) for t in deployment.trunks if t.outbound and t.outbound.transport == transport
+    )
+    profile = Profile(
+        name=transport,
+        transport=transport,
+        port=deployment.transports.port(transport),
+        inbound_acls=tuple(inbound_acls),
+        auth_calls=bool(users),
+        directory_domain=domain if users else None,
+        gateways=gateways,
+        tls=_tls_settings(deployment, tuple(subjects)) if transport == "tls" else None,
+    )
+    return profile, DirectoryDomain(domain, tuple(users)) if users else None
 
-    numbers_by_trunk: dict[str, list] = {}
+
+def _contexts(deployment: Deployment) -> list[TrunkContext]:
+    """Each inbound trunk's dialplan context: its media policy and a route per number."""
+    fs = deployment.freeswitch
+    numbers_by_trunk: dict[str, list[Number]] = {}
     for n in deployment.numbers:
         numbers_by_trunk.setdefault(n.trunk, []).append(n)
     contexts: list[TrunkContext] = []
@@ -321,20 +320,35 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
                 routes=routes,
             )
         )
+    return contexts
 
+
+def build(deployment: Deployment, base_dir: Path) -> Plan:
+    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree)."""
+    fs = deployment.freeswitch
+    acls = _acls(deployment)
+    profiles: list[Profile] = []
+    directory: list[DirectoryDomain] = []
+    for transport in deployment.transports.enabled():
+        profile, domain = _profile(deployment, transport)
+        profiles.append(profile)
+        if domain is not None:
+            directory.append(domain)
+    if any(not p.inbound_acls and not p.auth_calls for p in profiles):
+        acls.append(AclList("deny-all", (), "profiles no inbound trunk may use"))
     material = None
     if deployment.transports.tls is not None:
         material = tls_material.load(deployment.transports.tls, base_dir)
     handoff = f"{fs.handoff_timeout_seconds}:{HANDOFF_CAUSE}" if fs.handoff_timeout_seconds else ""
     return Plan(
         deployment=deployment,
-        sip_domain=sip_domain,
+        sip_domain=deployment.sip_domain,
         codec_prefs=_codec_string(fs.codecs),
-        local_network_acl=local_network_acl,
+        local_network_acl="localnet" if fs.local_networks else "localnet.auto",
         acls=tuple(acls),
         profiles=tuple(profiles),
         directory=tuple(directory),
-        contexts=tuple(contexts),
+        contexts=tuple(_contexts(deployment)),
         tls_material=material,
         esl_acl="esl",
         handoff=handoff,
