@@ -163,7 +163,10 @@ def _environment() -> jinja2.Environment:
     env.filters["comment"] = _comment
     env.filters["preprocessor"] = _preprocessor
     env.filters["join"] = _join
-    env.globals["var"] = channelvars  # the sipagent_* channel variable names
+    # the sipagent_* channel variable names, as template constants (names only: nothing to escape)
+    env.globals.update(
+        {f"VAR_{name}": Markup(getattr(channelvars, name)) for name in ("TRUNK", "AGENT", "NUMBER", "REFUSED")}
+    )
     return env
 
 
