@@ -716,3 +716,27 @@ async def test_long_carrier_headers_never_cost_the_call_its_fork(tmp_path: Path)
     finally:
         await controller.stop()
         await sim.stop()
+
+
+def test_node_endpoints_default_and_configured(tmp_path: Path) -> None:
+    from orchestrator.calls.nodes import node_endpoints
+
+    one = check_text(deployment_text([8021]).split("  nodes:")[0], "d.yaml", {}, tmp_path).deployment
+    assert one is not None
+    assert [(e.host, e.port, e.password, e.name) for e in node_endpoints(one)] == [
+        ("127.0.0.1", 8021, PASSWORD, "fs1")
+    ]  # the node at freeswitch.event_socket
+    wildcard = check_text(
+        deployment_text([8021]).split("  nodes:")[0].replace("{password:", "{listen_ip: 0.0.0.0, password:"),
+        "d.yaml",
+        {},
+        tmp_path,
+    ).deployment
+    assert wildcard is not None
+    assert node_endpoints(wildcard)[0].host == "127.0.0.1"  # listening on all addresses: reached on loopback
+    two = check_text(deployment_text([9001, 9002]), "d.yaml", {}, tmp_path).deployment
+    assert two is not None
+    assert [(e.port, e.password, e.name) for e in node_endpoints(two)] == [
+        (9001, PASSWORD, "fs1"),
+        (9002, PASSWORD, "fs2"),
+    ]

@@ -65,6 +65,40 @@ def _refused(exc: dialing.Invalid) -> CallError:
     return CallError(exc.code, exc.message, exc.status)
 
 
+def _policy(deployment: Deployment, fork_command: Callable[[Call], str]) -> Policy:
+    """What the tracker needs to know of the deployment: agents, numbers, the fork, the headers passed on."""
+    return Policy(
+        agents={a.name: a.protocol for a in deployment.agents},
+        numbers={n.number: n.agent for n in deployment.numbers},
+        fork_command=fork_command,
+        fork_module=deployment.orchestrator.media.fork_module,
+        headers={
+            t.name: [(h.header, h.variable_name) for h in t.inbound.header_mappings()]
+            for t in deployment.trunks
+            if t.inbound
+        },
+    )
+
+
+def _fork_metadata(call: Call) -> dict[str, Any]:
+    """What the media bridge and the agent learn of the call when its fork connects."""
+    inbound = call.direction == "inbound"
+    metadata = {
+        "call_id": call.uuid,
+        "direction": call.direction,
+        "agent": call.agent,
+        "trunk": call.trunk,
+        "caller_id": call.remote if inbound else call.number,
+        "called_number": call.number if inbound else call.remote,
+        "codec": call.codec,
+        "rate": call.rate,
+        "variables": call.variables,
+    }
+    if call.agent_overrides:
+        metadata["agent_overrides"] = call.agent_overrides
+    return metadata
+
+
 class Controller:
     """Calls on all nodes of one deployment."""
 
@@ -84,19 +118,7 @@ class Controller:
         o = deployment.orchestrator
         secret = o.media_secret.get_secret_value().encode() if o.media_secret else None
         self.tokens = tokens or fork.Tokens(secret)
-        self.tracker = CallTracker(
-            Policy(
-                agents={a.name: a.protocol for a in deployment.agents},
-                numbers={n.number: n.agent for n in deployment.numbers},
-                fork_command=self._fork_command,
-                fork_module=o.media.fork_module,
-                headers={
-                    t.name: [(h.header, h.variable_name) for h in t.inbound.header_mappings()]
-                    for t in deployment.trunks
-                    if t.inbound
-                },
-            )
-        )
+        self.tracker = CallTracker(_policy(deployment, self._fork_command))
         self.listeners: list[Listener] = []
         self.records = records.RecordWriter(base_dir / o.records) if o.records and write_records else None
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -338,20 +360,7 @@ class Controller:
     def _fork_command(self, call: Call) -> str:
         token = self.tokens.token(call.uuid, call.fork_nonce)  # good for this fork start only (claim_fork)
         url = fork.fork_url(self.deployment.orchestrator.media_url, call.uuid, token)
-        inbound = call.direction == "inbound"
-        metadata = {
-            "call_id": call.uuid,
-            "direction": call.direction,
-            "agent": call.agent,
-            "trunk": call.trunk,
-            "caller_id": call.remote if inbound else call.number,
-            "called_number": call.number if inbound else call.remote,
-            "codec": call.codec,
-            "rate": call.rate,
-            "variables": call.variables,
-        }
-        if call.agent_overrides:
-            metadata["agent_overrides"] = call.agent_overrides
+        metadata = _fork_metadata(call)
         rate = fork_rate(call.rate)
         media = self.deployment.orchestrator.media
         dialect = dialects.dialect(media.fork_module)
