@@ -129,7 +129,12 @@ async def test_inbound_call_is_claimed_answered_and_forked(h: Harness) -> None:
     uuid = await h.inbound()
     answered = await h.wait("answered", uuid)
     assert answered.call.agent == "support" and answered.call.remote == "+15551230000"
-    cmds = commands_for(h.sim, uuid)
+    # the fork starts once uuid_answer has its reply, which may come after the answered notice
+    for _ in range(500):
+        cmds = commands_for(h.sim, uuid)
+        if any(" uuid_audio_fork " in c for c in cmds):
+            break
+        await asyncio.sleep(0.01)
     kinds = [c.split(" ")[1] for c in cmds if c.startswith("api ")]
     assert kinds[:4] == ["uuid_park", "uuid_setvar_multi", "uuid_answer", "uuid_audio_fork"]
     channel = h.sim.channels[uuid]
