@@ -219,7 +219,8 @@ def tls_probe(host: str, port: int, version: ssl.TLSVersion, timeout: float = 5.
         ctx.set_ciphers("ALL:@SECLEVEL=0")
     try:
         with socket.create_connection((host, port), timeout) as raw, ctx.wrap_socket(raw) as s:
-            return True, f"{s.version()} {s.cipher()[0] if s.cipher() else ''}".strip()
+            cipher = s.cipher()
+            return True, f"{s.version()} {cipher[0] if cipher else ''}".strip()
     except (OSError, ssl.SSLError) as exc:
         return False, str(exc) or type(exc).__name__
 

@@ -360,13 +360,13 @@ def check_profiles(d: Deployment, sofia_status: str) -> list[Result]:
     for t in d.trunks:
         if t.outbound is None:
             continue
-        state = gateways.get(t.name)
-        if state is None:
+        gateway = gateways.get(t.name)
+        if gateway is None:
             out.append(Result("gateway", t.name, FAIL, "not loaded", "sipagent apply (rescan), check the log"))
-        elif t.outbound.register_ and state != "REGED":
-            out.append(Result("gateway", t.name, FAIL, f"registration state {state}", "check credentials/realm"))
+        elif t.outbound.register_ and gateway != "REGED":
+            out.append(Result("gateway", t.name, FAIL, f"registration state {gateway}", "check credentials/realm"))
         else:
-            out.append(Result("gateway", t.name, PASS, f"loaded ({state})"))
+            out.append(Result("gateway", t.name, PASS, f"loaded ({gateway})"))
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pydantic import SecretStr
 from orchestrator import channelvars
 from orchestrator.config import tls_material
 from orchestrator.config.model import Deployment, FreeSwitch, Number, Trunk
+from orchestrator.config.types import Transport
 
 #: ``rtp_secure_media`` value for each media encryption setting.
 SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbidden"}
@@ -172,7 +174,7 @@ def a1_hash(username: str, realm: str, password: SecretStr) -> SecretStr:
     return SecretStr(digest.hexdigest())
 
 
-def _codec_string(codecs: list[str]) -> str:
+def _codec_string(codecs: Sequence[str]) -> str:
     return ",".join(codecs)
 
 
@@ -245,7 +247,7 @@ def _acls(deployment: Deployment) -> list[AclList]:
     return acls
 
 
-def _profile(deployment: Deployment, transport: str) -> tuple[Profile, DirectoryDomain | None]:
+def _profile(deployment: Deployment, transport: Transport) -> tuple[Profile, DirectoryDomain | None]:
     """A transport's SIP profile: the inbound trunks it admits (by ACL, or as digest users of its directory
     domain), its gateways and TLS settings; and that directory domain if it has users."""
     sip_domain = deployment.sip_domain
