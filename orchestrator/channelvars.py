@@ -2,7 +2,9 @@
 
 The dialplan, gateways and directory (``orchestrator.render`` and ``templates/``) set the ``sipagent_*``
 variables on a call; the tracker (:mod:`orchestrator.calls.tracker`) reads them back to know the call is ours,
-and the controller sets the same names on the calls it places. Every name is spelled here once.
+and the controller sets the same names on the calls it places (:func:`orchestrator.calls.dialing.channel_variables`).
+Every name is defined here once; the templates write theirs literally (an expression per route would cost render
+time) and ``tests/test_render.py`` holds them to these names.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ DIRECTION: Final = PREFIX + "direction"
 DESTINATION: Final = PREFIX + "destination"
 #: an outbound trunk's caller ID (gateway variable)
 DEFAULT_CALLER_ID: Final = PREFIX + "default_caller_id"
+#: a global variable, not a channel's: the digest of the rendered files (``global_getvar sipagent_config_digest``)
+CONFIG_DIGEST: Final = PREFIX + "config_digest"
 
 #: an outbound call's API variables travel on its channel as ``sipagent_var_<name>`` (read back on re-attach)
 API_VARIABLE: Final = PREFIX + "var_"

@@ -34,7 +34,6 @@ import jinja2
 from markupsafe import Markup
 from pydantic import SecretStr
 
-from orchestrator import channelvars
 from orchestrator.config.text import UNSAFE, UNSAFE_CLASS
 from orchestrator.render.plan import Plan
 
@@ -163,10 +162,6 @@ def _environment() -> jinja2.Environment:
     env.filters["comment"] = _comment
     env.filters["preprocessor"] = _preprocessor
     env.filters["join"] = _join
-    # the sipagent_* channel variable names, as template constants (names only: nothing to escape)
-    env.globals.update(
-        {f"VAR_{name}": Markup(getattr(channelvars, name)) for name in ("TRUNK", "AGENT", "NUMBER", "REFUSED")}
-    )
     return env
 
 
