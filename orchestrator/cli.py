@@ -182,8 +182,7 @@ def render(
     force: ForceOpt = False,
 ) -> None:
     """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
-    result = _load(file, env_file, quiet_ok=True)
-    files = _render(result)
+    _, files = _load_and_render(file, env_file)
     if check:
         diff = _diff(files, out_dir)
         if not diff.stale:
@@ -197,14 +196,16 @@ def render(
     err.print(line(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)"))
 
 
-def _render(result: LoadResult) -> dict[str, Any]:
-    """Render a validated deployment. A TLS file changed or gone since validation exits 2, naming it."""
+def _load_and_render(file: Path, env_file: Path | None) -> tuple[Deployment, dict[str, Any]]:
+    """Validate ``file`` (exit 2 on errors) and render it. A TLS file changed or gone since validation exits 2,
+    naming it."""
     from orchestrator.config.tls_material import TlsMaterialError
     from orchestrator.render import render_deployment
 
+    result = _load(file, env_file, quiet_ok=True)
     assert result.deployment is not None
     try:
-        return render_deployment(result.deployment, result.base_dir)
+        return result.deployment, render_deployment(result.deployment, result.base_dir)
     except TlsMaterialError as exc:
         raise _fail(f"transports.tls.{exc.setting}: {exc.message}", EXIT_INVALID) from None
 
@@ -265,14 +266,12 @@ def apply(
     force: ForceOpt = False,
 ) -> None:
     """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
-    from orchestrator.calls.controller import node_endpoints
+    from orchestrator.calls.nodes import node_endpoints
     from orchestrator.render import read_tree
     from orchestrator.render.apply import apply_all
     from orchestrator.render.reload import plan_reload
 
-    result = _load(file, env_file, quiet_ok=True)
-    assert result.deployment is not None
-    files = _render(result)
+    deployment, files = _load_and_render(file, env_file)
     try:
         on_disk = read_tree(conf_dir)
     except OSError as exc:
@@ -291,7 +290,15 @@ def apply(
         err.print("dry run: nothing written, nothing loaded")
         return
     _write(files, conf_dir, force)
-    results = asyncio.run(apply_all(node_endpoints(result.deployment), plan.steps))
+    failed = _print_applied(asyncio.run(apply_all(node_endpoints(deployment), plan.steps)))
+    if plan.restart_needed:
+        err.print(line(("some changes wait for a profile restart (see above; --restart-profiles)", "yellow")))
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_applied(results: list[Any]) -> bool:
+    """What each node did with the reload steps; whether any node or step failed."""
     failed = False
     for node in results:
         if node.error:
@@ -306,10 +313,7 @@ def apply(
             failed = True
             out.print(line(f"{node.node}: ", ("failed", "red"), f" {step.command}: {reply}"))
         out.print(line(f"{node.node}: channels up {node.calls_before} before, {node.calls_after} after"))
-    if plan.restart_needed:
-        err.print(line(("some changes wait for a profile restart (see above; --restart-profiles)", "yellow")))
-    if failed:
-        raise typer.Exit(EXIT_FAILED)
+    return failed
 
 
 @app.command()
@@ -325,20 +329,12 @@ def doctor(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network check.")] = 3.0,
 ) -> None:
     """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP."""
-    from orchestrator.calls.controller import node_endpoints
+    from orchestrator.calls.nodes import node_endpoints
     from orchestrator.doctor import FAIL, run_all
 
     result = _load(file, env_file, quiet_ok=True)
     assert result.deployment is not None
-    peers = []
-    for item in peer or []:
-        host, _, port = item.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        valid_port = port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
-        if not valid_port or not (is_hostname(host) or is_ip_address(host)):
-            err.print(line("sipagent: --peer ", item[:100], ": expected HOST:PORT (a host name or IP, port 1-65535)"))
-            raise typer.Exit(EXIT_INVALID)
-        peers.append((host, int(port)))
+    peers = [_peer(item) for item in peer or []]
     results = asyncio.run(
         run_all(
             result.deployment,
@@ -352,16 +348,32 @@ def doctor(
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     else:
-        table = Table(show_header=True, header_style="bold")
-        for column in ("check", "target", "status", "detail / fix"):
-            table.add_column(column)
-        colors = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
-        for r in results:
-            text = escape(r.detail) + (f"\n[italic]{escape(r.fix)}[/italic]" if r.fix else "")
-            table.add_row(r.check, escape(r.target), f"[{colors[r.status]}]{r.status}[/]", text)
-        out.print(table)
+        out.print(_doctor_table(results))
     if any(r.status == FAIL for r in results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _peer(item: str) -> tuple[str, int]:
+    """A ``--peer HOST:PORT`` (``[v6]:port`` too); anything else exits 2."""
+    host, _, port = item.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    valid_port = port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
+    if not valid_port or not (is_hostname(host) or is_ip_address(host)):
+        err.print(line("sipagent: --peer ", item[:100], ": expected HOST:PORT (a host name or IP, port 1-65535)"))
+        raise typer.Exit(EXIT_INVALID)
+    return host, int(port)
+
+
+def _doctor_table(results: list[Any]) -> Table:
+    """The doctor's results for a terminal (their text escaped: it may quote what a peer sent)."""
+    table = Table(show_header=True, header_style="bold")
+    for column in ("check", "target", "status", "detail / fix"):
+        table.add_column(column)
+    colors = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    for r in results:
+        text = escape(r.detail) + (f"\n[italic]{escape(r.fix)}[/italic]" if r.fix else "")
+        table.add_row(r.check, escape(r.target), f"[{colors[r.status]}]{r.status}[/]", text)
+    return table
 
 
 @app.command()
@@ -489,63 +501,75 @@ def call(
     wait: Annotated[bool, typer.Option(help="Follow the call until it is answered or fails.")] = True,
 ) -> None:
     """Place an outbound call through a running orchestrator (`sipagent run`) and report its progress."""
-    import time
-
     import httpx
 
     token = os.environ.get(token_env)
     if not token:
         err.print(line("sipagent: set ", token_env, " to the orchestrator's API token"))
         raise typer.Exit(EXIT_INVALID)
+    body = {"trunk": trunk, "to": to, "agent": agent, "caller_id": caller_id, "headers": _headers(header or [])}
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=api, headers=auth, timeout=10) as client:
+            call_id = _place_call(client, body)
+            out.print(line("call ", call_id, ": dialing ", to, " via ", trunk))
+            if wait:
+                _follow_call(client, call_id, agent)
+    except httpx.HTTPError as exc:
+        err.print(line("sipagent: cannot reach the orchestrator at ", api, ": ", exc))
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _headers(items: list[str]) -> dict[str, str]:
+    """``--header Name=value`` options as a dict; one without ``=`` exits 2."""
     headers: dict[str, str] = {}
-    for item in header or []:
+    for item in items:
         name, sep, value = item.partition("=")
         if not sep:
             err.print(line("sipagent: --header needs Name=value, got ", repr(item[:100])))
             raise typer.Exit(EXIT_INVALID)
         headers[name] = value
-    body = {"trunk": trunk, "to": to, "agent": agent, "caller_id": caller_id, "headers": headers}
-    auth = {"Authorization": f"Bearer {token}"}
-    try:
-        with httpx.Client(base_url=api, headers=auth, timeout=10) as client:
-            resp = client.post("/v1/calls", json=body)
-            if resp.status_code != 201:
-                problem = _json(resp).get("error")
-                message = str(problem.get("message", resp.text) if isinstance(problem, dict) else resp.text)
-                err.print(line(f"sipagent: call refused ({resp.status_code}): ", message[:500]))
-                raise typer.Exit(EXIT_FAILED)
-            state = _json(resp)
-            call_id = state.get("id")
-            if not isinstance(call_id, str):
-                err.print(line("sipagent: the orchestrator's answer has no call id: ", resp.text[:200]))
-                raise typer.Exit(EXIT_FAILED)
-            out.print(line("call ", call_id, ": dialing ", to, " via ", trunk))
-            seen: set[str] = set()
-            while wait:
-                time.sleep(0.5)
-                state = _json(client.get(f"/v1/calls/{quote(call_id, safe='')}"))
-                progress = state.get("progress")
-                for status in progress if isinstance(progress, list) else []:
-                    if str(status) not in seen:
-                        seen.add(str(status))
-                        what = "ringing" if status == 180 else "session progress"
-                        out.print(line("call ", call_id, f": {status} {what}"))
-                if state.get("answered_at") and "answered" not in seen:
-                    seen.add("answered")
-                    out.print(
-                        line("call ", call_id, ": answered (", state.get("codec"), "), agent ", agent, " connected")
-                    )
-                    break
-                if state.get("result") or state.get("state") == "ended":
-                    hangup = state.get("hangup") if isinstance(state.get("hangup"), dict) else {}
-                    sip = f"SIP {hangup.get('sip_status')} " if hangup.get("sip_status") else ""
-                    out.print(
-                        line("call ", call_id, ": ", state.get("result"), " (", sip, hangup.get("cause", ""), ")")
-                    )
-                    raise typer.Exit(EXIT_OK if state.get("result") == "completed" else EXIT_FAILED)
-    except httpx.HTTPError as exc:
-        err.print(line("sipagent: cannot reach the orchestrator at ", api, ": ", exc))
-        raise typer.Exit(EXIT_FAILED) from None
+    return headers
+
+
+def _place_call(client: Any, body: dict[str, Any]) -> str:
+    """``POST /v1/calls``; the new call's id (a refusal, or an answer without an id, exits 1)."""
+    resp = client.post("/v1/calls", json=body)
+    if resp.status_code != 201:
+        problem = _json(resp).get("error")
+        message = str(problem.get("message", resp.text) if isinstance(problem, dict) else resp.text)
+        err.print(line(f"sipagent: call refused ({resp.status_code}): ", message[:500]))
+        raise typer.Exit(EXIT_FAILED)
+    call_id = _json(resp).get("id")
+    if not isinstance(call_id, str):
+        err.print(line("sipagent: the orchestrator's answer has no call id: ", resp.text[:200]))
+        raise typer.Exit(EXIT_FAILED)
+    return call_id
+
+
+def _follow_call(client: Any, call_id: str, agent: str) -> None:
+    """Poll the call and print its progress until it is answered (return) or ends (exit 0 if completed, else 1)."""
+    import time
+
+    seen: set[str] = set()
+    while True:
+        time.sleep(0.5)
+        state = _json(client.get(f"/v1/calls/{quote(call_id, safe='')}"))
+        progress = state.get("progress")
+        for status in progress if isinstance(progress, list) else []:
+            if str(status) not in seen:
+                seen.add(str(status))
+                what = "ringing" if status == 180 else "session progress"
+                out.print(line("call ", call_id, f": {status} {what}"))
+        if state.get("answered_at") and "answered" not in seen:
+            seen.add("answered")
+            out.print(line("call ", call_id, ": answered (", state.get("codec"), "), agent ", agent, " connected"))
+            return
+        if state.get("result") or state.get("state") == "ended":
+            hangup = state.get("hangup") if isinstance(state.get("hangup"), dict) else {}
+            sip = f"SIP {hangup.get('sip_status')} " if hangup.get("sip_status") else ""
+            out.print(line("call ", call_id, ": ", state.get("result"), " (", sip, hangup.get("cause", ""), ")"))
+            raise typer.Exit(EXIT_OK if state.get("result") == "completed" else EXIT_FAILED)
 
 
 def _json(resp: Any) -> dict[str, Any]:

@@ -28,23 +28,12 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
             loop.add_signal_handler(sig, stop.set)
     controller = Controller(deployment, base_dir)
     media = deployment.orchestrator.media
-    bridge: MediaBridge | WorkerPool
-    if media.workers > 1:
-        bridge = WorkerPool(deployment, controller, controller.metrics, controller.tokens.secret, media.workers)
-    else:
-        bridge = MediaBridge(deployment, controller.tokens, controller, controller.metrics)
+    bridge = _media_bridge(deployment, controller)
     controller.add_listener(bridge.on_notice)
     await bridge.start()
     await controller.start()
     api = deployment.orchestrator.api
-    token = api.token.get_secret_value() if api.token else None
-    if token is None:
-        log.warning("no orchestrator.api.token: /v1 answers 503 (health and metrics still served)")
-    config = uvicorn.Config(
-        create_app(controller, token), host=api.listen_ip, port=api.port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _api_server(deployment, controller)
     http = asyncio.create_task(server.serve(), name="http-api")
     log.info(
         "sipagent running: API on http://%s:%d, media bridge on %s:%d (%d process(es)), %d node(s)",
@@ -62,3 +51,25 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
         await http
         await controller.stop()
         await bridge.stop()
+
+
+def _media_bridge(deployment: Deployment, controller: Controller) -> MediaBridge | WorkerPool:
+    """The media bridge in this process, or a pool of worker processes (``orchestrator.media.workers`` > 1)."""
+    media = deployment.orchestrator.media
+    if media.workers > 1:
+        return WorkerPool(deployment, controller, controller.metrics, controller.tokens.secret, media.workers)
+    return MediaBridge(deployment, controller.tokens, controller, controller.metrics)
+
+
+def _api_server(deployment: Deployment, controller: Controller) -> uvicorn.Server:
+    """The HTTP API's server (its signals are ours: :func:`serve` stops it)."""
+    api = deployment.orchestrator.api
+    token = api.token.get_secret_value() if api.token else None
+    if token is None:
+        log.warning("no orchestrator.api.token: /v1 answers 503 (health and metrics still served)")
+    config = uvicorn.Config(
+        create_app(controller, token), host=api.listen_ip, port=api.port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server

@@ -129,7 +129,12 @@ async def test_inbound_call_is_claimed_answered_and_forked(h: Harness) -> None:
     uuid = await h.inbound()
     answered = await h.wait("answered", uuid)
     assert answered.call.agent == "support" and answered.call.remote == "+15551230000"
-    cmds = commands_for(h.sim, uuid)
+    # the fork starts once uuid_answer has its reply, which may come after the answered notice
+    for _ in range(500):
+        cmds = commands_for(h.sim, uuid)
+        if any(" uuid_audio_fork " in c for c in cmds):
+            break
+        await asyncio.sleep(0.01)
     kinds = [c.split(" ")[1] for c in cmds if c.startswith("api ")]
     assert kinds[:4] == ["uuid_park", "uuid_setvar_multi", "uuid_answer", "uuid_audio_fork"]
     channel = h.sim.channels[uuid]
@@ -717,3 +722,27 @@ async def test_long_carrier_headers_never_cost_the_call_its_fork(tmp_path: Path)
     finally:
         await controller.stop()
         await sim.stop()
+
+
+def test_node_endpoints_default_and_configured(tmp_path: Path) -> None:
+    from orchestrator.calls.nodes import node_endpoints
+
+    one = check_text(deployment_text([8021]).split("  nodes:")[0], "d.yaml", {}, tmp_path).deployment
+    assert one is not None
+    assert [(e.host, e.port, e.password, e.name) for e in node_endpoints(one)] == [
+        ("127.0.0.1", 8021, PASSWORD, "fs1")
+    ]  # the node at freeswitch.event_socket
+    wildcard = check_text(
+        deployment_text([8021]).split("  nodes:")[0].replace("{password:", "{listen_ip: 0.0.0.0, password:"),
+        "d.yaml",
+        {},
+        tmp_path,
+    ).deployment
+    assert wildcard is not None
+    assert node_endpoints(wildcard)[0].host == "127.0.0.1"  # listening on all addresses: reached on loopback
+    two = check_text(deployment_text([9001, 9002]), "d.yaml", {}, tmp_path).deployment
+    assert two is not None
+    assert [(e.port, e.password, e.name) for e in node_endpoints(two)] == [
+        (9001, PASSWORD, "fs1"),
+        (9002, PASSWORD, "fs2"),
+    ]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from simulator import fsstrings
 
-from orchestrator import dtmf
+from orchestrator import channelvars, dtmf
 from orchestrator.calls import dialing
+from orchestrator.config import check_text
+from orchestrator.config.model import Deployment
 from orchestrator.esl import commands, quoting
 
 
@@ -238,3 +244,100 @@ def test_every_adapter_speaks_the_same_dtmf_grammar() -> None:
     for adapter in (raw, eleven, twilio):
         assert adapter.dtmf("w") == [] and adapter.dtmf("E") == []
         assert "A" in adapter.dtmf("a")[0]  # FreeSWITCH may report a-d: every agent hears A-D
+
+
+# -- outbound requests: one rule a function, and the channel variables they become --------------------------------
+_OUTBOUND = """
+freeswitch: {bind_ip: 127.0.0.1, event_socket: {password: pw}}
+transports: {tcp: {port: 5060}}
+trunks:
+  - name: carrier
+    outbound: {address: sbc.carrier.example, caller_id: "+15550009999"}
+  - name: inbound-only
+    inbound: {transports: [tcp], auth: {acl: [192.0.2.0/24]}}
+numbers: [{number: "+15550000001", trunk: inbound-only, agent: support}]
+agents: [{name: support, protocol: raw, url: "ws://127.0.0.1:9000/a"}]
+orchestrator: {media_url: "ws://127.0.0.1:8090"}
+"""
+
+
+@pytest.fixture()
+def deployment(tmp_path: Path) -> Deployment:
+    result = check_text(_OUTBOUND, "d.yaml", {}, tmp_path)
+    assert result.deployment is not None, [str(e) for e in result.errors]
+    return result.deployment
+
+
+def _refused(call: Callable[[], object]) -> tuple[str, int]:
+    with pytest.raises(dialing.Invalid) as info:
+        call()
+    return info.value.code, info.value.status
+
+
+def test_names_the_deployment_must_know(deployment: Deployment) -> None:
+    assert dialing.outbound_trunk(deployment, "carrier").name == "carrier"
+    assert _refused(lambda: dialing.outbound_trunk(deployment, "inbound-only")) == ("unknown_trunk", 404)
+    assert _refused(lambda: dialing.outbound_trunk(deployment, ["carrier"])) == ("unknown_trunk", 404)
+    assert dialing.agent(deployment, "support") == "support"
+    assert _refused(lambda: dialing.agent(deployment, "nobody")) == ("unknown_agent", 404)
+    assert dialing.trunk_address(deployment, "carrier") == "sbc.carrier.example"
+    assert dialing.trunk_address(deployment, "inbound-only") is None
+    assert dialing.shown("x" * 100) == repr("x" * 64) and dialing.shown(3) == "int"
+
+
+@pytest.mark.parametrize("bad", [4, 601, 5.5, True, "30"])
+def test_timeouts(bad: object) -> None:
+    assert dialing.timeout(None) is None and dialing.timeout(5) == 5 and dialing.timeout(600) == 600
+    assert _refused(lambda: dialing.timeout(bad)) == ("invalid_timeout", 400)
+
+
+def test_errors_come_in_request_order(deployment: Deployment) -> None:
+    def outbound(**kw: object) -> dialing.Dial:
+        args: dict[str, object] = {"trunk": "carrier", "to": "+15557654321", "agent_name": "support", **kw}
+        return dialing.outbound(deployment, **args)  # type: ignore[arg-type]
+
+    assert _refused(lambda: outbound(trunk="x", agent_name="x", seconds=1))[0] == "unknown_trunk"
+    assert _refused(lambda: outbound(agent_name="x", seconds=1, to="bad"))[0] == "unknown_agent"
+    assert _refused(lambda: outbound(seconds=1, to="bad"))[0] == "invalid_timeout"
+    assert _refused(lambda: outbound(to="bad", caller="bad"))[0] == "invalid_destination"
+    assert _refused(lambda: outbound(caller="bad", extra_headers={"bad": "x"}))[0] == "invalid_caller_id"
+    assert _refused(lambda: outbound(extra_headers={"bad": "x"}, agent_variables={"Bad": "x"}))[0] == "invalid_header"
+    assert _refused(lambda: outbound(agent_variables={"Bad": "x"}, overrides=3))[0] == "invalid_variable"
+    assert _refused(lambda: outbound(overrides=3))[0] == "invalid_overrides"
+    dial = outbound()
+    assert (dial.destination, dial.caller_id, dial.timeout) == ("+15557654321", "+15550009999", None)
+    assert dial.dial_string == "sofia/gateway/carrier/+15557654321"
+
+
+def test_channel_variables_of_an_outbound_call(deployment: Deployment) -> None:
+    dial = dialing.outbound(
+        deployment,
+        trunk="carrier",
+        to="sip:alice@pbx.example.com",
+        agent_name="support",
+        caller="+15550001111",
+        extra_headers={"X-Campaign": "spring"},
+        agent_variables={"customer_id": "42"},
+        overrides={"language": "de"},
+        seconds=30,
+    )
+    assert list(dialing.channel_variables(dial, "u-1", 60).items()) == [
+        ("origination_uuid", "u-1"),
+        ("sipagent_direction", "outbound"),
+        ("sipagent_agent", "support"),
+        ("sipagent_trunk", "carrier"),
+        ("sipagent_destination", "sip:alice@pbx.example.com"),
+        ("originate_timeout", "30"),
+        ("ignore_early_media", "true"),
+        ("sip_refer_continue_after_reply", "true"),
+        ("send_silence_when_idle", "-1"),
+        ("origination_caller_id_number", "+15550001111"),
+        ("origination_caller_id_name", "+15550001111"),
+        ("sip_h_X-Campaign", "spring"),
+        ("sipagent_var_customer_id", "42"),
+        ("sipagent_override_language", "de"),
+    ]
+    assert dialing.channel_variables(dataclasses.replace(dial, timeout=None), "u-1", 60)["originate_timeout"] == "60"
+    # what the call is answered with inbound is what it is placed with outbound
+    for name, value in channelvars.ANSWER_VARIABLES.items():
+        assert dialing.channel_variables(dial, "u-1", 60)[name] == value

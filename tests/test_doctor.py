@@ -27,7 +27,9 @@ from orchestrator import doctor as d
 from orchestrator.cli import app
 from orchestrator.config import check_file
 from orchestrator.config.selfsigned import generate
-from orchestrator.esl.client import Endpoint
+from orchestrator.config.tls_material import TlsMaterialError
+from orchestrator.doctor import verdicts as v
+from orchestrator.esl.client import CommandTimeout, Endpoint
 
 # what FreeSWITCH 1.10.12 answered to `sofia status` on the rendered example (recorded in this repo's session)
 SOFIA_STATUS = (
@@ -406,3 +408,68 @@ def test_cli_reports_a_wrong_password_not_an_internal_error(tmp_path: Path, exam
     assert "wrong password" in esl["detail"] and "internal error" not in result.output
     profile = next(r for r in rows if r["check"] == "profile")
     assert profile["status"] == "skip" and "wrong password" in profile["detail"]
+
+
+# -- verdicts on facts: plain functions, no sockets -------------------------------------------------------------
+_EP = Endpoint("10.0.0.5", 8021, "pw", "fs1")
+
+
+def test_esl_verdicts_from_node_facts() -> None:
+    ready = v.NodeFacts(_EP, status="UP 0 years\nFreeSWITCH (Version 1.10.12) is ready\n", live={"sofia": "S"})
+    results, live = v.esl([ready], timeout=1)
+    assert [(r.target, r.status, r.detail) for r in results] == [
+        ("fs1 (10.0.0.5:8021)", "pass", "authenticated; core ready")
+    ]
+    assert live == {"sofia": "S"}
+
+    refused = v.NodeFacts(Endpoint("10.0.0.6", 8021, "pw", "fs2"), connect_error=ConnectionRefusedError())
+    starting = v.NodeFacts(_EP, status="starting", command_error=CommandTimeout("sofia status"))
+    results, live = v.esl([refused, starting], timeout=2)
+    assert [r.status for r in results] == ["fail", "warn", "fail"]
+    assert "connection refused at 10.0.0.6:8021" in results[0].detail
+    assert results[1].detail == "authenticated; core not ready yet"
+    assert results[2].target == "fs1 (10.0.0.5:8021) commands" and "within 2 s" in results[2].detail
+    assert live["unavailable"].startswith("fs2: connection refused") and "; fs1: connected, but" in live["unavailable"]
+    assert v.esl([], timeout=1) == ([], {"unavailable": "no event socket configured"})
+
+
+def test_trunk_verdicts_from_facts() -> None:
+    unresolved = v.trunk(v.TrunkFacts("carrier", "sbc.example", "tls"))
+    assert [(r.check, r.status) for r in unresolved] == [("dns", "fail")]
+    assert "sbc.example does not resolve" in unresolved[0].detail
+    targets = [(f"192.0.2.{i}", 5061) for i in range(5)]
+    silent = v.trunk(v.TrunkFacts("carrier", "sbc.example", "tls", targets))
+    assert [(r.check, r.status) for r in silent] == [("dns", "pass"), ("options", "fail")]
+    assert silent[0].detail == ", ".join(f"192.0.2.{i}:5061" for i in range(4)) and "over tls" in silent[1].detail
+    answered = v.trunk(v.TrunkFacts("carrier", "sbc.example", "tls", targets, ("192.0.2.1", 5061, "SIP/2.0 200 OK")))
+    assert answered[1] == v.Result("options", "carrier", "pass", "192.0.2.1:5061 answered 200 OK")
+
+
+def test_tls_peer_verdicts_from_handshakes() -> None:
+    t = ssl.TLSVersion
+    none = v.tls_peer("h:5061", {t.TLSv1_2: (False, "refused"), t.TLSv1_3: (False, "refused")})
+    assert [(r.status, r.detail) for r in none] == [("fail", "no TLS 1.2/1.3 handshake: refused")]
+    old_cipher = v.tls_peer(
+        "h:5061",
+        {t.TLSv1_2: (True, "TLSv1.2 AES128-SHA"), t.TLSv1_3: (False, "x"), t.TLSv1: (True, ""), t.TLSv1_1: (False, "")},
+    )
+    assert [(r.target, r.status) for r in old_cipher] == [
+        ("h:5061", "warn"),
+        ("h:5061 TLS 1", "warn"),
+        ("h:5061 TLS 1.1", "pass"),
+    ]
+    assert old_cipher[1].detail == "TLS 1 accepted" and "min_version 1.2" in old_cipher[1].fix
+    modern = v.tls_peer(
+        "h:5061",
+        {t.TLSv1_2: (True, "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"), t.TLSv1_3: (False, "x"), t.TLSv1: (False, "")}
+        | {t.TLSv1_1: (False, "")},
+    )
+    assert modern[0] == v.Result("tls", "h:5061", "pass", "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256")
+
+
+def test_certificate_verdict_on_a_file_that_did_not_load(tmp_path: Path) -> None:
+    dep = _deployment(tmp_path)
+    results = v.certificate(
+        dep, TlsMaterialError("transports.tls.certificate", "certificate: no such file"), dt.datetime.now(dt.UTC)
+    )
+    assert [(r.check, r.status, r.detail) for r in results] == [("certificate", "fail", "certificate: no such file")]

@@ -506,3 +506,21 @@ def test_tls_passphrase_reads_back_unchanged(passphrase: str, tls_dir: Path, tmp
     assert result.deployment is not None, [str(d) for d in result.errors]
     write_tree(render_deployment(result.deployment, tmp_path), tmp_path / "conf")
     assert dict(profile_params(assemble(tmp_path / "conf"), "tls"))["tls-passphrase"] == passphrase
+
+
+def test_templates_spell_the_channel_variables_of_channelvars() -> None:
+    """The templates write the ``sipagent_*`` names literally (a template expression per route costs render
+    time); each one is a name :mod:`orchestrator.channelvars` defines, which the tracker reads back."""
+    from orchestrator import channelvars
+    from orchestrator.render.renderer import templates_dir
+
+    written: set[str] = set()
+    for path in templates_dir().rglob("*.j2"):
+        written |= set(re.findall(r"(?<![\w$])sipagent_[a-z_]+(?==|\")", path.read_text()))
+    assert written == {
+        channelvars.TRUNK,
+        channelvars.AGENT,
+        channelvars.NUMBER,
+        channelvars.REFUSED,
+        channelvars.CONFIG_DIGEST,
+    }

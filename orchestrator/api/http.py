@@ -162,6 +162,14 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
     """The ASGI app serving ``controller``. Without a token, ``/v1`` answers 503."""
     app = FastAPI(title="sipagent", version=__version__, docs_url="/docs", redoc_url=None)
     app.add_middleware(BoundedBody)
+    _error_handlers(app)
+    _call_routes(app, controller, [Depends(_bearer(token))])
+    _service_routes(app, controller)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every refusal as ``{"error": {"code", "message"}}``: call errors, invalid and unparsable requests."""
 
     @app.exception_handler(CallError)
     async def _call_error(_request: Request, exc: CallError) -> JSONResponse:
@@ -180,6 +188,10 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
         log.info("api: refused an unparsable request (%s)", type(exc).__name__)
         return _error(400, "invalid_request", "the request could not be parsed")
 
+
+def _bearer(token: str | None) -> Callable[[Request], Awaitable[None]]:
+    """The ``/v1`` dependency: ``Authorization: Bearer <token>`` (compared in constant time)."""
+
     async def authorized(request: Request) -> None:
         if token is None:
             raise CallError("api_disabled", "no API token configured (orchestrator.api.token)", 503)
@@ -188,7 +200,11 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), token.encode()):
             raise CallError("unauthorized", "missing or wrong bearer token", 401)
 
-    v1: list[Any] = [Depends(authorized)]
+    return authorized
+
+
+def _call_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
+    """``/v1/calls``: place, list, inspect, hang up, transfer, send DTMF."""
 
     @app.post("/v1/calls", status_code=201, dependencies=v1)
     async def place_call(req: CallRequest) -> dict[str, Any]:
@@ -230,6 +246,10 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
         await controller.send_dtmf(call_id, req.digits, req.duration_ms)
         return {"id": call_id, "status": "sent"}
 
+
+def _service_routes(app: FastAPI, controller: Controller) -> None:
+    """``/healthz`` (503 while no node is connected) and ``/metrics`` (Prometheus), without a token."""
+
     @app.get("/healthz")
     async def health() -> JSONResponse:
         nodes = {name: node.client.connected for name, node in controller.nodes.items()}
@@ -242,5 +262,3 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(controller.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    return app

@@ -3,8 +3,9 @@
 It connects one :class:`~orchestrator.esl.client.EslClient` per node, feeds their events to the
 sans-I/O :class:`~orchestrator.calls.tracker.CallTracker`, runs the commands the tracker asks for
 (in order, per call), and offers the actions the API and the media bridge need: originate, hang
-up, transfer, send DTMF. Notices (answered, DTMF, transfer result, ended …) go to listeners, the
-call records and the metrics.
+up, transfer, send DTMF. What may be dialed or transferred to is decided in :mod:`orchestrator.calls.dialing`
+(sans-I/O); the nodes come from :mod:`orchestrator.calls.nodes`. Notices (answered, DTMF, transfer result,
+ended …) go to listeners, the call records and the metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from orchestrator import dtmf
 from orchestrator.calls import dialing, records
+from orchestrator.calls.nodes import node_endpoints
 from orchestrator.calls.outcome import HANGUP_REASONS
 from orchestrator.calls.tracker import (
     CUSTOM,
@@ -37,7 +39,7 @@ from orchestrator.calls.tracker import (
 )
 from orchestrator.config.model import Deployment
 from orchestrator.esl import commands
-from orchestrator.esl.client import Endpoint, EslClient, EslError
+from orchestrator.esl.client import EslClient, EslError
 from orchestrator.esl.protocol import CommandError, EslProtocolError, Event, parse_json_event
 from orchestrator.media import dialects, fork
 from orchestrator.metrics import Metrics
@@ -68,25 +70,45 @@ class NodeState:
 
 #: the call's own facts among its variables: the last to give way when the fork metadata is too large
 _CALL_FACTS = frozenset({"caller_id", "called_number", "call_id", "trunk", "sip_call_id", "caller_name"})
-#: API variables of an outbound call travel on its channel as ``sipagent_var_<name>`` (read back on re-attach)
-VAR_PREFIX = "sipagent_var_"
-#: and its per-call agent settings as ``sipagent_override_<name>``
-OVERRIDE_PREFIX = "sipagent_override_"
 
 
-def _shown(value: object) -> str:
-    """A value from a request, safe to put in an error message (bounded, repr'd)."""
-    return repr(value[:64]) if isinstance(value, str) else type(value).__name__
+def _refused(exc: dialing.Invalid) -> CallError:
+    """A request :mod:`~orchestrator.calls.dialing` refused, as the API reports it."""
+    return CallError(exc.code, exc.message, exc.status)
 
 
-def node_endpoints(deployment: Deployment) -> list[Endpoint]:
-    """The event sockets of the deployment's FreeSWITCH nodes (default: the node at freeswitch.event_socket)."""
-    esl = deployment.freeswitch.event_socket
-    nodes = deployment.orchestrator.nodes
-    if not nodes:
-        host = "127.0.0.1" if esl.listen_ip in ("0.0.0.0", "::") else esl.listen_ip
-        return [Endpoint(host, esl.port, esl.password.get_secret_value(), "fs1")]
-    return [Endpoint(n.host, n.port, (n.password or esl.password).get_secret_value(), n.name) for n in nodes]
+def _policy(deployment: Deployment, fork_command: Callable[[Call], str]) -> Policy:
+    """What the tracker needs to know of the deployment: agents, numbers, the fork, the headers passed on."""
+    return Policy(
+        agents={a.name: a.protocol for a in deployment.agents},
+        numbers={n.number: n.agent for n in deployment.numbers},
+        fork_command=fork_command,
+        fork_module=deployment.orchestrator.media.fork_module,
+        headers={
+            t.name: [(h.header, h.variable_name) for h in t.inbound.header_mappings()]
+            for t in deployment.trunks
+            if t.inbound
+        },
+    )
+
+
+def _fork_metadata(call: Call) -> dict[str, Any]:
+    """What the media bridge and the agent learn of the call when its fork connects."""
+    inbound = call.direction == "inbound"
+    metadata = {
+        "call_id": call.uuid,
+        "direction": call.direction,
+        "agent": call.agent,
+        "trunk": call.trunk,
+        "caller_id": call.remote if inbound else call.number,
+        "called_number": call.number if inbound else call.remote,
+        "codec": call.codec,
+        "rate": call.rate,
+        "variables": call.variables,
+    }
+    if call.agent_overrides:
+        metadata["agent_overrides"] = call.agent_overrides
+    return metadata
 
 
 class Controller:
@@ -108,19 +130,7 @@ class Controller:
         o = deployment.orchestrator
         secret = o.media_secret.get_secret_value().encode() if o.media_secret else None
         self.tokens = tokens or fork.Tokens(secret)
-        self.tracker = CallTracker(
-            Policy(
-                agents={a.name: a.protocol for a in deployment.agents},
-                numbers={n.number: n.agent for n in deployment.numbers},
-                fork_command=self._fork_command,
-                fork_module=o.media.fork_module,
-                headers={
-                    t.name: [(h.header, h.variable_name) for h in t.inbound.header_mappings()]
-                    for t in deployment.trunks
-                    if t.inbound
-                },
-            )
-        )
+        self.tracker = CallTracker(_policy(deployment, self._fork_command))
         self.listeners: list[Listener] = []
         self.records = records.RecordWriter(base_dir / o.records) if o.records and write_records else None
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -184,10 +194,6 @@ class Controller:
         if call is not None:
             return call.summary()
         return self.ended.get(uuid)
-
-    def connected_nodes(self) -> list[str]:
-        """Names of the nodes connected right now."""
-        return [n.name for n in self.nodes.values() if n.client.connected]
 
     # -- ESL hooks ------------------------------------------------------------------------------
     def _event_handler(self, node: str) -> Callable[[Event], None]:
@@ -277,10 +283,7 @@ class Controller:
                 client = self.nodes[action.node].client
                 log.debug("call %s: %s", call_uuid, action.command.split(" ", 1)[0])
                 try:
-                    if action.background:
-                        await client.bgapi(action.command)
-                    else:
-                        await client.api(action.command)
+                    await client.api(action.command)
                 except CommandError as exc:
                     # the channel hung up meanwhile, or FreeSWITCH refused: later steps are moot
                     log.info("call %s: %s", call_uuid, exc)
@@ -369,20 +372,7 @@ class Controller:
     def _fork_command(self, call: Call) -> str:
         token = self.tokens.token(call.uuid, call.fork_nonce)  # good for this fork start only (claim_fork)
         url = fork.fork_url(self.deployment.orchestrator.media_url, call.uuid, token)
-        inbound = call.direction == "inbound"
-        metadata = {
-            "call_id": call.uuid,
-            "direction": call.direction,
-            "agent": call.agent,
-            "trunk": call.trunk,
-            "caller_id": call.remote if inbound else call.number,
-            "called_number": call.number if inbound else call.remote,
-            "codec": call.codec,
-            "rate": call.rate,
-            "variables": call.variables,
-        }
-        if call.agent_overrides:
-            metadata["agent_overrides"] = call.agent_overrides
+        metadata = _fork_metadata(call)
         rate = fork_rate(call.rate)
         media = self.deployment.orchestrator.media
         dialect = dialects.dialect(media.fork_module)
@@ -441,53 +431,32 @@ class Controller:
         Progress and the outcome (with the real SIP status) arrive as notices and in
         :meth:`describe`; the agent is connected when the callee answers.
         """
-        d = self.deployment
-        t = next((t for t in d.trunks if t.name == trunk), None) if isinstance(trunk, str) else None
-        if t is None or t.outbound is None:
-            raise CallError("unknown_trunk", f"no outbound trunk named {_shown(trunk)}", 404)
-        if not isinstance(agent, str) or agent not in {a.name for a in d.agents}:
-            raise CallError("unknown_agent", f"no agent named {_shown(agent)}", 404)
-        if timeout is not None and (
-            not isinstance(timeout, int) or isinstance(timeout, bool) or not 5 <= timeout <= 600
-        ):
-            raise CallError("invalid_timeout", "timeout_seconds must be a whole number of seconds, 5-600")
         try:
-            dest = dialing.destination(to)
-            cid = dialing.caller_id(caller_id) if caller_id is not None else (t.outbound.caller_id or "")
-            extra_headers = dialing.headers(headers)
-            agent_variables = dialing.variables(variables)
-            overrides = dialing.agent_overrides(agent_overrides)
+            dial = dialing.outbound(
+                self.deployment,
+                trunk=trunk,
+                to=to,
+                agent_name=agent,
+                caller=caller_id,
+                extra_headers=headers,
+                agent_variables=variables,
+                overrides=agent_overrides,
+                seconds=timeout,
+            )
         except dialing.Invalid as exc:
-            raise CallError(exc.code, exc.message) from None
+            raise _refused(exc) from None
         node = self._pick_node()
         uuid = str(uuidlib.uuid4())
-        vars_: dict[str, str] = {
-            "origination_uuid": uuid,
-            "sipagent_direction": "outbound",
-            "sipagent_agent": agent,
-            "sipagent_trunk": trunk,
-            "sipagent_destination": to,
-            "originate_timeout": str(timeout or d.orchestrator.originate_timeout_seconds),
-            "ignore_early_media": "true",
-            "sip_refer_continue_after_reply": "true",
-            "send_silence_when_idle": "-1",
-        }
-        if cid:
-            vars_["origination_caller_id_number"] = cid
-            vars_["origination_caller_id_name"] = cid
-        for name, value in extra_headers.items():
-            vars_[f"sip_h_{name}"] = value
-        for name, value in agent_variables.items():
-            vars_[f"{VAR_PREFIX}{name}"] = value
-        for name, value in overrides.items():
-            vars_[f"{OVERRIDE_PREFIX}{name}"] = value
+        channel = dialing.channel_variables(dial, uuid, self.deployment.orchestrator.originate_timeout_seconds)
         try:
-            command = commands.originate(vars_, f"sofia/gateway/{trunk}/{dest}")
+            command = commands.originate(channel, dial.dial_string)
         except commands.Refused as exc:  # the checks above make this unreachable; never send what was refused
             raise CallError("invalid_request", str(exc)) from None
-        call = self.tracker.expect_outbound(uuid, node, trunk=trunk, agent=agent, destination=to, caller_id=cid)
-        call.variables.update(agent_variables)
-        call.agent_overrides = overrides
+        call = self.tracker.expect_outbound(
+            uuid, node, trunk=dial.trunk, agent=dial.agent, destination=dial.to, caller_id=dial.caller_id
+        )
+        call.variables.update(dial.variables)
+        call.agent_overrides = dial.agent_overrides
         self._gauge()
         self._spawn(self._originate(node, uuid, command))
         return call
@@ -505,7 +474,7 @@ class Controller:
     def _live(self, uuid: str) -> Call:
         call = self.tracker.calls.get(uuid) if isinstance(uuid, str) else None
         if call is None:
-            raise CallError("unknown_call", f"no active call {_shown(uuid)}", 404)
+            raise CallError("unknown_call", f"no active call {dialing.shown(uuid)}", 404)
         return call
 
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None:
@@ -578,45 +547,51 @@ class Controller:
         if call.state != CallState.ANSWERED:
             raise CallError("not_answered", f"call is {call.state}, transfers need an answered call", 409)
         if method == "refer":
-            t = next((t for t in self.deployment.trunks if t.name == call.trunk), None)
-            try:
-                target = dialing.refer_target(target, t.outbound.address if t and t.outbound else None)
-            except dialing.Invalid as exc:
-                raise CallError(exc.code, exc.message) from None
-            self.tracker.start_transfer(uuid, "refer", target)
-            try:
-                # sip_refer_continue_after_reply is set at answer: the outcome comes as sofia::notify_refer
-                await self._api(call, commands.uuid_deflect(uuid, target), background=True)
-            except CallError as exc:
-                self._notify(self.tracker.transfer_failed(uuid, exc.message))
-                raise
+            await self._transfer_refer(call, target)
         elif method == "bridge":
-            via = trunk or call.trunk
-            t = next((t for t in self.deployment.trunks if t.name == via), None) if isinstance(via, str) else None
-            if t is None or t.outbound is None:
-                raise CallError("unknown_trunk", f"no outbound trunk named {_shown(via)}", 404)
-            try:
-                dest = dialing.bridge_target(target)
-            except dialing.Invalid as exc:
-                raise CallError(exc.code, exc.message) from None
-            inline = commands.uuid_transfer_inline(
-                uuid,
-                [
-                    ("set", "hangup_after_bridge=true"),
-                    ("set", "continue_on_fail=true"),
-                    ("bridge", f"sofia/gateway/{t.name}/{dest}"),
-                    ("park", ""),
-                ],
-            )
-            self.tracker.start_transfer(uuid, "bridge", target)
-            await self._api(call, dialects.dialect(self.deployment.orchestrator.media.fork_module).stop(uuid))
-            try:
-                await self._api(call, inline)
-            except CallError as exc:
-                self._notify(self.tracker.transfer_failed(uuid, exc.message))
-                raise
+            await self._transfer_bridge(call, target, trunk or call.trunk)
         else:
             raise CallError("invalid_method", "method must be refer or bridge")
+
+    async def _transfer_refer(self, call: Call, target: str) -> None:
+        """SIP REFER to the peer: a SIP URI, or a number at the call's trunk."""
+        uuid = call.uuid
+        try:
+            target = dialing.refer_target(target, dialing.trunk_address(self.deployment, call.trunk))
+        except dialing.Invalid as exc:
+            raise _refused(exc) from None
+        self.tracker.start_transfer(uuid, "refer", target)
+        try:
+            # sip_refer_continue_after_reply is set at answer: the outcome comes as sofia::notify_refer
+            await self._api(call, commands.uuid_deflect(uuid, target), background=True)
+        except CallError as exc:
+            self._notify(self.tracker.transfer_failed(uuid, exc.message))
+            raise
+
+    async def _transfer_bridge(self, call: Call, target: str, via: str | None) -> None:
+        """A new leg through trunk ``via``, bridged to the call (the fork stops first; back to park on failure)."""
+        uuid = call.uuid
+        try:
+            t = dialing.outbound_trunk(self.deployment, via)
+            dest = dialing.bridge_target(target)
+        except dialing.Invalid as exc:
+            raise _refused(exc) from None
+        inline = commands.uuid_transfer_inline(
+            uuid,
+            [
+                ("set", "hangup_after_bridge=true"),
+                ("set", "continue_on_fail=true"),
+                ("bridge", f"sofia/gateway/{t.name}/{dest}"),
+                ("park", ""),
+            ],
+        )
+        self.tracker.start_transfer(uuid, "bridge", target)
+        await self._api(call, dialects.dialect(self.deployment.orchestrator.media.fork_module).stop(uuid))
+        try:
+            await self._api(call, inline)
+        except CallError as exc:
+            self._notify(self.tracker.transfer_failed(uuid, exc.message))
+            raise
 
     async def _api(self, call: Call, command: str, background: bool = False) -> str:
         client = self.nodes[call.node].client

@@ -1,4 +1,5 @@
-"""What a caller of the API (or an agent) may ask to dial, sans-I/O: destinations, caller IDs, headers, variables.
+"""What a caller of the API (or an agent) may ask to dial, sans-I/O: trunks, agents, destinations, caller IDs,
+headers, variables, transfer targets -- one function per rule -- and the channel variables of an outbound call.
 
 Everything is validated here, with a stable error code, before a command is built
 (:mod:`orchestrator.esl.commands`): a destination is an E.164 number or a ``sip:``/``sips:`` URI of a
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from orchestrator.config.model import AgentOverrides
+from orchestrator import channelvars
+from orchestrator.config.model import AgentOverrides, Deployment, Trunk
 from orchestrator.config.types import VARIABLE_NAME, X_HEADER_NAME
 from orchestrator.esl.quoting import Refused, variable_value
 
@@ -36,12 +38,41 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 
 class Invalid(Exception):
-    """A request part that cannot be dialed; ``code`` is stable for API clients, ``message`` says why."""
+    """A request part that cannot be dialed; ``code`` is stable for API clients, ``message`` says why,
+    ``status`` is the HTTP status the API answers with (404 for a name the deployment does not know)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status
+
+
+def shown(value: object) -> str:
+    """A value from a request, safe to put in an error message (bounded, repr'd)."""
+    return repr(value[:64]) if isinstance(value, str) else type(value).__name__
+
+
+def outbound_trunk(deployment: Deployment, name: object) -> Trunk:
+    """The deployment's trunk called ``name``, if it has an outbound side."""
+    t = next((t for t in deployment.trunks if t.name == name), None) if isinstance(name, str) else None
+    if t is None or t.outbound is None:
+        raise Invalid("unknown_trunk", f"no outbound trunk named {shown(name)}", 404)
+    return t
+
+
+def agent(deployment: Deployment, name: object) -> str:
+    """The name of one of the deployment's agents."""
+    if not isinstance(name, str) or name not in {a.name for a in deployment.agents}:
+        raise Invalid("unknown_agent", f"no agent named {shown(name)}", 404)
+    return name
+
+
+def timeout(value: object) -> int | None:
+    """An originate timeout: whole seconds, 5 to 600 (None: the deployment's default)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 5 <= value <= 600):
+        raise Invalid("invalid_timeout", "timeout_seconds must be a whole number of seconds, 5-600")
+    return value
 
 
 def e164(value: object, code: str, what: str) -> str:
@@ -151,9 +182,8 @@ def _bounded(items: object, kind: str, name_rule: re.Pattern[str], total: int, c
     out: dict[str, str] = {}
     for name, value in items.items():
         if not isinstance(name, str) or not name_rule.fullmatch(name):
-            shown = repr(name[:64]) if isinstance(name, str) else type(name).__name__
             rule = "an X- header name (X-Letters-Digits-Dashes)" if kind == "header" else "lower_case_with_digits"
-            raise Invalid(code, f"{kind} name {shown} is not {rule}")
+            raise Invalid(code, f"{kind} name {shown(name)} is not {rule}")
         if not isinstance(value, str):
             raise Invalid(code, f"{kind} {name}: the value must be text")
         try:
@@ -206,6 +236,12 @@ def agent_overrides(items: object) -> dict[str, str]:
     return out
 
 
+def trunk_address(deployment: Deployment, name: str | None) -> str | None:
+    """The outbound address of the trunk called ``name`` (where a REFER to a bare number goes), if any."""
+    t = next((t for t in deployment.trunks if t.name == name), None)
+    return t.outbound.address if t and t.outbound else None
+
+
 def refer_target(target: object, trunk_address: str | None) -> str:
     """A REFER target: a SIP URI, or an E.164 number at the trunk's outbound address."""
     if isinstance(target, str) and target.startswith("+"):
@@ -222,3 +258,83 @@ def bridge_target(target: object) -> str:
         return destination(target)
     except Invalid as exc:
         raise Invalid("invalid_target", exc.message.replace("destination", "target")) from None
+
+
+@dataclass(frozen=True)
+class Dial:
+    """An outbound call request, validated: what :func:`outbound` returns and :func:`channel_variables` sets."""
+
+    trunk: str
+    agent: str
+    to: str  #: as requested (the record and re-attach show it)
+    destination: str  #: what follows ``sofia/gateway/<trunk>/``
+    caller_id: str  #: "" for none
+    timeout: int | None
+    headers: dict[str, str]
+    variables: dict[str, str]
+    agent_overrides: dict[str, str]
+
+    @property
+    def dial_string(self) -> str:
+        """The endpoint FreeSWITCH dials."""
+        return f"sofia/gateway/{self.trunk}/{self.destination}"
+
+
+def outbound(
+    deployment: Deployment,
+    *,
+    trunk: object,
+    to: object,
+    agent_name: object,
+    caller: object = None,
+    extra_headers: object = None,
+    agent_variables: object = None,
+    overrides: object = None,
+    seconds: object = None,
+) -> Dial:
+    """Every rule an outbound call request must pass (``caller``: its caller ID, ``seconds``: its timeout),
+    in the order their errors are reported."""
+    t = outbound_trunk(deployment, trunk)
+    assert t.outbound is not None
+    name = agent(deployment, agent_name)
+    wait = timeout(seconds)
+    dest = destination(to)
+    assert isinstance(to, str)  # destination() accepted it
+    cid = caller_id(caller) if caller is not None else (t.outbound.caller_id or "")
+    return Dial(
+        trunk=t.name,
+        agent=name,
+        to=to,
+        destination=dest,
+        caller_id=cid,
+        timeout=wait,
+        headers=headers(extra_headers),
+        variables=variables(agent_variables),
+        agent_overrides=agent_overrides(overrides),
+    )
+
+
+def channel_variables(dial: Dial, uuid: str, default_timeout: int) -> dict[str, str]:
+    """The originate's channel variables: ours (:mod:`orchestrator.channelvars`, read back by the tracker),
+    FreeSWITCH's for the call, the X- headers of the INVITE, the API variables and agent overrides."""
+    out: dict[str, str] = {
+        "origination_uuid": uuid,
+        channelvars.DIRECTION: "outbound",
+        channelvars.AGENT: dial.agent,
+        channelvars.TRUNK: dial.trunk,
+        channelvars.DESTINATION: dial.to,
+        "originate_timeout": str(dial.timeout or default_timeout),
+        "ignore_early_media": "true",
+    }
+    for name in ("sip_refer_continue_after_reply", "send_silence_when_idle"):  # the order the wire has always had
+        out[name] = channelvars.ANSWER_VARIABLES[name]
+    if dial.caller_id:
+        out["origination_caller_id_number"] = dial.caller_id
+        out["origination_caller_id_name"] = dial.caller_id
+    for name, value in dial.headers.items():
+        out[f"sip_h_{name}"] = value
+    for name, value in dial.variables.items():
+        out[f"{channelvars.API_VARIABLE}{name}"] = value
+    for name, value in dial.agent_overrides.items():
+        out[f"{channelvars.AGENT_OVERRIDE}{name}"] = value
+    return out

@@ -29,13 +29,14 @@ from typing import Any, Literal
 
 from orchestrator import dtmf
 from orchestrator.calls import outcome
+from orchestrator.channelvars import ANSWER_VARIABLES
+from orchestrator.channelvars import PREFIX as VAR
 from orchestrator.esl import commands
 from orchestrator.esl.protocol import Event
 from orchestrator.media import dialects, fork
 from orchestrator.media.dialects import ForkEvent
 
 Direction = Literal["inbound", "outbound"]
-VAR = "sipagent_"
 
 #: events the tracker needs (plus the CUSTOM subclasses below)
 EVENTS = [
@@ -64,7 +65,6 @@ class Api:
     node: str
     command: str
     call: str = ""
-    background: bool = False
 
 
 class CallState(enum.StrEnum):
@@ -233,9 +233,7 @@ class Policy:
     fork_module: str = "mod_audio_fork"  # or mod_audio_stream
     nonce: Callable[[], str] = fork.new_nonce  # one per fork start: its token is good for that start only
     headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # trunk -> [(X-header, variable)]
-    answer_variables: dict[str, str] = field(
-        default_factory=lambda: {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
-    )
+    answer_variables: dict[str, str] = field(default_factory=lambda: dict(ANSWER_VARIABLES))
 
 
 class CallTracker:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from orchestrator import channelvars
 from orchestrator.config import tls_material
-from orchestrator.config.model import Deployment, FreeSwitch, Trunk
+from orchestrator.config.model import Deployment, FreeSwitch, Number, Trunk
+from orchestrator.config.types import Transport
 
 #: ``rtp_secure_media`` value for each media encryption setting.
 SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbidden"}
@@ -30,8 +33,6 @@ SRTP_MODES = {"required": "mandatory", "allowed": "optional", "disabled": "forbi
 CRYPTO_IN_AVP = "rtp_allow_crypto_in_avp"
 #: ``tls-verify-policy`` for each ``verify_peer`` setting (subject checks added when names are given).
 VERIFY_POLICY = {"none": "none", "outgoing": "out", "incoming": "in", "all": "all"}
-#: What a call is handed to: the orchestrator finds it parked with these variables set.
-VAR_PREFIX = "sipagent_"
 HANDOFF_CAUSE = "NORMAL_TEMPORARY_FAILURE"  # 503: the carrier may try another route
 REJECT_CONTEXT = "reject"
 LOG_LEVELS = ["debug", "info", "notice", "warning", "err", "crit", "alert"]
@@ -173,7 +174,7 @@ def a1_hash(username: str, realm: str, password: SecretStr) -> SecretStr:
     return SecretStr(digest.hexdigest())
 
 
-def _codec_string(codecs: list[str]) -> str:
+def _codec_string(codecs: Sequence[str]) -> str:
     return ",".join(codecs)
 
 
@@ -190,7 +191,7 @@ def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
     proxy = f"{host}:{port}" if port else host
     proxy += f";transport={out.transport}"
     variables: list[tuple[str, str]] = [
-        (f"{VAR_PREFIX}trunk", trunk.name),
+        (channelvars.TRUNK, trunk.name),
         ("rtp_secure_media_outbound", SRTP_MODES[out.media_encryption]),
         ("absolute_codec_string", _codec_string(out.codecs or deployment.freeswitch.codecs)),
     ]
@@ -199,7 +200,7 @@ def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
     if out.accept_crypto_in_avp:
         variables.append((CRYPTO_IN_AVP, "true"))
     if out.caller_id:
-        variables.append((f"{VAR_PREFIX}default_caller_id", out.caller_id))
+        variables.append((channelvars.DEFAULT_CALLER_ID, out.caller_id))
     variables += [(f"sip_h_{name}", value) for name, value in out.headers.items()]
     return Gateway(
         name=trunk.name,
@@ -232,67 +233,66 @@ def _tls_settings(deployment: Deployment, subjects: tuple[str, ...]) -> TlsSetti
     )
 
 
-def build(deployment: Deployment, base_dir: Path) -> Plan:
-    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree)."""
+def _acls(deployment: Deployment) -> list[AclList]:
+    """The event socket's list, the local networks (if given) and each inbound trunk's networks."""
     fs = deployment.freeswitch
-    sip_domain = deployment.sip_domain
     acls: list[AclList] = [
         AclList("esl", tuple(["127.0.0.0/8", "::1/128", *fs.event_socket.allow]), "event socket clients"),
     ]
-    local_network_acl = "localnet.auto"
     if fs.local_networks:
         acls.append(AclList("localnet", tuple(fs.local_networks), "reached without the external address"))
-        local_network_acl = "localnet"
     for trunk in deployment.trunks:
         if trunk.inbound and trunk.inbound.auth.acl:
             acls.append(AclList(acl_name(trunk.name), tuple(trunk.inbound.auth.acl), f"trunk {trunk.name}"))
+    return acls
 
-    profiles: list[Profile] = []
-    directory: list[DirectoryDomain] = []
-    for transport in deployment.transports.enabled():
-        inbound_acls: list[tuple[str, str]] = []
-        users: list[DirectoryUser] = []
-        subjects: list[str] = []
-        domain = f"trunks-{transport}"
-        for trunk in deployment.trunks:
-            inbound = trunk.inbound
-            if inbound is None or transport not in inbound.transports:
-                continue
-            auth = inbound.auth
-            if auth.digest is not None:
-                users.append(
-                    DirectoryUser(
-                        username=auth.digest.username,
-                        a1_hash=a1_hash(auth.digest.username, sip_domain, auth.digest.password),
-                        auth_acl=acl_name(trunk.name) if auth.acl else None,
-                        context=context_name(trunk.name),
-                        trunk=trunk.name,
-                    )
+
+def _profile(deployment: Deployment, transport: Transport) -> tuple[Profile, DirectoryDomain | None]:
+    """A transport's SIP profile: the inbound trunks it admits (by ACL, or as digest users of its directory
+    domain), its gateways and TLS settings; and that directory domain if it has users."""
+    sip_domain = deployment.sip_domain
+    inbound_acls: list[tuple[str, str]] = []
+    users: list[DirectoryUser] = []
+    subjects: list[str] = []
+    domain = f"trunks-{transport}"
+    for trunk in deployment.trunks:
+        inbound = trunk.inbound
+        if inbound is None or transport not in inbound.transports:
+            continue
+        auth = inbound.auth
+        if auth.digest is not None:
+            users.append(
+                DirectoryUser(
+                    username=auth.digest.username,
+                    a1_hash=a1_hash(auth.digest.username, sip_domain, auth.digest.password),
+                    auth_acl=acl_name(trunk.name) if auth.acl else None,
+                    context=context_name(trunk.name),
+                    trunk=trunk.name,
                 )
-            elif auth.acl:
-                inbound_acls.append((acl_name(trunk.name), context_name(trunk.name)))
-            subjects += [d for d in inbound.remote_domains if d not in subjects]
-        if users:
-            directory.append(DirectoryDomain(domain, tuple(users)))
-        gateways = tuple(
-            _gateway(t, deployment) for t in deployment.trunks if t.outbound and t.outbound.transport == transport
-        )
-        profiles.append(
-            Profile(
-                name=transport,
-                transport=transport,
-                port=deployment.transports.port(transport),
-                inbound_acls=tuple(inbound_acls),
-                auth_calls=bool(users),
-                directory_domain=domain if users else None,
-                gateways=gateways,
-                tls=_tls_settings(deployment, tuple(subjects)) if transport == "tls" else None,
             )
-        )
-    if any(not p.inbound_acls and not p.auth_calls for p in profiles):
-        acls.append(AclList("deny-all", (), "profiles no inbound trunk may use"))
+        elif auth.acl:
+            inbound_acls.append((acl_name(trunk.name), context_name(trunk.name)))
+        subjects += [d for d in inbound.remote_domains if d not in subjects]
+    gateways = tuple(
+        _gateway(t, deployment) for t in deployment.trunks if t.outbound and t.outbound.transport == transport
+    )
+    profile = Profile(
+        name=transport,
+        transport=transport,
+        port=deployment.transports.port(transport),
+        inbound_acls=tuple(inbound_acls),
+        auth_calls=bool(users),
+        directory_domain=domain if users else None,
+        gateways=gateways,
+        tls=_tls_settings(deployment, tuple(subjects)) if transport == "tls" else None,
+    )
+    return profile, DirectoryDomain(domain, tuple(users)) if users else None
 
-    numbers_by_trunk: dict[str, list] = {}
+
+def _contexts(deployment: Deployment) -> list[TrunkContext]:
+    """Each inbound trunk's dialplan context: its media policy and a route per number."""
+    fs = deployment.freeswitch
+    numbers_by_trunk: dict[str, list[Number]] = {}
     for n in deployment.numbers:
         numbers_by_trunk.setdefault(n.trunk, []).append(n)
     contexts: list[TrunkContext] = []
@@ -301,7 +301,7 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
         if inbound is None:
             continue
         variables: list[tuple[str, str]] = [
-            (f"{VAR_PREFIX}trunk", trunk.name),
+            (channelvars.TRUNK, trunk.name),
             ("rtp_secure_media_inbound", SRTP_MODES[inbound.media_encryption]),
             ("absolute_codec_string", _codec_string(inbound.codecs or fs.codecs)),
         ]
@@ -322,20 +322,35 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
                 routes=routes,
             )
         )
+    return contexts
 
+
+def build(deployment: Deployment, base_dir: Path) -> Plan:
+    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree)."""
+    fs = deployment.freeswitch
+    acls = _acls(deployment)
+    profiles: list[Profile] = []
+    directory: list[DirectoryDomain] = []
+    for transport in deployment.transports.enabled():
+        profile, domain = _profile(deployment, transport)
+        profiles.append(profile)
+        if domain is not None:
+            directory.append(domain)
+    if any(not p.inbound_acls and not p.auth_calls for p in profiles):
+        acls.append(AclList("deny-all", (), "profiles no inbound trunk may use"))
     material = None
     if deployment.transports.tls is not None:
         material = tls_material.load(deployment.transports.tls, base_dir)
     handoff = f"{fs.handoff_timeout_seconds}:{HANDOFF_CAUSE}" if fs.handoff_timeout_seconds else ""
     return Plan(
         deployment=deployment,
-        sip_domain=sip_domain,
+        sip_domain=deployment.sip_domain,
         codec_prefs=_codec_string(fs.codecs),
-        local_network_acl=local_network_acl,
+        local_network_acl="localnet" if fs.local_networks else "localnet.auto",
         acls=tuple(acls),
         profiles=tuple(profiles),
         directory=tuple(directory),
-        contexts=tuple(contexts),
+        contexts=tuple(_contexts(deployment)),
         tls_material=material,
         esl_acl="esl",
         handoff=handoff,

@@ -1,0 +1,41 @@
+"""The channel variables the rendered FreeSWITCH config and the call controller share (a leaf: imports nothing).
+
+The dialplan, gateways and directory (``orchestrator.render`` and ``templates/``) set the ``sipagent_*``
+variables on a call; the tracker (:mod:`orchestrator.calls.tracker`) reads them back to know the call is ours,
+and the controller sets the same names on the calls it places (:func:`orchestrator.calls.dialing.channel_variables`).
+Every name is defined here once; the templates write theirs literally (an expression per route would cost render
+time) and ``tests/test_render.py`` holds them to these names.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: what every variable of ours starts with
+PREFIX: Final = "sipagent_"
+
+#: the trunk a call came in on or goes out through (dialplan context, gateway, directory user, originate)
+TRUNK: Final = PREFIX + "trunk"
+#: the agent that serves the call (dialplan route, originate)
+AGENT: Final = PREFIX + "agent"
+#: the E.164 number an inbound call was routed by (dialplan route)
+NUMBER: Final = PREFIX + "number"
+#: why the dialplan refused an inbound call before parking it (``srtp_required``, ``unknown_number``)
+REFUSED: Final = PREFIX + "refused"
+#: ``outbound`` on the calls the controller places
+DIRECTION: Final = PREFIX + "direction"
+#: what an outbound call dials, as the API was given it
+DESTINATION: Final = PREFIX + "destination"
+#: an outbound trunk's caller ID (gateway variable)
+DEFAULT_CALLER_ID: Final = PREFIX + "default_caller_id"
+#: a global variable, not a channel's: the digest of the rendered files (``global_getvar sipagent_config_digest``)
+CONFIG_DIGEST: Final = PREFIX + "config_digest"
+
+#: an outbound call's API variables travel on its channel as ``sipagent_var_<name>`` (read back on re-attach)
+API_VARIABLE: Final = PREFIX + "var_"
+#: and its per-call agent settings as ``sipagent_override_<name>``
+AGENT_OVERRIDE: Final = PREFIX + "override_"
+
+#: set on every call before it is answered (inbound: ``uuid_setvar_multi``; outbound: on the originate):
+#: silence frames while parked (the fork needs media from the first moment) and REFER without blocking
+ANSWER_VARIABLES: Final[dict[str, str]] = {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
