@@ -254,13 +254,14 @@ class _Checker:
             nets.sort(key=lambda n: (n[0], n[1], -n[2], n[3], n[4]))
             widest: _AclEntry | None = None  # the earlier network reaching furthest, per IP version
             for version, start, end, i, j, net in nets:
-                overlapping = widest is not None and widest[0] == version and start <= widest[2]
-                if overlapping and widest is not None and widest[3] != i and (i, j) not in reported:
+                # the earlier network this one overlaps, if any
+                overlapping = widest if widest is not None and widest[0] == version and start <= widest[2] else None
+                if overlapping is not None and overlapping[3] != i and (i, j) not in reported:
                     reported.add((i, j))
-                    other = self.p.trunks[widest[3]].name
+                    other = self.p.trunks[overlapping[3]].name
                     self.error(
                         ("trunks", i, "inbound", "auth", "acl", j),
-                        f"{net} overlaps {widest[5]} of trunk '{other}' on {transport}: "
+                        f"{net} overlaps {overlapping[5]} of trunk '{other}' on {transport}: "
                         "calls from there could not be told apart",
                     )
                 if widest is None or widest[0] != version or end > widest[2]:
