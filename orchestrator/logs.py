@@ -35,7 +35,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from pydantic import SecretStr
@@ -326,7 +326,7 @@ class LogThrottle:
     """Bounded logging of what outside peers cause: at most ``burst`` lines per ``window`` seconds per kind;
     what was held back is counted into the next line that goes out (one instance per process or purpose)."""
 
-    def __init__(self, burst: int = 5, window: float = 10.0, clock: Any = None) -> None:
+    def __init__(self, burst: int = 5, window: float = 10.0, clock: Callable[[], float] | None = None) -> None:
         self.burst = burst
         self.window = window
         self.clock = clock or time.monotonic

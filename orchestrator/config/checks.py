@@ -7,10 +7,10 @@ of the others; names declared by invalid entries still count as declared.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import BaseModel, SecretStr
 
@@ -77,6 +77,10 @@ class Parts:
     orchestrator: Orchestrator | None = None
     declared_trunks: set[str] = field(default_factory=set)
     declared_agents: set[str] = field(default_factory=set)
+
+
+#: One ACL network for the overlap sweep: IP version, first and last address, trunk and entry index, the network.
+_AclEntry: TypeAlias = tuple[int, int, int, int, int, ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 
 class _Checker:
@@ -228,7 +232,7 @@ class _Checker:
                 if fs_codecs is not None and out.codecs is not None:
                     self._codec_subset((*ob, "codecs"), out.codecs, fs_codecs)
 
-    def _codec_subset(self, path: Path, codecs: list[str], allowed: set[str]) -> None:
+    def _codec_subset(self, path: Path, codecs: Sequence[str], allowed: Collection[str]) -> None:
         for j, codec in enumerate(codecs):
             if codec not in allowed:
                 self.error((*path, j), f"codec '{codec}' is not in freeswitch.codecs ({', '.join(sorted(allowed))})")
@@ -241,22 +245,23 @@ class _Checker:
         """
         reported: set[tuple[int, int]] = set()
         for transport in ("tcp", "tls", "udp"):
-            nets = []
+            nets: list[_AclEntry] = []
             for i, trunk in self.p.trunks.items():
                 if trunk.inbound and transport in trunk.inbound.transports:
                     for j, cidr in enumerate(trunk.inbound.auth.acl):
                         net = ipaddress.ip_network(cidr)
                         nets.append((net.version, int(net.network_address), int(net.broadcast_address), i, j, net))
             nets.sort(key=lambda n: (n[0], n[1], -n[2], n[3], n[4]))
-            widest = None  # the earlier network reaching furthest, per IP version
+            widest: _AclEntry | None = None  # the earlier network reaching furthest, per IP version
             for version, start, end, i, j, net in nets:
-                overlapping = widest is not None and widest[0] == version and start <= widest[2]
-                if overlapping and widest[3] != i and (i, j) not in reported:
+                # the earlier network this one overlaps, if any
+                overlapping = widest if widest is not None and widest[0] == version and start <= widest[2] else None
+                if overlapping is not None and overlapping[3] != i and (i, j) not in reported:
                     reported.add((i, j))
-                    other = self.p.trunks[widest[3]].name
+                    other = self.p.trunks[overlapping[3]].name
                     self.error(
                         ("trunks", i, "inbound", "auth", "acl", j),
-                        f"{net} overlaps {widest[5]} of trunk '{other}' on {transport}: "
+                        f"{net} overlaps {overlapping[5]} of trunk '{other}' on {transport}: "
                         "calls from there could not be told apart",
                     )
                 if widest is None or widest[0] != version or end > widest[2]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from orchestrator.config.text import printable
+from orchestrator.config.text import printable as printable  # re-exported: the CLI imports it from here
 
 Path = tuple[str | int, ...]
 #: Longest message kept (a message quoting many names is cut, with "…").

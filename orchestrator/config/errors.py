@@ -8,6 +8,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 
 from orchestrator.config.diagnostics import Diagnostic, Path
 from orchestrator.config.source import Source
@@ -83,7 +84,7 @@ def _shown(value: Any) -> str:
     return quote(value)
 
 
-def friendly(error: dict[str, Any], root: Any, loc: tuple[Any, ...]) -> str:
+def friendly(error: ErrorDetails, root: Any, loc: tuple[Any, ...]) -> str:
     """A plain-words message for one pydantic error at ``loc`` (relative to ``root``)."""
     kind = error["type"]
     ctx = error.get("ctx") or {}

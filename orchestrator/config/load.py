@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.config import checks
 from orchestrator.config.diagnostics import DeploymentError, Diagnostic, Severity, sort
+from orchestrator.config.diagnostics import Path as YamlPath
 from orchestrator.config.errors import convert
 from orchestrator.config.files import DEPLOYMENT_LIMIT, FileReadError, read_text_bounded
 from orchestrator.config.model import (
@@ -29,11 +30,12 @@ from orchestrator.config.source import Source, parse
 from orchestrator.config.text import quote
 from orchestrator.perf import gc_paused
 
+#: The type each top-level list's entries validate against (a type form: Agent is a tagged union, not a class).
 _LISTS: dict[str, Any] = {"trunks": Trunk, "numbers": Number, "agents": Agent}
 #: Most entries each top-level list may hold.
 MAX_ENTRIES = {"trunks": 10_000, "numbers": 100_000, "agents": 1_000}
 _TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents", "orchestrator"]
-_ADAPTERS: dict[Any, TypeAdapter] = {
+_ADAPTERS: dict[object, TypeAdapter[Any]] = {
     tp: TypeAdapter(tp) for tp in (*_LISTS.values(), FreeSwitch, Transports, Orchestrator)
 }
 
@@ -59,7 +61,8 @@ class LoadResult:
         return [d for d in self.diagnostics if d.severity is Severity.WARNING]
 
 
-def _validate(source: Source, diags: list[Diagnostic], tp: Any, value: Any, prefix: tuple) -> Any | None:
+def _validate(source: Source, diags: list[Diagnostic], tp: object, value: Any, prefix: YamlPath) -> Any:
+    """``value`` validated as ``tp`` (an instance of it), or None with its errors added to ``diags``."""
     try:
         return _ADAPTERS[tp].validate_python(value)
     except ValidationError as exc:
@@ -139,6 +142,8 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
     diags = [d for d in diags if d in env_errors or d.path not in source.unresolved]
     deployment = None
     if not any(d.severity is Severity.ERROR for d in diags):
+        # every section is present and valid here: a missing or invalid one is an error above
+        assert parts.freeswitch is not None and parts.transports is not None and parts.orchestrator is not None
         deployment = Deployment.model_construct(
             version=1,
             freeswitch=parts.freeswitch,

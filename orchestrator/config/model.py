@@ -7,7 +7,8 @@ overlaps, transport/encryption combinations) live in :mod:`orchestrator.config.c
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Hashable
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -17,6 +18,7 @@ from orchestrator.config.types import (
     AgentId,
     Cidr,
     CipherName,
+    Codec,
     CodecName,
     Description,
     Domain,
@@ -52,20 +54,19 @@ MODERN_CIPHERS = (
 )
 
 
-def _secret(what: str, max_length: int, **rules: bool) -> type[SecretStr]:
-    return Annotated[SecretStr, AfterValidator(secret_rule(what, max_length, **rules))]  # type: ignore[return-value]
-
-
 #: Secrets and what each may hold (the limits are what the peer that reads them accepts).
-DigestPassword = _secret("the password", 256)
+DigestPassword = Annotated[SecretStr, AfterValidator(secret_rule("the password", 256))]
 #: FreeSWITCH answers a challenge with ``scheme:realm:user:password`` in a 256-byte buffer.
-OutboundPassword = _secret("the password", 128)
-Passphrase = _secret("the passphrase", 1024)
-ApiKey = _secret("the API key", 1024, blanks=False)
-ApiToken = _secret("the API token", 1024, blanks=False, ascii_only=True)
-MediaSecret = _secret("the media secret", 1024)
-AgentHeaderValue = _secret("a header value", 8192, empty=True)
+OutboundPassword = Annotated[SecretStr, AfterValidator(secret_rule("the password", 128))]
+Passphrase = Annotated[SecretStr, AfterValidator(secret_rule("the passphrase", 1024))]
+ApiKey = Annotated[SecretStr, AfterValidator(secret_rule("the API key", 1024, blanks=False))]
+ApiToken = Annotated[SecretStr, AfterValidator(secret_rule("the API token", 1024, blanks=False, ascii_only=True))]
+MediaSecret = Annotated[SecretStr, AfterValidator(secret_rule("the media secret", 1024))]
+AgentHeaderValue = Annotated[SecretStr, AfterValidator(secret_rule("a header value", 8192, empty=True))]
 
+
+#: FreeSWITCH's codec preference when the file names none.
+_DEFAULT_CODECS: tuple[Codec, ...] = ("G722", "PCMU", "PCMA")
 
 #: FreeSWITCH nodes one orchestrator drives.
 MAX_NODES = 64
@@ -77,8 +78,11 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _unique(values: list, what: str) -> list:
-    seen: set = set()
+_H = TypeVar("_H", bound=Hashable)
+
+
+def _unique(values: list[_H], what: str) -> list[_H]:
+    seen: set[_H] = set()
     for v in values:
         if v in seen:
             raise ValueError(f"{what} '{v}' is listed twice")
@@ -138,7 +142,7 @@ class FreeSwitch(Model):
     )
     rtp_ports: RtpPorts = Field(default_factory=RtpPorts)
     codecs: list[CodecName] = Field(
-        default_factory=lambda: ["G722", "PCMU", "PCMA"], min_length=1, description="Codec preference order."
+        default_factory=lambda: list(_DEFAULT_CODECS), min_length=1, description="Codec preference order."
     )
     dtmf: Dtmf = Field(default_factory=Dtmf)
     max_calls: int = Field(1000, ge=1, le=100000, description="Concurrent call limit (max-sessions).")
@@ -211,11 +215,11 @@ class Transports(Model):
 
     def enabled(self) -> list[Transport]:
         """The enabled transports, in a fixed order."""
-        return [t for t in ("tcp", "tls", "udp") if getattr(self, t) is not None]  # type: ignore[misc]
+        return [t for t in ("tcp", "tls", "udp") if getattr(self, t) is not None]
 
     def port(self, transport: Transport) -> int:
         """Listening port of an enabled transport."""
-        section = getattr(self, transport)
+        section: TcpTransport | TlsTransport | UdpTransport | None = getattr(self, transport)
         assert section is not None
         return section.port
 
