@@ -263,11 +263,18 @@ async def test_outbound_failures(h: Harness, outcome: str, status: int, result: 
     assert h.controller.describe(call.uuid)["result"] == result
 
 
-async def test_outbound_no_answer(h: Harness) -> None:
+async def test_outbound_no_answer(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     h.sim.set_originate_outcome("+15557654321", "no-answer")
+    ring = h.sim._sleep_or_gone
+
+    async def ring_faster(leg: Any, seconds: float, also: Any = None) -> bool:  # the 5 s of ringing in 50 ms
+        return await ring(leg, seconds / 100, also)
+
+    monkeypatch.setattr(h.sim, "_sleep_or_gone", ring_faster)
     call = await h.controller.originate(trunk="carrier", to="+15557654321", agent="sales", timeout=5)
     ended = await h.wait("ended", call.uuid, timeout=10)
     assert ended.call.hangup is not None and ended.call.hangup.result == "no_answer"
+    assert any("originate_timeout=5" in c for c in commands_for(h.sim, call.uuid))  # what the switch rang for
 
 
 async def test_outbound_rejects_bad_requests(h: Harness) -> None:
