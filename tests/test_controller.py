@@ -129,6 +129,7 @@ async def test_inbound_call_is_claimed_answered_and_forked(h: Harness) -> None:
     uuid = await h.inbound()
     answered = await h.wait("answered", uuid)
     assert answered.call.agent == "support" and answered.call.remote == "+15551230000"
+    await h.wait("fork_connected", uuid)  # the fork command may follow the answered notice
     cmds = commands_for(h.sim, uuid)
     kinds = [c.split(" ")[1] for c in cmds if c.startswith("api ")]
     assert kinds[:4] == ["uuid_park", "uuid_setvar_multi", "uuid_answer", "uuid_audio_fork"]
