@@ -1,7 +1,7 @@
 """What the media-port flood tests run in processes of their own: the hostile clients (:class:`FloodProcess`) and
 a media worker under a descriptor limit (:func:`limited_worker`) with a thread that can take every free descriptor
-(:func:`hog`). Kept apart from the test modules so that each spawned process imports only this (not the
-simulator, the controller and numpy): it is up in a fraction of the time.
+(:func:`hog`). Kept apart from the test modules so that a spawned process imports only what it runs: the flood
+process nothing of the project, the worker the media worker (not the test module's simulator and controller).
 
 The flood runs until :meth:`FloodProcess.stop` (or ``seconds``, whichever comes first), the hog until its release
 file exists (or ``hold`` seconds): the tests wait for events, not for fixed times."""
@@ -20,8 +20,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-
-from orchestrator.media import workers
 
 NOFILE = 256  # the worker's descriptor limit
 
@@ -59,6 +57,8 @@ def limited_worker(
     """A media worker process under a descriptor limit it cannot raise; its output goes to ``log``. The hog takes
     the descriptors once ``trigger`` exists and gives them back once ``release`` (default: ``trigger``.release)
     does."""
+    from orchestrator.media import workers  # here: the flood process needs none of it
+
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(out, 1)
     os.dup2(out, 2)
