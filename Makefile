@@ -21,7 +21,7 @@ example: $(BIN)/sipagent examples/tls/sip.example.com.crt
 	$(BIN)/sipagent render examples/deployment.yaml --env-file $(ENV_FILE) --out build/freeswitch
 	$(BIN)/sipagent show examples/deployment.yaml --env-file $(ENV_FILE)
 
-## Run the tests (real-FreeSWITCH tests run when FREESWITCH_ESL, FREESWITCH_BIN or a Docker engine is there, else they skip).
+## Run the tests, one process per core (docs/testing.md; real-FreeSWITCH tests run when FREESWITCH_ESL, FREESWITCH_BIN or a Docker engine is there, else they skip).
 test: $(BIN)/sipagent
 	$(BIN)/python -m pytest
 

@@ -153,14 +153,18 @@ def test_tls_self_signed(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "already exists" in again.output
 
 
-def test_internal_errors_are_not_tracebacks(monkeypatch: pytest.MonkeyPatch, example_dir: Path, env_file: Path) -> None:
+def test_internal_errors_are_not_tracebacks(
+    monkeypatch: pytest.MonkeyPatch, example_dir: Path, env_file: Path, tmp_path: Path
+) -> None:
     import orchestrator.render as render_pkg
 
     def boom(*_a: object, **_k: object) -> None:
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(render_pkg, "render_deployment", boom)
-    result = invoke("render", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--out", "/tmp/x")
+    result = invoke(
+        "render", str(example_dir / "deployment.yaml"), "--env-file", str(env_file), "--out", str(tmp_path / "x")
+    )
     assert result.exit_code == 70
     assert "internal error: RuntimeError: simulated bug" in result.output
     assert "Traceback" not in result.output

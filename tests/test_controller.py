@@ -129,12 +129,8 @@ async def test_inbound_call_is_claimed_answered_and_forked(h: Harness) -> None:
     uuid = await h.inbound()
     answered = await h.wait("answered", uuid)
     assert answered.call.agent == "support" and answered.call.remote == "+15551230000"
-    # the fork starts once uuid_answer has its reply, which may come after the answered notice
-    for _ in range(500):
-        cmds = commands_for(h.sim, uuid)
-        if any(" uuid_audio_fork " in c for c in cmds):
-            break
-        await asyncio.sleep(0.01)
+    await h.wait("fork_connected", uuid)  # the fork command may follow the answered notice
+    cmds = commands_for(h.sim, uuid)
     kinds = [c.split(" ")[1] for c in cmds if c.startswith("api ")]
     assert kinds[:4] == ["uuid_park", "uuid_setvar_multi", "uuid_answer", "uuid_audio_fork"]
     channel = h.sim.channels[uuid]
@@ -270,10 +266,11 @@ async def test_outbound_failures(h: Harness, outcome: str, status: int, result: 
 
 async def test_outbound_no_answer(h: Harness) -> None:
     h.sim.set_originate_outcome("+15557654321", "no-answer")
-    h.sim.ring_time_scale = 0.1  # the 5 s minimum rings for 0.5 s
+    h.sim.ring_time_scale = 0.01  # the 5 s minimum rings for 50 ms
     call = await h.controller.originate(trunk="carrier", to="+15557654321", agent="sales", timeout=5)
     ended = await h.wait("ended", call.uuid, timeout=10)
     assert ended.call.hangup is not None and ended.call.hangup.result == "no_answer"
+    assert any("originate_timeout=5" in c for c in commands_for(h.sim, call.uuid))  # what the switch rang for
 
 
 async def test_outbound_rejects_bad_requests(h: Harness) -> None:

@@ -11,25 +11,18 @@ by the timeouts and caps. Figures are printed (``pytest -s``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import logging
-import multiprocessing as mp
-import os
-import random
-import resource
 import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from audio_tools import dominant_frequency, tone
 from fake_agents import FakeRawAgent
+from flood_tools import NOFILE, Flood, FloodProcess, limited_worker
 from simulator import SimulatedFreeSwitch
 
 from orchestrator.calls.controller import Controller
@@ -40,40 +33,7 @@ from orchestrator.media import fork, workers
 from orchestrator.media.admission import derive_limits
 
 PASSWORD = "sim-pass"
-NOFILE = 256
 TIMEOUT = 1.0  # handshake and metadata timeouts of the worker
-
-
-def hog(trigger: str, hold: float = 2.0) -> None:
-    """Thread: once ``trigger`` exists, take every free descriptor of the process for ``hold`` seconds."""
-    while not os.path.exists(trigger):
-        time.sleep(0.01)
-    held = []
-    with contextlib.suppress(OSError):
-        while True:
-            held.append(os.open("/dev/null", os.O_RDONLY))
-    os.write(2, f"HOGGED {len(held)} descriptors\n".encode())
-    time.sleep(hold)
-    for fd in held:
-        os.close(fd)
-    os.write(2, b"RELEASED\n")
-
-
-def limited_worker(
-    deployment: Any, secret: bytes, index: int, path: str, *, nofile: int, loop: str, trigger: str, log: str
-) -> None:
-    """A media worker process under a descriptor limit it cannot raise; its output goes to ``log``."""
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    threading.Thread(target=hog, args=(trigger,), daemon=True).start()
-    if loop == "uvloop":
-        workers.worker_main(deployment, secret, index, path)
-        return
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(name)s %(levelname)s %(message)s")
-    asyncio.run(workers._worker(deployment, secret, index, path))
 
 
 def free_port() -> int:
@@ -90,11 +50,24 @@ class Env:
     agent: FakeRawAgent
     port: int
     notices: list[Notice]
-    hog: str
+    hog: str  # written: the worker's hog thread takes every free descriptor
+    release: str  # written: … and gives them back
     log: Path
 
     def worker_log(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+    async def until(self, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"{what} not within {timeout} s; worker log:\n{self.worker_log()}"
+            await asyncio.sleep(0.01)
+
+    async def fresh_worker_errors(self) -> Counter[str]:
+        """The worker's error counters from a report it sends after this call (it reports once a second)."""
+        self.pool.exposition.pop(0, None)
+        await self.until(lambda: 0 in self.pool.exposition, "the worker's next metrics report", 5.0)
+        return self.worker_errors()
 
     async def wait(self, kind: str, uuid: str, timeout: float = 10.0) -> Notice:
         deadline = time.monotonic() + timeout
@@ -117,9 +90,11 @@ class Env:
 @pytest.fixture()
 async def env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
     loop_kind, media_extra = request.param
-    trigger = str(tmp_path / "hog")
+    trigger, release = str(tmp_path / "hog"), str(tmp_path / "release")
     log = tmp_path / "worker.log"
-    worker = functools.partial(limited_worker, nofile=NOFILE, loop=loop_kind, trigger=trigger, log=str(log))
+    worker = functools.partial(
+        limited_worker, nofile=NOFILE, loop=loop_kind, trigger=trigger, release=release, log=str(log)
+    )
     monkeypatch.setattr(workers, "worker_main", worker)
     agent = await FakeRawAgent(rate=8000).start()
     sim = SimulatedFreeSwitch(PASSWORD)
@@ -150,83 +125,12 @@ orchestrator:
     await controller.start()
     await asyncio.wait_for(controller.nodes["fs1"].synced.wait(), 5)
     try:
-        yield Env(sim, controller, pool, agent, port, notices, trigger, log)
+        yield Env(sim, controller, pool, agent, port, notices, trigger, release, log)
     finally:
         await controller.stop()
         await pool.stop()
         await sim.stop()
         await agent.stop()
-
-
-# -- hostile clients (their own process, like an attacker) ---------------------------------------------
-@dataclass
-class Flood:
-    port: int
-    until: float = 0.0
-    open: int = 0
-    peak: int = 0
-    made: Counter[str] = field(default_factory=Counter)
-    answers: Counter[tuple[str, str]] = field(default_factory=Counter)
-    held: dict[str, float] = field(default_factory=dict)  # longest a connection of each kind stayed open
-    unanswered: int = 0  # closed by the server without a word (what an EMFILE drop looks like)
-    connect_errors: int = 0
-    last_close: float = 0.0
-
-    async def client(self, kind: str, payload: bytes = b"", drip: bytes = b"", sustained: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t0 = loop.time()
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                self.connect_errors += 1
-                await asyncio.sleep(0.05)
-                if not sustained or loop.time() > self.until:
-                    return
-                continue
-            self.made[kind] += 1
-            self.open += 1
-            self.peak = max(self.peak, self.open)
-            data = b""
-            try:
-                if payload:
-                    writer.write(payload)
-                async with asyncio.timeout(15):
-                    read = asyncio.ensure_future(reader.read(65536))
-                    for b in drip:
-                        done, _ = await asyncio.wait({read}, timeout=0.2)
-                        if done:
-                            break
-                        writer.write(bytes([b]))
-                    data = await read
-                    while chunk := await reader.read(65536):
-                        data += chunk
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                self.open -= 1
-                writer.close()
-            now = loop.time()
-            self.last_close = now
-            self.held[kind] = max(self.held.get(kind, 0.0), now - t0)
-            answer = data.split(b"\r\n", 1)[0].decode("latin-1")[9:12] if data.startswith(b"HTTP/1.1") else ""
-            if answer == "101":  # upgraded: what came after the handshake is a close frame
-                frame = data.split(b"\r\n\r\n", 1)[1]
-                answer = f"ws{int.from_bytes(frame[2:4], 'big')}" if frame[:1] == b"\x88" else "101"
-            self.answers[(kind, answer or "none")] += 1
-            self.unanswered += not data
-            if not sustained or now > self.until:
-                return
-            if kind not in ("idle", "slowloris"):
-                await asyncio.sleep(0.02)
-
-
-def upgrade(path: str) -> bytes:
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
 
 
 def waiting_calls(controller: Controller, n: int) -> list[str]:
@@ -238,56 +142,6 @@ def waiting_calls(controller: Controller, n: int) -> list[str]:
         controller.tracker.calls[uuid] = call
         urls.append(f"/calls/{uuid}?token={controller.tokens.token(uuid, call.fork_nonce)}")
     return urls
-
-
-def flood_process(conn: Any, port: int, seconds: float, silent: list[str], sustained: bool, idle: int) -> None:
-    """Process: the hostile clients, for ``seconds`` (reconnecting when ``sustained``); sends back what they saw."""
-
-    async def run() -> Flood:
-        flood = Flood(port)
-        flood.until = asyncio.get_running_loop().time() + seconds
-        rng = random.Random(7)
-        c = flood.client
-        jobs = [c("idle", sustained=sustained) for _ in range(idle)]
-        if sustained:
-            jobs += [c("slowloris", b"GET /calls/x HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200) for _ in range(60)]
-            jobs += [c("garbage", bytes(rng.getrandbits(8) for _ in range(300))) for _ in range(40)]
-            jobs += [c("forged", upgrade(f"/calls/x{i}?token={'ab' * 24}")) for i in range(40)]
-            jobs += [c("oversized", b"GET /calls/x HTTP/1.1\r\nX: " + b"y" * 40000) for _ in range(20)]
-            jobs += [c("silent", upgrade(url), sustained=False) for url in silent]  # a token is good once
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.gather(*tasks)
-        return flood
-
-    conn.send("ready")
-    assert conn.recv() == "go"
-    flood = asyncio.run(run())
-    conn.send({k: v for k, v in vars(flood).items()})
-    conn.close()
-
-
-class FloodProcess:
-    """The hostile process: :meth:`go` lets its clients loose, :meth:`result` waits for what they saw."""
-
-    def __init__(self, port: int, seconds: float, silent: list[str], sustained: bool = True, idle: int = 120) -> None:
-        ctx = mp.get_context("spawn")
-        self.port = port
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=flood_process, args=(child, port, seconds, silent, sustained, idle), daemon=True)
-        self.proc.start()
-
-    async def go(self) -> FloodProcess:
-        assert await asyncio.to_thread(self.pipe.recv) == "ready"
-        self.pipe.send("go")
-        return self
-
-    async def result(self) -> Flood:
-        data = await asyncio.to_thread(self.pipe.recv)
-        await asyncio.to_thread(self.proc.join, 5)
-        flood = Flood(self.port)
-        for k, v in data.items():
-            setattr(flood, k, v)
-        return flood
 
 
 async def real_call(e: Env) -> tuple[str, float]:
@@ -335,17 +189,16 @@ def report(title: str, flood: Flood, e: Env, extra: str = "") -> None:
 async def test_real_call_is_served_during_a_flood_under_256_descriptors(env: Env) -> None:
     e = env
     limits = derive_limits(max_calls=1000, nofile=NOFILE, in_use=19)  # what the worker computes
-    loop = asyncio.get_running_loop()
-    seconds = 6.0
-    t0 = loop.time()
-    hostile = await FloodProcess(e.port, seconds, waiting_calls(e.controller, 30)).go()
+    # the flood runs until the call below is served: all of that happens while it goes on
+    hostile = await FloodProcess(e.port, 60.0, waiting_calls(e.controller, 30)).go()
     await asyncio.sleep(0.7)  # the flood is on
     uuid, connect_s = await real_call(e)
     await audio_both_ways(e, uuid)
-    assert loop.time() < t0 + seconds  # all of that happened while the flood went on
+    hostile.stop()
     flood = await hostile.result()
+    assert flood.stopped  # (not over by itself)
     cleared = flood.last_close - flood.until
-    await asyncio.sleep(1.3)  # the worker's counters arrive once a second
+    errors = await e.fresh_worker_errors()
     report(
         "flood",
         flood,
@@ -364,7 +217,6 @@ async def test_real_call_is_served_during_a_flood_under_256_descriptors(env: Env
     assert {a for (k, a) in flood.answers if k == "silent"} <= {"ws1008", "503"}
     assert max(flood.held.values()) < 2 * TIMEOUT + 1.0
     assert cleared < TIMEOUT + 1.0
-    errors = e.worker_errors()
     assert errors["fork_handshake_timeout"] + errors["fork_evicted"] > 0 and errors["fork_internal"] == 0
     assert errors["accept_failed"] == 0
     assert e.controller.call(uuid) is not None and e.controller.call(uuid).fork == "connected"  # still up
@@ -372,23 +224,24 @@ async def test_real_call_is_served_during_a_flood_under_256_descriptors(env: Env
 
 @pytest.mark.parametrize("env", [("uvloop", ""), ("asyncio", "")], indirect=True, ids=["uvloop", "asyncio"])
 async def test_port_recovers_once_descriptors_free_up_after_emfile(env: Env) -> None:
-    """Something else in the worker takes every descriptor for 2 s: accept() fails with EMFILE; the port comes back."""
+    """Something else in the worker takes every descriptor: accept() fails with EMFILE (retried every 0.1 s, a
+    few lines logged); once they are free again the port comes back and nothing waiting in the backlog is lost."""
     e = env
-    hostile = FloodProcess(e.port, 0.0, [], sustained=False, idle=50)
+    hostile = await FloodProcess(e.port, 0.0, [], sustained=False, idle=50).ready()
     Path(e.hog).write_text("hog")
-    deadline = time.monotonic() + 5
-    while "HOGGED" not in e.worker_log():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await e.until(lambda: "HOGGED" in e.worker_log(), "the hog")
     t0 = time.monotonic()
     await hostile.go()  # they arrive while nothing is free
+    await e.until(lambda: "accept() failed" in e.worker_log(), "an accept() failure")
+    await asyncio.sleep(1.0)  # about ten more failed retries
+    Path(e.release).write_text("")
     flood = await hostile.result()
     waited = time.monotonic() - t0
     assert "RELEASED" in e.worker_log()
-    await asyncio.sleep(1.3)
+    errors = await e.fresh_worker_errors()
     report("EMFILE", flood, e, f"; the 50 connections were answered within {waited:.2f} s")
     assert flood.answers == Counter({("idle", "408"): 50})  # none dropped: they waited in the backlog
-    assert e.worker_errors()["accept_failed"] >= 1
+    assert errors["accept_failed"] >= 1
     uuid, connect_s = await real_call(e)  # and a call's fork connects as usual
     await audio_both_ways(e, uuid)
     logs = e.worker_log()

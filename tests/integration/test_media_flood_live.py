@@ -20,8 +20,9 @@ import test_freeswitch_media as media
 from audio_tools import dominant_frequency, tone
 from deployments import render_and_start
 from fake_agents import FakeRawAgent
+from flood_tools import NOFILE, FloodProcess, limited_worker
 from switch import suite_env, suite_ports
-from test_media_flood import NOFILE, FloodProcess, limited_worker, waiting_calls
+from test_media_flood import waiting_calls
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
