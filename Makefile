@@ -25,9 +25,11 @@ example: $(BIN)/sipagent examples/tls/sip.example.com.crt
 test: $(BIN)/sipagent
 	$(BIN)/python -m pytest
 
+## Lint and type-check (mypy strict over orchestrator/: [tool.mypy] in pyproject.toml).
 lint: $(BIN)/sipagent
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(BIN)/sipagent
 	$(BIN)/python bench/render.py

@@ -23,6 +23,7 @@ from orchestrator import __version__
 from orchestrator.config import Deployment, Diagnostic, LoadResult, Severity, check_file
 from orchestrator.config.diagnostics import printable
 from orchestrator.config.files import ENV_FILE_LIMIT, FileReadError, read_text_bounded
+from orchestrator.config.model import ElevenLabsAgent
 from orchestrator.config.types import is_hostname, is_ip_address
 
 EXIT_OK = 0
@@ -451,7 +452,7 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
     for col in ("agent", "protocol", "url", "audio"):
         agents.add_column(col, overflow="fold")
     for a in d.agents:
-        url = a.url if a.protocol != "elevenlabs" else f"{a.url}?agent_id={a.agent_id}"  # type: ignore[union-attr]
+        url = f"{a.url}?agent_id={a.agent_id}" if isinstance(a, ElevenLabsAgent) else a.url
         agents.add_row(_cell(a.name), _cell(a.protocol), _cell(url), _cell(a.audio_format))
     out.print(agents)
 
@@ -566,7 +567,9 @@ def _follow_call(client: Any, call_id: str, agent: str) -> None:
             out.print(line("call ", call_id, ": answered (", state.get("codec"), "), agent ", agent, " connected"))
             return
         if state.get("result") or state.get("state") == "ended":
-            hangup = state.get("hangup") if isinstance(state.get("hangup"), dict) else {}
+            hangup = state.get("hangup")
+            if not isinstance(hangup, dict):
+                hangup = {}
             sip = f"SIP {hangup.get('sip_status')} " if hangup.get("sip_status") else ""
             out.print(line("call ", call_id, ": ", state.get("result"), " (", sip, hangup.get("cause", ""), ")"))
             raise typer.Exit(EXIT_OK if state.get("result") == "completed" else EXIT_FAILED)

@@ -71,5 +71,5 @@ def _api_server(deployment: Deployment, controller: Controller) -> uvicorn.Serve
         create_app(controller, token), host=api.listen_ip, port=api.port, log_level="warning", lifespan="off"
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # not in uvicorn's annotations
     return server

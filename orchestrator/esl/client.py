@@ -208,6 +208,11 @@ class EslClient:
                     connected.cancel()
                     failed.cancel()
 
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop` was called (read afresh each time: it changes while a connection runs)."""
+        return self._closing
+
     async def stop(self) -> None:
         """Close the connection and stop reconnecting."""
         self._closing = True
@@ -324,7 +329,7 @@ class EslClient:
                 self._fail(exc, f"unexpected {type(exc).__name__}: {exc}", logging.ERROR, traceback=True)
             finally:
                 self._drop_link(ConnectionLost(f"connection to {self.endpoint.label} lost"))
-            if self._closing:
+            if self.stopping:  # stop() ran while this connection was up
                 break
             up = self._connected_for()
             if up is not None and up >= self.stable_after:
