@@ -725,7 +725,9 @@ async def test_clear_marks_and_stop_play_like_s5b_s6b(sim: SimulatedFreeSwitch) 
         await asyncio.sleep(20 * step)
         assert [x for _, x in conn.texts[1:]] == [reply("m1", "playout"), reply("m2", "playout")]
         after = [(ft, d) for ft, d in client.heard_frames if ft > t]
-        assert not loud(after[0][1]) and after[0][0] - t <= 2 * step, "silent at once, no event"
+        # the very next frame is silent ("at once"); its arrival time only bounds a stalled clock (the loop may
+        # lag a few ms behind a 5 ms frame when the suite runs on every core)
+        assert not loud(after[0][1]) and after[0][0] - t <= 10 * step, "silent at once, no event"
         assert "mod_audio_fork::kill_audio" not in ch.event_names()
         (t_m2,) = [rt for rt, n, _ in client.mark_replies if n == "m2"]
         assert t_m2 > t, "m2 stayed pending and is reported at m3's position"
