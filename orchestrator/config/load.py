@@ -84,19 +84,35 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
         )
         return LoadResult(None, sort(diags), source, base_dir)
 
+    parts = checks.Parts()
+    _check_top_level(source, data, diags)
+    _validate_sections(source, data, diags, parts)
+    _validate_lists(source, data, diags, parts)
+    diags.extend(checks.check(parts, source, base_dir))
+    # a value whose environment variable is missing already has its error; do not pile on
+    env_errors = set(source.diagnostics)
+    diags = [d for d in diags if d in env_errors or d.path not in source.unresolved]
+    deployment = None if any(d.severity is Severity.ERROR for d in diags) else _deployment(parts)
+    return LoadResult(deployment, sort(diags), source, base_dir)
+
+
+def _check_top_level(source: Source, data: dict[str, Any], diags: list[Diagnostic]) -> None:
+    """Unknown sections (with the closest known name) and the file's version."""
     for key in data:
         if key not in _TOP:
             close = difflib.get_close_matches(key[:100], _TOP, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else f"; expected: {', '.join(_TOP)}"
             diags.append(source.diagnostic((key,), f"unknown section {quote(key)}{hint}"))
-
-    parts = checks.Parts()
     if data.get("version", "1") not in ("1", 1):
         diags.append(
             source.diagnostic(
                 ("version",), f"unsupported version {quote(data['version'])}: this sipagent reads version 1"
             )
         )
+
+
+def _validate_sections(source: Source, data: dict[str, Any], diags: list[Diagnostic], parts: checks.Parts) -> None:
+    """The single sections: freeswitch (required), transports and orchestrator (defaults when absent)."""
     if "freeswitch" not in data:
         diags.append(
             source.diagnostic(
@@ -114,6 +130,9 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
     else:
         parts.orchestrator = Orchestrator()
 
+
+def _validate_lists(source: Source, data: dict[str, Any], diags: list[Diagnostic], parts: checks.Parts) -> None:
+    """trunks, numbers, agents: bounded, each entry validated on its own (one bad entry hides no other)."""
     for key in _LISTS:
         items = data.get(key)
         if items is None:
@@ -136,24 +155,20 @@ def check_source(source: Source, base_dir: Path) -> LoadResult:
             }
             setattr(parts, f"declared_{key}", names)
 
-    diags.extend(checks.check(parts, source, base_dir))
-    # a value whose environment variable is missing already has its error; do not pile on
-    env_errors = set(source.diagnostics)
-    diags = [d for d in diags if d in env_errors or d.path not in source.unresolved]
-    deployment = None
-    if not any(d.severity is Severity.ERROR for d in diags):
-        # every section is present and valid here: a missing or invalid one is an error above
-        assert parts.freeswitch is not None and parts.transports is not None and parts.orchestrator is not None
-        deployment = Deployment.model_construct(
-            version=1,
-            freeswitch=parts.freeswitch,
-            transports=parts.transports,
-            trunks=list(parts.trunks.values()),
-            numbers=list(parts.numbers.values()),
-            agents=list(parts.agents.values()),
-            orchestrator=parts.orchestrator,
-        )
-    return LoadResult(deployment, sort(diags), source, base_dir)
+
+def _deployment(parts: checks.Parts) -> Deployment:
+    """The deployment from parts that passed every check (no second validation: each part is validated)."""
+    # every section is present and valid here: a missing or invalid one is an error above
+    assert parts.freeswitch is not None and parts.transports is not None and parts.orchestrator is not None
+    return Deployment.model_construct(
+        version=1,
+        freeswitch=parts.freeswitch,
+        transports=parts.transports,
+        trunks=list(parts.trunks.values()),
+        numbers=list(parts.numbers.values()),
+        agents=list(parts.agents.values()),
+        orchestrator=parts.orchestrator,
+    )
 
 
 def check_text(
