@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fake_agents import FakeElevenLabs, FakeHttp, FakeRawAgent, ScriptedServer, server_tls
 from test_bridge import Harness, run_clocks, wait_until
@@ -210,6 +211,28 @@ async def test_bad_signed_url_answers_are_agent_signed_url_failed(status: int, b
         assert b"accept-encoding: identity" in api.requests[0].lower()  # read raw: no decompression bomb
     assert record["outcome"] == "agent_signed_url_failed" and expect in record["detail"]
     assert "xi-secret" not in record["detail"]
+
+
+async def test_calls_share_one_http_client_for_their_signed_url_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No per-call client (and so no per-call TLS context or CA bundle load): the bridge makes one at start,
+    every call's signed-URL request goes through it, and stop() closes it."""
+    made: list[httpx.AsyncClient] = []
+    real = httpx.AsyncClient
+
+    class Counting(real):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counting)
+    calls = [f"c0ffee00-0000-4000-8000-00000000000{i}" for i in range(1, 4)]
+    async with FakeHttp(401, {"detail": "no"}) as api, Harness(eleven(api.url())) as h:
+        assert h.bridge.http is not None and len(made) == 1
+        for call_id in calls:
+            await h.fork(call_id)
+        await wait_until(lambda: len(h.control.calls) == len(calls), timeout=5)
+        assert len(api.requests) == len(calls) and len(made) == 1
+    assert made[0].is_closed and h.bridge.http is None
 
 
 async def test_a_ws_signed_url_for_a_wss_agent_is_refused(monkeypatch: pytest.MonkeyPatch, certs: Path) -> None:

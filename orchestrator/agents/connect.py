@@ -57,6 +57,14 @@ def tls_context() -> ssl.SSLContext:
     return _tls_context()
 
 
+def agent_http_client() -> httpx.AsyncClient:
+    """The HTTP client a media bridge shares between its calls' signed-URL requests (verified TLS, no pool cap:
+    a burst of calls never waits for another call's request; each request carries its agent's timeout)."""
+    return httpx.AsyncClient(
+        verify=tls_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=20)
+    )
+
+
 def endpoint(url: str) -> tuple[str, int, bool]:
     """``(host, port, secure)`` of a ``ws://`` / ``wss://`` URL; :class:`SetupError` when it is not one."""
     try:

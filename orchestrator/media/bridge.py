@@ -35,6 +35,9 @@ import time
 from collections import deque
 from typing import Any
 
+import httpx
+
+from orchestrator.agents.connect import agent_http_client
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.logs import LogThrottle, escaped
 from orchestrator.media import dialects, fork
@@ -74,7 +77,7 @@ class MediaBridge:
         tokens: fork.Tokens,
         control: CallControl | None = None,
         metrics: Metrics | None = None,
-        http: Any = None,
+        http: httpx.AsyncClient | None = None,
         port: int | None = None,
         reuse_port: bool = False,
     ) -> None:
@@ -87,7 +90,10 @@ class MediaBridge:
         self.tokens = tokens
         self.control = control
         self.metrics = metrics or Metrics()
-        self.http = http
+        # one HTTP client for every call's signed-URL request (connection pool, TLS context and CA store loaded
+        # once, not per call); made at start() unless one is given, and then closed at stop()
+        self.http: httpx.AsyncClient | None = http
+        self._own_http = http is None
         self.agents = {a.name: a for a in deployment.agents}
         self.sessions: dict[str, Session] = {}
         self.forks: set[ForkConnection] = set()
@@ -153,6 +159,8 @@ class MediaBridge:
         loop = asyncio.get_running_loop()
         s = self.settings
         self._fit_descriptors()
+        if self._own_http and self.http is None:
+            self.http = agent_http_client()
         self._sock = _listen(s.listen_ip, self._port, self.reuse_port)
         self._resume_accepting()
         self._next_tick = loop.time() + TICK
@@ -190,6 +198,9 @@ class MediaBridge:
         for conn in list(self.forks):
             conn.close(1001, "")
         await asyncio.sleep(0)
+        if self._own_http and self.http is not None:
+            http, self.http = self.http, None
+            await http.aclose()
 
     # -- accepting ------------------------------------------------------------------------------
     # The event loops' own servers accept every queued connection at once (asyncio up to ``backlog`` per
