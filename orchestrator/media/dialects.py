@@ -70,6 +70,8 @@ class Dialect:
     events: Mapping[str, ForkEvent]  # CUSTOM event subclass -> meaning
     kill_audio: str | None  # the text message that cuts playback short, if the module has one
     can_stream_back: bool  # some build of it plays binary audio sent back (jambonz's mod_audio_fork)
+    names_its_bug: bool  # start/stop take our bug name (mod_audio_stream's is fixed)
+    file_message_fields: tuple[str, str, str]  # file playback: message type, content-type key, content key
 
     def start(
         self,
@@ -96,9 +98,8 @@ class Dialect:
             raise ValueError("fork URL cannot contain blanks, quotes or backslashes")
         if stream_rate is not None and not self.can_stream_back:
             raise ValueError(f"{self.module} cannot stream audio back")
-        if self.module == "mod_audio_stream":
-            return f"{self.api} {call_uuid} start {url} {mix} {rate} {escape_argument(text)}"
-        command = f"{self.api} {call_uuid} start {url} {mix} {rate} {BUG_NAME} {escape_argument(text)}"
+        bug = f" {BUG_NAME}" if self.names_its_bug else ""
+        command = f"{self.api} {call_uuid} start {url} {mix} {rate}{bug} {escape_argument(text)}"
         if stream_rate is not None:
             if stream_rate not in STREAM_RATES:
                 raise ValueError("stream rate must be 8000, 16000, 24000 or 48000")
@@ -107,9 +108,7 @@ class Dialect:
 
     def stop(self, call_uuid: str) -> str:
         """The command that stops the call's fork."""
-        if self.module == "mod_audio_stream":
-            return f"{self.api} {call_uuid} stop"
-        return f"{self.api} {call_uuid} stop {BUG_NAME}"
+        return f"{self.api} {call_uuid} stop" + (f" {BUG_NAME}" if self.names_its_bug else "")
 
     def is_start(self, command: str) -> bool:
         """Whether an API command is one of this module's fork starts."""
@@ -117,9 +116,7 @@ class Dialect:
 
     def file_message(self, pcm: bytes, rate: int) -> str:
         """The text message that hands L16 ``pcm`` to the module to write to a file and play."""
-        if self.module == "mod_audio_stream":
-            return _file_message("streamAudio", "audioDataType", "audioData", pcm, rate)
-        return _file_message("playAudio", "audioContentType", "audioContent", pcm, rate)
+        return _file_message(*self.file_message_fields, pcm, rate)
 
 
 MOD_AUDIO_FORK = Dialect(
@@ -135,6 +132,8 @@ MOD_AUDIO_FORK = Dialect(
     },
     kill_audio='{"type":"killAudio"}',  # streaming: empties the playout buffer; file: breaks the playback
     can_stream_back=True,
+    names_its_bug=True,
+    file_message_fields=("playAudio", "audioContentType", "audioContent"),
 )
 MOD_AUDIO_STREAM = Dialect(
     module="mod_audio_stream",
@@ -147,10 +146,13 @@ MOD_AUDIO_STREAM = Dialect(
     },
     kill_audio=None,
     can_stream_back=False,
+    names_its_bug=False,
+    file_message_fields=("streamAudio", "audioDataType", "audioData"),
 )
 DIALECTS = {d.module: d for d in (MOD_AUDIO_FORK, MOD_AUDIO_STREAM)}
+_EVENTS = {sub: meaning for d in DIALECTS.values() for sub, meaning in d.events.items()}
 #: every fork event subclass of every module (what the controller subscribes to)
-EVENT_SUBCLASSES = tuple(sub for d in DIALECTS.values() for sub in d.events)
+EVENT_SUBCLASSES = tuple(_EVENTS)
 
 
 def dialect(module: str) -> Dialect:
@@ -163,11 +165,7 @@ def dialect(module: str) -> Dialect:
 
 def event(subclass: str) -> ForkEvent | None:
     """What a ``CUSTOM`` event subclass means, if it is a fork module's."""
-    for d in DIALECTS.values():
-        meaning = d.events.get(subclass)
-        if meaning is not None:
-            return meaning
-    return None
+    return _EVENTS.get(subclass)
 
 
 def playback_modes(api_row: str) -> tuple[str, ...]:
