@@ -1,22 +1,30 @@
 """Media bridge benchmark: N calls at real-time 20 ms cadence through the bridge to an echo agent.
 
-    python bench/media.py [--calls 50,200,500] [--rates 8000,16000] [--seconds 10] [--protocol raw]
-                          [--reference]
+    python bench/media.py [--calls 50,200,500] [--rates 8000,16000] [--seconds 10]
+                          [--protocols raw,elevenlabs,twilio] [--agent-format pcm_16000] [--chunk-ms 20]
+                          [--reference] [--workers N]
 
 Three processes on loopback, like production: the **bridge** (pinned to CPU 0 when there are two or
 more), the **fork clients** playing FreeSWITCH's mod_audio_fork (one WebSocket per call, metadata,
 then one L16 frame every 20 ms per call at a random phase, as calls' RTP arrives) and the **echo
-agent** (raw protocol: every binary frame is sent back), both pinned to the other CPU. Each call's
-audio goes fork → bridge → agent → bridge (pacer) → fork.
+agent**, both pinned to the other CPU. The echo agent speaks the protocol under test and sends every
+audio message straight back as that protocol's agent audio (raw: the binary frame; ElevenLabs: an
+``audio`` event with the chunk's base64; Twilio: a ``media`` event). Each call's audio goes
+fork → bridge (adapter: resampling, encoding) → agent → bridge (adapter, pacer) → fork.
+
+``--protocols`` picks the agent protocols (each measured in its own run); ``--agent-format`` the
+agent's audio format for raw and ElevenLabs (default ``pcm_16000``, so 8 kHz calls are resampled both
+ways; ``same`` = the call's rate, no resampling; Twilio is always μ-law 8 kHz); ``--chunk-ms`` the
+bridge's ``agent_chunk_ms`` (caller audio per message to the agent).
 
 Printed per (calls, rate): the bridge's CPU in % of one core per call (utime+stime over a steady
 window) and the calls per core that implies; the bridge's added latency p50/p99 each way (time from
 reading a message to writing it on, every message sampled); the round trip seen by the fork clients
 (two bridge passes, the echo agent and four loopback hops); the bridge's RSS growth per call; frames
 actually delivered (so a load generator that cannot keep up shows). ``--reference`` also runs the
-obvious design (``websockets``' asyncio server and client, one task per direction per call) under the
-same load in the same run and prints the CPU ratio. Goals (issue 4): ≥ 500 calls per core at 16 kHz,
-p99 added latency < 2 ms at 200 calls, ≤ 200 KB per call.
+obvious design (``websockets``' asyncio server and client, one task per direction per call, the same
+protocol adapters, no pacing) under the same load in the same run and prints the CPU ratio. Goals
+(issues 4 and 12): ≥ 500 calls per core at 16 kHz, p99 added latency < 2 ms at 200 calls, ≤ 200 KB per call.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.media import dialects, fork
-from orchestrator.media.websocket import Binary, Closed, Opened, Request, WebSocket
+from orchestrator.media.websocket import Binary, Closed, Opened, Request, Text, WebSocket
 
 SECRET = b"bench-secret"
 FRAME_MS = 20
@@ -68,15 +76,32 @@ def _cpu() -> tuple[float, float]:
 
 
 # -- echo agent ----------------------------------------------------------------------------------
+_EL_IN = '{"user_audio_chunk":"'
+_EL_OUT = '{"type":"audio","audio_event":{"audio_base_64":"%s","event_id":1}}'
+_TW_OUT = '{"event":"media","streamSid":"%s","media":{"payload":"%s"}}'
+
+
 class _Echo(asyncio.Protocol):
+    """Sends each audio message back as agent audio of the same protocol (recognised by its content)."""
+
     def connection_made(self, transport: Any) -> None:
         self.t = transport
         self.ws = WebSocket.server()
+        self.sid = ""
 
     def data_received(self, data: bytes) -> None:
         for ev in self.ws.receive_data(data):
             if type(ev) is Binary:
                 self.t.write(self.ws.binary(ev.data))
+            elif type(ev) is Text:
+                text = ev.data
+                if text.startswith(_EL_IN):  # ElevenLabs caller audio: {"user_audio_chunk":"<b64>"}
+                    self.t.write(self.ws.text(_EL_OUT % text[len(_EL_IN) : -2]))
+                elif text.startswith('{"event":"media"'):  # Twilio media: payload is the last string field but one
+                    payload = text[text.index('"payload":"') + 11 : text.index('"}', text.index('"payload":"'))]
+                    self.t.write(self.ws.text(_TW_OUT % (self.sid, payload)))
+                elif '"event": "start"' in text or '"event":"start"' in text:
+                    self.sid = json.loads(text)["streamSid"]
             elif type(ev) is Request:
                 self.ws.accept()
             elif type(ev) is Closed:
@@ -87,7 +112,7 @@ class _Echo(asyncio.Protocol):
 
 
 def echo_agent(conn: Any) -> None:
-    """Process: a raw-protocol agent that sends every audio frame straight back."""
+    """Process: an agent that sends every audio message straight back (see :class:`_Echo`)."""
     _pin(1)
     loop = _loop()
     server = loop.run_until_complete(loop.create_server(_Echo, "127.0.0.1", 0, backlog=2048))
@@ -109,22 +134,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _deployment(agent_port: int, protocol: str, rate: int, port: int = 8090) -> Any:
+def agent_format(protocol: str, rate: int, requested: str) -> str:
+    """The agent's audio format in a case (``requested``: a format, or ``same`` as the call)."""
+    if protocol == "twilio":
+        return "ulaw_8000"
+    return f"pcm_{rate}" if requested == "same" else requested
+
+
+def _deployment(
+    agent_port: int, protocol: str, rate: int, port: int = 8090, fmt: str = "same", chunk_ms: int = 20
+) -> Any:
     from orchestrator.config.model import Deployment
 
-    agent: dict[str, Any] = {
-        "name": "echo",
-        "protocol": protocol,
-        "url": f"ws://127.0.0.1:{agent_port}/agent",
-        "audio_format": f"pcm_{rate}",  # the agent takes the call's rate: no resampling measured here
-    }
+    agent: dict[str, Any] = {"name": "echo", "protocol": protocol, "url": f"ws://127.0.0.1:{agent_port}/agent"}
     if protocol == "elevenlabs":
-        agent = {"name": "echo", "protocol": "elevenlabs", "agent_id": "x", "url": f"ws://127.0.0.1:{agent_port}/a"}
+        agent.update(agent_id="x", audio_format=agent_format(protocol, rate, fmt))
+    elif protocol == "raw":
+        agent["audio_format"] = agent_format(protocol, rate, fmt)
     return Deployment.model_validate(
         {
             "freeswitch": {"bind_ip": "127.0.0.1", "event_socket": {"password": "x"}},
             "agents": [agent],
-            "orchestrator": {"media": {"listen_ip": "127.0.0.1", "port": port}},
+            "orchestrator": {"media": {"listen_ip": "127.0.0.1", "port": port, "agent_chunk_ms": chunk_ms}},
         }
     )
 
@@ -154,7 +185,7 @@ def _proc_rss(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate: int) -> None:
+def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate: int, fmt: str, chunk_ms: int) -> None:
     """Process: the bridge under test; reports its port, then CPU/latency/memory on request."""
     loop = _loop()
     asyncio.set_event_loop(loop)
@@ -164,13 +195,13 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
         from orchestrator.metrics import Metrics
 
         port = _free_port()
-        dep = _deployment(agent_port, protocol, rate, port)
+        dep = _deployment(agent_port, protocol, rate, port, fmt, chunk_ms)
         pool = WorkerPool(dep, _NoControl(), Metrics(), SECRET, int(design.split("x")[1]))
         loop.run_until_complete(pool.start())
         bridge = None
     elif design == "reference":
         _pin(0)
-        port = loop.run_until_complete(_reference_bridge(agent_port))
+        port = loop.run_until_complete(_reference_bridge(_deployment(agent_port, protocol, rate, 8090, fmt)))
         bridge = None
     else:
         _pin(0)
@@ -178,10 +209,12 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
         from orchestrator.media import bridge as b
 
         fork_connection.SAMPLE_EVERY = agent_connection.SAMPLE_EVERY = 1  # every message's latency
-        bridge = b.MediaBridge(_deployment(agent_port, protocol, rate), fork.Tokens(SECRET), _NoControl(), port=0)
+        dep = _deployment(agent_port, protocol, rate, 8090, fmt, chunk_ms)
+        bridge = b.MediaBridge(dep, fork.Tokens(SECRET), _NoControl(), port=0)
         loop.run_until_complete(bridge.start())
         port = bridge.port
     conn.send(port)
+    print(f"bridge pid {os.getpid()} (for a profiler: py-spy record --pid …)", file=sys.stderr, flush=True)
     to_agent: list[float] = []
     to_caller: list[float] = []
     pids = [p.pid for p in pool.processes] if pool is not None else []
@@ -220,27 +253,39 @@ def bridge_process(conn: Any, agent_port: int, protocol: str, design: str, rate:
     os._exit(0)  # skip interpreter teardown of thousands of live objects
 
 
-async def _reference_bridge(agent_port: int) -> int:
-    """The obvious design: websockets' asyncio server and client, a task per direction per call."""
+async def _reference_bridge(deployment: Any) -> int:
+    """The obvious design: websockets' asyncio server and client, a task per direction per call, the same adapters."""
     import logging
 
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
 
+    from orchestrator import agents
+    from orchestrator.agents.base import CallInfo, Play
+
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
+    config = deployment.agents[0]
 
     async def handler(ws: Any) -> None:
-        await ws.recv()  # metadata
-        async with connect(f"ws://127.0.0.1:{agent_port}/agent", compression=None) as agent:
+        meta = json.loads(await ws.recv())
+        info = CallInfo(meta["call_id"], "inbound", "", "", "echo", "", meta["rate"])
+        adapter = agents.create(info, config)
+        async with connect(config.url, compression=None) as agent:
+            for message in adapter.open():
+                await agent.send(message)
 
             async def up() -> None:
                 async for message in ws:
-                    await agent.send(message)
+                    out = adapter.audio(message)
+                    if out is not None:
+                        await agent.send(out)
 
             async def down() -> None:
                 async for message in agent:
-                    await ws.send(message)
+                    for action in adapter.receive(message):
+                        if type(action) is Play:
+                            await ws.send(action.pcm)
 
             with contextlib.suppress(ConnectionClosed):
                 await asyncio.gather(up(), down())
@@ -347,7 +392,9 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_case(calls: int, rate: int, seconds: float, protocol: str, design: str) -> dict[str, Any]:
+def run_case(
+    calls: int, rate: int, seconds: float, protocol: str, design: str, fmt: str = "same", chunk_ms: int = 20
+) -> dict[str, Any]:
     """One measurement."""
     ctx = mp.get_context("spawn")
     a_parent, a_child = ctx.Pipe()
@@ -355,7 +402,7 @@ def run_case(calls: int, rate: int, seconds: float, protocol: str, design: str) 
     agent.start()
     agent_port = a_parent.recv()
     b_parent, b_child = ctx.Pipe()
-    bridge = ctx.Process(target=bridge_process, args=(b_child, agent_port, protocol, design, rate))
+    bridge = ctx.Process(target=bridge_process, args=(b_child, agent_port, protocol, design, rate, fmt, chunk_ms))
     bridge.start()
     bridge_port = b_parent.recv()
     b_parent.send("mark")
@@ -383,6 +430,7 @@ def run_case(calls: int, rate: int, seconds: float, protocol: str, design: str) 
         "calls": calls,
         "rate": rate,
         "design": design,
+        "protocol": protocol,
         "cpu_per_call": cpu_pct / calls,
         "cpu_total": cpu_pct,
         "sys_share": sys_share,
@@ -404,38 +452,46 @@ def main() -> None:
     parser.add_argument("--calls", default="50,200,500")
     parser.add_argument("--rates", default="8000,16000")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--protocol", default="raw", choices=["raw"])
+    parser.add_argument("--protocols", "--protocol", default="raw", help="comma-separated: raw, elevenlabs, twilio")
+    parser.add_argument("--agent-format", default="pcm_16000", help="raw/ElevenLabs agent format, or 'same'")
+    parser.add_argument("--chunk-ms", type=int, default=20, help="media.agent_chunk_ms of the bridge")
     parser.add_argument("--reference", action="store_true", help="also run the obvious websockets design")
     parser.add_argument("--workers", type=int, default=0, help="also run the bridge as N worker processes")
     args = parser.parse_args()
-    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} protocol={args.protocol} window={args.seconds}s")
+    protocols = args.protocols.split(",")
+    print(
+        f"cpus={os.cpu_count()} python={sys.version.split()[0]} window={args.seconds}s "
+        f"agent_format={args.agent_format} chunk_ms={args.chunk_ms}"
+    )
     header = (
-        f"{'design':9} {'calls':>5} {'rate':>5} {'cpu%/call':>9} {'calls/core':>10} {'to_agent p50/p99 ms':>20} "
-        f"{'to_caller p50/p99 ms':>21} {'rtt p50/p99 ms':>15} {'KB/call':>8} {'sent':>5} {'echo':>5} {'kernel':>6}"
+        f"{'design':10} {'protocol':10} {'format':9} {'calls':>5} {'rate':>5} {'cpu%/call':>9} {'calls/core':>10} "
+        f"{'to_agent p50/p99 ms':>20} {'to_caller p50/p99 ms':>21} {'rtt p50/p99 ms':>15} {'KB/call':>8} "
+        f"{'sent':>5} {'echo':>5} {'kernel':>6}"
     )
     print(header)
     results = []
-    for rate in [int(r) for r in args.rates.split(",")]:
-        for calls in [int(c) for c in args.calls.split(",")]:
-            designs = ["bridge"] + (["reference"] if args.reference else [])
-            designs += [f"workersx{args.workers}"] if args.workers else []
-            for design in designs:
-                r = run_case(calls, rate, args.seconds, args.protocol, design)
-                results.append(r)
-                print(
-                    f"{design:9} {calls:5d} {rate:5d} {r['cpu_per_call']:9.3f} {100 / r['cpu_per_call']:10.0f} "
-                    f"{r['to_agent_p50']:9.3f}/{r['to_agent_p99']:<9.3f} {r['to_caller_p50']:10.3f}/"
-                    f"{r['to_caller_p99']:<9.3f} {r['rtt_p50']:7.2f}/{r['rtt_p99']:<7.2f} {r['kb_per_call']:8.1f} "
-                    f"{r['delivered']:5.0%} {r['echoed']:5.0%} {r['sys_share']:6.0%}",
-                    flush=True,
-                )
+    for protocol in protocols:
+        for rate in [int(r) for r in args.rates.split(",")]:
+            for calls in [int(c) for c in args.calls.split(",")]:
+                designs = ["bridge"] + (["reference"] if args.reference else [])
+                designs += [f"workersx{args.workers}"] if args.workers else []
+                for design in designs:
+                    r = run_case(calls, rate, args.seconds, protocol, design, args.agent_format, args.chunk_ms)
+                    results.append(r)
+                    print(
+                        f"{design:10} {protocol:10} {agent_format(protocol, rate, args.agent_format):9} {calls:5d} "
+                        f"{rate:5d} {r['cpu_per_call']:9.3f} {100 / r['cpu_per_call']:10.0f} "
+                        f"{r['to_agent_p50']:9.3f}/{r['to_agent_p99']:<9.3f} {r['to_caller_p50']:10.3f}/"
+                        f"{r['to_caller_p99']:<9.3f} {r['rtt_p50']:7.2f}/{r['rtt_p99']:<7.2f} {r['kb_per_call']:8.1f} "
+                        f"{r['delivered']:5.0%} {r['echoed']:5.0%} {r['sys_share']:6.0%}",
+                        flush=True,
+                    )
     if args.reference:
-        for rate in {r["rate"] for r in results}:
-            for calls in {r["calls"] for r in results}:
-                pair = {r["design"]: r for r in results if r["rate"] == rate and r["calls"] == calls}
-                if len(pair) == 2:
-                    ratio = pair["reference"]["cpu_per_call"] / pair["bridge"]["cpu_per_call"]
-                    print(f"ratio (reference CPU / bridge CPU) {calls} calls {rate} Hz: {ratio:.1f}x")
+        for key in sorted({(r["protocol"], r["rate"], r["calls"]) for r in results}):
+            pair = {r["design"]: r for r in results if (r["protocol"], r["rate"], r["calls"]) == key}
+            if "reference" in pair and "bridge" in pair:
+                ratio = pair["reference"]["cpu_per_call"] / pair["bridge"]["cpu_per_call"]
+                print(f"ratio (reference CPU / bridge CPU) {key[0]} {key[2]} calls {key[1]} Hz: {ratio:.1f}x")
     sys.stdout.flush()
 
 

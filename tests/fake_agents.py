@@ -52,6 +52,7 @@ class Session:
     messages: list[Any] = field(default_factory=list)  # text frames, parsed (the raw str if not JSON)
     audio: bytearray = field(default_factory=bytearray)  # caller audio, L16 at the fake's audio_rate
     binary_frames: int = 0
+    arrivals: list[Any] = field(default_factory=list)  # every message in order: a binary one's length, a text one parsed
     received: int = 0  # messages of any kind
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None  # what the client sent (1006: it vanished without a close frame)
@@ -194,6 +195,7 @@ class FakeAgent:
                 session.received += 1
                 if isinstance(message, bytes):
                     session.binary_frames += 1
+                    session.arrivals.append(len(message))
                     await self._on_binary(session, message)
                 else:
                     try:
@@ -201,6 +203,7 @@ class FakeAgent:
                     except ValueError:
                         parsed = message
                     session.messages.append(parsed)
+                    session.arrivals.append(parsed)
                     await self._on_text(session, parsed)
                 if self.close_after is not None and session.received >= self.close_after:
                     await ws.close(self.close_code, "fake agent closes")

@@ -146,6 +146,33 @@ async def test_inbound_call_audio_both_ways_paced_and_barge_in(flow: Flow) -> No
     assert client.received_binary_bytes <= (1000 + 160 + 40 + 80) * 16
 
 
+@pytest.mark.parametrize("flow", [{"media": "{agent_chunk_ms: 60}"}], indirect=True)
+async def test_caller_audio_goes_to_the_agent_in_agent_chunk_ms_messages(flow: Flow) -> None:
+    f = flow
+    uuid = await f.inbound()
+    f.sim.set_caller_audio(uuid, tone(440, 8000, 3000))
+    session = await f.agent.wait_session()
+    heard = await f.agent.wait_audio(8000 * 2, timeout=5)
+    assert abs(dominant_frequency(heard[1600:16000], 8000) - 440) < 10
+    await f.sim.remote_dtmf(uuid, "5")
+    await f.agent.wait_for(lambda: session.of_type("dtmf"))
+    await asyncio.sleep(0.2)
+    await f.sim.remote_hangup(uuid)
+    record = await _record(f, uuid)
+    await f.agent.wait_for(lambda: session.closed.is_set())
+    sizes = [a for a in session.arrivals if isinstance(a, int)]
+    key = next(i for i, a in enumerate(session.arrivals) if isinstance(a, dict) and a.get("type") == "dtmf")
+    cut = len([a for a in session.arrivals[:key] if isinstance(a, int)]) - 1  # the message the key press sent early
+    # 60 ms a message (960 bytes at 8 kHz) but the one sent at the key press (the audio before it goes first)
+    # and the last one (sent when the call ended)
+    assert all(n == 960 for i, n in enumerate(sizes[:-1]) if i != cut), sizes
+    assert 0 < sizes[cut] <= 960 and 0 < sizes[-1] <= 960
+    frames = record["media"]["frames"]
+    assert frames["dropped_to_agent"] == 0
+    assert frames["to_agent"] == frames["from_caller"]  # counted in 20 ms frames: none lost, none kept back
+    assert sum(sizes) == frames["from_caller"] * 320 == len(session.audio)
+
+
 @pytest.mark.parametrize(
     "flow",
     [{"agent": FakeTwilioAgent, "agent_yaml": "{protocol: twilio, url: '%s'}"}],

@@ -9,8 +9,7 @@ To the agent:
   (keys starting ``system__`` dropped: ElevenLabs reserves them, and fills ``system__caller_id`` only
   for its own telephony) plus ``caller_id``, ``called_number``, ``call_id`` and ``direction``;
 - caller audio as ``{"user_audio_chunk": <base64>}`` in the agent's input format, one message per
-  frame the bridge hands over (20 ms): ElevenLabs takes any chunk size, and batching would only add
-  latency to its turn detection;
+  piece the bridge hands over (``orchestrator.media.agent_chunk_ms``: ElevenLabs takes any chunk size);
 - ``pong`` for every ``ping``, right away. ``ping_ms`` is ElevenLabs' own latency figure; its
   examples delay the pong by it to *simulate* latency, which a real client must not do;
 - ``client_tool_result`` answering ``client_tool_call``;

@@ -512,6 +512,15 @@ class MediaSettings(Model):
     agent_queue_ms: int = Field(
         1000, ge=0, le=10000, description="Caller audio kept while the agent connects (older is dropped)."
     )
+    agent_chunk_ms: int = Field(
+        20,
+        ge=20,
+        le=200,
+        multiple_of=20,
+        description="Caller audio per message to the agent (ms, a multiple of 20): 20 sends each frame as it "
+        "arrives; 40 or 60 halve or third the messages (and the bridge's and the agent's socket work) and add up "
+        "to 20 or 40 ms before the agent hears the caller (docs/media.md).",
+    )
     agent_buffer_kb: int = Field(
         64, ge=8, le=4096, description="Unsent data to a slow agent before caller audio is dropped."
     )

@@ -168,6 +168,10 @@ class Session:
         self.stats = Stats()
         self.pending: deque[bytes] = deque()  # caller audio while the agent connects
         self.pending_max = max(1, s.agent_queue_ms // 20)
+        #: caller audio is sent to the agent in messages of this many bytes (0: each frame as it comes)
+        self.chunk_bytes = self.rate * 2 * s.agent_chunk_ms // 1000 if s.agent_chunk_ms > 20 else 0
+        self.chunk = bytearray()  # caller audio collected for the next message
+        self.chunk_frames = 0
         self.started = time.monotonic()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.events: list[dict[str, Any]] = []  # tools the agent ran itself, errors it reported, transfers
@@ -235,26 +239,52 @@ class Session:
         st = self.stats
         st.frames_in += 1
         st.bytes_in += len(pcm)
-        agent = self.agent
-        if agent is not None:
-            message = self.adapter.audio(pcm)
-            if message is not None:
-                if agent.paused:
-                    st.dropped_to_agent += 1
-                    if time.monotonic() - agent.paused_at > self.life.stall_seconds:
-                        self._decide(self.life.stalled(agent.paused_at, time.monotonic()))
-                else:
-                    agent.send(message)
-                    st.frames_to_agent += 1
+        if self.agent is not None:
+            if self.chunk_bytes:
+                self._collect(pcm)
+            else:
+                self._to_agent(pcm, 1)
         elif self.life.phase is CONNECTING:
             if len(self.pending) >= self.pending_max:
                 self.pending.popleft()
                 st.dropped_to_agent += 1
             self.pending.append(pcm)
 
+    def _collect(self, pcm: bytes) -> None:
+        """Add a frame to the next message to the agent; send it once it holds ``agent_chunk_ms``."""
+        chunk = self.chunk
+        chunk += pcm
+        self.chunk_frames += 1
+        if len(chunk) >= self.chunk_bytes:
+            self.flush_caller_audio()
+
+    def flush_caller_audio(self) -> None:
+        """Send the caller audio collected for the next message now (when full, before a DTMF digit, at the end)."""
+        if self.chunk and self.agent is not None:
+            pcm, frames = bytes(self.chunk), self.chunk_frames
+            self.chunk.clear()
+            self.chunk_frames = 0
+            self._to_agent(pcm, frames)
+
+    def _to_agent(self, pcm: bytes, frames: int) -> None:
+        """Caller audio (``frames`` frames of it) to the agent, unless the agent stopped reading."""
+        agent = self.agent
+        assert agent is not None
+        message = self.adapter.audio(pcm)
+        if message is None:
+            return
+        if agent.paused:
+            self.stats.dropped_to_agent += frames
+            if time.monotonic() - agent.paused_at > self.life.stall_seconds:
+                self._decide(self.life.stalled(agent.paused_at, time.monotonic()))
+        else:
+            agent.send(message)
+            self.stats.frames_to_agent += frames
+
     def dtmf(self, digit: str) -> None:
         """The caller pressed a key."""
         if self.agent is not None:
+            self.flush_caller_audio()  # the audio before the key press reaches the agent before it
             for message in self.adapter.dtmf(digit):
                 self.agent.send(message)
 
@@ -317,18 +347,14 @@ class Session:
         self.bridge.metrics.agent_connect_seconds.labels(self.agent_config.protocol).observe(elapsed)
         for message in self.adapter.open():
             conn.send(message)
-        while self.pending:
-            self.caller_audio_buffered(self.pending.popleft())
+        while self.pending:  # caller audio that waited for the connection
+            pcm = self.pending.popleft()
+            if self.chunk_bytes:
+                self._collect(pcm)
+            else:
+                self._to_agent(pcm, 1)
         self._arm()
         return True
-
-    def caller_audio_buffered(self, pcm: bytes) -> None:
-        """Caller audio that waited for the agent connection."""
-        assert self.agent is not None
-        message = self.adapter.audio(pcm)
-        if message is not None:
-            self.agent.send(message)
-            self.stats.frames_to_agent += 1
 
     def agent_message(self, message: base.Message) -> None:
         """A message from the agent."""
@@ -606,6 +632,7 @@ class Session:
             self._drain_timer = None
         self.bridge.pacing.discard(self)
         if self.agent is not None:
+            self.flush_caller_audio()
             for message in self.adapter.close("call ended"):
                 self.agent.send(message)
             self.agent.close(1000, "call ended")
