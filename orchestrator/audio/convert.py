@@ -7,12 +7,12 @@ join without clicks and give the same samples as converting the whole stream at 
 Encodings: ``l16`` (signed 16-bit little-endian mono), ``ulaw`` and ``alaw`` (G.711, one byte a
 sample). Rates: 8000, 16000, 22050, 24000, 44100, 48000.
 
-Resampling between 8, 16, 24 and 48 kHz (every ratio the agent protocols use with a call's 8 or 16 kHz) is
+Resampling between 8, 16, 24 and 48 kHz (a call's 8 or 16 kHz and the agent formats' usual rates) is
 :class:`orchestrator.audio.resample.Resampler`, a polyphase FIR filter: pass band flat to 0.85 × the lower
 Nyquist frequency (3.4 kHz at 8 kHz), stop band from that Nyquist frequency on, measured ≥ 90 dB; a fixed
 delay of 4.8 ms for ratios with 8 kHz (2.4 ms for 16↔24/48 kHz, 1.6 ms for 24↔48 kHz), every output sample
-returned in the call that completes it; 5-10 µs per 20 ms frame (its module docstring has the design and
-the measurements; ``bench/audio.py`` the comparison).
+returned in the call that completes it; 6-15 µs per 20 ms frame, libsoxr VR 10-78 µs (its module docstring has
+the design and the measurements; ``bench/audio.py`` the comparison).
 
 To and from 22050 and 44100 Hz it is libsoxr (``soxr.ResampleStream``, int16) in its **variable-rate
 mode** (``vr=True``), chosen for latency; ``engine="soxr"`` uses it for every ratio (the reference the

@@ -19,9 +19,10 @@ linear-phase filter's half length: 4.8 ms for ratios involving 8 kHz, 2.4 ms for
 **Tap count** (``bench/audio.py --scan``, 16→8 kHz; 8→16 and 48→8 kHz alike): the cost hardly moves with
 the taps — per-call overhead dominates, the product is a third of a call — so the choice is delay against
 attenuation, about 0.6 ms per 10 dB: 60 dB = 101 taps, 3.1 ms; 70 dB = 130, 4.0 ms; 80 dB = 147, 4.6 ms;
-**90 dB = 155 taps, 4.8 ms**; 100 dB = 173, 5.4 ms, all within ±15 % of each other's µs (timing noise). 90 dB
-puts the worst alias of a −0.8 dBFS tone at about one LSB, int16's own rounding level; more buys nothing an
-int16 stream can carry (and far more than G.711's ~38 dB SNR needs).
+**90 dB = 155 taps, 4.8 ms**; 100 dB = 173, 5.4 ms, at 5.6-6.9 µs a frame with no trend beyond this
+machine's timing noise (48→8 kHz: 292-514 taps, 9.1-10.3 µs). 90 dB puts the worst alias of a −0.8 dBFS tone
+at about one LSB, int16's own rounding level; more buys nothing an int16 stream can carry (and far more than
+G.711's ~38 dB SNR needs).
 
 **Computation**, vectorised per call: ``matrix`` holds ``BLOCKS`` (16) groups of ``up`` outputs (a *row*)
 over the ``width`` input samples they read; a call copies its rows' input windows (overlapping strided views
@@ -37,10 +38,12 @@ OpenBLAS would start sharing the product between threads). The float64 rows and 
 per ratio by the streams of a thread (~10-70 KB each); a stream holds its int16 history (1.5-6.5 KB): about
 5-10 KB per stream measured, libsoxr's variable-rate stream 17-31 KB.
 
-**Cost** (same run, one stream frame after frame, median of rounds, this 2-core machine while shared):
-5-10 µs per 20 ms frame against libsoxr VR's 9-68 µs — 1.7-2.3× faster for 8↔16 kHz, 2.4-5.6× for the
-ratios involving 24 or 48 kHz; a whole call's conversion both ways (8 kHz call ⇄ ``pcm_16000``) 14 µs a
-frame against 28 µs. Large pieces: a second of audio in one call costs 150-350 µs (libsoxr 350-1300 µs).
+**Cost** (``bench/audio.py``: both engines in one run, a stream each fed 20 ms frames, median of rounds;
+this 2-core machine was shared, absolute µs drift ±30 % between runs): 6-15 µs a frame against libsoxr
+VR's 10-78 µs — 1.6× faster for 16→8 kHz (libsoxr's cheapest), 2.0× for 8→16 kHz, 2.4-5.7× for the
+ratios with 24 or 48 kHz; a call's whole conversion both ways 1.8× cheaper (8 kHz call ⇄ ``pcm_16000``:
+17 against 32 µs a frame; 16 kHz call ⇄ ``ulaw_8000``: 14 against 25 µs). A second of audio in one call:
+150-350 µs (libsoxr 350-1300 µs).
 """
 
 from __future__ import annotations
@@ -148,12 +151,14 @@ def design(src_rate: int, dst_rate: int, attenuation_db: float = ATTENUATION_DB,
     cutoff, beta = (f_pass + f_stop) / 2, kaiser_beta(attenuation_db)
     estimate = math.ceil((attenuation_db - 7.95) / (2.285 * 2 * math.pi * (f_stop - f_pass))) + 1
     phase_taps = -(-estimate // up)
-    while True:  # Kaiser's estimate is ±1 dB: add taps until the designed filter measures up
+    for _ in range(phase_taps):  # Kaiser's estimate is a dB or two off: add taps until the filter measures up
         taps = _lowpass(phase_taps * up, cutoff, beta, up)
         stop, ripple = _response_db(taps, up, f_pass, f_stop)
         if stop <= -attenuation_db:
             break
         phase_taps += 1
+    else:
+        raise ValueError(f"no {attenuation_db} dB stop band within {phase_taps * up} taps")
 
     row_in, row_out = blocks * down, blocks * up
     width = (blocks - 1) * down + (up - 1) * down // up + phase_taps
