@@ -35,7 +35,7 @@ frame; 6.6 vs 9.7 µs for 48→8 kHz) and is not exact: 14-36 samples in 2 s of 
 between chunkings. A 20 ms frame after whole frames (the steady case) takes a path with its views made at
 construction. Pieces are processed in steps of at most 80 ms (less where ``m·n·k`` would exceed 2¹⁸, where
 OpenBLAS would start sharing the product between threads). The float64 rows and products are scratch shared
-per ratio by the streams of a thread (~10-70 KB each); a stream holds its int16 history (1.5-6.5 KB): about
+per ratio by the streams of a thread (40-140 KB each); a stream holds its int16 history (1-6.5 KB): about
 5-10 KB per stream measured, libsoxr's variable-rate stream 17-31 KB.
 
 **Cost** (``bench/audio.py``: both engines in one run, a stream each fed 20 ms frames, median of rounds;
