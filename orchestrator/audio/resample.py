@@ -30,13 +30,14 @@ of the int16 history buffer) into float64 rows and takes one matrix product (BLA
 (half to even), saturates and converts — about ten numpy calls whatever the length, none per sample. The
 taps are quantised to multiples of 2⁻³⁶ so that every product with an int16 sample and every partial sum is
 an exactly representable float64: the result cannot depend on how BLAS blocks or orders the sums, which is
-what makes any chunking give the same samples. float32 measured no faster for 8↔16 kHz (4.9 vs 5.0 µs a
-frame; 6.6 vs 9.7 µs for 48→8 kHz) and is not exact: 14-36 samples in 2 s of noise differed by one LSB
-between chunkings. A 20 ms frame after whole frames (the steady case) takes a path with its views made at
-construction. Pieces are processed in steps of at most 80 ms (less where ``m·n·k`` would exceed 2¹⁸, where
-OpenBLAS would start sharing the product between threads). The float64 rows and products are scratch shared
-per ratio by the streams of a thread (40-140 KB each); a stream holds its int16 history (1-6.5 KB): about
-5-10 KB per stream measured, libsoxr's variable-rate stream 17-31 KB.
+what makes any chunking give the same samples. float32 was no faster for 8↔16 kHz (16→8: 4.9 µs a frame
+against float64's 5.0, 8→16: 7.2 against 6.1), faster only where the product is large (48→8 kHz: 6.6
+against 9.7 µs), and not exact: 14-36 samples of 2 s of noise differed by one LSB between chunkings. A
+20 ms frame after whole frames (the steady case) takes a path with its views made at construction. Pieces
+are processed in steps of at most 80 ms (less where ``m·n·k`` would exceed 2¹⁸, where OpenBLAS would start
+sharing the product between threads). The float64 rows and products are scratch shared per ratio by the
+streams of a thread (40-140 KB each); a stream holds its int16 history (1-6.5 KB): about 5-10 KB per
+stream measured, libsoxr's variable-rate stream 17-31 KB.
 
 **Cost** (``bench/audio.py``: both engines in one run, a stream each fed 20 ms frames, median of rounds;
 this 2-core machine was shared, absolute µs drift ±30 % between runs): 6-15 µs a frame against libsoxr
