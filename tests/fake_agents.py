@@ -52,7 +52,7 @@ class Session:
     messages: list[Any] = field(default_factory=list)  # text frames, parsed (the raw str if not JSON)
     audio: bytearray = field(default_factory=bytearray)  # caller audio, L16 at the fake's audio_rate
     binary_frames: int = 0
-    arrivals: list[Any] = field(default_factory=list)  # every message in order: a binary one's length, a text one parsed
+    arrivals: list[Any] = field(default_factory=list)  # each message in order: binary as its length, text parsed
     received: int = 0  # messages of any kind
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None  # what the client sent (1006: it vanished without a close frame)
