@@ -180,6 +180,22 @@ async def test_raw_caller_audio_reaches_agent_intact_and_agent_audio_comes_back(
         assert agent.session.headers.get("sec-websocket-protocol") is None
 
 
+async def test_caller_audio_is_sent_in_agent_chunk_ms_messages_and_a_tail_does_not_wait_for_more() -> None:
+    async with (
+        FakeRawAgent(rate=8000) as agent,
+        Harness({"protocol": "raw", "url": agent.url, "audio_format": "pcm_8000"}, agent_chunk_ms=60) as h,
+    ):
+        f = await h.fork(rate=8000)
+        await agent.wait_session()
+        caller = bytes((i * 7) % 256 for i in range(320 * 7))  # 7 frames: two whole 60 ms messages and a tail
+        await f.send_audio(caller, realtime=False)
+        got = await agent.wait_audio(len(caller), timeout=2)  # the tail goes out although no frame follows it
+        assert got == caller
+        assert [a for a in agent.session.arrivals if isinstance(a, int)] == [960, 960, 320]
+        session = next(iter(h.bridge.sessions.values()))
+        assert session.stats.frames_to_agent == session.stats.frames_in == 7
+
+
 async def test_elevenlabs_resamples_both_ways_and_keeps_the_tone() -> None:
     async with (
         FakeElevenLabs(input_format="pcm_16000", output_format="pcm_16000") as agent,
@@ -448,7 +464,7 @@ async def test_bad_token_path_and_metadata_are_refused() -> None:
 async def test_metrics_count_frames_each_way() -> None:
     async with (
         FakeRawAgent(rate=8000, echo=True) as agent,
-        Harness({"protocol": "raw", "url": agent.url, "audio_format": "pcm_8000"}) as h,
+        Harness({"protocol": "raw", "url": agent.url, "audio_format": "pcm_8000"}, agent_chunk_ms=20) as h,
     ):
         f = await h.fork(rate=8000)
         await agent.wait_session()

@@ -513,7 +513,7 @@ class MediaSettings(Model):
         1000, ge=0, le=10000, description="Caller audio kept while the agent connects (older is dropped)."
     )
     agent_chunk_ms: int = Field(
-        20,
+        60,
         ge=20,
         le=200,
         multiple_of=20,

@@ -53,6 +53,7 @@ __all__ = ["CallControl", "MediaBridge"]
 log = logging.getLogger("sipagent.media")
 
 TICK = 0.020
+STALE_EVERY = 5  # ticks between looks for caller audio held too long for the agent (agent_chunk_ms)
 ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
 EVICT_BATCH = 16  # connections in their handshake closed at once when the port is full
 ACCEPT_RETRY = 0.1  # after accept() failed (EMFILE …)
@@ -106,6 +107,7 @@ class MediaBridge:
         self._connecting: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
+        self._ticks = 0
         self.totals = Stats()
         self.limits = self._limits(None, 0)
         self.gate: Gate[ForkConnection] = self._gate()
@@ -294,6 +296,10 @@ class MediaBridge:
                     self.pacing.discard(session)
         if self.gate.waiting:
             self._sweep(now)
+        self._ticks += 1
+        if self._ticks % STALE_EVERY == 0 and self.settings.agent_chunk_ms > 20:
+            for session in self.sessions.values():
+                session.flush_stale(now)
         if not self._accepting:
             self._maybe_resume(now)
         self._next_tick += TICK

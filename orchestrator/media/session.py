@@ -172,6 +172,8 @@ class Session:
         self.chunk_bytes = self.rate * 2 * s.agent_chunk_ms // 1000 if s.agent_chunk_ms > 20 else 0
         self.chunk = bytearray()  # caller audio collected for the next message
         self.chunk_frames = 0
+        self.chunk_since = 0.0  # when its first frame came
+        self.chunk_wait = s.agent_chunk_ms / 1000  # a partial message this old goes out as it is (frames stopped)
         self.started = time.monotonic()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.events: list[dict[str, Any]] = []  # tools the agent ran itself, errors it reported, transfers
@@ -253,9 +255,16 @@ class Session:
     def _collect(self, pcm: bytes) -> None:
         """Add a frame to the next message to the agent; send it once it holds ``agent_chunk_ms``."""
         chunk = self.chunk
+        if not chunk:
+            self.chunk_since = time.monotonic()
         chunk += pcm
         self.chunk_frames += 1
         if len(chunk) >= self.chunk_bytes:
+            self.flush_caller_audio()
+
+    def flush_stale(self, now: float) -> None:
+        """Send a partial message whose first frame waited longer than ``agent_chunk_ms`` (the fork went quiet)."""
+        if self.chunk and now - self.chunk_since >= self.chunk_wait:
             self.flush_caller_audio()
 
     def flush_caller_audio(self) -> None:
