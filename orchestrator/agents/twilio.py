@@ -2,8 +2,8 @@
 
 To the agent, as Twilio sends them: ``connected``, ``start`` (``tracks: ["inbound"]``, μ-law 8 kHz,
 ``customParameters`` = call variables plus ``caller_id``, ``called_number``, ``call_id``, ``direction``),
-``media`` (caller audio, one message per frame the bridge hands over), ``dtmf``, ``mark`` (echoed when
-the audio before it has been heard) and ``stop``. Every message but ``connected`` carries ``streamSid``
+``media`` (caller audio, one message per piece the bridge hands over: ``agent_chunk_ms``), ``dtmf``, ``mark``
+(echoed when the audio before it has been heard) and ``stop``. Every message but ``connected`` carries ``streamSid``
 and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media`` message's ``chunk``
 counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
 
