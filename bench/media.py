@@ -418,6 +418,7 @@ def run_case(
     result = l_parent.recv()
     b_parent.send("stop")
     cpu1, t1, rss, to_agent, to_caller = b_parent.recv()
+    bridge.join(timeout=5)  # the bridge (and its workers) first: an agent going away would be logged per call
     a_parent.send("stop")
     for p in (load, bridge, agent):
         p.join(timeout=5)
@@ -454,7 +455,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--protocols", "--protocol", default="raw", help="comma-separated: raw, elevenlabs, twilio")
     parser.add_argument("--agent-format", default="pcm_16000", help="raw/ElevenLabs agent format, or 'same'")
-    parser.add_argument("--chunk-ms", type=int, default=20, help="media.agent_chunk_ms of the bridge")
+    parser.add_argument("--chunk-ms", type=int, default=60, help="media.agent_chunk_ms of the bridge (default 60)")
     parser.add_argument("--reference", action="store_true", help="also run the obvious websockets design")
     parser.add_argument("--workers", type=int, default=0, help="also run the bridge as N worker processes")
     args = parser.parse_args()
