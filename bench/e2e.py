@@ -8,10 +8,12 @@
 
 Processes, like production, on loopback (each protocol gets its own fresh set, so its figures are clean):
 
-1. **the system under test**: ``sipagent run deployment.yaml`` — the real CLI (``python -m orchestrator run``) on a
-   generated deployment with three agents (ElevenLabs ``pcm_16000`` with an ``api_key``, so every call first GETs
-   a signed URL; Twilio μ-law 8 kHz; raw ``pcm_16000``), one number routed to each, ESL pointed at the simulator,
-   the media bridge and the HTTP API on free loopback ports, call records to a file. Pinned to CPU 0. With
+1. **the system under test**: ``sipagent run deployment.yaml`` — the real CLI, as ``python -m orchestrator run`` with
+   this checkout first on ``PYTHONPATH`` (the venv's ``sipagent`` script would run whichever checkout the venv was
+   installed from, e.g. another worktree's), on a generated deployment with three agents (ElevenLabs
+   ``pcm_16000`` with an ``api_key``, so every call first GETs a signed URL; Twilio μ-law 8 kHz; raw ``pcm_16000``),
+   one number routed to each, ESL pointed at the simulator, the media bridge and the HTTP API on free loopback
+   ports, call records to a file. Pinned to CPU 0. With
    ``--workers N`` (``orchestrator.media.workers: N``) its worker processes are counted too (CPU and RSS are summed
    over the process tree) and nothing is pinned, so the workers can spread (the load generators then share the
    cores with them: read those figures as throughput, not as a clean per-call cost).
@@ -587,11 +589,11 @@ def start_sipagent(work: Path, pinned: bool, tls_dir: Path | None, extra_env: di
     }
     if tls_dir is not None:
         env["SSL_CERT_FILE"] = str(tls_dir / "ca.crt")
-    exe = Path(sys.executable).with_name("sipagent")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "orchestrator"]
+    # the CLI of this checkout: the venv's `sipagent` script runs whichever checkout the venv was installed from
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     log = open(work / "sipagent.log", "wb")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        [*cmd, "run", str(work / "deployment.yaml")],
+        [sys.executable, "-m", "orchestrator", "run", str(work / "deployment.yaml")],
         cwd=work,
         env=env,
         stdout=log,
@@ -1190,7 +1192,9 @@ def main() -> None:
         if p not in PROTOCOLS:
             raise SystemExit(f"unknown protocol {p!r}: choose from {', '.join(PROTOCOLS)}")
     _pin(1)
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
     print(
+        f"code under test: {ROOT} {commit.stdout.strip()}\n"
         f"cpus={os.cpu_count()} python={sys.version.split()[0]} concurrent={args.concurrent} hold={args.hold}s "
         f"window={args.seconds}s setup={args.setup_calls}x{args.setup_hold}s@{args.setup_rate}/s "
         f"workers={args.workers}{' (not pinned)' if args.workers > 1 else ' (pinned to CPU 0)'} tls={args.tls}"
