@@ -65,7 +65,8 @@ Printed per protocol:
 * ratio to FreeSWITCH — ``cpu%/call`` over FreeSWITCH's own per-call CPU: 0.6–0.9 % of a core with a streaming fork
   (``../shared/reference/freeswitch-costs.md``) and 0.88 % measured with this load in issue 12; the goal is 0.25.
 
-``--profile DIR`` records ``sipagent run`` with py-spy during each steady window (``--nonblocking --gil``: samples
+``--profile DIR`` records ``sipagent run`` with py-spy during each steady window and each setup phase
+(``--nonblocking --gil``: samples
 of the thread holding the GIL, so idle waits are left out; py-spy runs on CPU 1) and prints the top functions by
 own time and by total time below the event loop (raw stacks in DIR). A Python function's own time includes the C it
 calls (``AgentConnection.send`` includes the socket write); the loop's own C code (uvloop, its reads and polls)
@@ -746,7 +747,7 @@ def run_protocol(
         n, hold = args.concurrent, args.hold
         rig.load(hold / n, hold, None)
         time.sleep(hold + 1.0 * q)
-        profiler = _start_profiler(args, rig, protocol)
+        profiler = _start_profiler(args, rig, protocol, args.seconds)
         before = scrape(rig.api_port)
         a0 = _agents_cpu(agents)
         s0 = rig.sim_cmd("live")
@@ -797,6 +798,7 @@ def run_protocol(
         out["sent"] = sent / max(nominal, 1e-9)
         # setup: many short calls
         time.sleep(1.0 * q)
+        profiler = _start_profiler(args, rig, f"{protocol}-setup")
         f0 = rig.meter.mark()
         count = args.setup_calls
         rig.load(1.0 / args.setup_rate, args.setup_hold, count)
@@ -805,6 +807,8 @@ def run_protocol(
         _wait_records(work / "calls.jsonl", {r["uuid"] for r in all_results}, 10.0)
         time.sleep(0.5 * q)  # sessions closing after the records
         f1 = rig.meter.mark()
+        if profiler is not None:
+            out["setup_profile"] = _finish_profiler(profiler)
         cs_f = _call_seconds(setup, f0[0], f1[0])
         # two phases, two unknowns: cpu - idle·t = setups·S + call_seconds·M
         y_s, y_f = cpu_s - idle * window, (f1[1] - f0[1]) - idle * (f1[0] - f0[0])
@@ -885,14 +889,15 @@ def _records(path: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- profiling ------------------------------------------------------------------------------------
-def _start_profiler(args: argparse.Namespace, rig: Rig, protocol: str) -> Any:
+def _start_profiler(args: argparse.Namespace, rig: Rig, name: str, duration: float | None = None) -> Any:
+    """py-spy on ``sipagent run`` for ``duration`` s (None: until :func:`_finish_profiler` interrupts it)."""
     if not args.profile:
         return None
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.path.exists(exe):
         print("py-spy not found: no profile", file=sys.stderr)
         return None
-    out = Path(args.profile) / f"{protocol}.txt"
+    out = Path(args.profile) / f"{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         exe,
@@ -900,7 +905,7 @@ def _start_profiler(args: argparse.Namespace, rig: Rig, protocol: str) -> Any:
         "--pid",
         str(rig.proc.pid),
         "--duration",
-        str(int(args.seconds)),
+        str(int(duration or 600)),
         "--rate",
         "200",
         "--format",
@@ -913,11 +918,13 @@ def _start_profiler(args: argparse.Namespace, rig: Rig, protocol: str) -> Any:
     if args.workers > 1:
         cmd.append("--subprocesses")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: _pin(1))
-    return proc, out
+    return proc, out, duration
 
 
 def _finish_profiler(profiler: Any) -> dict[str, Any]:
-    proc, out = profiler
+    proc, out, duration = profiler
+    if duration is None:
+        proc.send_signal(signal.SIGINT)  # py-spy writes what it has
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
     if not out.exists():
@@ -1259,9 +1266,11 @@ def _print_details(results: list[dict[str, Any]]) -> None:
             f"{r['to_caller_msgs']}; dropped frames {r['dropped']}, playback ms {r['dropped_ms']}"
         )
         print(f"  setup solve (CPU s above idle, setups, call seconds): {r['phases']}; agents: {r['agent_counts']}")
-        prof = r.get("profile")
-        if prof:
-            print(f"  py-spy: {prof['samples']} samples; top own time:")
+        for key, phase in (("profile", "steady window"), ("setup_profile", "setup phase")):
+            prof = r.get(key)
+            if not prof:
+                continue
+            print(f"  py-spy, {phase}: {prof['samples']} samples; top own time:")
             for name, n in prof["own"]:
                 print(f"    {n / max(prof['samples'], 1):6.1%}  {name}")
             print("  top total time:")
