@@ -93,6 +93,18 @@ def test_base_document_is_valid(tls_dir: Path) -> None:
 # (id, replaced sections, expected YAML path, expected message fragment)
 CASES: list[tuple[str, dict[str, str], str, str]] = [
     (
+        "agent-chunk-not-a-multiple-of-20",
+        {"orchestrator": "orchestrator:\n  media:\n    agent_chunk_ms: 50 #!\n"},
+        "orchestrator.media.agent_chunk_ms",
+        "multiple of 20",
+    ),
+    (
+        "agent-chunk-too-large",
+        {"orchestrator": "orchestrator:\n  media:\n    agent_chunk_ms: 100000 #!\n"},
+        "orchestrator.media.agent_chunk_ms",
+        "200",
+    ),
+    (
         "yaml-syntax",
         {"numbers": 'numbers:\n  - {number: "+15550000001", trunk: carrier #!\n'},
         "(top level)",
