@@ -242,18 +242,18 @@ class Session:
         st.frames_in += 1
         st.bytes_in += len(pcm)
         if self.agent is not None:
-            if self.chunk_bytes:
-                self._collect(pcm)
-            else:
-                self._to_agent(pcm, 1)
+            self._hand_over(pcm)
         elif self.life.phase is CONNECTING:
             if len(self.pending) >= self.pending_max:
                 self.pending.popleft()
                 st.dropped_to_agent += 1
             self.pending.append(pcm)
 
-    def _collect(self, pcm: bytes) -> None:
-        """Add a frame to the next message to the agent; send it once it holds ``agent_chunk_ms``."""
+    def _hand_over(self, pcm: bytes) -> None:
+        """A frame for the agent: sent at once (``agent_chunk_ms`` 20) or added to the next message."""
+        if not self.chunk_bytes:
+            self._to_agent(pcm, 1)
+            return
         chunk = self.chunk
         if not chunk:
             self.chunk_since = time.monotonic()
@@ -357,11 +357,7 @@ class Session:
         for message in self.adapter.open():
             conn.send(message)
         while self.pending:  # caller audio that waited for the connection
-            pcm = self.pending.popleft()
-            if self.chunk_bytes:
-                self._collect(pcm)
-            else:
-                self._to_agent(pcm, 1)
+            self._hand_over(self.pending.popleft())
         self._arm()
         return True
 
