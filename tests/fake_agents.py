@@ -421,7 +421,8 @@ class ScriptedServer:
 
     ``answer``: bytes written once the request head (up to its blank line) arrived — or at once with
     ``immediately=True`` — in pieces if a list (``pause`` seconds apart); then ``after`` decides:
-    ``"close"`` closes, ``"stall"`` keeps the connection open, ``"reset"`` aborts it.
+    ``"close"`` closes, ``"stall"`` keeps the connection open, ``"reset"`` aborts it, ``"keep"`` waits for
+    the next request on the same connection (HTTP keep-alive) and answers it the same way.
     """
 
     def __init__(
@@ -459,13 +460,16 @@ class ScriptedServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         try:
-            if not self.immediately:
-                self.requests.append(await reader.readuntil(b"\r\n\r\n"))
-            for i, piece in enumerate(self.answer):
-                if i:
-                    await asyncio.sleep(self.pause)
-                writer.write(piece)
-                await writer.drain()
+            while True:
+                if not self.immediately:
+                    self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+                for i, piece in enumerate(self.answer):
+                    if i:
+                        await asyncio.sleep(self.pause)
+                    writer.write(piece)
+                    await writer.drain()
+                if self.after != "keep":
+                    break
             if self.after == "stall":
                 await reader.read()
             elif self.after == "reset":

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fake_agents import FakeElevenLabs, FakeHttp, FakeRawAgent, ScriptedServer, server_tls
 from test_bridge import Harness, run_clocks, wait_until
 
 from orchestrator.agents import connect
+from orchestrator.agents.http_client import HttpClient
 from orchestrator.config.selfsigned import generate
 from orchestrator.media import session as session_module
 
@@ -215,23 +215,25 @@ async def test_bad_signed_url_answers_are_agent_signed_url_failed(status: int, b
 
 async def test_calls_share_one_http_client_for_their_signed_url_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """No per-call client (and so no per-call TLS context or CA bundle load): the bridge makes one at start,
-    every call's signed-URL request goes through it, and stop() closes it."""
-    made: list[httpx.AsyncClient] = []
-    real = httpx.AsyncClient
+    every call's signed-URL request goes through it on one kept-alive connection, and stop() closes it."""
+    made: list[HttpClient] = []
+    real = connect.HttpClient
 
     class Counting(real):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             made.append(self)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(httpx, "AsyncClient", Counting)
+    monkeypatch.setattr(connect, "HttpClient", Counting)
     calls = [f"c0ffee00-0000-4000-8000-00000000000{i}" for i in range(1, 4)]
-    async with FakeHttp(401, {"detail": "no"}) as api, Harness(eleven(api.url())) as h:
+    async with FakeHttp(401, {"detail": "no"}, after="keep") as api, Harness(eleven(api.url())) as h:
         assert h.bridge.http is not None and len(made) == 1
-        for call_id in calls:
+        for n, call_id in enumerate(calls, 1):
             await h.fork(call_id)
+            await wait_until(lambda n=n: len(api.requests) == n, timeout=5)  # type: ignore[misc]
         await wait_until(lambda: len(h.control.calls) == len(calls), timeout=5)
         assert len(api.requests) == len(calls) and len(made) == 1
+        assert made[0].opened == 1  # one after the other: the same connection, kept alive
     assert made[0].is_closed and h.bridge.http is None
 
 

@@ -14,11 +14,12 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import h11
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from orchestrator.agents import _wire, elevenlabs
+from orchestrator.agents.http_client import HttpClient, HttpError
 
 #: the signed-URL answer is a small JSON object; more is refused unread
 MAX_SIGNED_URL_ANSWER = 64 * 1024
@@ -57,12 +58,11 @@ def tls_context() -> ssl.SSLContext:
     return _tls_context()
 
 
-def agent_http_client() -> httpx.AsyncClient:
-    """The HTTP client a media bridge shares between its calls' signed-URL requests (verified TLS, no pool cap:
-    a burst of calls never waits for another call's request; each request carries its agent's timeout)."""
-    return httpx.AsyncClient(
-        verify=tls_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=20)
-    )
+def agent_http_client() -> HttpClient:
+    """The HTTP client a media bridge shares between its calls' signed-URL requests (verified TLS, kept-alive
+    connections, no cap on connections: a burst of calls never waits for another call's request; each request
+    carries its agent's timeout)."""
+    return HttpClient(tls_context, max_idle_per_origin=20)
 
 
 def endpoint(url: str) -> tuple[str, int, bool]:
@@ -76,9 +76,7 @@ def endpoint(url: str) -> tuple[str, int, bool]:
     return uri.host, uri.port, uri.secure
 
 
-async def resolve(
-    agent: Any, http: httpx.AsyncClient | None = None
-) -> tuple[str, dict[str, str], ssl.SSLContext | None]:
+async def resolve(agent: Any, http: HttpClient | None = None) -> tuple[str, dict[str, str], ssl.SSLContext | None]:
     """``(url, headers, tls context or None)`` for one call's agent connection, or :class:`SetupError`.
 
     ElevenLabs agents with an API key first get a signed URL (the key never goes to the WebSocket);
@@ -98,27 +96,21 @@ async def resolve(
     return ws_url, headers, tls_context() if secure else None
 
 
-async def _signed_url(agent: Any, url: str, get_headers: dict[str, str], http: httpx.AsyncClient | None) -> str:
+async def _signed_url(agent: Any, url: str, get_headers: dict[str, str], http: HttpClient | None) -> str:
     where = f"signed URL request to {urlsplit(url).netloc}"
-    client = http or httpx.AsyncClient(verify=tls_context())
+    client = http or agent_http_client()
     try:
         # identity: the answer is read raw and bounded, so no decompression can blow it up
         headers = {**get_headers, "Accept-Encoding": "identity"}
-        async with client.stream("GET", url, headers=headers, timeout=agent.connect_timeout_seconds) as response:
-            if not 200 <= response.status_code < 300:
-                raise SetupError(SIGNED_URL_FAILED, f"{where}: answered HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > MAX_SIGNED_URL_ANSWER:
-                    raise SetupError(SIGNED_URL_FAILED, f"{where}: answer larger than {MAX_SIGNED_URL_ANSWER} bytes")
-    except SetupError:
-        raise
+        response = await client.get(url, headers, timeout=agent.connect_timeout_seconds, max_body=MAX_SIGNED_URL_ANSWER)
     except Exception as exc:
         raise classify(exc, where) from None
     finally:
         if http is None:
             await client.aclose()
+    if not 200 <= response.status < 300:
+        raise SetupError(SIGNED_URL_FAILED, f"{where}: answered HTTP {response.status}")
+    body = response.body
     try:
         ws_url = elevenlabs.parse_signed_url(bytes(body))
         _, _, secure = endpoint(ws_url)
@@ -133,16 +125,7 @@ def classify(exc: BaseException, where: str) -> SetupError:
     """The :class:`SetupError` for an exception raised while setting up the connection to ``where``."""
     if isinstance(exc, SetupError):
         return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return SetupError(CONNECT_TIMEOUT, f"{where}: no answer in time ({_describe(exc)})")
-    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
-        cause = _root(exc)
-        if cause is not exc and cause is not None:
-            found = classify(cause, where)
-            if found.outcome != CONNECT_FAILED:
-                return found
-        return SetupError(UNREACHABLE, f"{where}: {_describe(exc)}")
-    if isinstance(exc, httpx.HTTPError | httpx.InvalidURL):
+    if isinstance(exc, HttpError | h11.ProtocolError):
         return SetupError(SIGNED_URL_FAILED, f"{where}: {_describe(exc)}")
     if isinstance(exc, HandshakeError):
         return SetupError(HANDSHAKE_FAILED, f"{where}: {_clip(str(exc))}")
@@ -160,15 +143,6 @@ def classify(exc: BaseException, where: str) -> SetupError:
     if isinstance(exc, InvalidURI | UnicodeError):
         return SetupError(CONNECT_FAILED, f"{where}: unusable address ({_describe(exc)})")
     return SetupError(CONNECT_FAILED, f"{where}: {_describe(exc)}")
-
-
-def _root(exc: BaseException) -> BaseException | None:
-    """The innermost cause (httpx wraps the socket or TLS error it met)."""
-    seen = 0
-    while seen < 10 and (exc.__cause__ or exc.__context__) is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen += 1
-    return exc
 
 
 def _describe(exc: BaseException) -> str:

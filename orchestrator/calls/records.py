@@ -96,10 +96,15 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
 
 
 class RecordWriter:
-    """Appends records to a JSONL file from a background task (disk writes never block the loop)."""
+    """Appends records to a JSONL file from a background task (disk writes never block the loop).
 
-    def __init__(self, path: Path) -> None:
+    Records that arrive within ``linger`` seconds of each other go to disk in one write from one worker-thread hop
+    (a burst of calls costs one hop, not one each); the file is opened per write, so log rotation needs no signal.
+    """
+
+    def __init__(self, path: Path, linger: float = 0.2) -> None:
         self.path = path
+        self.linger = linger
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -124,6 +129,8 @@ class RecordWriter:
         done = False
         while not done:
             batch = [await self._queue.get()]
+            if batch[0] is not None and self.linger > 0:
+                await asyncio.sleep(self.linger)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             done = batch[-1] is None

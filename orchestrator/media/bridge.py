@@ -35,9 +35,8 @@ import time
 from collections import deque
 from typing import Any
 
-import httpx
-
 from orchestrator.agents.connect import agent_http_client
+from orchestrator.agents.http_client import HttpClient
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.logs import LogThrottle, escaped
 from orchestrator.media import dialects, fork
@@ -78,7 +77,7 @@ class MediaBridge:
         tokens: fork.Tokens,
         control: CallControl | None = None,
         metrics: Metrics | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: HttpClient | None = None,
         port: int | None = None,
         reuse_port: bool = False,
     ) -> None:
@@ -93,7 +92,7 @@ class MediaBridge:
         self.metrics = metrics or Metrics()
         # one HTTP client for every call's signed-URL request (connection pool, TLS context and CA store loaded
         # once, not per call); made at start() unless one is given, and then closed at stop()
-        self.http: httpx.AsyncClient | None = http
+        self.http: HttpClient | None = http
         self._own_http = http is None
         self.agents = {a.name: a for a in deployment.agents}
         self.sessions: dict[str, Session] = {}
