@@ -134,6 +134,7 @@ def test_schema_matches_committed_copy() -> None:
         "numbers",
         "agents",
         "orchestrator",
+        "edge",
     }
 
 

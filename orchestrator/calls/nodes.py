@@ -7,8 +7,14 @@ from orchestrator.esl.client import Endpoint
 
 
 def node_endpoints(deployment: Deployment) -> list[Endpoint]:
-    """The event sockets of the deployment's FreeSWITCH nodes (default: the node at freeswitch.event_socket)."""
+    """The event sockets of the deployment's FreeSWITCH nodes: those behind the edge, else orchestrator.nodes,
+    else the node at freeswitch.event_socket."""
     esl = deployment.freeswitch.event_socket
+    if deployment.edge is not None:
+        return [
+            Endpoint(n.esl_host, n.esl.port, (n.esl.password or esl.password).get_secret_value(), n.name)
+            for n in deployment.edge.nodes
+        ]
     nodes = deployment.orchestrator.nodes
     if not nodes:
         host = "127.0.0.1" if esl.listen_ip in ("0.0.0.0", "::") else esl.listen_ip

@@ -16,7 +16,7 @@ from pydantic import BaseModel, SecretStr
 
 from orchestrator.config import tls_material
 from orchestrator.config.diagnostics import Diagnostic, Path, Severity, format_path
-from orchestrator.config.model import FreeSwitch, Number, Orchestrator, Transports, Trunk
+from orchestrator.config.model import Edge, FreeSwitch, Number, Orchestrator, Transports, Trunk
 from orchestrator.config.source import Source
 from orchestrator.config.text import quote
 
@@ -75,6 +75,7 @@ class Parts:
     numbers: dict[int, Number] = field(default_factory=dict)
     agents: dict[int, Any] = field(default_factory=dict)
     orchestrator: Orchestrator | None = None
+    edge: Edge | None = None
     declared_trunks: set[str] = field(default_factory=set)
     declared_agents: set[str] = field(default_factory=set)
 
@@ -105,6 +106,7 @@ class _Checker:
         self.ports()
         self.network()
         self.tls()
+        self.edge()
         self.literal_secrets()
         return self.out
 
@@ -153,24 +155,32 @@ class _Checker:
                 self.error(("numbers", i, "agent"), f"unknown agent '{number.agent}' (known agents: {known_agents})")
 
     # -- transports -----------------------------------------------------------------------------
+    def _public(self) -> tuple[Transports | None, Path]:
+        """The transports carriers reach and their YAML path: the edge's when it has its own, else the top-level."""
+        e = self.p.edge
+        if e is not None and e.transports is not None:
+            return e.transports, ("edge", "transports")
+        return self.p.transports, ("transports",)
+
     def transports(self) -> None:
-        t = self.p.transports
+        t, where = self._public()
         if t is None:
             return
         if not t.enabled():
-            self.error(("transports",), "no SIP transport is enabled: add tcp, tls or udp")
+            self.error(where, "no SIP transport is enabled: add tcp, tls or udp")
         if t.udp is not None:
             self.warn(
-                ("transports", "udp"),
+                (*where, "udp"),
                 "UDP signaling is for testing only: SIP messages larger than the MTU fragment or get dropped; "
                 "use TCP or TLS in production",
             )
         if t.tls is not None:
             for i, message in tls_material.check_ciphers(t.tls.ciphers):
-                self.error(("transports", "tls", "ciphers", i), message)
+                self.error((*where, "tls", "ciphers", i), message)
 
     def trunk_rules(self) -> None:
-        t = self.p.transports
+        t, where = self._public()
+        under = " under " + format_path(where)
         enabled = set(t.enabled()) if t else None
         fs_codecs = set(self.p.freeswitch.codecs) if self.p.freeswitch else None
         for i, trunk in self.p.trunks.items():
@@ -181,7 +191,7 @@ class _Checker:
                 if enabled is not None:
                     for j, tr in enumerate(inbound.transports):
                         if tr not in enabled:
-                            self.error((*ib, "transports", j), f"transport '{tr}' is not enabled under transports")
+                            self.error((*ib, "transports", j), f"transport '{tr}' is not enabled{under}")
                 if inbound.media_encryption == "required":
                     if inbound.transports == ["udp"]:
                         self.error(
@@ -215,7 +225,7 @@ class _Checker:
                 ob = (*base, "outbound")
                 out = trunk.outbound
                 if enabled is not None and out.transport not in enabled:
-                    self.error((*ob, "transport"), f"transport '{out.transport}' is not enabled under transports")
+                    self.error((*ob, "transport"), f"transport '{out.transport}' is not enabled{under}")
                 if out.register_ and out.auth is None:
                     self.error((*ob, "register"), "registering needs credentials: add outbound.auth")
                 if out.media_encryption == "required" and out.transport == "udp":
@@ -272,7 +282,7 @@ class _Checker:
         """Every socket the deployment opens, in a fixed order (a clash is reported on the later one)."""
         fs, t, o = self.p.freeswitch, self.p.transports, self.p.orchestrator
         found: list[_Listener] = []
-        if fs is not None and t is not None:
+        if fs is not None and t is not None and self.p.edge is None:  # behind an edge: edge.nodes' ports
             bind = _ip(fs.bind_ip)
             for name, label in (("tcp", "SIP over TCP"), ("tls", "SIP over TLS"), ("udp", "SIP over UDP")):
                 section = getattr(t, name)
@@ -359,16 +369,94 @@ class _Checker:
 
     # -- TLS ------------------------------------------------------------------------------------
     def tls(self) -> None:
-        t = self.p.transports
+        t, where = self._public()
         if t is None or t.tls is None:
+            return
+        if self.p.edge is not None and (t.tls.certificate is None or t.tls.private_key is None):
+            missing = "certificate" if t.tls.certificate is None else "private_key"
+            self.error((*where, "tls", missing), f"TLS on the edge needs a {missing} (the edge presents it)")
             return
         try:
             material = tls_material.load(t.tls, self.base_dir)
         except tls_material.TlsMaterialError as exc:
-            self.error(("transports", "tls", exc.setting), exc.message)
+            self.error((*where, "tls", exc.setting), exc.message)
             return
         for setting, message in material.warnings:
-            self.warn(("transports", "tls", setting), message)
+            self.warn((*where, "tls", setting), message)
+
+    # -- the edge (docs/scaling.md) ---------------------------------------------------------------
+    def edge(self) -> None:
+        """What an edge in front of the nodes cannot do: nodes twice, clashing ports, TLS without a certificate,
+        remote domains it cannot verify, a second list of nodes."""
+        e = self.p.edge
+        if e is None:
+            return
+        o = self.p.orchestrator
+        if o is not None and o.nodes:
+            self.error(
+                ("orchestrator", "nodes"),
+                "with an edge, the nodes are listed once, under edge.nodes (SIP address, weight and event socket)",
+            )
+        names: dict[str, int] = {}
+        for i, node in enumerate(e.nodes):
+            if node.name in names:
+                line = self.src.locate(("edge", "nodes", names[node.name], "name"))[0]
+                self.error(("edge", "nodes", i, "name"), f"node '{node.name}' is listed twice (first on line {line})")
+            names.setdefault(node.name, i)
+        self._edge_nodes(e)
+        if e.transports is not None and ("transports",) in self.src.positions:
+            self.error(
+                ("transports",),
+                "with edge.transports, leave out the top-level transports: the nodes listen only for the edge "
+                "(edge.nodes[].sip_port)",
+            )
+        t, where = self._public()
+        for i, trunk in self.p.trunks.items():
+            ib = trunk.inbound
+            if ib is None or not ib.remote_domains or t is None:
+                continue
+            if t.tls is not None and t.tls.ca_bundle is None:
+                self.error(
+                    ("trunks", i, "inbound", "remote_domains"),
+                    "the edge checks remote domains on certificates it verified: set "
+                    f"{format_path((*where, 'tls', 'ca_bundle'))} (the CAs that sign this trunk's certificates)",
+                )
+
+    def _edge_nodes(self, e: Edge) -> None:
+        seen: dict[tuple[IpAddr, int], int] = {}
+        public = [_ip(a) for a in e.addresses] + ([_ip(e.listen_ip)] if e.listen_ip else [])
+        internal = _ip(e.internal_address)
+        t = self._public()[0]
+        edge_ports = [(t.port(tr), tr) for tr in t.enabled()] if t is not None else []
+        for i, node in enumerate(e.nodes):
+            key = (_ip(node.sip_ip), node.sip_port)
+            if key in seen:
+                self.error(
+                    ("edge", "nodes", i, "sip_port"),
+                    f"node '{node.name}': {node.sip_ip}:{node.sip_port} is node '{e.nodes[seen[key]].name}' too",
+                )
+            seen.setdefault(key, i)
+            addr = key[0]
+            if (addr == internal or addr.is_unspecified) and node.sip_port == e.internal_port:
+                self.error(
+                    ("edge", "nodes", i, "sip_port"),
+                    f"node '{node.name}': {node.sip_ip}:{node.sip_port} is the edge's internal port "
+                    f"(edge.internal_port {e.internal_port} on {e.internal_address})",
+                )
+            for port, tr in edge_ports:
+                if port == node.sip_port and (addr in public or addr.is_unspecified):
+                    self.error(
+                        ("edge", "nodes", i, "sip_port"),
+                        f"node '{node.name}': {node.sip_ip}:{node.sip_port} clashes with the edge's {tr.upper()} "
+                        f"port on the same address",
+                    )
+        for port, tr in edge_ports:
+            if port == e.internal_port and internal in public and tr != "udp":
+                self.error(
+                    ("edge", "internal_port"),
+                    f"edge.internal_port {e.internal_port} is the edge's {tr.upper()} port on the same address: "
+                    "carriers and nodes would share one socket (give the nodes their own port)",
+                )
 
     # -- secrets --------------------------------------------------------------------------------
     def literal_secrets(self) -> None:
@@ -376,6 +464,7 @@ class _Checker:
         sections += [(("trunks", i), t) for i, t in self.p.trunks.items()]
         sections += [(("agents", i), a) for i, a in self.p.agents.items()]
         sections.append((("orchestrator",), self.p.orchestrator))
+        sections.append((("edge",), self.p.edge))
         for base, model in sections:
             if model is None:
                 continue

@@ -19,6 +19,7 @@ from orchestrator.config.files import DEPLOYMENT_LIMIT, FileReadError, read_text
 from orchestrator.config.model import (
     Agent,
     Deployment,
+    Edge,
     FreeSwitch,
     Number,
     Orchestrator,
@@ -34,9 +35,9 @@ from orchestrator.perf import gc_paused
 _LISTS: dict[str, Any] = {"trunks": Trunk, "numbers": Number, "agents": Agent}
 #: Most entries each top-level list may hold.
 MAX_ENTRIES = {"trunks": 10_000, "numbers": 100_000, "agents": 1_000}
-_TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents", "orchestrator"]
+_TOP = ["version", "freeswitch", "transports", "trunks", "numbers", "agents", "orchestrator", "edge"]
 _ADAPTERS: dict[object, TypeAdapter[Any]] = {
-    tp: TypeAdapter(tp) for tp in (*_LISTS.values(), FreeSwitch, Transports, Orchestrator)
+    tp: TypeAdapter(tp) for tp in (*_LISTS.values(), FreeSwitch, Transports, Orchestrator, Edge)
 }
 
 
@@ -129,6 +130,8 @@ def _validate_sections(source: Source, data: dict[str, Any], diags: list[Diagnos
         parts.orchestrator = _validate(source, diags, Orchestrator, data["orchestrator"], ("orchestrator",))
     else:
         parts.orchestrator = Orchestrator()
+    if data.get("edge") is not None:
+        parts.edge = _validate(source, diags, Edge, data["edge"], ("edge",))
 
 
 def _validate_lists(source: Source, data: dict[str, Any], diags: list[Diagnostic], parts: checks.Parts) -> None:
@@ -168,6 +171,7 @@ def _deployment(parts: checks.Parts) -> Deployment:
         numbers=list(parts.numbers.values()),
         agents=list(parts.agents.values()),
         orchestrator=parts.orchestrator,
+        edge=parts.edge,
     )
 
 

@@ -474,6 +474,93 @@ class Node(Model):
     password: EslPassword | None = Field(None, description="Default: freeswitch.event_socket.password.")
 
 
+class EdgeEsl(Model):
+    """How the orchestrator reaches a node's event socket."""
+
+    host: Host | None = Field(None, description="Host name or IP of the event socket; default: the node's sip_ip.")
+    port: Port = 8021
+    password: EslPassword | None = Field(None, description="Default: freeswitch.event_socket.password.")
+
+
+class EdgeNode(Model):
+    """A FreeSWITCH node behind the edge: where the edge sends its calls, its share, its RTP and event socket."""
+
+    name: Name
+    sip_ip: IpAddress = Field(description="Address the node's SIP profile binds to; the edge sends calls here.")
+    sip_port: Port = Field(5080, description="The node's SIP port (TCP) for traffic from the edge.")
+    rtp_ip: IpAddress | None = Field(
+        None, description="Address in the node's SDP (what carriers send RTP to); default: sip_ip."
+    )
+    weight: int = Field(1, ge=1, le=100, description="Share of new calls, relative to the other nodes' weights.")
+    esl: EdgeEsl = Field(default_factory=EdgeEsl)
+
+    @property
+    def esl_host(self) -> str:
+        """The event socket's host."""
+        return self.esl.host or self.sip_ip
+
+    @property
+    def rtp_address(self) -> str:
+        """The address carriers send this node's RTP to."""
+        return self.rtp_ip or self.sip_ip
+
+
+class EdgeDispatch(Model):
+    """How the edge spreads new calls and watches the nodes."""
+
+    algorithm: Literal["weighted", "round_robin"] = Field(
+        "weighted",
+        description="weighted: each new call to a node drawn by weight (dispatcher 9); round_robin: in turn, "
+        "weights ignored (dispatcher 4).",
+    )
+    probe_seconds: int = Field(5, ge=1, le=300, description="SIP OPTIONS to every node this often.")
+    down_after: int = Field(2, ge=1, le=10, description="Unanswered OPTIONS in a row before a node is marked down.")
+    up_after: int = Field(1, ge=1, le=10, description="Answered OPTIONS in a row before a down node is used again.")
+    node_timeout_seconds: int = Field(
+        3, ge=1, le=30, description="An INVITE a node has not answered (not even 100) in this time goes to the next."
+    )
+    retry_after_seconds: int = Field(
+        30, ge=1, le=3600, description="Retry-After of the 503 sent when no node can take a call."
+    )
+
+
+class Edge(Model):
+    """A Kamailio SIP edge in front of the nodes: one public address for carriers, calls spread over the pool."""
+
+    host: Domain = Field(description="Public host name of the edge (SRV/NAPTR target, its TLS certificate's name).")
+    addresses: list[IpAddress] = Field(
+        min_length=1, max_length=16, description="Public addresses carriers send to (static: they allowlist them)."
+    )
+    listen_ip: IpAddress | None = Field(
+        None, description="Local address the public transports bind to (behind 1:1 NAT); default: the addresses."
+    )
+    internal_ip: IpAddress | None = Field(
+        None, description="Address the nodes see the edge from; default: the first address."
+    )
+    internal_port: Port = Field(5070, description="TCP port on internal_ip for traffic to and from the nodes.")
+    transports: Transports | None = Field(
+        None,
+        description="What carriers reach on the edge (TCP, TLS with its certificate and policy, UDP opt-in); "
+        "default: the top-level transports, which then describe the edge (the nodes listen only for it).",
+    )
+    dispatch: EdgeDispatch = Field(default_factory=EdgeDispatch)
+    nodes: list[EdgeNode] = Field(min_length=1, max_length=MAX_NODES)
+    rpc_socket: FilePath = Field(
+        "/run/kamailio/kamailio_rpc.sock",
+        description="Kamailio's JSON-RPC datagram socket (jsonrpcs), which apply uses to reload it live.",
+    )
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        return _unique(v, "address")
+
+    @property
+    def internal_address(self) -> str:
+        """The address nodes send to and accept SIP from."""
+        return self.internal_ip or self.addresses[0]
+
+
 class HttpApi(Model):
     """The orchestrator's HTTP API (calls, health, Prometheus metrics)."""
 
@@ -608,6 +695,16 @@ class Deployment(Model):
     numbers: list[Number] = Field(default_factory=list)
     agents: list[Agent] = Field(default_factory=list)
     orchestrator: Orchestrator = Field(default_factory=Orchestrator)
+    edge: Edge | None = Field(
+        None, description="A Kamailio edge in front of a pool of FreeSWITCH nodes (docs/scaling.md); none: one node."
+    )
+
+    @property
+    def public_transports(self) -> Transports:
+        """What carriers reach: the edge's transports with an edge, else the node's."""
+        if self.edge is not None and self.edge.transports is not None:
+            return self.edge.transports
+        return self.transports
 
     @property
     def sip_domain(self) -> str:
