@@ -431,6 +431,46 @@ async def test_several_nodes(tmp_path: Path) -> None:
             await s.stop()
 
 
+async def test_a_node_lost_mid_call_loses_only_its_calls_recorded_as_lost(tmp_path: Path) -> None:
+    """Two nodes with a call each; one node dies and stays away past node_lost_seconds: its call ends as lost
+    (record lost: true, cause node_lost), the other node's call is untouched, new calls go to the survivor."""
+    sims = [SimulatedFreeSwitch(PASSWORD, hostname=f"node{i}") for i in (1, 2)]
+    for s in sims:
+        await s.start()
+    notices: list[Notice] = []
+    text = deployment_text([s.port for s in sims]).replace(
+        "  records: calls.jsonl", "  records: calls.jsonl\n  node_lost_seconds: 1"
+    )
+    controller = await make_controller(text, tmp_path, notices)
+    h = Harness(sims, controller, notices, tmp_path)
+    try:
+        uuids = []
+        for sim in sims:
+            channel = await sim.inbound_call(
+                destination="+15550000001",
+                context="trunk-carrier",
+                variables={"sipagent_trunk": "carrier", "sipagent_agent": "support", "sipagent_number": "+15550000001"},
+            )
+            await h.wait("answered", channel.uuid)
+            uuids.append(channel.uuid)
+        await sims[0].stop()  # node1 is gone
+        ended = await h.wait("ended", uuids[0], timeout=5)
+        assert ended.data["lost"] is True and ended.call.hangup is not None
+        assert ended.call.hangup.result == "node_lost"
+        assert controller.call(uuids[1]) is not None  # the other node's call is still up
+        assert not [n for n in notices if n.kind == "ended" and n.call.uuid == uuids[1]]
+        sims[1].set_originate_outcome("+15557654321", "answer")
+        call = await controller.originate(trunk="carrier", to="+15557654321", agent="sales")
+        assert call.node == "fs2"
+    finally:
+        await controller.stop()
+        for s in sims:
+            await s.stop()
+    lines = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    lost = [r for r in lines if r["id"] == uuids[0]]
+    assert len(lost) == 1 and lost[0]["lost"] is True and lost[0]["result"] == "node_lost"
+
+
 # -- HTTP API -----------------------------------------------------------------------------------
 
 

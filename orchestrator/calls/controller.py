@@ -66,6 +66,7 @@ class NodeState:
     name: str
     client: EslClient
     synced: asyncio.Event = field(default_factory=asyncio.Event)
+    lost_timer: asyncio.TimerHandle | None = None
 
 
 #: the call's own facts among its variables: the last to give way when the fork metadata is too large
@@ -169,6 +170,9 @@ class Controller:
     async def stop(self) -> None:
         """Disconnect; calls stay up in FreeSWITCH."""
         for node in self.nodes.values():
+            if node.lost_timer is not None:
+                node.lost_timer.cancel()
+                node.lost_timer = None
             await node.client.stop()
         for uuid in list(self._awaiting):
             self._finish(uuid)
@@ -206,6 +210,9 @@ class Controller:
 
     def _connect_handler(self, node: str) -> Callable[[], Any]:
         async def connected() -> None:
+            timer, self.nodes[node].lost_timer = self.nodes[node].lost_timer, None
+            if timer is not None:
+                timer.cancel()
             self.metrics.esl_connected.labels(node).set(1)
             self.metrics.esl_connects.labels(node).inc()
             await self._resync(node)
@@ -215,11 +222,31 @@ class Controller:
 
     def _disconnect_handler(self, node: str) -> Callable[[], None]:
         def disconnected() -> None:
-            # nothing to undo: FreeSWITCH keeps the calls, the resync after reconnecting reconciles them
-            self.nodes[node].synced.clear()
+            # FreeSWITCH keeps the calls and the resync after reconnecting reconciles them; a node that stays
+            # away longer than node_lost_seconds is gone with its calls: they are recorded as lost
+            state = self.nodes[node]
+            state.synced.clear()
             self.metrics.esl_connected.labels(node).set(0)
+            wait = self.deployment.orchestrator.node_lost_seconds
+            if wait and state.lost_timer is None:
+                state.lost_timer = asyncio.get_running_loop().call_later(wait, self._node_lost, node)
 
         return disconnected
+
+    def _node_lost(self, node: str) -> None:
+        state = self.nodes[node]
+        state.lost_timer = None
+        if state.client.connected:
+            return
+        notices = self.tracker.node_lost(node)
+        if notices:
+            log.warning(
+                "node %s unreachable for %ss: %d call(s) recorded as lost",
+                node,
+                self.deployment.orchestrator.node_lost_seconds,
+                len(notices),
+            )
+        self._notify(notices)
 
     async def _resync(self, node: str) -> None:
         """After (re)connecting: list the node's channels, dump each, let the tracker reconcile.

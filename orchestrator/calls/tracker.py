@@ -352,6 +352,18 @@ class CallTracker:
                 notices += self._end(call, "unknown", lost=True)
         return notices
 
+    def node_lost(self, node: str) -> list[Notice]:
+        """``node`` has been unreachable too long: end every call on it as lost (dialing ones included).
+
+        If the node comes back with some of them still up, the resync adopts them again as new calls.
+        """
+        notices: list[Notice] = []
+        for call in [c for c in self.calls.values() if c.node == node]:
+            call.hangup = outcome.Hangup("UNKNOWN", None, None, "", "", "node_lost")
+            call.hangup_by = call.hangup_by or "unknown"
+            notices += self._end(call, "unknown", lost=True)
+        return notices
+
     def _reattach(self, node: str, dump: Event) -> tuple[list[Api], list[Notice]]:
         """Adopt a live channel of ours we did not know: claim it, fork it again, or wait for its answer."""
         call = self._from_channel(node, dump)

@@ -675,6 +675,13 @@ class Orchestrator(Model):
     records: FilePath | None = Field("calls.jsonl", description="JSONL file of call records (relative to this file).")
     originate_timeout_seconds: int = Field(60, ge=5, le=600, description="Ring time before an outbound call gives up.")
     command_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    node_lost_seconds: int = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="A node whose event socket stays unreachable this long is gone: its calls are recorded as lost "
+        "(0: wait for it to come back).",
+    )
 
     @field_validator("nodes")
     @classmethod
