@@ -329,7 +329,8 @@ def doctor(
     no_trunks: Annotated[bool, typer.Option("--no-trunks", help="Skip DNS and OPTIONS to outbound trunks.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network check.")] = 3.0,
 ) -> None:
-    """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP."""
+    """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP,
+    edge DNS."""
     from orchestrator.calls.nodes import node_endpoints
     from orchestrator.doctor import FAIL, run_all
 
