@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -119,12 +120,17 @@ async def test_a_call_gets_its_result_from_its_own_reply_socket(tmp_path: Path) 
 
 
 async def test_a_reply_socket_file_in_reply_dir_is_removed_afterwards(tmp_path: Path) -> None:
-    replies = tmp_path / "replies"
-    replies.mkdir()
-    async with server(tmp_path / "rpc.sock", _ok) as seen:
-        assert await rpc.call(tmp_path / "rpc.sock", "core.echo", reply_dir=replies) == "did core.echo"
-    assert Path(seen[0]["from"]).parent == replies
-    assert list(replies.iterdir()) == []
+    with tempfile.TemporaryDirectory(prefix="rpc") as short:  # a unix socket path has at most 107 bytes
+        replies = Path(short)
+        async with server(tmp_path / "rpc.sock", _ok) as seen:
+            assert await rpc.call(tmp_path / "rpc.sock", "core.echo", reply_dir=replies) == "did core.echo"
+        assert Path(os.fsdecode(seen[0]["from"])).parent == replies
+        assert list(replies.iterdir()) == []
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    with pytest.raises(rpc.RpcUnavailable, match=r"cannot bind a reply socket in .*ddd"):
+        await rpc.call(tmp_path / "rpc.sock", "core.echo", reply_dir=deep)
+    assert list(deep.iterdir()) == []
 
 
 async def test_a_missing_socket_and_nobody_listening_are_said_plainly(tmp_path: Path) -> None:
@@ -286,3 +292,13 @@ async def test_kamailio_refusing_a_call_says_why(kamailio: Path) -> None:
         with pytest.raises(rpc.RpcFailed, match="Invalid Parameters"):
             await client.call("dispatcher.set_state", ["zz"])
         assert await client.call("core.echo", ["still", "here"]) == ["still", "here"]
+
+
+async def test_only_kamailios_socket_can_answer_on_the_reply_socket(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="rpc") as short:
+        async with server(tmp_path / "rpc.sock", _ok), rpc.RpcClient(tmp_path / "rpc.sock", reply_dir=short) as client:
+            (reply,) = Path(short).iterdir()
+            assert reply.stat().st_mode & 0o777 == 0o666  # whatever user Kamailio runs as
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as intruder, pytest.raises(PermissionError):
+                intruder.sendto(b'{"jsonrpc":"2.0","result":"forged","id":1}', str(reply))
+            assert await client.call("core.echo") == "did core.echo"

@@ -104,21 +104,33 @@ class RpcClient:
     def open(self) -> None:
         """Bind the reply socket and connect it to Kamailio's (errors: :class:`RpcUnavailable`)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        name = f"sipagent-rpc-{secrets.token_hex(6)}"
+        directory = self.reply_dir or tempfile.gettempdir()
         try:
-            sock.setblocking(False)
-            name = f"sipagent-rpc-{os.getpid()}-{secrets.token_hex(6)}"
             if self.reply_dir is None and sys.platform == "linux":
+                directory = "the abstract namespace"
                 sock.bind("\0" + name)
             else:
-                directory = self.reply_dir or tempfile.gettempdir()
-                self._reply_path = os.path.join(directory, name + ".sock")
-                sock.bind(self._reply_path)
-                os.chmod(self._reply_path, 0o666)  # Kamailio may run as another user; connected: only it can send
+                path = os.path.join(directory, name + ".sock")
+                sock.bind(path)
+                self._reply_path = path
+        except OSError as exc:
+            sock.close()
+            self._unlink()
+            raise RpcUnavailable(f"cannot bind a reply socket in {directory}: {exc.strerror or exc}") from None
+        try:
             sock.connect(self.socket_path)
         except OSError as exc:
             sock.close()
             self._unlink()
             raise RpcUnavailable(self._why(exc)) from None
+        # connected: from now on only Kamailio's socket can send here; drop what anyone sent before
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.recv(1)
+        if self._reply_path is not None:
+            os.chmod(self._reply_path, 0o666)  # Kamailio may run as another user
         self._sock = sock
 
     def close(self) -> None:
@@ -142,7 +154,7 @@ class RpcClient:
             return f"nothing listens on {where} (Kamailio stopped?)"
         if exc.errno in (errno.EACCES, errno.EPERM):
             return f"not permitted to use {where} (its mode/group, dgram_mode and dgram_group)"
-        if exc.errno == errno.ENOTSOCK or exc.errno == errno.EPROTOTYPE:
+        if exc.errno in (errno.ENOTSOCK, errno.EPROTOTYPE):
             return f"{self.socket_path} is not a datagram socket"
         return f"cannot use {where}: {exc.strerror or exc}"
 
