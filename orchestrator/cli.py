@@ -329,7 +329,8 @@ def doctor(
     no_trunks: Annotated[bool, typer.Option("--no-trunks", help="Skip DNS and OPTIONS to outbound trunks.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network check.")] = 3.0,
 ) -> None:
-    """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP."""
+    """Diagnose a live deployment: ESL, SIP profiles, certificate, TLS, trunk DNS/OPTIONS, codecs, NAT, UDP,
+    edge DNS."""
     from orchestrator.calls.nodes import node_endpoints
     from orchestrator.doctor import FAIL, run_all
 
@@ -455,6 +456,66 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
         url = f"{a.url}?agent_id={a.agent_id}" if isinstance(a, ElevenLabsAgent) else a.url
         agents.add_row(_cell(a.name), _cell(a.protocol), _cell(url), _cell(a.audio_format))
     out.print(agents)
+    if d.edge is not None:
+        _show_edge(d)
+
+
+_PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _show_edge(d: Deployment) -> None:
+    """The static addresses carriers allowlist, and the pool behind the edge (never a password)."""
+    import ipaddress
+
+    edge = d.edge
+    assert edge is not None
+    public = d.public_transports
+    allow = Table(
+        title="Allowlist (static addresses for carriers)",
+        caption="Media flows directly between carriers and the nodes: it is not anchored at the edge (no rtpengine).",
+    )
+    for col in ("address", "traffic", "ports", "where"):
+        allow.add_column(col, overflow="fold")
+    for address in edge.addresses:
+        for name in ("tls", "tcp", "udp"):
+            if name in public.enabled():
+                allow.add_row(*map(_cell, (address, f"SIP {name.upper()}", public.port(name), f"edge {edge.host}")))
+    rtp = d.freeswitch.rtp_ports
+    for node in edge.nodes:
+        where = f"node {node.name}"
+        if any(ipaddress.ip_address(node.rtp_address) in ipaddress.ip_network(n) for n in _PRIVATE_NETWORKS):
+            where += " (a private address: set the node's rtp_ip to its public one)"
+        allow.add_row(*map(_cell, (node.rtp_address, "RTP UDP", f"{rtp.start}-{rtp.end}", where)))
+    out.print(allow)
+
+    pool = Table(title=f"Pool behind the edge (dispatch: {edge.dispatch.algorithm})")
+    for col in ("node", "SIP (from the edge, TCP)", "weight", "event socket"):
+        pool.add_column(col, overflow="fold")
+    for node in edge.nodes:
+        cells = (node.name, _hostport(node.sip_ip, node.sip_port), node.weight, _hostport(node.esl_host, node.esl.port))
+        pool.add_row(*map(_cell, cells))
+    out.print(pool)
+
+
+@app.command()
+@_guard
+def dns(
+    file: FileArg,
+    env_file: EnvFileOpt = None,
+    ttl: Annotated[int, typer.Option("--ttl", min=0, max=2**31 - 1, help="TTL of every record, in seconds.")] = 3600,
+) -> None:
+    """Print the DNS records to publish for the edge's name (RFC 3263: NAPTR, SRV, A/AAAA) as zone-file lines."""
+    from orchestrator.edge.dns import zone_text
+
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    if result.deployment.edge is None:
+        raise _fail(f"{file} has no edge section: the records are for the edge's host name (edge.host)", EXIT_INVALID)
+    sys.stdout.write(zone_text(result.deployment, ttl))
 
 
 @app.command("run")

@@ -1,7 +1,8 @@
 """The package layout reads like the data flow, and stays that way: no package imports another against it.
 
 config → render → FreeSWITCH; ESL events → calls → media → agents, with ``audio`` a leaf both media and
-agents use (docs/architecture.md). Every import counts, including those inside functions.
+agents use (docs/architecture.md); ``edge`` (the Kamailio edge's DNS records and live reloads) reads only the
+configuration, and the CLI, doctor and render use it. Every import counts, including those inside functions.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ FORBIDDEN = {
     "dtmf": {"*"},
     "channelvars": {"*"},
     "perf": {"*"},
-    "config": {"agents", "api", "audio", "calls", "cli", "doctor", "esl", "media", "render", "runtime"},
-    "esl": {"agents", "api", "audio", "calls", "cli", "doctor", "media", "render", "runtime"},
-    "agents": {"api", "calls", "cli", "doctor", "esl", "media", "render", "runtime"},
-    "media": {"api", "calls", "cli", "doctor", "render", "runtime"},
-    "calls": {"api", "cli", "doctor", "render", "runtime"},
+    "config": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime"},
+    "edge": {"agents", "api", "audio", "calls", "cli", "doctor", "esl", "media", "render", "runtime"},
+    "esl": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "media", "render", "runtime"},
+    "agents": {"api", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime"},
+    "media": {"api", "calls", "cli", "doctor", "edge", "render", "runtime"},
+    "calls": {"api", "cli", "doctor", "edge", "render", "runtime"},
     "render": {"agents", "api", "audio", "calls", "cli", "doctor", "media", "runtime"},
     "doctor": {"api", "calls", "cli", "runtime"},
     "api": {"cli", "doctor", "render", "runtime"},

@@ -527,7 +527,7 @@ class EdgeDispatch(Model):
 class Edge(Model):
     """A Kamailio SIP edge in front of the nodes: one public address for carriers, calls spread over the pool."""
 
-    host: Domain = Field(description="Public host name of the edge (SRV/NAPTR target, its TLS certificate's name).")
+    host: SipDomain = Field(description="Public host name of the edge (SRV/NAPTR target, its TLS certificate's name).")
     addresses: list[IpAddress] = Field(
         min_length=1, max_length=16, description="Public addresses carriers send to (static: they allowlist them)."
     )

@@ -5,7 +5,8 @@ configured ports; the certificate (chain, expiry, names); TLS with a peer (≥ 1
 refused, a modern cipher); outbound addresses per RFC 3263 (NAPTR → SRV → A/AAAA, dnspython); SIP
 OPTIONS reachability; codec support (G.722 needs mod_spandsp); the fork module loaded and able to play
 agent audio the configured way (streaming needs the jambonz mod_audio_fork); NAT (private bind without external
-addresses → one-way audio); UDP (fragmentation).
+addresses → one-way audio); UDP (fragmentation); with an edge, its name's NAPTR, SRV and A/AAAA records as
+``sipagent dns`` prints them.
 
 Two halves: :mod:`~orchestrator.doctor.probes` gathers facts (network probes with the ESL client, resolver and
 connectors as parameters, so every check is tested without the internet) and :mod:`~orchestrator.doctor.verdicts`
@@ -18,12 +19,15 @@ from pathlib import Path
 
 from orchestrator.config.model import Deployment
 from orchestrator.doctor.probes import (
+    DnsUnavailable,
     Resolver,
     check_certificate,
+    check_edge_dns,
     check_esl,
     check_tls_peer,
     check_trunks,
     dns_resolver,
+    make_resolver,
     options_ping,
     resolve_sip,
     tls_probe,
@@ -48,10 +52,12 @@ __all__ = [
     "PASS",
     "SKIP",
     "WARN",
+    "DnsUnavailable",
     "Resolver",
     "Result",
     "check_certificate",
     "check_codecs",
+    "check_edge_dns",
     "check_esl",
     "check_fork",
     "check_nat",
@@ -61,6 +67,7 @@ __all__ = [
     "check_udp",
     "dns_resolver",
     "esl_failure",
+    "make_resolver",
     "options_ping",
     "resolve_sip",
     "run_all",
@@ -74,11 +81,12 @@ async def run_all(
     endpoints: list[Endpoint],
     *,
     peers: list[tuple[str, int]] | None = None,
-    resolver: Resolver = dns_resolver,
+    resolver: Resolver | None = None,
     timeout: float = 3.0,
     trunks: bool = True,
 ) -> list[Result]:
-    """Every check, in the order an operator reads them."""
+    """Every check, in the order an operator reads them. ``resolver``: for the trunks and the edge's records
+    (default: the system's DNS, each lookup bounded by ``timeout``)."""
     results: list[Result] = []
     esl, live = await check_esl(d, endpoints, timeout)
     results += esl
@@ -95,5 +103,6 @@ async def run_all(
     for host, port in peers or []:
         results += await check_tls_peer(host, port)
     if trunks:
-        results += await check_trunks(d, resolver, timeout)
+        results += await check_trunks(d, resolver or dns_resolver, timeout)
+    results += await check_edge_dns(d, resolver or make_resolver(timeout=timeout))
     return results

@@ -18,11 +18,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import dns.rdatatype
+
 from orchestrator.config.model import Deployment
 from orchestrator.config.tls_material import TlsMaterial, TlsMaterialError
 from orchestrator.config.tls_material import load as load_tls
 from orchestrator.doctor import verdicts
 from orchestrator.doctor.verdicts import NodeFacts, Result, TrunkFacts
+from orchestrator.edge import dns as edge_dns
 from orchestrator.esl import replies
 from orchestrator.esl.client import Endpoint, EslClient
 from orchestrator.media import dialects
@@ -113,6 +116,35 @@ async def dns_resolver(name: str, rdtype: str) -> list[Any]:
         return list(await dns.asyncresolver.resolve(name, rdtype, lifetime=5))
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
         return []
+
+
+class DnsUnavailable(Exception):
+    """No answer from DNS at all (timeout, no server answered): not the same as a name without records."""
+
+
+def make_resolver(nameservers: list[str] | None = None, port: int = 53, timeout: float = 3.0) -> Resolver:
+    """A resolver over dnspython's asynchronous one: the system's servers, or ``nameservers`` on ``port``; each
+    lookup gives up after ``timeout`` seconds. A name without such records → ``[]``; no answer → DnsUnavailable."""
+    import dns.asyncresolver
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.asyncresolver.Resolver(configure=nameservers is None)
+    if nameservers is not None:
+        resolver.nameservers, resolver.port = list(nameservers), port
+    resolver.timeout = resolver.lifetime = timeout
+
+    async def resolve(name: str, rdtype: str) -> list[Any]:
+        try:
+            return list(await resolver.resolve(name, rdtype, lifetime=timeout, search=False))
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except dns.exception.Timeout:
+            raise DnsUnavailable(f"no answer from DNS within {timeout:g} s") from None
+        except dns.resolver.NoNameservers as exc:
+            raise DnsUnavailable(f"no DNS server answered ({exc})") from None
+
+    return resolve
 
 
 async def resolve_sip(host: str, transport: str, port: int | None, resolver: Resolver) -> list[tuple[str, int]]:
@@ -234,3 +266,24 @@ async def check_tls_peer(host: str, port: int) -> list[Result]:
         for version in verdicts.OLD_TLS:
             handshakes[version] = await asyncio.to_thread(tls_probe, host, port, version)
     return verdicts.tls_peer(f"{host}:{port}", handshakes)
+
+
+# -- the edge's DNS records ---------------------------------------------------------------------------------
+async def check_edge_dns(d: Deployment, resolver: Resolver) -> list[Result]:
+    """The edge's name resolves to what ``sipagent dns`` publishes: NAPTR, the SRV records, A and AAAA."""
+    if d.edge is None:
+        return []
+    wanted = {(rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype)): list(rrset) for rrset in edge_dns.rrsets(d)}
+    host = edge_dns.host_name(d).to_text()
+    for rdtype in ("A", "AAAA"):  # both, so an address that is not the edge's shows up too
+        wanted.setdefault((host, rdtype), [])
+    facts = verdicts.EdgeDnsFacts(d.edge.host, [(name, rdtype, records) for (name, rdtype), records in wanted.items()])
+
+    async def lookup(name: str, rdtype: str) -> None:
+        try:
+            facts.found[(name, rdtype)] = await resolver(name, rdtype)
+        except DnsUnavailable as exc:
+            facts.found[(name, rdtype)] = str(exc)
+
+    await asyncio.gather(*(lookup(name, rdtype) for name, rdtype in wanted))
+    return verdicts.edge_dns(facts)

@@ -448,3 +448,96 @@ def tls_peer(target: str, handshakes: dict[ssl.TLSVersion, tuple[bool, str]]) ->
             )
         )
     return out
+
+
+# -- the edge's DNS records ---------------------------------------------------------------------------------
+@dataclass
+class EdgeDnsFacts:
+    """What DNS says about the edge's name next to what ``sipagent dns`` publishes.
+
+    ``expected``: each lookup in order, (owner name, record type, the records that should be there — empty when
+    none should); ``found``: the answers per (owner, type), or why the lookup failed (a string).
+    """
+
+    host: str
+    expected: list[tuple[str, str, list[Any]]]
+    found: dict[tuple[str, str], list[Any] | str] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _dns_name(value: Any) -> str:
+    return _text(value).rstrip(".").lower()
+
+
+def _record(rdtype: str, r: Any) -> tuple[Any, ...]:
+    """What identifies a record for the comparison (order, preference, priority and weight aside)."""
+    if rdtype == "NAPTR":
+        return (_text(r.flags).lower(), _text(r.service).upper(), _text(r.regexp), _dns_name(r.replacement))
+    if rdtype == "SRV":
+        return (int(r.port), _dns_name(r.target))
+    return (ipaddress.ip_address(_text(r)).compressed,)
+
+
+def _shown(rdtype: str, key: tuple[Any, ...]) -> str:
+    if rdtype == "NAPTR":
+        flags, service, regexp, replacement = key
+        return f'"{flags}" "{service}" "{regexp}" {replacement}.'
+    if rdtype == "SRV":
+        return f"{key[1]}.:{key[0]}"
+    return str(key[0])
+
+
+def edge_dns(facts: EdgeDnsFacts) -> list[Result]:
+    """Each of the edge's records resolves as ``sipagent dns`` prints it: one result per owner name and type.
+
+    Missing or wrong records fail, as do addresses that are not the edge's (carriers would send there); other
+    NAPTR/SRV targets besides the edge's (a second edge?) and a NAPTR order that does not put TLS first warn.
+    """
+    fix = "publish the records `sipagent dns` prints for this deployment (and wait for the old TTL to expire)"
+    out: list[Result] = []
+    for owner, rdtype, records in facts.expected:
+        target = f"{owner.rstrip('.')} {rdtype}"
+        answer = facts.found.get((owner, rdtype), [])
+        if isinstance(answer, str):
+            out.append(
+                Result("edge dns", target, WARN, f"lookup failed: {answer}", "check this machine's DNS resolver")
+            )
+            continue
+        want = [_record(rdtype, r) for r in records]
+        got = [_record(rdtype, r) for r in answer]
+        missing = [k for k in want if k not in got]
+        extra = [k for k in got if k not in want]
+        if not want and not got:
+            continue
+        address = rdtype in ("A", "AAAA")
+        if missing:
+            detail = "missing: " + ", ".join(_shown(rdtype, k) for k in missing)
+            if extra:
+                detail += "; published instead: " + ", ".join(_shown(rdtype, k) for k in extra)
+            out.append(Result("edge dns", target, FAIL, detail, fix))
+        elif extra and (address or not want):
+            shown = ", ".join(_shown(rdtype, k) for k in extra)
+            detail = f"also resolves to {shown}: not an address of the edge, carriers would send there"
+            out.append(Result("edge dns", target, FAIL, detail, fix))
+        elif extra:
+            shown = ", ".join(_shown(rdtype, k) for k in extra)
+            detail = f"as published by sipagent dns, and also {shown} (not this edge: a second edge?)"
+            out.append(Result("edge dns", target, WARN, detail, "remove them unless another edge serves them"))
+        elif rdtype == "NAPTR" and (order := _naptr_order(want, answer)) is not None:
+            out.append(Result("edge dns", target, WARN, order, "give the NAPTR records the order sipagent dns prints"))
+        else:
+            out.append(Result("edge dns", target, PASS, ", ".join(_shown(rdtype, k) for k in want)))
+    return out
+
+
+def _naptr_order(want: list[tuple[Any, ...]], answer: list[Any]) -> str | None:
+    """None when clients try the published NAPTR records in the edge's order (TLS, TCP, UDP), else what differs."""
+    ranked = sorted(answer, key=lambda r: (int(r.order), int(r.preference)))
+    services = [_record("NAPTR", r)[1] for r in ranked if _record("NAPTR", r) in want]
+    expected = [k[1] for k in want]
+    if services == expected:
+        return None
+    return f"clients try {' then '.join(services)}; the edge's records put {' then '.join(expected)}"
