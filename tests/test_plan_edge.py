@@ -90,6 +90,7 @@ def test_the_edge_context_hands_each_inbound_trunk_to_its_context(tls_dir: Path)
         ("office-pbx", "^office\\-pbx$", "trunk-office-pbx"),
     ]  # the outbound-only trunk takes no calls
     assert edge.variables == ((channelvars.SOURCE, "${sip_h_X-Sipagent-Source}"),)
+    assert edge.cleared == ("sip_h_X-Sipagent-Trunk", "sip_h_X-Sipagent-Source")
     # the trunk contexts (policy, SRTP, routes, variables) are the single node's
     single = build(d.model_copy(update={"edge": None}), tls_dir)
     assert plan.contexts == single.contexts
@@ -303,6 +304,8 @@ def test_node_tree_is_well_formed_and_reads_as_planned(tls_dir: Path, tmp_path: 
     steps = [(a.tag, a.get("application"), a.get("data")) for a in first[1]]
     assert steps == [
         ("action", "set", "sipagent_source=${sip_h_X-Sipagent-Source}"),
+        ("action", "unset", "sip_h_X-Sipagent-Trunk"),  # never copied onto a bridged leg
+        ("action", "unset", "sip_h_X-Sipagent-Source"),
         ("action", "transfer", "$1 XML trunk-office-pbx"),
         ("anti-action", "set", "sipagent_trunk=office-pbx"),
         ("anti-action", "set", "sipagent_refused=unknown_number"),

@@ -179,6 +179,10 @@ class EdgeContext:
     trunk_variable: str
     number_pattern: str
     variables: tuple[tuple[str, str], ...]
+    #: the edge's header variables, unset before the transfer: sofia copies every ``sip_h_*`` of a call onto
+    #: the legs it bridges to (mod_sofia.c, sip_copy_custom_headers), where the A leg's trunk header would
+    #: override the gateway's and send a bridged transfer to the wrong carrier
+    cleared: tuple[str, ...]
     routes: tuple[EdgeRoute, ...]
 
 
@@ -492,6 +496,7 @@ def _edge_context(deployment: Deployment) -> EdgeContext:
         trunk_variable=f"${{sip_h_{TRUNK_HEADER}}}",
         number_pattern=EDGE_NUMBER_PATTERN,
         variables=((channelvars.SOURCE, f"${{sip_h_{SOURCE_HEADER}}}"),),
+        cleared=(f"sip_h_{TRUNK_HEADER}", f"sip_h_{SOURCE_HEADER}"),
         routes=routes,
     )
 
