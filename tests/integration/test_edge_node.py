@@ -253,3 +253,32 @@ def test_a_call_on_a_gateway_leaves_through_the_edge(node: Node) -> None:
         assert "USER_BUSY" in reply, reply  # the edge's 486: the INVITE reached it
     finally:
         assert uas.wait(timeout=30) == 0  # and carried what the edge needs (sipp checked each header)
+
+
+OPTIONS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="probe">
+  <send>
+    <![CDATA[
+
+      OPTIONS sip:[remote_ip]:[remote_port];transport=tcp SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:edge@[local_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def test_the_node_answers_the_edges_probes(node: Node) -> None:
+    """The edge's dispatcher probes each node with OPTIONS: 200 while it takes calls (503 when busy)."""
+    xml = node.work / "probe.xml"
+    xml.write_text(OPTIONS)
+    assert call(node, xml).wait(timeout=30) == 0
