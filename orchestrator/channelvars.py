@@ -22,6 +22,9 @@ AGENT: Final = PREFIX + "agent"
 NUMBER: Final = PREFIX + "number"
 #: why the dialplan refused an inbound call before parking it (``srtp_required``, ``unknown_number``)
 REFUSED: Final = PREFIX + "refused"
+#: behind an edge: where the carrier's INVITE came from, as the edge saw it (``<ip>:<port>;transport=<proto>``,
+#: its X-Sipagent-Source header; set in the node's ``edge`` context)
+SOURCE: Final = PREFIX + "source"
 #: ``outbound`` on the calls the controller places
 DIRECTION: Final = PREFIX + "direction"
 #: what an outbound call dials, as the API was given it
@@ -39,3 +42,14 @@ AGENT_OVERRIDE: Final = PREFIX + "override_"
 #: set on every call before it is answered (inbound: ``uuid_setvar_multi``; outbound: on the originate):
 #: silence frames while parked (the fork needs media from the first moment) and REFER without blocking
 ANSWER_VARIABLES: Final[dict[str, str]] = {"send_silence_when_idle": "-1", "sip_refer_continue_after_reply": "true"}
+
+#: behind an edge: the SIP headers the edge adds to what it relays to a node, and strips from every outside
+#: request (so no carrier can set them); the node's gateways name their trunk in the first
+EDGE_HEADER_PREFIX: Final = "X-Sipagent-"
+TRUNK_HEADER: Final = EDGE_HEADER_PREFIX + "Trunk"
+SOURCE_HEADER: Final = EDGE_HEADER_PREFIX + "Source"
+
+
+def is_edge_header(name: str) -> bool:
+    """True for a header name the edge reserves (``X-Sipagent-*``, any case)."""
+    return name.lower().startswith(EDGE_HEADER_PREFIX.lower())

@@ -114,6 +114,10 @@ def test_header_names_and_values() -> None:
         with pytest.raises(dialing.Invalid) as info:
             dialing.headers({name: "v"})
         assert info.value.code == "invalid_header"
+    for reserved in ("X-Sipagent-Trunk", "X-SIPAGENT-Source", "X-sipagent-x"):  # the edge's, any case
+        with pytest.raises(dialing.Invalid, match="reserved for the edge") as info:
+            dialing.headers({reserved: "other-trunk"})
+        assert info.value.code == "invalid_header"
     for value in ("a}b", "{", "a:_:b", "${x}", "line\r\nX-Evil: 1", "nul\x00", "", "x" * 1025, 7):
         with pytest.raises(dialing.Invalid) as info:
             dialing.headers({"X-A": value})  # type: ignore[dict-item]

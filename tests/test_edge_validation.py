@@ -157,6 +157,46 @@ CASES: list[tuple[str, dict[str, str], str, str]] = [
         "set transports.tls.ca_bundle",
     ),
     (
+        "register-behind-an-edge",
+        {
+            "edge": _edge(N1),
+            "trunks": "trunks:\n  - name: pbx\n    inbound: {transports: [tcp], auth: {acl: [10.20.0.0/24]}}\n"
+            "    outbound:\n      address: sbc.carrier.example\n      auth: {username: u, password: p}\n"
+            "      register: true #!\n",
+            "numbers": 'numbers:\n  - {number: "+15550000002", trunk: pbx, agent: support}\n',
+        },
+        "trunks[0].outbound.register",
+        "registering is not supported behind an edge",
+    ),
+    (
+        "edge-header-to-an-agent",
+        {
+            "edge": _edge(N1),
+            "trunks": "trunks:\n  - name: pbx\n    inbound:\n      transports: [tcp]\n      auth: {acl: [10.20.0.0/24]}\n"
+            "      headers: [X-Customer, X-Sipagent-Source] #!\n",
+            "numbers": 'numbers:\n  - {number: "+15550000002", trunk: pbx, agent: support}\n',
+        },
+        "trunks[0].inbound.headers[1]",
+        "set by the edge",
+    ),
+    (
+        "edge-header-sent-to-a-carrier",
+        {
+            "edge": _edge(N1),
+            "trunks": "trunks:\n  - name: pbx\n    outbound:\n      address: sbc.carrier.example\n"
+            "      headers: {X-Origin: ai, X-SIPAGENT-Trunk: other} #!\n",
+            "numbers": "",
+        },
+        "trunks[0].outbound.headers.X-SIPAGENT-Trunk",
+        "are the edge's",
+    ),
+    (
+        "two-nodes-one-event-socket",
+        {"edge": _edge(N1 + "    - {name: fs2, sip_ip: 127.0.0.1, sip_port: 5090, esl: {port: 8021}} #!\n")},
+        "edge.nodes[1].esl.port",
+        "event socket 127.0.0.1:8021 is node 'fs1''s too",
+    ),
+    (
         "edge-unknown-key",
         {"edge": _edge(N1, "  nodez: 1 #!\n")},
         "edge.nodez",
@@ -184,3 +224,15 @@ def test_udp_on_the_edge_warns(tls_dir: Path) -> None:
     )
     assert result.errors == [], [str(d) for d in result.errors]
     assert any(w.dotted_path == "edge.transports.udp" and "testing only" in w.message for w in result.warnings)
+
+
+def test_register_and_edge_headers_are_fine_without_an_edge(tls_dir: Path) -> None:
+    """The edge's rules only bind behind an edge: a single node may register and pass any X- header on."""
+    _, result = run(
+        tls_dir,
+        trunks="trunks:\n  - name: pbx\n    inbound:\n      transports: [tcp]\n      auth: {acl: [10.20.0.0/24]}\n"
+        "      headers: [X-Sipagent-Source]\n    outbound:\n      address: sbc.carrier.example\n"
+        "      auth: {username: u, password: p}\n      register: true\n",
+        numbers='numbers:\n  - {number: "+15550000002", trunk: pbx, agent: support}\n',
+    )
+    assert result.errors == [], [str(d) for d in result.errors]

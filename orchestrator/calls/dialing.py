@@ -200,8 +200,15 @@ def _bounded(items: object, kind: str, name_rule: re.Pattern[str], total: int, c
 
 
 def headers(items: object) -> dict[str, str]:
-    """X- headers for an INVITE: ``X-Name`` → value."""
-    return _bounded(items, "header", X_HEADER_NAME, MAX_HEADER_BYTES, "invalid_header")
+    """X- headers for an INVITE: ``X-Name`` → value. ``X-Sipagent-*`` is refused: behind an edge it names the
+    trunk the edge sends the call to (an originate's variables would override the gateway's)."""
+    found = _bounded(items, "header", X_HEADER_NAME, MAX_HEADER_BYTES, "invalid_header")
+    for name in found:
+        if channelvars.is_edge_header(name):
+            raise Invalid(
+                "invalid_header", f"header {name}: {channelvars.EDGE_HEADER_PREFIX}* is reserved for the edge"
+            )
+    return found
 
 
 def variables(items: object) -> dict[str, str]:

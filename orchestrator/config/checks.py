@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 from pydantic import BaseModel, SecretStr
 
+from orchestrator import channelvars
 from orchestrator.config import tls_material
 from orchestrator.config.diagnostics import Diagnostic, Path, Severity, format_path
 from orchestrator.config.model import Edge, FreeSwitch, Number, Orchestrator, Transports, Trunk
@@ -404,6 +405,7 @@ class _Checker:
                 self.error(("edge", "nodes", i, "name"), f"node '{node.name}' is listed twice (first on line {line})")
             names.setdefault(node.name, i)
         self._edge_nodes(e)
+        self._edge_trunks()
         if e.transports is not None and ("transports",) in self.src.positions:
             self.error(
                 ("transports",),
@@ -422,7 +424,47 @@ class _Checker:
                     f"{format_path((*where, 'tls', 'ca_bundle'))} (the CAs that sign this trunk's certificates)",
                 )
 
+    def _edge_trunks(self) -> None:
+        """What a node behind the edge cannot do for a trunk: register (the REGISTER would leave from the node,
+        through the edge, with the node's Contact), or use the X-Sipagent- headers the edge sets and strips."""
+        prefix = channelvars.EDGE_HEADER_PREFIX
+        for i, trunk in self.p.trunks.items():
+            if trunk.outbound is not None:
+                ob = trunk.outbound
+                if ob.register_:
+                    self.error(
+                        ("trunks", i, "outbound", "register"),
+                        "registering is not supported behind an edge: the registration would come from a node "
+                        "(its Contact, through the edge), not from the edge's address; ask the carrier for an "
+                        "IP trunk to the edge's addresses",
+                    )
+                for name in ob.headers:
+                    if channelvars.is_edge_header(name):
+                        self.error(
+                            ("trunks", i, "outbound", "headers", name),
+                            f"{name}: headers starting with {prefix} are the edge's (the node names the trunk in "
+                            f"{channelvars.TRUNK_HEADER}; the edge removes them before the carrier)",
+                        )
+            if trunk.inbound is not None:
+                for j, mapping in enumerate(trunk.inbound.header_mappings()):
+                    if channelvars.is_edge_header(mapping.header):
+                        self.error(
+                            ("trunks", i, "inbound", "headers", j),
+                            f"{mapping.header}: headers starting with {prefix} are set by the edge (trunk, source), "
+                            "never taken from a carrier, and not passed to agents",
+                        )
+
     def _edge_nodes(self, e: Edge) -> None:
+        sockets: dict[tuple[str, int], int] = {}
+        for i, node in enumerate(e.nodes):
+            esl = (node.esl_host.lower(), node.esl.port)
+            if esl in sockets:
+                self.error(
+                    ("edge", "nodes", i, "esl", "port"),
+                    f"node '{node.name}': event socket {node.esl_host}:{node.esl.port} is node "
+                    f"'{e.nodes[sockets[esl]].name}''s too (give each node its own port)",
+                )
+            sockets.setdefault(esl, i)
         seen: dict[tuple[IpAddr, int], int] = {}
         public = [_ip(a) for a in e.addresses] + ([_ip(e.listen_ip)] if e.listen_ip else [])
         internal = _ip(e.internal_address)

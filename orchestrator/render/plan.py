@@ -8,6 +8,13 @@ be tested without rendering. Names used in FreeSWITCH:
 * Gateway per outbound trunk: ``<trunk name>`` (dial ``sofia/gateway/<trunk>/<number>``).
 * Dialplan context per inbound trunk: ``trunk-<name>``; ``reject`` catches everything else.
 * Directory domain per profile with digest trunks: ``trunks-<transport>``.
+
+Behind an edge (``deployment.edge``) each node gets its own plan (:func:`build` with ``node``): one SIP
+profile ``edge`` (TCP on the node's ``sip_ip:sip_port``) that admits only the edge's internal address, into
+the context ``edge``; that context trusts the edge's ``X-Sipagent-Trunk`` header (the edge authenticated the
+carrier and strips the header from outside input) and transfers the call to ``trunk-<name>``, unchanged from
+a single node. No digest users on nodes (the edge challenges). Gateways send through the edge (sofia's
+``outbound-proxy``) with ``X-Sipagent-Trunk: <name>``; the Request-URI names the carrier.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from pydantic import SecretStr
 
 from orchestrator import channelvars
 from orchestrator.config import tls_material
-from orchestrator.config.model import Deployment, FreeSwitch, Number, Trunk
+from orchestrator.config.model import Deployment, Edge, EdgeNode, FreeSwitch, Number, Trunk
 from orchestrator.config.types import Transport
 
 #: ``rtp_secure_media`` value for each media encryption setting.
@@ -35,6 +42,19 @@ CRYPTO_IN_AVP = "rtp_allow_crypto_in_avp"
 VERIFY_POLICY = {"none": "none", "outgoing": "out", "incoming": "in", "all": "all"}
 HANDOFF_CAUSE = "NORMAL_TEMPORARY_FAILURE"  # 503: the carrier may try another route
 REJECT_CONTEXT = "reject"
+#: Behind an edge: the node's one SIP profile, the ACL list holding the edge's address, the context it feeds.
+EDGE_PROFILE = "edge"
+EDGE_ACL = "edge"
+EDGE_CONTEXT = "edge"
+#: the empty list a node's ``local-network-acl`` names: its only SIP peer (the edge) is never "local", so an
+#: ext-rtp-ip always goes into its SDP (switch_core_media_check_nat decides by the signalling peer)
+NO_LOCAL_NETWORK = "nowhere-local"
+#: headers the edge adds to what it relays to a node (and strips from outside input)
+TRUNK_HEADER = channelvars.TRUNK_HEADER
+SOURCE_HEADER = channelvars.SOURCE_HEADER
+#: destination numbers the edge context hands on (``transfer`` splits its argument at blanks and quotes;
+#: anything else is no number a route could match, refused as unknown)
+EDGE_NUMBER_PATTERN = "^([0-9A-Za-z+*#._-]{1,64})$"
 LOG_LEVELS = ["debug", "info", "notice", "warning", "err", "crit", "alert"]
 
 
@@ -62,6 +82,8 @@ class Gateway:
     from_domain: str | None
     ping_seconds: int
     variables: tuple[tuple[str, str], ...]
+    #: next hop for every request (sofia ``outbound-proxy``): behind an edge, the edge's internal address
+    outbound_proxy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,8 @@ class Profile:
     directory_domain: str | None
     gateways: tuple[Gateway, ...]
     tls: TlsSettings | None
+    #: ``apply-nat-acl`` (None on a node behind an edge: the edge is no NATed client)
+    nat_acl: str | None = "nat.auto"
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,39 @@ class TrunkContext:
 
 
 @dataclass(frozen=True)
+class EventSocketSettings:
+    """mod_event_socket: where it listens, with which password."""
+
+    listen_ip: str
+    port: int
+    password: SecretStr
+
+
+@dataclass(frozen=True)
+class EdgeRoute:
+    """An extension of the ``edge`` context: calls the edge says are a trunk's go to that trunk's context."""
+
+    trunk: str
+    pattern: str
+    context: str
+
+
+@dataclass(frozen=True)
+class EdgeContext:
+    """The context calls from the edge enter (the ``edge`` profile's ACL pass context)."""
+
+    name: str
+    trunk_variable: str
+    number_pattern: str
+    variables: tuple[tuple[str, str], ...]
+    #: the edge's header variables, unset before the transfer: sofia copies every ``sip_h_*`` of a call onto
+    #: the legs it bridges to (mod_sofia.c, sip_copy_custom_headers), where the A leg's trunk header would
+    #: override the gateway's and send a bridged transfer to the wrong carrier
+    cleared: tuple[str, ...]
+    routes: tuple[EdgeRoute, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the templates print."""
 
@@ -144,8 +201,16 @@ class Plan:
     tls_material: tls_material.TlsMaterial | None
     esl_acl: str
     handoff: str
+    #: sip-ip / rtp-ip of every profile, and the external addresses (None: not written)
+    sip_ip: str
+    ext_sip_ip: str | None
+    ext_rtp_ip: str | None
+    event_socket: EventSocketSettings
 
     reject_context: str = REJECT_CONTEXT
+    #: behind an edge: the node this plan is for, and the context the edge's calls enter
+    node: EdgeNode | None = None
+    edge_context: EdgeContext | None = None
 
     @property
     def fs(self) -> FreeSwitch:
@@ -178,18 +243,32 @@ def _codec_string(codecs: Sequence[str]) -> str:
     return ",".join(codecs)
 
 
-def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
+def _host(address: str) -> str:
+    """An address as the host part of a SIP URI (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
+def _gateway(trunk: Trunk, deployment: Deployment, edge: Edge | None = None) -> Gateway:
+    """A trunk's gateway; behind ``edge``, one that reaches the carrier through the edge.
+
+    sofia (mod_sofia.c sofia_outgoing_channel) builds the Request-URI from ``proxy`` and sends to
+    ``outbound-proxy`` when given (``sip_route_uri``, the next hop, no Route header): so behind an edge,
+    ``proxy`` stays the carrier (the R-URI names it; sofia adds ``;transport=tcp``, which the edge replaces
+    with the trunk's transport) and the edge is the outbound proxy. ``from-domain`` names the carrier too
+    (the From would otherwise carry the node's address). No OPTIONS through the edge: it answers them itself.
+    """
     out = trunk.outbound
     assert out is not None
     try:
         is_ip = bool(ipaddress.ip_address(out.address))
     except ValueError:
         is_ip = False
-    host = f"[{out.address}]" if ":" in out.address else out.address
+    host = _host(out.address)
     # a host name without a port leaves room for DNS SRV (RFC 3263); an IP always gets one
     port = out.port or (out.effective_port if is_ip else None)
     proxy = f"{host}:{port}" if port else host
-    proxy += f";transport={out.transport}"
+    if edge is None:
+        proxy += f";transport={out.transport}"
     variables: list[tuple[str, str]] = [
         (channelvars.TRUNK, trunk.name),
         ("rtp_secure_media_outbound", SRTP_MODES[out.media_encryption]),
@@ -202,17 +281,20 @@ def _gateway(trunk: Trunk, deployment: Deployment) -> Gateway:
     if out.caller_id:
         variables.append((channelvars.DEFAULT_CALLER_ID, out.caller_id))
     variables += [(f"sip_h_{name}", value) for name, value in out.headers.items()]
+    if edge is not None:
+        variables.append((f"sip_h_{TRUNK_HEADER}", trunk.name))
     return Gateway(
         name=trunk.name,
         proxy=proxy,
-        transport=out.transport,
-        register=out.register_,
+        transport=out.transport if edge is None else "tcp",
+        register=out.register_ if edge is None else False,
         username=out.auth.username if out.auth else "sipagent",
         password=out.auth.password if out.auth else None,
         realm=out.auth.realm if out.auth else None,
-        from_domain=out.from_domain,
-        ping_seconds=out.ping_seconds,
+        from_domain=out.from_domain if edge is None else out.from_domain or out.address,
+        ping_seconds=out.ping_seconds if edge is None else 0,
         variables=tuple(variables),
+        outbound_proxy=None if edge is None else f"{_host(edge.internal_address)}:{edge.internal_port};transport=tcp",
     )
 
 
@@ -325,8 +407,18 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
     return contexts
 
 
-def build(deployment: Deployment, base_dir: Path) -> Plan:
-    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree)."""
+def build(deployment: Deployment, base_dir: Path, node: EdgeNode | str | None = None) -> Plan:
+    """Derive the FreeSWITCH plan. Reads the TLS files (they are copied into the rendered tree).
+
+    Behind an edge, ``node`` (an entry of ``edge.nodes`` or its name) picks the node the plan is for;
+    without an edge there is one node and ``node`` must be None.
+    """
+    if deployment.edge is not None:
+        if node is None:
+            raise ValueError("behind an edge every node has its own configuration: name the node")
+        return _node_plan(deployment, deployment.edge, _find_node(deployment.edge, node))
+    if node is not None:
+        raise ValueError("a node was named, but the deployment has no edge")
     fs = deployment.freeswitch
     acls = _acls(deployment)
     profiles: list[Profile] = []
@@ -341,7 +433,7 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
     material = None
     if deployment.transports.tls is not None:
         material = tls_material.load(deployment.transports.tls, base_dir)
-    handoff = f"{fs.handoff_timeout_seconds}:{HANDOFF_CAUSE}" if fs.handoff_timeout_seconds else ""
+    esl = fs.event_socket
     return Plan(
         deployment=deployment,
         sip_domain=deployment.sip_domain,
@@ -353,5 +445,109 @@ def build(deployment: Deployment, base_dir: Path) -> Plan:
         contexts=tuple(_contexts(deployment)),
         tls_material=material,
         esl_acl="esl",
-        handoff=handoff,
+        handoff=_handoff(fs),
+        sip_ip=fs.bind_ip,
+        ext_sip_ip=fs.ext_sip_ip,
+        ext_rtp_ip=fs.ext_rtp_ip,
+        event_socket=EventSocketSettings(esl.listen_ip, esl.port, esl.password),
+    )
+
+
+def _handoff(fs: FreeSwitch) -> str:
+    return f"{fs.handoff_timeout_seconds}:{HANDOFF_CAUSE}" if fs.handoff_timeout_seconds else ""
+
+
+def _find_node(edge: Edge, node: EdgeNode | str) -> EdgeNode:
+    name = node if isinstance(node, str) else node.name
+    for candidate in edge.nodes:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"no node {name!r} under edge.nodes")
+
+
+def _single_host(address: str) -> str:
+    """An address as a one-host ACL network."""
+    return f"{address}/{128 if ':' in address else 32}"
+
+
+def esl_listen_ip(deployment: Deployment, node: EdgeNode) -> str:
+    """Where a node's event socket listens: freeswitch.event_socket.listen_ip while the orchestrator reaches
+    the node on loopback (or that address listens on every interface); else the node's ESL host when it is
+    an IP address, else (a host name, assumed to name the node) the node's sip_ip."""
+    configured = deployment.freeswitch.event_socket.listen_ip
+    host = node.esl_host
+    if host == "localhost" or ipaddress.ip_address(configured).is_unspecified:
+        return configured
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return node.sip_ip
+    return configured if address.is_loopback else host
+
+
+def _edge_context(deployment: Deployment) -> EdgeContext:
+    routes = tuple(
+        EdgeRoute(trunk=t.name, pattern=f"^{re.escape(t.name)}$", context=context_name(t.name))
+        for t in deployment.trunks
+        if t.inbound is not None
+    )
+    return EdgeContext(
+        name=EDGE_CONTEXT,
+        trunk_variable=f"${{sip_h_{TRUNK_HEADER}}}",
+        number_pattern=EDGE_NUMBER_PATTERN,
+        variables=((channelvars.SOURCE, f"${{sip_h_{SOURCE_HEADER}}}"),),
+        cleared=(f"sip_h_{TRUNK_HEADER}", f"sip_h_{SOURCE_HEADER}"),
+        routes=routes,
+    )
+
+
+def _node_plan(deployment: Deployment, edge: Edge, node: EdgeNode) -> Plan:
+    """A node behind the edge: SIP only from the edge (TCP), the trunk contexts as on a single node, gateways
+    through the edge, its own addresses and event socket. No TLS, UDP or digest users: those are the edge's."""
+    fs = deployment.freeswitch
+    listen = esl_listen_ip(deployment, node)
+    esl_allow = ["127.0.0.0/8", "::1/128", *fs.event_socket.allow]
+    address = ipaddress.ip_address(listen)
+    if not address.is_loopback and not address.is_unspecified:
+        esl_allow.append(_single_host(listen))  # an orchestrator on the node's own host connects from there
+    acls = [
+        AclList("esl", tuple(esl_allow), "event socket clients"),
+        AclList(EDGE_ACL, (_single_host(edge.internal_address),), "the edge: the only SIP peer of this node"),
+        AclList(NO_LOCAL_NETWORK, (), "the edge is no local peer: SDP carries the node's RTP address"),
+    ]
+    gateways = tuple(_gateway(t, deployment, edge) for t in deployment.trunks if t.outbound is not None)
+    profile = Profile(
+        name=EDGE_PROFILE,
+        transport="tcp",
+        port=node.sip_port,
+        inbound_acls=((EDGE_ACL, EDGE_CONTEXT),),
+        auth_calls=False,
+        directory_domain=None,
+        gateways=gateways,
+        tls=None,
+        nat_acl=None,
+    )
+    # sofia uses ext-rtp-ip only with an ext-sip-ip (switch_core_media_check_nat): the node's own address
+    # keeps SIP headers naming the node, where the edge reaches it
+    rtp = node.rtp_address
+    external = rtp != node.sip_ip
+    password = node.esl.password or fs.event_socket.password
+    return Plan(
+        deployment=deployment,
+        sip_domain=deployment.sip_domain,
+        codec_prefs=_codec_string(fs.codecs),
+        local_network_acl=NO_LOCAL_NETWORK,
+        acls=tuple(acls),
+        profiles=(profile,),
+        directory=(),
+        contexts=tuple(_contexts(deployment)),
+        tls_material=None,
+        esl_acl="esl",
+        handoff=_handoff(fs),
+        sip_ip=node.sip_ip,
+        ext_sip_ip=node.sip_ip if external else None,
+        ext_rtp_ip=rtp if external else None,
+        event_socket=EventSocketSettings(listen, node.esl.port, password),
+        node=node,
+        edge_context=_edge_context(deployment),
     )
