@@ -16,7 +16,7 @@ EDGE = """
       internal_port: 5070
       nodes:
         - {name: fs1, sip_ip: 127.0.0.1, sip_port: 5080, weight: 2, esl: {port: 8021}}
-        - {name: fs2, sip_ip: 127.0.0.1, sip_port: 5090, esl: {port: 8022, password: other}}
+        - {name: fs2, sip_ip: 127.0.0.1, sip_port: 5090, rtp_ports: {start: 40000, end: 41000}, esl: {port: 8022, password: other}}
     """
 
 
@@ -49,6 +49,12 @@ def _edge(nodes: str, more: str = "") -> str:
 N1 = "    - {name: fs1, sip_ip: 127.0.0.1, sip_port: 5080}\n"
 
 CASES: list[tuple[str, dict[str, str], str, str]] = [
+    (
+        "two-nodes-on-one-address-share-the-rtp-range",
+        {"edge": _edge(N1 + "    - {name: fs2, sip_ip: 127.0.0.1, sip_port: 5090, esl: {port: 8022}} #!\n")},
+        "edge.nodes[1].rtp_ports",
+        "need their own rtp_ports",
+    ),
     (
         "node-name-twice",
         {"edge": _edge(N1 + "    - {name: fs1, sip_ip: 127.0.0.2, sip_port: 5080} #!\n")},

@@ -347,3 +347,16 @@ def test_ipv6_edge_and_node(tls_dir: Path) -> None:
     assert gw.outbound_proxy == "[2001:db8::2]:5070;transport=tcp"
     assert next(a for a in plan.acls if a.name == "edge").allow == ("2001:db8::2/128",)
     assert plan.event_socket.listen_ip == "127.0.0.1" and plan.sip_ip == "2001:db8::11"
+
+
+def test_a_node_with_its_own_rtp_range_renders_it_and_the_others_keep_the_shared_one(tls_dir: Path) -> None:
+    text = HEAD + EDGE.replace("sip_port: 5090,", "sip_port: 5090, rtp_ports: {start: 30000, end: 30999},") + TRUNKS
+    trees = render_nodes(deployment(tls_dir, text), tls_dir)
+
+    def ports(tree: dict) -> tuple[str, str]:
+        root = ET.fromstring(tree["autoload_configs/switch.conf.xml"].content)
+        found = {p.get("name"): p.get("value") for p in root.iter("param")}
+        return found["rtp-start-port"], found["rtp-end-port"]
+
+    assert ports(trees["fs2"]) == ("30000", "30999")
+    assert ports(trees["fs1"]) == ("16384", "32768")  # freeswitch.rtp_ports' defaults

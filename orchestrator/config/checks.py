@@ -492,6 +492,20 @@ class _Checker:
                         f"node '{node.name}': {node.sip_ip}:{node.sip_port} clashes with the edge's {tr.upper()} "
                         f"port on the same address",
                     )
+        fs = self.p.freeswitch
+        if fs is not None:
+            ranges: list[tuple[IpAddr, int, int, int]] = []
+            for i, node in enumerate(e.nodes):
+                rtp = node.rtp_ports or fs.rtp_ports
+                addr = _ip(node.sip_ip)
+                other = next((r for r in ranges if r[0] == addr and rtp.start <= r[2] and r[1] <= rtp.end), None)
+                if other is not None:
+                    self.error(
+                        ("edge", "nodes", i, "rtp_ports"),
+                        f"node '{node.name}': RTP ports {rtp.start}-{rtp.end} on {node.sip_ip} overlap node "
+                        f"'{e.nodes[other[3]].name}''s: nodes on one address need their own rtp_ports",
+                    )
+                ranges.append((addr, rtp.start, rtp.end, i))
         for port, tr in edge_ports:
             if port == e.internal_port and internal in public and tr != "udp":
                 self.error(

@@ -492,6 +492,10 @@ class EdgeNode(Model):
         None, description="Address in the node's SDP (what carriers send RTP to); default: sip_ip."
     )
     weight: int = Field(1, ge=1, le=100, description="Share of new calls, relative to the other nodes' weights.")
+    rtp_ports: RtpPorts | None = Field(
+        None,
+        description="This node's RTP range (nodes sharing one host need their own); default: freeswitch.rtp_ports.",
+    )
     esl: EdgeEsl = Field(default_factory=EdgeEsl)
 
     @property

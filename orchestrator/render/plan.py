@@ -30,7 +30,7 @@ from pydantic import SecretStr
 
 from orchestrator import channelvars
 from orchestrator.config import tls_material
-from orchestrator.config.model import Deployment, Edge, EdgeNode, FreeSwitch, Number, Trunk
+from orchestrator.config.model import Deployment, Edge, EdgeNode, FreeSwitch, Number, RtpPorts, Trunk
 from orchestrator.config.types import Transport
 
 #: ``rtp_secure_media`` value for each media encryption setting.
@@ -211,6 +211,13 @@ class Plan:
     #: behind an edge: the node this plan is for, and the context the edge's calls enter
     node: EdgeNode | None = None
     edge_context: EdgeContext | None = None
+
+    @property
+    def rtp_ports(self) -> RtpPorts:
+        """The RTP range this node allocates from (a node behind the edge may have its own)."""
+        if self.node is not None and self.node.rtp_ports is not None:
+            return self.node.rtp_ports
+        return self.deployment.freeswitch.rtp_ports
 
     @property
     def fs(self) -> FreeSwitch:
