@@ -181,9 +181,12 @@ def render(
         bool, typer.Option("--check", help="Write nothing; exit 1 and show a diff when the directory is stale.")
     ] = False,
     force: ForceOpt = False,
+    edge_conf_dir: EdgeConfDirOpt = None,
 ) -> None:
-    """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically."""
-    _, files = _load_and_render(file, env_file)
+    """Render the FreeSWITCH configuration tree for a deployment, replacing OUT atomically.
+
+    With an edge: OUT/kamailio (the Kamailio edge) and OUT/nodes/<name> (each node's FreeSWITCH tree)."""
+    _, files = _load_and_render(file, env_file, _edge_dir(edge_conf_dir, out_dir))
     if check:
         diff = _diff(files, out_dir)
         if not diff.stale:
@@ -197,18 +200,36 @@ def render(
     err.print(line(f"rendered {len(files)} files into {out_dir} ({secret_files} holding secrets, mode 0600)"))
 
 
-def _load_and_render(file: Path, env_file: Path | None) -> tuple[Deployment, dict[str, Any]]:
+EdgeConfDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--edge-conf-dir",
+        help="With an edge: the directory Kamailio will read its rendered files from (named in kamailio.cfg); "
+        "default: OUT/kamailio (CONF_DIR/kamailio for apply).",
+    ),
+]
+
+
+def _edge_dir(given: Path | None, out_dir: Path) -> Path:
+    return (given if given is not None else out_dir / "kamailio").absolute()
+
+
+def _load_and_render(
+    file: Path, env_file: Path | None, edge_conf_dir: Path | None = None
+) -> tuple[Deployment, dict[str, Any]]:
     """Validate ``file`` (exit 2 on errors) and render it. A TLS file changed or gone since validation exits 2,
     naming it."""
     from orchestrator.config.tls_material import TlsMaterialError
-    from orchestrator.render import render_deployment
+    from orchestrator.render import render_all
 
     result = _load(file, env_file, quiet_ok=True)
     assert result.deployment is not None
     try:
-        return result.deployment, render_deployment(result.deployment, result.base_dir)
+        return result.deployment, render_all(result.deployment, result.base_dir, edge_conf_dir)
     except TlsMaterialError as exc:
         raise _fail(f"transports.tls.{exc.setting}: {exc.message}", EXIT_INVALID) from None
+    except ValueError as exc:  # the edge's configuration cannot express a value
+        raise _fail(f"edge: {exc}", EXIT_INVALID) from None
 
 
 def _diff(files: dict[str, Any], out_dir: Path) -> Any:
@@ -265,18 +286,25 @@ def apply(
         ),
     ] = False,
     force: ForceOpt = False,
+    edge_conf_dir: EdgeConfDirOpt = None,
 ) -> None:
-    """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls."""
+    """Validate, render into CONF_DIR and load the change into the running FreeSWITCH nodes without dropping calls.
+
+    With an edge, CONF_DIR is the tree `render` wrote: each node gets the reloads of its own nodes/<name>, and
+    Kamailio reloads its dispatcher list, address table and TLS configuration over its RPC socket."""
     from orchestrator.calls.nodes import node_endpoints
     from orchestrator.render import read_tree
     from orchestrator.render.apply import apply_all
     from orchestrator.render.reload import plan_reload
 
-    deployment, files = _load_and_render(file, env_file)
+    deployment, files = _load_and_render(file, env_file, _edge_dir(edge_conf_dir, conf_dir))
     try:
         on_disk = read_tree(conf_dir)
     except OSError as exc:
         raise _fail(f"cannot read {conf_dir}: {exc.strerror or exc}", EXIT_FAILED) from None
+    if deployment.edge is not None:
+        _apply_edge(deployment, files, on_disk, conf_dir, dry_run, restart_profiles, force)
+        return
     plan = plan_reload(on_disk, {rel: f.content for rel, f in files.items()}, allow_restart=restart_profiles)
     if plan.empty:
         err.print(line(f"{conf_dir}: up to date, nothing to apply"))
@@ -294,6 +322,93 @@ def apply(
     failed = _print_applied(asyncio.run(apply_all(node_endpoints(deployment), plan.steps)))
     if plan.restart_needed:
         err.print(line(("some changes wait for a profile restart (see above; --restart-profiles)", "yellow")))
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _apply_edge(
+    deployment: Deployment,
+    files: dict[str, Any],
+    on_disk: dict[str, bytes],
+    conf_dir: Path,
+    dry_run: bool,
+    restart_profiles: bool,
+    force: bool,
+) -> None:
+    """``apply`` for a pool: per-node ESL reloads from each node's own subtree, the edge's live RPC reloads."""
+    from orchestrator.calls.nodes import node_endpoints
+    from orchestrator.edge.rpc import RpcError, reload
+    from orchestrator.render import EDGE_DIR, NODES_DIR
+    from orchestrator.render.apply import apply_all
+    from orchestrator.render.reload import plan_edge_reload, plan_reload
+
+    assert deployment.edge is not None
+    rpc_socket = deployment.edge.rpc_socket
+
+    def sub(tree: dict[str, Any], prefix: str) -> dict[str, bytes]:
+        return {
+            rel[len(prefix) :]: (f if isinstance(f, bytes) else f.content)
+            for rel, f in tree.items()
+            if rel.startswith(prefix)
+        }
+
+    endpoints = {ep.name: ep for ep in node_endpoints(deployment)}
+    node_plans = {
+        name: plan_reload(
+            sub(on_disk, f"{NODES_DIR}/{name}/"), sub(files, f"{NODES_DIR}/{name}/"), allow_restart=restart_profiles
+        )
+        for name in endpoints
+    }
+    edge_plan = plan_edge_reload(sub(on_disk, f"{EDGE_DIR}/"), sub(files, f"{EDGE_DIR}/"))
+    if edge_plan.empty and all(p.empty for p in node_plans.values()):
+        err.print(line(f"{conf_dir}: up to date, nothing to apply"))
+        return
+    _print_diff(_diff(files, conf_dir))
+    for name, plan in node_plans.items():
+        if plan.empty:
+            continue
+        out.print(line((f"will run on node {name}:", "bold")))
+        for step in plan.steps:
+            out.print(line(f"  {step.command}   ", (f"# {step.reason}", "dim")))
+        for step in plan.restart_needed:
+            out.print(line((f"  not run (would drop calls): {step.command}   # {step.reason}", "yellow")))
+    if not edge_plan.empty:
+        out.print(line(("will ask the edge (Kamailio RPC):", "bold")))
+        for step in edge_plan.steps:
+            out.print(line(f"  {step.command}   ", (f"# {step.reason}", "dim")))
+        for step in {s.reason: s for s in edge_plan.restart_needed}.values():
+            out.print(line((f"  not done (restart Kamailio for it): {step.reason}", "yellow")))
+    if dry_run:
+        err.print("dry run: nothing written, nothing loaded")
+        return
+    _write(files, conf_dir, force)
+
+    async def run() -> tuple[list[Any], list[Any], str | None]:
+        nodes = await asyncio.gather(
+            *(apply_all([endpoints[name]], plan.steps) for name, plan in node_plans.items() if not plan.empty)
+        )
+        edge_results: list[Any] = []
+        edge_error = None
+        if edge_plan.steps:
+            try:
+                edge_results = await reload(rpc_socket, [s.command for s in edge_plan.steps])
+            except RpcError as exc:
+                edge_error = str(exc)
+        return [r for results in nodes for r in results], edge_results, edge_error
+
+    node_results, edge_results, edge_error = asyncio.run(run())
+    failed = _print_applied(node_results)
+    if edge_error is not None:
+        failed = True
+        err.print(line((f"edge: not reachable on {rpc_socket}: {edge_error}", "red")))
+    for r in edge_results:
+        if r.ok:
+            out.print(line("edge: ", ("ok", "green"), f" {r.method}"))
+        else:
+            failed = True
+            out.print(line("edge: ", ("failed", "red"), f" {r.method}: {r.error}"))
+    if edge_plan.restart_needed or any(p.restart_needed for p in node_plans.values()):
+        err.print(line(("some changes wait for a restart (see above)", "yellow")))
     if failed:
         raise typer.Exit(EXIT_FAILED)
 

@@ -25,7 +25,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-__all__ = ["ReloadPlan", "Step", "plan_reload"]
+__all__ = ["EDGE_RELOADS", "ReloadPlan", "Step", "plan_edge_reload", "plan_reload"]
 
 #: profile settings sofia only reads when the profile starts (listening sockets and TLS context)
 RESTART_SETTINGS = frozenset(
@@ -184,3 +184,34 @@ def _profile_names(paths: set[str] | dict[str, bytes]) -> set[str]:
 def _restart(plan: ReloadPlan, name: str, why: str, allow: bool) -> None:
     step = Step(f"sofia profile {name} restart", f"profile {name}: {why} (drops the calls on {name})")
     (plan.steps if allow else plan.restart_needed).append(step)
+
+
+#: Kamailio RPC that loads an edge file live (jsonrpcs); every other file is read only when Kamailio starts
+EDGE_RELOADS = {
+    "dispatcher.list": "dispatcher.reload",
+    "address.list": "permissions.addressReload",
+    "tls.cfg": "tls.reload",
+}
+
+
+def plan_edge_reload(old: dict[str, bytes], new: dict[str, bytes]) -> ReloadPlan:
+    """Compare the edge's files (relative to its directory) and plan their live reload: the dispatcher list
+    (nodes added, drained, re-weighted), the trunks' address table and the TLS configuration (certificates
+    under ``tls/`` count as it) have RPCs that keep calls up; ``kamailio.cfg`` and the ``trunks.cfg`` it
+    includes (digest users, carrier destinations, remote domains) are read at start only: a restart."""
+    plan = ReloadPlan(
+        added=sorted(set(new) - set(old)),
+        removed=sorted(set(old) - set(new)),
+        changed=sorted(p for p in set(old) & set(new) if old[p] != new[p]),
+    )
+    touched = [*plan.added, *plan.removed, *plan.changed]
+    methods: dict[str, str] = {}
+    for rel in sorted(touched):
+        if rel.startswith("tls/"):
+            methods.setdefault("tls.reload", f"{rel} changed")
+        elif rel in EDGE_RELOADS:
+            methods.setdefault(EDGE_RELOADS[rel], f"{rel} changed")
+        elif not rel.startswith("."):
+            plan.restart_needed.append(Step("restart kamailio", f"{rel} is read when Kamailio starts"))
+    plan.steps = [Step(m, why) for m, why in methods.items()]
+    return plan
