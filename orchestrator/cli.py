@@ -391,7 +391,9 @@ def _apply_edge(
         edge_error = None
         if edge_plan.steps:
             try:
-                edge_results = await reload(rpc_socket, [s.command for s in edge_plan.steps])
+                edge_results = await reload(
+                    rpc_socket, [s.command for s in edge_plan.steps], reply_dir=Path(rpc_socket).parent
+                )
             except RpcError as exc:
                 edge_error = str(exc)
         return [r for results in nodes for r in results], edge_results, edge_error

@@ -349,6 +349,9 @@ class _Checker:
         fs = self.p.freeswitch
         if fs is None:
             return
+        if self.p.edge is not None:
+            self._edge_network(fs, self.p.edge)
+            return
         bind = ipaddress.ip_address(fs.bind_ip)
         if bind.is_unspecified:
             self.error(("freeswitch", "bind_ip"), "bind to a specific address, not 0.0.0.0 / ::")
@@ -367,6 +370,23 @@ class _Checker:
                 ("freeswitch", "event_socket", "listen_ip"),
                 "the event socket listens beyond loopback: whoever reaches it with the password controls every call",
             )
+
+    def _edge_network(self, fs: FreeSwitch, e: Edge) -> None:
+        """Behind an edge each node has its own addresses: freeswitch's external ones are not used."""
+        for key in ("ext_sip_ip", "ext_rtp_ip"):
+            if getattr(fs, key):
+                self.warn(
+                    ("freeswitch", key),
+                    "not used behind an edge: each node's SDP carries its edge.nodes[].rtp_ip (or sip_ip)",
+                )
+        for i, node in enumerate(e.nodes):
+            rtp = ipaddress.ip_address(node.rtp_address)
+            if rtp.is_private and not rtp.is_loopback:
+                self.warn(
+                    ("edge", "nodes", i, "rtp_ip" if node.rtp_ip else "sip_ip"),
+                    f"node '{node.name}' puts the private address {node.rtp_address} in its SDP: carriers outside "
+                    "that network cannot send it RTP (set rtp_ip to the address they reach)",
+                )
 
     # -- TLS ------------------------------------------------------------------------------------
     def tls(self) -> None:
