@@ -67,6 +67,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "trunk": call.trunk,
         "agent": call.agent,
         "sip_call_id": call.sip_call_id,
+        "source": call.source or None,
         "codec": call.codec,
         "rate": call.rate,
         "srtp": call.srtp or None,

@@ -150,6 +150,7 @@ class Call:
     agent: str = ""
     number: str = ""  # ours: the called number (inbound) or the caller ID we present (outbound)
     remote: str = ""  # theirs: the caller (inbound) or the destination (outbound)
+    source: str = ""  # behind an edge: where the carrier's INVITE came from (X-Sipagent-Source), else ""
     state: CallState = CallState.NEW
     created_at: float = 0.0
     progress_at: float | None = None
@@ -405,6 +406,7 @@ class CallTracker:
         """An inbound call's numbers and what its agent gets: caller, called number and the trunk's X- headers."""
         call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
         call.remote = event.get("Caller-Caller-ID-Number")
+        call.source = event.variable(VAR + "source")[:128]
         call.variables = {
             "caller_id": call.remote,
             "caller_name": event.get("Caller-Caller-ID-Name"),

@@ -358,6 +358,7 @@ async def test_calls_spread_over_both_nodes_reach_the_agent_and_end_on_their_nod
     assert sorted(r["node"] for r in records) == ["fs1", "fs1", "fs2", "fs2"]  # round robin over both
     for r in records:
         assert r["trunk"] == "carrier" and r["to"] == NUMBER and r["agent"] == "sales", r
+        assert r["source"].startswith(f"{CARRIER_IP}:"), r  # the real source, from the edge (not the forged header)
         assert r["result"] == "completed" and r["hangup_by"] in ("caller", "remote"), r  # the carrier's BYE
         frames = r["media"]["frames"]
         assert frames["to_agent"] > 50 and frames["to_caller"] > 20, frames  # audio both ways
