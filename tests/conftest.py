@@ -18,8 +18,13 @@ from orchestrator.config.selfsigned import generate
 
 #: tests that must not run at the same time as each other, by where they live: every real-FreeSWITCH test (each
 #: module starts a switch, or loads its deployment into the running one, on fixed SIP/ESL ports) and the tests
-#: that share one built wheel (a module-scoped fixture: built once, not once per process)
-SERIAL_GROUPS = {"tests/integration/": "freeswitch", "tests/test_packaging.py": "packaging"}
+#: that share one built wheel (a module-scoped fixture: built once, not once per process), and the edge tests, which
+#: share one Kamailio and its sipp nodes and change their state in order
+SERIAL_GROUPS = {
+    "tests/integration/": "freeswitch",
+    "tests/test_packaging.py": "packaging",
+    "tests/test_edge_kamailio.py": "kamailio",
+}
 
 
 def serial_group(nodeid: str) -> str | None:

@@ -15,6 +15,15 @@ Paths: Kamailio resolves relative paths differently per module (dispatcher again
 — the directory the rendered files will be read from (default :data:`DEFAULT_CONF_DIR`). Render into a
 temporary directory with ``conf_dir`` set to it and ``kamailio -f <dir>/kamailio.cfg`` runs from there.
 
+Remote domains: Kamailio 5.6 checks no host names, so the script compares the name of a *verified* peer
+certificate with the trunk's ``remote_domains`` (exact, or ``*.`` for one label; a presented ``*.`` wildcard
+covers the first label): on requests over TLS (initial INVITEs and requests routed by the ``tr=`` parameter of
+the edge's Record-Route) and on every reply over TLS, in the core ``reply_route`` (tm's ``onreply_route`` cannot
+drop a final reply), the trunk taken from the transaction's request (the node's ``X-Sipagent-Trunk`` or Route).
+A mismatch drops the message (a request gets 403, a call the edge placed 502 at once) and closes the connection.
+Kamailio 5.6 shows only the first DNS subjectAltName (``$tls_peer_san_hostname``; the subject CN when there is
+none): a certificate listing the domain further down is refused, never wrongly accepted.
+
 Escaping: every value reaches a file through :func:`script_value` (a strict character set that cannot end a
 Kamailio string, start a pseudo-variable, a comment or a preprocessor directive, nor split a list-file line;
 anything else is refused), regular expressions built here through :class:`ScriptRegex` (printed only where
@@ -221,7 +230,6 @@ class EdgeTls:
     certificate_pem: bytes
     private_key_pem: bytes
     ca_pem: bytes | None
-    peer_certificates_requested: bool
 
 
 @dataclass(frozen=True)
@@ -327,7 +335,7 @@ def _remote_domains(name: str, domains: Sequence[str]) -> RemoteDomains:
     )
 
 
-def _listeners(edge: Edge, deployment: Deployment) -> tuple[tuple[Listener, ...], Listener]:
+def _listeners(edge: Edge, deployment: Deployment) -> tuple[tuple[Listener, ...], Listener, str]:
     transports = deployment.public_transports
     binds = [edge.listen_ip] if edge.listen_ip else list(edge.addresses)
     public: list[Listener] = []
@@ -343,10 +351,17 @@ def _listeners(edge: Edge, deployment: Deployment) -> tuple[tuple[Listener, ...]
     else:
         internal_bind = edge.addresses[0]
     internal = Listener("tcp", _uri_host(internal_bind), edge.internal_port, INTERNAL_SOCKET)
-    return tuple(public), internal
+    return tuple(public), internal, internal_bind
 
 
-def _nodes(edge: Edge) -> tuple[NodeDestination, ...]:
+def _nodes(edge: Edge, internal: str) -> tuple[NodeDestination, ...]:
+    family = ipaddress.ip_address(internal).version
+    for node in edge.nodes:
+        if ipaddress.ip_address(node.sip_ip).version != family:
+            raise EdgeRenderError(
+                f"node {node.name} ({node.sip_ip}) cannot be reached from the edge's internal address {internal}: "
+                "give the edge an internal_ip of the same address family"
+            )
     weighted = edge.dispatch.algorithm == "weighted"
     shares = node_shares([n.weight for n in edge.nodes]) if weighted else [0] * len(edge.nodes)
     out = []
@@ -473,7 +488,6 @@ def _tls(deployment: Deployment, base_dir: Path, conf_dir: str, checks_names: bo
         certificate_pem=material.certificate_pem,
         private_key_pem=_key_pem(tls, material),
         ca_pem=material.ca_pem,
-        peer_certificates_requested=verify_in,
     )
 
 
@@ -491,7 +505,7 @@ def build(deployment: Deployment, base_dir: Path, conf_dir: PurePosixPath | Path
     if edge is None:
         raise EdgeRenderError("the deployment has no edge section")
     directory = _conf_dir(conf_dir)
-    listeners, internal = _listeners(edge, deployment)
+    listeners, internal, internal_address = _listeners(edge, deployment)
     inbound, addresses = _inbound(deployment)
     tls_enabled = deployment.public_transports.tls is not None
     remote = (
@@ -511,7 +525,7 @@ def build(deployment: Deployment, base_dir: Path, conf_dir: PurePosixPath | Path
         ping_from=f"sip:edge@{edge.host}",
         listeners=listeners,
         internal=internal,
-        nodes=_nodes(edge),
+        nodes=_nodes(edge, internal_address),
         algorithm=ALGORITHMS[d.algorithm],
         probe_seconds=d.probe_seconds,
         down_after=d.down_after,
