@@ -92,9 +92,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
           dispatch: {{probe_seconds: 1, down_after: 2, up_after: 1, node_timeout_seconds: 1,
                       retry_after_seconds: {RETRY_AFTER}}}
           nodes:
-            - {{name: fs1, sip_ip: 127.0.0.1, sip_port: {ports["fs1"]}, weight: 3}}
-            - {{name: fs2, sip_ip: 127.0.0.1, sip_port: {ports["fs2"]}}}
-            - {{name: fs3, sip_ip: 127.0.0.1, sip_port: {ports["fs3"]}}}
+            - {{name: fs1, sip_ip: 127.0.0.1, sip_port: {ports["fs1"]}, weight: 3, esl: {{port: 19000}}, rtp_ports: {{start: 40000, end: 40200}}}}
+            - {{name: fs2, sip_ip: 127.0.0.1, sip_port: {ports["fs2"]}, esl: {{port: 19001}}, rtp_ports: {{start: 20400, end: 20600}}}}
+            - {{name: fs3, sip_ip: 127.0.0.1, sip_port: {ports["fs3"]}, esl: {{port: 19002}}, rtp_ports: {{start: 20800, end: 21000}}}}
         """,
     )
     nodes = {name: SippNode(name, port, d) for name, port in ports.items()}
@@ -345,8 +345,8 @@ def test_no_node_left_gives_503_with_retry_after(tmp_path: Path) -> None:
           dispatch: {{algorithm: round_robin, probe_seconds: 1, down_after: 1, node_timeout_seconds: 1,
                       retry_after_seconds: {RETRY_AFTER}}}
           nodes:
-            - {{name: fs1, sip_ip: 127.0.0.1, sip_port: {free_port()}}}
-            - {{name: fs2, sip_ip: 127.0.0.1, sip_port: {free_port()}}}
+            - {{name: fs1, sip_ip: 127.0.0.1, sip_port: {free_port()}, esl: {{port: 19003}}, rtp_ports: {{start: 21200, end: 21400}}}}
+            - {{name: fs2, sip_ip: 127.0.0.1, sip_port: {free_port()}, esl: {{port: 19004}}, rtp_ports: {{start: 21600, end: 21800}}}}
         """,
     )
     edge = Kamailio(tmp_path, dep, tmp_path)
@@ -521,7 +521,7 @@ def tls_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsEdge]:
           rpc_socket: {d}/rpc.sock
           dispatch: {{probe_seconds: 1, node_timeout_seconds: 1}}
           nodes:
-            - {{name: fs1, sip_ip: 127.0.0.1, sip_port: {node_port}}}
+            - {{name: fs1, sip_ip: 127.0.0.1, sip_port: {node_port}, esl: {{port: 19005}}, rtp_ports: {{start: 22000, end: 22200}}}}
         """,
     )
     node = SippNode("fs1", node_port, d)

@@ -50,6 +50,15 @@ N1 = "    - {name: fs1, sip_ip: 127.0.0.1, sip_port: 5080}\n"
 
 CASES: list[tuple[str, dict[str, str], str, str]] = [
     (
+        "edge-tls-1.3-only",
+        {
+            "edge": _edge(N1),
+            "transports": "transports:\n  tls:\n    certificate: TLS/sip.test.crt\n    private_key: TLS/sip.test.key\n    ca_bundle: TLS/ca.crt\n    min_version: '1.3' #!\n",
+        },
+        "transports.tls.min_version",
+        "cannot be limited to TLS 1.3",
+    ),
+    (
         "two-nodes-on-one-address-share-the-rtp-range",
         {"edge": _edge(N1 + "    - {name: fs2, sip_ip: 127.0.0.1, sip_port: 5090, esl: {port: 8022}} #!\n")},
         "edge.nodes[1].rtp_ports",

@@ -393,6 +393,12 @@ class _Checker:
         t, where = self._public()
         if t is None or t.tls is None:
             return
+        if self.p.edge is not None and t.tls.min_version == "1.3":
+            self.error(
+                (*where, "tls", "min_version"),
+                "Kamailio 5.6 (the edge) cannot be limited to TLS 1.3 alone: use 1.2 (TLS 1.2 and 1.3 are offered, "
+                "with modern ciphers only)",
+            )
         if self.p.edge is not None and (t.tls.certificate is None or t.tls.private_key is None):
             missing = "certificate" if t.tls.certificate is None else "private_key"
             self.error((*where, "tls", missing), f"TLS on the edge needs a {missing} (the edge presents it)")

@@ -539,7 +539,7 @@ class Edge(Model):
         None, description="Local address the public transports bind to (behind 1:1 NAT); default: the addresses."
     )
     internal_ip: IpAddress | None = Field(
-        None, description="Address the nodes see the edge from; default: the first address."
+        None, description="Address the nodes see the edge from; default: listen_ip, else the first address."
     )
     internal_port: Port = Field(5070, description="TCP port on internal_ip for traffic to and from the nodes.")
     transports: Transports | None = Field(
@@ -561,8 +561,8 @@ class Edge(Model):
 
     @property
     def internal_address(self) -> str:
-        """The address nodes send to and accept SIP from."""
-        return self.internal_ip or self.addresses[0]
+        """The address nodes send to and accept SIP from (the edge's internal socket binds to it)."""
+        return self.internal_ip or self.listen_ip or self.addresses[0]
 
 
 class HttpApi(Model):
