@@ -401,3 +401,39 @@ async def test_an_outbound_call_leaves_through_the_edge(stack: Stack, orch: Orch
     via = next(line for line in invite.splitlines() if line.lower().startswith("via:"))
     assert f"127.0.0.1:{stack.ports['public']}" in via, via  # the first Via is the edge's public socket
     assert "x-sipagent" not in invite.split("\n\n")[0].lower()  # the edge's header does not leave it
+
+
+def test_apply_reweights_the_live_edge_over_its_rpc(stack: Stack) -> None:
+    """`sipagent apply` after a weight change: the node trees are unchanged (no ESL step), the edge's dispatcher
+    list is rewritten and reloaded live — Kamailio's own dispatcher.list shows the new shares."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    doc = yaml.safe_load((stack.root / "deployment.yaml").read_text())
+    doc["edge"]["dispatch"]["algorithm"] = "weighted"
+    doc["edge"]["nodes"][1]["weight"] = 3
+    (stack.root / "deployment.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    env_file = stack.root / "suite.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in suite_env().items()))
+    env_file.chmod(0o600)
+    time.sleep(5)  # dispatcher refuses a reload within reload_delta of the last one (at start)
+    result = CliRunner().invoke(
+        app,
+        [
+            "apply",
+            str(stack.root / "deployment.yaml"),
+            "--env-file",
+            str(env_file),
+            "--conf-dir",
+            str(stack.root / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "edge: ok dispatcher.reload" in result.output and "node fs" not in result.output
+    body = {
+        t["DEST"]["ATTRS"]["DUID"]: t["DEST"]["ATTRS"]["BODY"]
+        for r in _rpc(stack.root / "kamailio-rpc.sock", "dispatcher.list")["RECORDS"]
+        for t in r["SET"]["TARGETS"]
+    }
+    assert "weight=75" in body["fs2"] and "weight=25" in body["fs1"], body
