@@ -21,6 +21,7 @@ from edge_support import (
     KAMAILIO,
     SIPP,
     Kamailio,
+    SipMessage,
     SippNode,
     deployment,
     free_port,
@@ -228,6 +229,80 @@ def test_a_bye_from_the_node_reaches_the_carrier(pool: Pool, tmp_path: Path) -> 
         assert (bye.headers("Via")[0]).startswith(f"SIP/2.0/TCP 127.0.0.1:{pool.public};")
         assert bye.first_line.startswith(f"BYE sip:carrier@{PBX}:")
         assert not [h for h in bye.text.split("\r\n") if h.lower().startswith("x-sipagent")]
+
+
+def _body(message: SipMessage) -> str:
+    return message.text.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in message.text else ""
+
+
+def _x_sipagent(message: SipMessage) -> list[str]:
+    head = message.text.split("\r\n\r\n", 1)[0]
+    return [h for h in head.split("\r\n") if h.lower().startswith("x-sipagent")]
+
+
+def test_every_in_dialog_request_reaches_the_node_owning_the_dialog_and_the_nodes_reach_the_carrier(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """20 calls over three nodes, each using its dialog: the carrier's re-INVITE (SDP, 200, ACK), INFO (DTMF),
+    REFER (202) and BYE reach only the node that took the call; that node's NOTIFY (Event: refer, sipfrag) and
+    INFO reach the carrier along the Record-Route, sent by the edge, without the nodes' X-Sipagent headers."""
+    for node in pool.nodes.values():
+        node.start("node_dialog.xml")
+    try:
+        pool.all_active()
+        result = run_uac("carrier_dialog.xml", pool.target, tmp_path, source_ip=PBX, calls=20, rate=20, limit=20)
+        assert result.returncode == 0, _fail(result, pool.edge)
+        call_ids = [m.header("Call-ID") or "" for m in result.sent("INVITE") if "1 INVITE" in (m.header("CSeq") or "")]
+        assert len(set(call_ids)) == 20
+        # the nodes trace what they received a moment after the carrier is done
+        assert wait_until(lambda: sum(len(n.call_ids("BYE")) for n in pool.nodes.values()) == 20)
+        by_node = {name: n.messages() for name, n in pool.nodes.items()}
+        owners = set()
+        for call_id in call_ids:
+            seen = {name: [m for m in msgs if m.header("Call-ID") == call_id] for name, msgs in by_node.items()}
+            [owner] = [name for name, msgs in seen.items() if msgs]  # no other node saw anything of this dialog
+            owners.add(owner)
+            node_port = pool.nodes[owner].port
+            got = [m for m in seen[owner] if m.direction == "received" and m.method]
+            assert [m.method for m in got] == ["INVITE", "ACK", "INVITE", "ACK", "INFO", "REFER", "BYE"]
+            [invite, _, reinvite, _, info, refer, bye] = got
+            assert reinvite.header("CSeq") == "2 INVITE" and reinvite.header("Content-Type") == "application/sdp"
+            assert "m=audio 40002 RTP/AVP 0" in _body(reinvite) and "a=sendonly" in _body(reinvite)
+            assert info.header("Content-Type") == "application/dtmf-relay" and "Signal=5" in _body(info)
+            assert refer.header("Refer-To") == "<sip:+15550000002@carrier.invalid>"
+            assert bye.header("CSeq") == "5 BYE"
+            for request in (reinvite, info, refer, bye):  # forged by the carrier: dropped at the edge
+                assert _x_sipagent(request) == [], request.text
+            # what the carrier got of this dialog: the node's answers and requests, through the edge only
+            carrier = [m for m in result.messages if m.direction == "received" and m.header("Call-ID") == call_id]
+            for message in carrier:
+                assert _x_sipagent(message) == [], message.text
+            answers = {m.header("CSeq"): m.first_line for m in carrier if m.method is None}
+            assert answers["2 INVITE"] == "SIP/2.0 200 OK" and answers["4 REFER"] == "SIP/2.0 202 Accepted"
+            [ok] = [m for m in carrier if m.header("CSeq") == "2 INVITE" and m.first_line == "SIP/2.0 200 OK"]
+            assert "a=recvonly" in _body(ok)
+            requests = [m for m in carrier if m.method]
+            assert [m.method for m in requests] == ["NOTIFY", "INFO"]
+            notify, node_info = requests
+            assert notify.header("Event") == "refer"
+            assert notify.header("Content-Type") == "message/sipfrag;version=2.0"
+            assert _body(notify).strip() == "SIP/2.0 200 OK"
+            assert node_info.header("Content-Type") == "application/dtmf-relay" and "Signal=9" in _body(node_info)
+            for request in requests:
+                # to the carrier's Contact, both Routes (the edge's Record-Route) used up, sent by the edge's public
+                # socket on behalf of the owning node
+                assert request.first_line.startswith(f"{request.method} sip:carrier@{PBX}:")
+                assert request.headers("Route") == []
+                vias = request.headers("Via")
+                assert vias[0].startswith(f"SIP/2.0/TCP 127.0.0.1:{pool.public};")
+                assert vias[1].startswith(f"SIP/2.0/TCP 127.0.0.1:{node_port};")
+            assert invite.headers("X-Sipagent-Trunk") == ["pbx"]
+        # weights 3:1:1 (algorithm 9 deals a shuffled cycle of 100): 20 calls in a row on fs1 is about 1e-5
+        assert len(owners) >= 2, owners
+    finally:
+        for node in pool.nodes.values():
+            node.start("node.xml")
+    pool.all_active()
 
 
 def test_a_request_for_an_unknown_dialog_gets_481(pool: Pool) -> None:
