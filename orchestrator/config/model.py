@@ -762,7 +762,7 @@ class Orchestrator(Model):
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: HttpApi = Field(default_factory=HttpApi)
     records: Annotated[str, AfterValidator(records_location)] | None = Field(
-        "calls.jsonl",
+        "calls.db",
         description="Where call records go (docs/operations.md): a file ending in .jsonl (JSON lines), a "
         "postgresql:// URL (PostgreSQL; the password from ${ENV} or PGPASSWORD), or else an SQLite database file; "
         "files are relative to this file.",

@@ -117,8 +117,11 @@ def columns(record: dict[str, Any], now: float) -> tuple[Any, ...]:
     if started is None:
         started = ended if ended is not None else now
     status = hangup.get("sip_status")
+    record_id = record.get("id")
+    if not isinstance(record_id, str) or not 0 < len(record_id) <= _TEXT_LIMIT:
+        raise ValueError("a record needs an id (text of 1 to 256 characters)")
     return (
-        str(record["id"]),
+        record_id,
         started,
         ended,
         _text(record.get("direction")),

@@ -8,6 +8,7 @@ or unwritable database is :class:`~orchestrator.store.backend.StoreUnavailable` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
@@ -87,7 +88,10 @@ class SqliteBackend:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # call records are personal data
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                # WAL is a property of the file: a connection that finds it locked (another process is setting
+                # it up right now) goes on without setting it again
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error:
                 conn.close()

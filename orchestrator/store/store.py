@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from orchestrator.config.model import records_kind
 from orchestrator.store import sql
-from orchestrator.store.backend import Backend
+from orchestrator.store.backend import Backend, StoreRejected
 from orchestrator.store.sql import Filters, Page
 
 #: most records one page may hold (the API's ``limit``)
@@ -78,7 +78,10 @@ class Store:
 
     async def put(self, records: Iterable[dict[str, Any]]) -> int:
         """Store records (one transaction); a record already there (same id) is replaced."""
-        batch = sql.upsert(self.dialect, records, self.clock())
+        try:
+            batch = sql.upsert(self.dialect, records, self.clock())
+        except ValueError as exc:
+            raise StoreRejected(f"{self.name}: {exc}") from None
         if not batch.rows:
             return 0
         await self.db.run([batch])
