@@ -1,4 +1,4 @@
-"""HTTP API: place, inspect, transfer and hang up calls; health; Prometheus metrics.
+"""HTTP API: place, inspect, transfer and hang up calls; call records from the store; health; Prometheus metrics.
 
 ``/v1/*`` needs ``Authorization: Bearer <token>`` (the token comes from the environment through
 the deployment file). Errors are JSON: ``{"error": {"code": "...", "message": "..."}}``.

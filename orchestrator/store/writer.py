@@ -201,7 +201,10 @@ class StoreWriter:
     # -- the task ---------------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.spool.prepare)
+        try:
+            await asyncio.to_thread(self.spool.prepare)
+        except OSError as exc:  # an unreadable spool: what it holds waits; new records still go to the database
+            log.error("call records: cannot read the spool %s: %s", self.spool.path, exc)
         await self._recover()
         while True:
             if not self._queue:
@@ -222,7 +225,7 @@ class StoreWriter:
         if not self.healthy and self.spool.pending and loop.time() >= self._retry_at:
             await self._recover()  # one last try; else the spool waits for the next start
         if self.spool.pending:
-            log.warning("call records: %d record(s) wait in %s for the next start", self.spooled, self.spool.path)
+            log.warning("call records: the spool %s is replayed at the next start", self.spool.path)
 
     def _take(self, limit: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
