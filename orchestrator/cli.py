@@ -41,6 +41,8 @@ app = typer.Typer(
 )
 tls_app = typer.Typer(help="TLS helpers.", no_args_is_help=True)
 app.add_typer(tls_app, name="tls")
+records_app = typer.Typer(help="Call records in the call store (docs/operations.md).", no_args_is_help=True)
+app.add_typer(records_app, name="records")
 
 out = Console(highlight=False, soft_wrap=True, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -785,6 +787,65 @@ def tls_self_signed(
         raise _fail(f"cannot write into {out_dir}: {where}{exc.strerror or exc}", EXIT_FAILED) from None
     for label, path in (("CA", files.ca_certificate), ("certificate", files.certificate), ("key", files.private_key)):
         err.print(line(f"wrote {label}: {path}"))
+
+
+def _when(value: str | None, option: str) -> float | None:
+    """An ISO 8601 date or time from the command line as epoch seconds (UTC when it has no offset)."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"{option}: not an ISO 8601 date or time: {value[:64]}", EXIT_INVALID) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@records_app.command("export")
+@_guard
+def records_export(
+    file: FileArg,
+    env_file: EnvFileOpt = None,
+    since: Annotated[str | None, typer.Option(help="Calls that started at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Calls that started before (ISO 8601).")] = None,
+) -> None:
+    """Print the stored call records as JSON lines, oldest first (sipagent records export d.yaml > calls.jsonl)."""
+    from orchestrator import store
+
+    start, end = _when(since, "--since"), _when(until, "--until")
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    value = result.deployment.orchestrator.records
+    if not value:
+        raise _fail("orchestrator.records is off: there are no records", EXIT_FAILED)
+    target = store.target(value, result.base_dir)
+    if target.kind == "jsonl":
+        raise _fail(f"orchestrator.records is a JSONL file ({target.name}): it is the export already", EXIT_FAILED)
+
+    async def export() -> int:
+        found = store.open_store(target, create=False) if target.kind == "sqlite" else store.open_store(target)
+        count = 0
+        try:
+            if await found.db.schema_version() is None:
+                raise _fail(f"{found.name} holds no call records (sipagent run has not written there)", EXIT_FAILED)
+            chunk: list[str] = []
+            async for record in found.export(store.Filters(since=start, until=end)):
+                chunk.append(json.dumps(record, sort_keys=True) + "\n")
+                count += 1
+                if len(chunk) >= 500:
+                    sys.stdout.write("".join(chunk))
+                    chunk.clear()
+            sys.stdout.write("".join(chunk))
+            sys.stdout.flush()
+        except store.StoreError as exc:
+            raise _fail(f"cannot read the call store: {exc}", EXIT_FAILED) from None
+        finally:
+            await found.close()
+        return count
+
+    count = asyncio.run(export())
+    err.print(line(f"{count} record(s) exported from {target.name}"))
 
 
 def run() -> None:

@@ -1,7 +1,8 @@
 """The package layout reads like the data flow, and stays that way: no package imports another against it.
 
 config → render → FreeSWITCH; ESL events → calls → media → agents, with ``audio`` a leaf both media and
-agents use (docs/architecture.md); ``edge`` (the Kamailio edge's DNS records and live reloads) reads only the
+agents use (docs/architecture.md); ``store`` (the call store) reads only the configuration, and ``calls``, ``api``
+and the CLI use it; ``edge`` (the Kamailio edge's DNS records and live reloads) reads only the
 configuration, and the CLI, doctor and render use it. Every import counts, including those inside functions.
 """
 
@@ -22,14 +23,29 @@ FORBIDDEN = {
     "dtmf": {"*"},
     "channelvars": {"*"},
     "perf": {"*"},
-    "config": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime"},
-    "edge": {"agents", "api", "audio", "calls", "cli", "doctor", "esl", "media", "render", "runtime"},
-    "esl": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "media", "render", "runtime"},
-    "agents": {"api", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime"},
-    "media": {"api", "calls", "cli", "doctor", "edge", "render", "runtime"},
+    "config": {
+        "agents",
+        "api",
+        "audio",
+        "calls",
+        "cli",
+        "doctor",
+        "edge",
+        "esl",
+        "media",
+        "render",
+        "runtime",
+        "store",
+    },
+    "edge": {"agents", "api", "audio", "calls", "cli", "doctor", "esl", "media", "render", "runtime", "store"},
+    "esl": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "media", "render", "runtime", "store"},
+    "agents": {"api", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime", "store"},
+    "media": {"api", "calls", "cli", "doctor", "edge", "render", "runtime", "store"},
     "calls": {"api", "cli", "doctor", "edge", "render", "runtime"},
-    "render": {"agents", "api", "audio", "calls", "cli", "doctor", "media", "runtime"},
-    "doctor": {"api", "calls", "cli", "runtime"},
+    "render": {"agents", "api", "audio", "calls", "cli", "doctor", "media", "runtime", "store"},
+    "doctor": {"api", "calls", "cli", "runtime", "store"},
+    # the call store: records are dicts to it; it reads the configuration and nothing else of the project
+    "store": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime"},
     "api": {"cli", "doctor", "render", "runtime"},
 }
 

@@ -1,4 +1,4 @@
-"""HTTP API: place, inspect, transfer and hang up calls; health; Prometheus metrics.
+"""HTTP API: place, inspect, transfer and hang up calls; call records from the store; health; Prometheus metrics.
 
 ``/v1/*`` needs ``Authorization: Bearer <token>`` (the token comes from the environment through
 the deployment file). Errors are JSON: ``{"error": {"code": "...", "message": "..."}}``.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -21,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from orchestrator import __version__, dtmf
+from orchestrator import __version__, dtmf, store
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
 from orchestrator.calls.tracker import CallState
@@ -164,6 +165,7 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
     app.add_middleware(BoundedBody)
     _error_handlers(app)
     _call_routes(app, controller, [Depends(_bearer(token))])
+    _record_routes(app, controller, [Depends(_bearer(token))])
     _service_routes(app, controller)
     return app
 
@@ -245,6 +247,82 @@ def _call_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
     async def dtmf(call_id: CallId, req: DtmfRequest) -> dict[str, Any]:
         await controller.send_dtmf(call_id, req.digits, req.duration_ms)
         return {"id": call_id, "status": "sent"}
+
+
+#: the query parameters ``GET /v1/records`` knows (anything else is refused: a misspelt filter must not be ignored)
+RECORD_FILTERS = frozenset(
+    {"since", "until", "direction", "trunk", "number", "agent", "result", "sip_status", "limit", "cursor"}
+)
+RecordName = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+def _epoch(value: datetime | None) -> float | None:
+    """An ISO 8601 time as epoch seconds (a time without an offset is UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def _records_store(controller: Controller) -> store.Store:
+    found = controller.store
+    if found is None:
+        raise CallError(
+            "records_not_stored",
+            "call records go to a JSONL file here (orchestrator.records ends in .jsonl): the records API needs "
+            "the call store — set orchestrator.records to an SQLite file (calls.db) or a postgresql:// URL",
+            501,
+        )
+    return found
+
+
+async def _from_store(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except store.StoreError as exc:
+        log.warning("api: call store unavailable: %s", exc)
+        raise CallError("store_unavailable", "the call store cannot be reached right now; try again", 503) from None
+
+
+def _record_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
+    """``/v1/records``: ended calls from the call store, filtered and paged; one record by id."""
+
+    @app.get("/v1/records", dependencies=v1)
+    async def list_records(
+        request: Request,
+        since: Annotated[datetime | None, Query(description="Calls that started at or after (ISO 8601).")] = None,
+        until: Annotated[datetime | None, Query(description="Calls that started before (ISO 8601).")] = None,
+        direction: Literal["inbound", "outbound"] | None = None,
+        trunk: RecordName = None,
+        number: Annotated[str | None, Query(max_length=256, description="The caller or the callee.")] = None,
+        agent: RecordName = None,
+        result: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
+        sip_status: Annotated[int | None, Query(ge=100, le=699)] = None,
+        limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")] = None,
+    ) -> dict[str, Any]:
+        unknown = sorted(set(request.query_params) - RECORD_FILTERS)
+        if unknown:
+            raise CallError(
+                "invalid_request",
+                f"unknown parameter {unknown[0][:64]!r}: use {', '.join(sorted(RECORD_FILTERS))}",
+            )
+        start, end = _epoch(since), _epoch(until)
+        if start is not None and end is not None and start > end:
+            raise CallError("invalid_request", "since is after until")
+        filters = store.Filters(start, end, direction, trunk, number, agent, result, sip_status)
+        found = _records_store(controller)
+        try:
+            page = await _from_store(found.page(filters, cursor, limit))
+        except store.InvalidCursor as exc:
+            raise CallError("invalid_cursor", str(exc)) from None
+        return {"records": page.records, "next_cursor": page.next_cursor}
+
+    @app.get("/v1/records/{record_id}", dependencies=v1)
+    async def get_record(record_id: CallId) -> dict[str, Any]:
+        record: dict[str, Any] | None = await _from_store(_records_store(controller).get(record_id))
+        if record is None:
+            raise CallError("unknown_record", f"no record {record_id}", 404)
+        return record
 
 
 def _service_routes(app: FastAPI, controller: Controller) -> None:

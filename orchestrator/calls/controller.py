@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import dtmf
+from orchestrator import dtmf, store
 from orchestrator.calls import dialing, records
 from orchestrator.calls.nodes import node_endpoints
 from orchestrator.calls.outcome import HANGUP_REASONS
@@ -37,7 +37,7 @@ from orchestrator.calls.tracker import (
     Policy,
     fork_rate,
 )
-from orchestrator.config.model import Deployment
+from orchestrator.config.model import Deployment, Orchestrator
 from orchestrator.esl import commands
 from orchestrator.esl.client import EslClient, EslError
 from orchestrator.esl.protocol import CommandError, EslProtocolError, Event, parse_json_event
@@ -93,6 +93,16 @@ def _policy(deployment: Deployment, fork_command: Callable[[Call], str]) -> Poli
     )
 
 
+def record_writer(o: Orchestrator, base_dir: Path) -> records.RecordWriter | store.StoreWriter | None:
+    """Where ended calls' records go: a JSONL file, or the call store (SQLite or PostgreSQL: docs/operations.md)."""
+    if not o.records:
+        return None
+    target = store.target(o.records, base_dir)
+    if target.kind == "jsonl":
+        return records.RecordWriter(Path(target.location))
+    return store.writer(target, retention_days=o.records_retention_days)
+
+
 def _fork_metadata(call: Call) -> dict[str, Any]:
     """What the media bridge and the agent learn of the call when its fork connects."""
     inbound = call.direction == "inbound"
@@ -133,7 +143,9 @@ class Controller:
         self.tokens = tokens or fork.Tokens(secret)
         self.tracker = CallTracker(_policy(deployment, self._fork_command))
         self.listeners: list[Listener] = []
-        self.records = records.RecordWriter(base_dir / o.records) if o.records and write_records else None
+        self.records = record_writer(o, base_dir) if write_records else None
+        #: the store the API reads records from (None when records go to a JSONL file, or nowhere)
+        self.store = self.records.store if isinstance(self.records, store.StoreWriter) else None
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._ended_cache = ended_cache
         self._locks: dict[str, asyncio.Lock] = {}

@@ -40,6 +40,9 @@ from orchestrator.config.types import (
     Variable,
     WsUrl,
     XHeader,
+    file_path,
+    is_hostname,
+    is_ip_address,
     secret_rule,
 )
 
@@ -660,6 +663,88 @@ class MediaSettings(Model):
         return self
 
 
+#: ``orchestrator.records``: a ``.jsonl`` file, a ``postgresql://`` URL, or an SQLite database file
+RECORDS_SCHEMES = ("postgresql://", "postgres://")
+#: the libpq URL parameters a store URL may carry (asyncpg reads them); the password never goes here
+_PG_PARAMS = frozenset(
+    {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "target_session_attrs", "application_name", "passfile"}
+)
+_PG_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+_PG_DATABASE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$.-]{0,62}")
+_PG_USER = re.compile(r"[A-Za-z0-9_.%-]{1,63}")
+_PG_PARAM_VALUE = re.compile(r"[A-Za-z0-9_./%:@+-]{1,1024}")
+
+
+def records_kind(value: str) -> Literal["jsonl", "postgres", "sqlite"]:
+    """What ``orchestrator.records`` names: a JSONL file, a PostgreSQL database, or an SQLite file."""
+    if value.lower().startswith(RECORDS_SCHEMES):
+        return "postgres"
+    return "jsonl" if value.lower().endswith(".jsonl") else "sqlite"
+
+
+def _pg_host(item: str) -> bool:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    host, port = item, ""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return False
+        port = rest[1:]
+        ok = ":" in host and is_ip_address(host)
+    else:
+        host, _, port = item.partition(":")
+        ok = is_hostname(host) or is_ip_address(host)
+    return ok and (not port or (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535))
+
+
+def postgres_url(value: str) -> str:
+    """A ``postgresql://[user[:password]@]host[:port][,host2…]/database[?param=value…]`` URL.
+
+    Never quotes the value in an error (it may hold a password: take it from ``${ENV}`` or ``PGPASSWORD``)."""
+    if len(value) > 4096:
+        raise ValueError("a PostgreSQL URL is limited to 4096 characters")
+    if first_unsafe(value) is not None or any(c.isspace() for c in value):
+        raise ValueError("a PostgreSQL URL cannot contain blanks, line breaks or control characters")
+    rest = value.split("://", 1)[1]
+    if "#" in rest:
+        raise ValueError("a PostgreSQL URL has no #fragment")
+    location, _, query = rest.partition("?")
+    netloc, slash, database = location.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        user, _, _password = userinfo.partition(":")
+        if not _PG_USER.fullmatch(user):
+            raise ValueError("the PostgreSQL URL's user name is missing or not a plain name (letters, digits, _ . -)")
+    if not hosts or not all(_pg_host(h) for h in hosts.split(",")):
+        raise ValueError(
+            "the PostgreSQL URL needs a host: postgresql://user@host[:port]/database (host name or IP address)"
+        )
+    if not slash or not _PG_DATABASE.fullmatch(database):
+        raise ValueError("the PostgreSQL URL needs a database name: postgresql://user@host[:port]/database")
+    for pair in query.split("&") if query else ():
+        key, eq, param = pair.partition("=")
+        if key in ("password", "sslpassword"):
+            raise ValueError(
+                "put the password in the URL's user part from the environment (user:${PGPASS}@host) or in PGPASSWORD"
+            )
+        if key not in _PG_PARAMS:
+            raise ValueError(f"unknown PostgreSQL URL parameter {quote(key[:64])}: use {', '.join(sorted(_PG_PARAMS))}")
+        if not eq or not _PG_PARAM_VALUE.fullmatch(param):
+            raise ValueError(f"the PostgreSQL URL parameter {quote(key)} needs a plain value")
+        if key == "sslmode" and param not in _PG_SSLMODES:
+            raise ValueError(f"sslmode must be one of {', '.join(sorted(_PG_SSLMODES))}")
+    return value
+
+
+def records_location(value: str) -> str:
+    """``orchestrator.records``: a file path (``.jsonl``: JSON lines; else an SQLite database) or a PostgreSQL URL."""
+    if records_kind(value) == "postgres":
+        return postgres_url(value)
+    if "://" in value:
+        raise ValueError("a database URL starts with postgresql:// (any other value is a file: .jsonl or SQLite)")
+    return file_path(value)
+
+
 class Orchestrator(Model):
     """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
 
@@ -676,7 +761,18 @@ class Orchestrator(Model):
     )
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: HttpApi = Field(default_factory=HttpApi)
-    records: FilePath | None = Field("calls.jsonl", description="JSONL file of call records (relative to this file).")
+    records: Annotated[str, AfterValidator(records_location)] | None = Field(
+        "calls.db",
+        description="Where call records go (docs/operations.md): a file ending in .jsonl (JSON lines), a "
+        "postgresql:// URL (PostgreSQL; the password from ${ENV} or PGPASSWORD), or else an SQLite database file; "
+        "files are relative to this file.",
+    )
+    records_retention_days: int | None = Field(
+        None,
+        ge=1,
+        le=36500,
+        description="Delete stored call records older than this many days (SQLite and PostgreSQL; none: keep all).",
+    )
     originate_timeout_seconds: int = Field(60, ge=5, le=600, description="Ring time before an outbound call gives up.")
     command_timeout_seconds: float = Field(10.0, gt=0, le=120)
     node_lost_seconds: int = Field(
