@@ -116,41 +116,50 @@ def test_the_channel_variables_read_the_same() -> None:
 def test_loss_and_mos_are_per_interval_and_mos_call_is_freeswitchs() -> None:
     first = quality.reading(counters(250))  # 5 s clean
     p1 = quality.point(None, first, 5.0)
-    assert p1.loss_pct == 0 and p1.mos == 4.5 and p1.mos_call == 4.5
+    assert p1.loss_pct == 0 and p1.mos_call == 4.5
+    assert p1.mos == pytest.approx(quality.e_model_mos(0, 0.5)) and 4.35 < (p1.mos or 0) < 4.45
     assert p1.packets_in == 250 and p1.packets_out == 250
     assert p1.jitter_ms == pytest.approx(0.5)  # √0.25 ms²
-    # the next 5 s: 200 packets arrive, 50 are missing (20 % of those expected)
-    second = quality.reading(counters(450, 50, sent=500))
+    # the next 5 s: 250 packets sent each way, 50 of the far end's lost in single gaps: 150 flaws with the penalty
+    second = quality.reading(counters(450, 150, sent=500))
     p2 = quality.point(first, second, 10.0)
     assert p2.packets_in == 200 and p2.packets_out == 250
-    assert p2.loss_pct == pytest.approx(20.0)
-    assert p2.mos == pytest.approx(quality.r_to_mos(75.0))  # R = 100·(1 − 50/200)
-    assert p2.mos_call == pytest.approx(quality.r_to_mos(88))  # FreeSWITCH's, over the call: barely moved
-    assert p2.mos is not None and p2.mos_call is not None and p2.mos < 3.9 < 4.2 < p2.mos_call
+    assert p2.loss_pct == pytest.approx(20.0)  # min(150 / 350, 50 / 250)
+    assert p2.mos == pytest.approx(quality.e_model_mos(20.0, 0.5))
+    assert p2.mos_call == pytest.approx(quality.r_to_mos(66))  # FreeSWITCH's, over the call
+    assert p2.mos is not None and p2.mos < 3.0 < p2.mos_call
 
 
-def test_few_packets_take_freeswitchs_mos_and_no_mos_takes_the_e_model() -> None:
+def test_loss_is_the_smaller_of_two_upper_bounds() -> None:
+    assert quality.loss_pct(30, 40, 50) == 40.0  # measured on 1.10.12: 2 of 5 lost, 40 flaws for 20 lost
+    assert quality.loss_pct(50, 0, 75) == 0.0  # far end at 30 ms ptime, FreeSWITCH at 20: no gap, no loss
+    assert quality.loss_pct(0, 0, 0) is None and quality.loss_pct(None, None, None) is None
+    assert quality.loss_pct(10, None, 20) is None  # too few sent to tell, no flaw count
+    assert quality.loss_pct(10, None, 50) == 80.0
+    assert quality.loss_pct(60, None, 50) == 0.0  # more received than sent (a 10 ms far end): no negative loss
+    assert quality.loss_pct(10, -5, 100) == 90.0  # flaws went down (FreeSWITCH zeroed them): only the other bound
+
+
+def test_without_a_loss_figure_freeswitchs_mos_is_taken() -> None:
     before = quality.reading(counters(250))
-    quiet = quality.reading(counters(260, 0, in_mos=4.1))  # 10 packets in the interval
-    assert quality.point(before, quiet, 1.0).mos == 4.1
-    bare = quality.reading({"in_media_packet_count": 260, "in_flaw_total": 5, "in_jitter_max_variance": 4})
+    bare = quality.reading({"in_media_packet_count": 260, "in_mos": 4.1, "in_jitter_max_variance": 4})
     p = quality.point(before, bare, 1.0)
-    assert p.estimated and p.mos == pytest.approx(quality.e_model_mos(p.loss_pct or 0, 2.0))
-    assert p.to_dict()["estimated"] is True and "estimated" not in quality.point(None, before, 0).to_dict()
+    assert p.loss_pct is None and p.mos == 4.1 and p.jitter_ms == 2.0
+    assert quality.point(before, quality.reading({"in_media_packet_count": 260}), 1.0).mos is None
 
 
-def test_freeswitch_resetting_its_flaws_means_the_interval_was_terrible() -> None:
-    before = quality.reading(counters(400, 300))
-    after = quality.reading(counters(500, 10))  # flaws went down, packets went up: do_mos zeroed them
+def test_freeswitch_resetting_its_flaws_leaves_the_sent_bound() -> None:
+    before = quality.reading(counters(400, 300, sent=1000))
+    after = quality.reading(counters(500, 10, sent=1250))  # flaws went down: do_mos zeroed them
     p = quality.point(before, after, 1.0)
-    assert p.mos == 1.0 and p.loss_pct is None
+    assert p.loss_pct == 60.0 and p.mos is not None and p.mos < 2
 
 
 def test_a_new_rtp_session_counts_from_zero() -> None:
     before = quality.reading(counters(5000, 100))
     after = quality.reading(counters(100, 0))  # every counter went down
     p = quality.point(before, after, 1.0)
-    assert p.packets_in == 100 and p.loss_pct == 0 and p.mos == 4.5
+    assert p.packets_in == 100 and p.loss_pct == 0 and p.mos == pytest.approx(quality.e_model_mos(0, 0.5))
 
 
 def test_out_of_range_freeswitch_mos_is_ignored() -> None:
@@ -204,23 +213,26 @@ def test_the_watch_recovers_at_most_at_4_5() -> None:
 def test_a_track_keeps_a_bounded_series_and_a_summary_of_every_sample() -> None:
     t = Track(length=3, min_mos=3.5)
     changes = []
-    received = flaws = 0
+    received = flaws = sent = 0
     for i in range(10):
-        received += 250
-        if 4 <= i < 7:
-            flaws += 125  # a third lost for three samples
-        _, change = t.add(quality.reading(counters(received, flaws)), 100.0 + 5 * i)
+        lost = 100 if 4 <= i < 7 else 0  # 40 % lost for three samples
+        sent += 250
+        received += 250 - lost
+        flaws += 3 * lost
+        _, change = t.add(quality.reading(counters(received, flaws, sent=sent)), 100.0 + 5 * i)
         changes.append(change)
     assert len(t.series) == 3 and [p["t"] for p in t.points()] == [135.0, 140.0, 145.0]
     assert changes.count(Change.LOW) == 1 and changes.count(Change.OK) == 1
     assert changes.index(Change.LOW) == 5 and changes.index(Change.OK) == 8
     s = t.summary()
+    clean = quality.e_model_mos(0, 0.5)
     assert s["samples"] == 10 and s["low_events"] == 1 and s["low"] is False
-    assert s["mos_min"] == pytest.approx(quality.r_to_mos(50), abs=0.01)
-    assert s["loss_pct_max"] == pytest.approx(33.33, abs=0.01) and s["mos"] == 4.5
-    assert s["packets_in"] == received - 0 and s["min_mos"] == 3.5
+    assert s["mos_min"] == pytest.approx(quality.e_model_mos(40, 0.5), abs=0.01)
+    assert s["loss_pct_max"] == 40.0 and s["mos"] == pytest.approx(clean, abs=0.01)
+    assert s["packets_in"] == received and s["packets_out"] == sent and s["min_mos"] == 3.5
     current = t.current()
-    assert current is not None and current["mos"] == 4.5 and current["low"] is False and current["t"] == 145.0
+    assert current is not None and current["low"] is False and current["t"] == 145.0
+    assert current["mos"] == pytest.approx(clean, abs=0.01)
 
 
 def test_an_empty_track() -> None:

@@ -11,29 +11,31 @@ round trip (calls/sampler.py sends it as ``bgapi``). Its names are the variables
   loss, jitter and MOS only for what it receives; for what it sends it counts packets and bytes (the far end's
   view would come from its RTCP receiver reports, which the rendered configuration does not ask for).
 * ``in_media_packet_count``: audio packets received; ``in_packet_count`` all packets (with DTMF and CNG);
-  ``in_skip_packet_count``: read ticks with no packet in time (FreeSWITCH played comfort noise instead).
+  ``in_skip_packet_count``: frames FreeSWITCH replaced by comfort noise.
 * ``in_flaw_total``: *flaws* — each packet missing from the sequence, each read tick without audio once the
-  stream has been silent for 2 s, plus a penalty for flaws in consecutive packets. FreeSWITCH resets it to 0 when
-  it exceeds the packets received.
+  stream has been silent for 2 s, plus penalties: ``do_mos`` compares the count with a stale copy, so every gap
+  costs 2 more at the next packet (and more in consecutive ones). FreeSWITCH resets it to 0 when it exceeds the
+  packets received. Measured on 1.10.12: 2 of every 5 packets lost gave 40 flaws a second for 20 lost.
 * ``in_quality_percentage`` R = 100·(received − flaws)/received, and ``in_mos`` = 1 + 0.035·R +
   7·10⁻⁶·R·(R − 60)·(100 − R) (4.5 at R = 100), both **over the call so far** (an R below 0 is reported as 100).
 * ``in_jitter_min_variance`` / ``in_jitter_max_variance``: the smallest and largest value the running variance
   of the time between packets (ms², measured when FreeSWITCH reads them) has had in the call; its current value is
   not exported. ``in_mean_interval``: the mean time between packets (ms). ``in_jitter_loss_rate``: lost/received
   (bursts weighted), ``in_jitter_burst_rate``: the burst ratio, both refreshed at most every 5 s.
+* ``out_media_packet_count``: audio packets sent (one every ptime: the rendered dialplan sends silence when idle).
 * ``rtcp_packet_count`` / ``rtcp_octet_count``: the far end's sender-report counts (0 without RTCP).
 
-**A point** of the series (:func:`point`), from this reading and the call's previous one:
+**A point** of the series (:func:`point`), from this reading and the call's previous one (Δ: the growth between
+them; the first point counts from the start):
 
-* ``loss_pct`` = 100·Δflaws/(Δreceived + Δflaws) over the interval (the first point: since the call began);
-* ``mos``: FreeSWITCH's own formula over the interval (R = 100·(1 − Δflaws/Δreceived), clamped to 0–100) once at
-  least :data:`MIN_INTERVAL_PACKETS` audio packets arrived in it — FreeSWITCH's ``in_mos`` covers the whole call,
-  so 30 bad seconds late in a 10-minute call would barely move it; else FreeSWITCH's ``in_mos``; else the E-model
-  estimate (:func:`e_model_mos`) from loss and jitter. ``mos_call`` is FreeSWITCH's ``in_mos`` as it reported it.
-  A flaw count that went down while packets went up is FreeSWITCH's reset after more flaws than packets: that
-  interval's MOS is 1.
+* ``loss_pct``: :func:`loss_pct` of the interval — the smaller of Δflaws/(Δreceived + Δflaws) and
+  (Δsent − Δreceived)/Δsent, two upper bounds of the far end's packets that never arrived;
+* ``mos``: the E-model estimate (:func:`e_model_mos`) from that loss and the jitter — over the interval, where
+  FreeSWITCH's ``in_mos`` covers the whole call (30 bad seconds late in a 10-minute call would barely move it) and
+  takes its penalised flaws for lost packets; FreeSWITCH's ``in_mos`` when the loss cannot be told. ``mos_call``
+  is FreeSWITCH's ``in_mos`` as it reported it;
 * ``jitter_ms`` = √``in_jitter_max_variance``: the largest standard deviation of the time between packets
-  FreeSWITCH has seen in the call so far (ms).
+  FreeSWITCH has seen in the call so far (ms; its first packets included, it never comes down);
 * ``packets_in`` / ``packets_out``: audio packets received and sent in the interval.
 
 Counters that went down together (a new RTP session) count from zero again. Nothing read from FreeSWITCH raises:
@@ -223,7 +225,6 @@ class Point:
     loss_pct: float | None
     packets_in: int
     packets_out: int
-    estimated: bool = False  # mos is the E-model estimate
 
     def to_dict(self) -> dict[str, Any]:
         """The point as the record and the API show it."""
@@ -236,8 +237,6 @@ class Point:
             "packets_in": self.packets_in,
             "packets_out": self.packets_out,
         }
-        if self.estimated:
-            out["estimated"] = True
         return out
 
 
@@ -254,41 +253,41 @@ def _delta(now: Reading, before: Reading | None, name: str) -> float | None:
     return value - previous if previous is not None else value
 
 
+def loss_pct(received: float | None, flaws: float | None, sent: float | None) -> float | None:
+    """The share of the far end's packets lost in an interval (%), from FreeSWITCH's counters of that interval:
+    the smaller of two upper bounds (None when neither can be told).
+
+    * ``flaws / (received + flaws)``: every packet missing from the sequence is a flaw, but FreeSWITCH adds a
+      penalty of 2 after each gap (``do_mos`` compares with a stale last count), so this over-counts;
+    * ``(sent − received) / sent``: FreeSWITCH sends one packet every ptime, the far end should too — exact for
+      G.711 both ways; it over-counts when the far end sends less often (a longer ptime, silence suppression).
+      Used from :data:`MIN_INTERVAL_PACKETS` packets sent.
+    """
+    bounds: list[float] = []
+    if received is not None and flaws is not None and flaws >= 0 and received + flaws > 0:
+        bounds.append(100.0 * flaws / (received + flaws))
+    if received is not None and sent is not None and sent >= MIN_INTERVAL_PACKETS:
+        bounds.append(100.0 * max(0.0, sent - received) / sent)
+    return min(100.0, max(0.0, min(bounds))) if bounds else None
+
+
 def point(previous: Reading | None, current: Reading, at: float) -> Point:
     """The point of ``current``, taken at ``at``, after the call's ``previous`` reading (None: the first)."""
     before = previous
-    received_now, received_before = (
-        current.get("in_media_packet_count"),
-        (previous.get("in_media_packet_count") if previous is not None else None),
-    )
+    received_now = current.get("in_media_packet_count")
+    received_before = previous.get("in_media_packet_count") if previous is not None else None
     if received_now is not None and received_before is not None and received_now < received_before:
         before = None  # the packet counters went down: a new RTP session, counted from zero
     received = _delta(current, before, "in_media_packet_count")
-    flaws = _delta(current, before, "in_flaw_total")
-    flaws_reset = flaws is not None and flaws < 0  # FreeSWITCH zeroed its flaws: more than packets received
-    if flaws_reset:
-        flaws = None
+    flaws = _delta(current, before, "in_flaw_total")  # negative: FreeSWITCH zeroed them (more than received)
     sent = _delta(current, before, "out_media_packet_count")
     variance = current.get("in_jitter_max_variance")
     jitter = math.sqrt(variance) if variance is not None else None
-    loss: float | None = None
-    if received is not None and flaws is not None and received + flaws > 0:
-        loss = min(100.0, 100.0 * flaws / (received + flaws))
+    loss = loss_pct(received, flaws, sent)
     mos_call = current.get("in_mos")
     if mos_call is not None and not MOS_MIN <= mos_call <= MOS_MAX:
         mos_call = None
-    estimated = False
-    mos: float | None
-    if flaws_reset and received is not None and received > 0:
-        mos = MOS_MIN
-    elif received is not None and flaws is not None and received >= MIN_INTERVAL_PACKETS:
-        mos = r_to_mos(100.0 * (1.0 - flaws / received))
-    elif mos_call is not None:
-        mos = mos_call
-    elif loss is not None:
-        mos, estimated = e_model_mos(loss, jitter or 0.0), True
-    else:
-        mos = None
+    mos = e_model_mos(loss, jitter or 0.0) if loss is not None else mos_call
     return Point(
         t=at,
         mos=mos,
@@ -297,7 +296,6 @@ def point(previous: Reading | None, current: Reading, at: float) -> Point:
         loss_pct=loss,
         packets_in=int(received) if received is not None and received > 0 else 0,
         packets_out=int(sent) if sent is not None and sent > 0 else 0,
-        estimated=estimated,
     )
 
 

@@ -6,12 +6,14 @@ Pure (time passed in). Follows ``src/switch_rtp.c`` (``check_jitter``, ``do_mos`
 ``jsonify_stats``) with ``src/switch_loadable_module.c`` (``switch_json_api_execute``).
 
 The model: from the answer on, one 20 ms packet per tick each way (160 payload bytes + a 12-byte header);
-``loss_pct`` of the far end's packets never arrive from the moment it is set (each a flaw; FreeSWITCH plays
-comfort noise for the tick: a skip); ``jitter_ms`` sets the running variance (its square), whose minimum and
-maximum FreeSWITCH reports. ``R = (int)(100 * (received - flaws) / received)`` (100 when out of 0–100) and
-``mos = 1 + 0.035 R + 0.000007 R (R - 60)(100 - R)``, as ``do_mos``; 4.5 before the first packet. ``fixed``
-values win over the model (tests set any counter, even to a value FreeSWITCH never sends). Not modelled: the
-consecutive-flaw penalty, DTMF/CNG packets, the jitter buffer, RTCP (``rtcp_*`` stay 0), video.
+``loss_pct`` of the far end's packets never arrive from the moment it is set (FreeSWITCH plays comfort noise for
+the tick: a skip); each gap is a flaw per lost packet plus a penalty of 2 (``do_mos`` compares with a stale count:
+measured on 1.10.12, 2 of every 5 lost gave 40 flaws a second), flaws beyond the packets received reset to 0;
+``jitter_ms`` sets the running variance (its square), whose minimum and maximum FreeSWITCH reports.
+``R = (int)(100 * (received - flaws) / received)`` (100 when out of 0–100) and ``mos = 1 + 0.035 R + 0.000007 R
+(R - 60)(100 - R)``, as ``do_mos``; 4.5 before the first packet. ``fixed`` values win over the model (tests set any
+counter, even to a value FreeSWITCH never sends). Not modelled: escalating penalties of consecutive gaps, DTMF/CNG
+packets, the jitter buffer, RTCP (``rtcp_*`` stay 0), video.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ class RtpStats:
         lost = min(new, int(self._loss_due))
         self._loss_due -= lost
         self.received += new - lost
-        self.flaws += lost
+        # do_mos: each gap costs its lost packets plus 2 at the next packet (it compares with a stale count);
+        # gaps are single packets up to 50 % loss, beyond it every packet received ends one
+        gaps = lost if self.loss_pct <= 50 else new - lost
+        self.flaws += lost + 2 * gaps
+        if self.flaws > self.received:
+            self.flaws = 0  # do_mos: "if (recved < flaws) flaws = 0"
         if self.received:
             variance = self.jitter_ms**2
             if variance < self.min_variance or self.min_variance == 0:
@@ -96,7 +103,7 @@ class RtpStats:
             "in_media_bytes": recv * PAYLOAD,
             "in_packet_count": recv,
             "in_media_packet_count": recv,
-            "in_skip_packet_count": flaws,
+            "in_skip_packet_count": self.ticks - recv,
             "in_jitter_packet_count": 0,
             "in_dtmf_packet_count": 0,
             "in_cng_packet_count": 0,
@@ -136,6 +143,11 @@ def _var(key: str, value: Any) -> str:
     return str(int(value)) if isinstance(value, (int, float)) and math.isfinite(value) else str(value)
 
 
+def _number(value: Any) -> Any:
+    """add_stat: cJSON_CreateNumber((double) v); a test's fixed value of another type is sent as it is."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def json_api(text: str, stats: Any) -> str:
     """``json <text>`` with only the ``mediaStats`` JSON API: ``stats(uuid)`` gives a live channel's audio counters
     (a dict), ``{}`` for a channel without audio RTP, or None when there is no such channel."""
@@ -166,7 +178,7 @@ def json_api(text: str, stats: Any) -> str:
         else:
             ok = True
             if audio:
-                reply.append(("audio", JObj((k, float(v) if not isinstance(v, str) else v) for k, v in audio.items())))
+                reply.append(("audio", JObj((k, _number(v)) for k, v in audio.items())))
     if ok:
         doc.append(("status", "success"))
     else:
