@@ -188,11 +188,12 @@ class QualitySampler:
         if change is not None:
             if change is quality.Change.LOW:
                 m.quality_low.labels(trunk).inc()
+            shown = point.to_dict()
             data: dict[str, Any] = {
-                "mos": point.to_dict()["mos"],
+                "mos": shown["mos"],
                 "min_mos": s.min_mos,
-                "jitter_ms": point.to_dict()["jitter_ms"],
-                "loss_pct": point.to_dict()["loss_pct"],
+                "jitter_ms": shown["jitter_ms"],
+                "loss_pct": shown["loss_pct"],
             }
             log.info("call %s: %s (MOS %s, threshold %s)", call.uuid, change, data["mos"], s.min_mos)
             self._notify([Notice(_NOTICES[change], call, data)])
