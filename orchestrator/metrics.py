@@ -10,6 +10,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+MOS_BUCKETS = (1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4, 4.5)
+JITTER_MS_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 50, 100, 200)
+LOSS_PCT_BUCKETS = (0.1, 0.5, 1, 2, 3, 5, 10, 20, 50, 100)
 
 
 class Metrics:
@@ -56,6 +59,36 @@ class Metrics:
             "Time the bridge holds a message before passing it on (sampled), by direction.",
             ["direction"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # live quality (calls/sampler.py): one observation per sample of an answered call; direction "in" is what
+        # FreeSWITCH receives from the far end (the only direction it measures loss, jitter and MOS for)
+        self.rtp_mos = Histogram(
+            "sipagent_rtp_mos", "MOS of each live quality sample.", ["trunk", "direction"], buckets=MOS_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.rtp_jitter = Histogram(
+            "sipagent_rtp_jitter_milliseconds",
+            "Jitter of each live quality sample (ms).",
+            ["trunk", "direction"],
+            buckets=JITTER_MS_BUCKETS,
+            registry=r,
+        )
+        self.rtp_loss = Histogram(
+            "sipagent_rtp_loss_percent",
+            "Packet loss of each live quality sample (% of the interval's packets).",
+            ["trunk", "direction"],
+            buckets=LOSS_PCT_BUCKETS,
+            registry=r,
+        )
+        self.quality_low = Counter(
+            "sipagent_quality_low", "Calls whose MOS fell below orchestrator.quality.min_mos.", ["trunk"], registry=r
+        )
+        self.quality_samples = Counter(
+            "sipagent_quality_samples",
+            "Live quality samples by result (ok, gone, no_media, unreadable, timeout, error, skipped).",
+            ["result"],
             registry=r,
         )
 

@@ -24,6 +24,7 @@ from orchestrator import dtmf, store
 from orchestrator.calls import dialing, records
 from orchestrator.calls.nodes import node_endpoints
 from orchestrator.calls.outcome import HANGUP_REASONS
+from orchestrator.calls.sampler import QualitySampler
 from orchestrator.calls.tracker import (
     CUSTOM,
     EVENTS,
@@ -169,6 +170,16 @@ class Controller:
                 backoff=backoff,
             )
             self.nodes[ep.name] = NodeState(ep.name, client)
+        #: live RTP quality of the answered calls (orchestrator.quality; calls/sampler.py)
+        self.quality = QualitySampler(
+            o.quality,
+            calls=lambda: self.tracker.calls.values(),
+            client=lambda node: self.nodes[node].client if node in self.nodes else None,
+            notify=self._notify,
+            metrics=self.metrics,
+            trunks=[t.name for t in deployment.trunks],
+            command_timeout=o.command_timeout_seconds,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -178,9 +189,11 @@ class Controller:
         for node in self.nodes.values():
             self.metrics.esl_connected.labels(node.name).set(0)
             await node.client.start()
+        self.quality.start()
 
     async def stop(self) -> None:
         """Disconnect; calls stay up in FreeSWITCH."""
+        await self.quality.stop()
         for node in self.nodes.values():
             if node.lost_timer is not None:
                 node.lost_timer.cancel()

@@ -49,6 +49,18 @@ def result(call: Call) -> str:
     return base
 
 
+def quality(call: Call) -> dict[str, Any]:
+    """The record's ``quality``: FreeSWITCH's figures at hang-up (``mos``, ``packets_in`` …, as always) and, for a
+    call that was sampled while up, ``series`` (the live samples, oldest first) and ``summary`` (over all samples:
+    ``mos_min``, ``mos_avg``, ``jitter_ms_max``, ``loss_pct_max``, ``low_events`` …; calls/quality.py)."""
+    out: dict[str, Any] = dict(call.quality)
+    track = call.live_quality
+    if track is not None and track.samples:
+        out["series"] = track.points()
+        out["summary"] = track.summary()
+    return out
+
+
 def build(call: Call, lost: bool = False) -> dict[str, Any]:
     """The record of an ended call."""
     # every timing is FreeSWITCH's (tracker: one clock); a clock step on the node still never gives a negative time
@@ -88,7 +100,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "refused": call.refused or None,
         "transfer": vars(call.transfer) if call.transfer else None,
         "dtmf": {"received": call.dtmf_in, "sent": call.dtmf_out},
-        "quality": call.quality,
+        "quality": quality(call),
         "fork": call.fork,
         "reattached": call.reattached,
         "lost": lost,

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from orchestrator import dtmf
 from orchestrator.calls import outcome
+from orchestrator.calls.quality import Track
 from orchestrator.channelvars import ANSWER_VARIABLES
 from orchestrator.channelvars import PREFIX as VAR
 from orchestrator.esl import commands
@@ -105,6 +106,8 @@ class NoticeKind(enum.StrEnum):
     TRANSFER = "transfer"
     HANGUP = "hangup"
     ENDED = "ended"
+    QUALITY_LOW = "quality_low"  # the call's MOS fell below orchestrator.quality.min_mos (calls/quality.py)
+    QUALITY_OK = "quality_ok"  # ... and came back
 
 
 #: fork module events passed on as they are
@@ -177,6 +180,12 @@ class Call:
     media: dict[str, Any] = field(default_factory=dict)  # the media bridge's summary (agent, frames, transcript)
     agent_overrides: dict[str, str] = field(default_factory=dict)  # per-call agent settings (API)
     refused: str = ""  # why the rendered dialplan refused an inbound call (srtp_required, unknown_number)
+    live_quality: Track | None = field(default=None, repr=False)  # sampled while up (calls/sampler.py)
+
+    @property
+    def quality_series(self) -> list[dict[str, Any]]:
+        """The live quality samples of the call, oldest first (bounded: orchestrator.quality.series_length)."""
+        return self.live_quality.points() if self.live_quality is not None else []
 
     @property
     def active(self) -> bool:
@@ -205,6 +214,7 @@ class Call:
             "hangup_by": self.hangup_by or None,
             "transfer": vars(self.transfer) if self.transfer else None,
             "fork": self.fork,
+            "quality": self.live_quality.current() if self.live_quality is not None else None,
         }
 
 

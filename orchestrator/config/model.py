@@ -745,6 +745,25 @@ def records_location(value: str) -> str:
     return file_path(value)
 
 
+class QualitySettings(Model):
+    """Live RTP quality: each answered call's statistics sampled over ESL while it is up (docs/runtime.md)."""
+
+    sample_seconds: float = Field(
+        5.0, ge=0, le=60, description="Seconds between samples of each answered call (1 to 60; 0: no sampling)."
+    )
+    min_mos: float = Field(
+        3.5, ge=1, le=4.5, description="A call whose MOS stays below this raises quality_low (quality_ok on recovery)."
+    )
+    series_length: int = Field(120, ge=1, le=1000, description="Samples kept per call (the most recent).")
+
+    @field_validator("sample_seconds")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError("sample_seconds is 0 (off) or 1 to 60")
+        return v
+
+
 class Orchestrator(Model):
     """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
 
@@ -760,6 +779,7 @@ class Orchestrator(Model):
         None, description="Key for the per-call tokens in fork URLs (use ${ENV_VAR}); default: random per process."
     )
     media: MediaSettings = Field(default_factory=MediaSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     api: HttpApi = Field(default_factory=HttpApi)
     records: Annotated[str, AfterValidator(records_location)] | None = Field(
         "calls.db",

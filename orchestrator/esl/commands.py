@@ -8,6 +8,7 @@ variable or an application to a command: it arrives as the one value it was, or 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 
@@ -16,6 +17,7 @@ from orchestrator.esl.quoting import Refused, argument, inline_dialplan, origina
 
 __all__ = [
     "Refused",
+    "media_stats",
     "originate",
     "show_channels",
     "uuid_answer",
@@ -48,6 +50,14 @@ def show_channels() -> str:
 def uuid_dump(uuid: str) -> str:
     """A channel's variables, as JSON."""
     return f"uuid_dump {_uuid(uuid)} json"
+
+
+def media_stats(uuid: str) -> str:
+    """A live channel's RTP statistics as one JSON reply (mod_commands' ``mediaStats`` JSON API, which also runs
+    ``uuid_set_media_stats``: the ``rtp_audio_*`` variables are refreshed too); read it with
+    :func:`orchestrator.calls.quality.parse_media_stats`."""
+    request = {"command": "mediaStats", "data": {"uuid": _uuid(uuid)}}
+    return "json " + json.dumps(request, separators=(",", ":"))
 
 
 def uuid_kill(uuid: str, cause: str) -> str:

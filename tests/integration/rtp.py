@@ -62,6 +62,10 @@ class RtpPeer(asyncio.DatagramProtocol):
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._seq, self._ts, self._ssrc = random.randrange(1 << 16), random.randrange(1 << 32), random.getrandbits(32)
+        #: (k, n): of every n audio packets the first k are lost on the way (never sent; their numbers skipped)
+        self.loss: tuple[int, int] = (0, 0)
+        self.sent = self.dropped = 0
+        self._nth = 0
 
     @classmethod
     async def open(cls) -> RtpPeer:
@@ -130,7 +134,14 @@ class RtpPeer(asyncio.DatagramProtocol):
                 self._ts += 5 * FRAME
                 gap = 5
                 continue
-            self._send(PCMU, silence)
+            lost, every = self.loss
+            self._nth = (self._nth + 1) % every if every else 0
+            if every and self._nth < lost:
+                self._seq += 1  # lost on the way: the far end sees a gap in the sequence
+                self.dropped += 1
+            else:
+                self._send(PCMU, silence)
+                self.sent += 1
             self._ts += FRAME
             gap = max(0, gap - 1)
             tick += 0.02

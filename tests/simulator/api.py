@@ -6,9 +6,9 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import audiofork, forkargs, fsstrings, texts
+from . import audiofork, forkargs, fsstrings, rtpstats, texts
 from .causes import normalize_cause
 from .channel import SHOW_CHANNEL_FIELDS, SimChannel
 from .texts import NO_SUCH_CHANNEL, USAGE
@@ -76,6 +76,9 @@ class ApiCommands:
         if arg:
             headers.append(("API-Command-Argument", arg))
         self.fire("API", headers, source="API")
+        delay = self.api_delays.get(cmd.lower())
+        if delay:  # a node slow to answer this command (the api reply holds the connection meanwhile)
+            await asyncio.sleep(delay)
         return await handler(arg, job)
 
     async def run_bgapi(self: SimulatedFreeSwitch, cmdline: str, job_uuid: str) -> None:
@@ -213,6 +216,50 @@ class ApiCommands:
                 row["call_created_epoch"] = ""
             rows.append(row)
         return rows
+
+    # -- media statistics -------------------------------------------------------------------------------
+    def rtp_of(self, ch: SimChannel) -> rtpstats.RtpStats:
+        """The channel's live RTP counters (:mod:`simulator.rtpstats`), counted from its answer."""
+        if ch.rtp is None:
+            answered_ago = (time.time() * 1e6 - ch.times["answered"]) / 1e6 if ch.times.get("answered") else 0.0
+            ch.rtp = rtpstats.RtpStats(started=time.monotonic() - max(0.0, answered_ago))
+        stats: rtpstats.RtpStats = ch.rtp
+        return stats
+
+    def set_rtp(self, uuid: str, *, loss_pct: float | None = None, jitter_ms: float | None = None,
+                **fixed: Any) -> None:  # fmt: skip
+        """Script the far end's stream of a channel from now on: ``loss_pct`` of its packets lost, ``jitter_ms``
+        of jitter, and counters fixed to any value (``in_mos=2.1``; ``None`` removes a fixed value)."""
+        stats = self.rtp_of(self.channels[uuid])
+        stats.set(time.monotonic(), loss_pct=loss_pct, jitter_ms=jitter_ms)
+        for key, value in fixed.items():
+            if value is None:
+                stats.fixed.pop(key, None)
+            else:
+                stats.fixed[key] = value
+
+    def _audio_stats(self, uuid: str) -> dict[str, Any] | None:
+        ch = self._chan(uuid)
+        if ch is None:
+            return None
+        if not ch.media:
+            return {}  # switch_core_media_get_stats: no audio RTP session
+        stats = self.rtp_of(ch)
+        ch.setvars(stats.variables(time.monotonic()))  # switch_core_media_set_stats ran first
+        return stats.values(time.monotonic())
+
+    async def api_json(self, arg: str, job: Job | None) -> str:
+        """``json {"command":"mediaStats","data":{"uuid":…}}`` (mod_commands.c json_function / json_stats_function;
+        the other JSON APIs are not modelled). Not recorded: built from the 1.10.12 sources."""
+        uuid = ""
+        doc = rtpstats.cjson_parse(arg)
+        if isinstance(doc, rtpstats.JObj) and isinstance(doc.get_item("data"), rtpstats.JObj):
+            found = doc.get_item("data").get_item("uuid")
+            uuid = found if isinstance(found, str) else ""
+        ch = self._chan(uuid) if uuid else None
+        if ch is not None and ch.media_stats_reply is not None:
+            return ch.media_stats_reply
+        return rtpstats.json_api(arg, self._audio_stats)
 
     # -- channel queries ---------------------------------------------------------------------------------
     async def api_uuid_exists(self, arg: str, job: Job | None) -> str:

@@ -303,6 +303,11 @@ class SimChannel:
     audio: Any = field(default=None, repr=False)
     bridged_to: str | None = None
     rtp_stats: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RTP_STATS))
+    #: the live RTP counters (:mod:`simulator.rtpstats`), from the first ``mediaStats`` or ``sim.set_rtp``;
+    #: once there, the hang-up's ``rtp_audio_*`` variables come from it instead of ``rtp_stats``
+    rtp: Any = field(default=None, repr=False)
+    #: a raw ``json`` API reply to give instead of the real one (tests of what FreeSWITCH could send)
+    media_stats_reply: str | None = field(default=None, repr=False)
     # -- internals -------------------------------------------------------------------------------
     profile: dict[str, str] = field(default_factory=dict, repr=False)
     times: dict[str, int] = field(default_factory=dict, repr=False)

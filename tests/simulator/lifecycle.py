@@ -19,6 +19,7 @@ Event sequences follow the recordings:
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from .causes import SIP_FAILURES, normalize_cause, q850
@@ -244,7 +245,7 @@ class ChannelLifecycle:
             ch.setvar("sip_hangup_disposition", disposition)
         ch.setvars(post_vars)
         if ch.media:
-            ch.setvars(ch.rtp_stats)
+            ch.setvars(ch.rtp.variables(time.monotonic()) if ch.rtp is not None else ch.rtp_stats)
         ch.fire("CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", cause)])
 
     def _destroy(self: SimulatedFreeSwitch, ch: SimChannel) -> None:

@@ -331,6 +331,8 @@ class SimulatedFreeSwitch(ApiCommands, CallFlows):
         self.refer_no_notify_timeout = 10.0
         self.default_originate_timeout = 60.0
         self.ring_time_scale = 1.0
+        #: seconds an ``api``/``bgapi`` command waits before it runs, by command name (a slow node)
+        self.api_delays: dict[str, float] = {}
         self.profiles: dict[str, str] = {
             "tcp": "sip:mod_sofia@127.0.0.1:5060",
             "tls": "sip:mod_sofia@127.0.0.1:5061",

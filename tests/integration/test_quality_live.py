@@ -1,0 +1,147 @@
+"""Live quality on a real FreeSWITCH: the orchestrator samples a call's RTP statistics while it is up.
+
+sipp signals from 127.0.0.2 with the SDP of a local RTP endpoint (rtp.py) that streams 20 ms PCMU frames to
+the port FreeSWITCH answered with; a fake raw agent takes the call. Clean at first, then 2 of every 5 packets
+are lost on the way: the samples count the packets, MOS stays high while clean, loss shows up at once and
+quality_low fires; the record keeps the series. Runs on the switch under test (switch.py) when ``sipp`` is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deployments import loopback_example, render_and_start
+from fake_agents import FakeRawAgent
+from rtp import RtpPeer
+from sipp_scenarios import uac
+from switch import FreeSwitch, free_port, requires_switch, suite_env, suite_ports
+
+from orchestrator.calls.controller import Controller
+from orchestrator.calls.tracker import Notice
+from orchestrator.config import check_file
+from orchestrator.media.bridge import MediaBridge
+from orchestrator.media.fork import Tokens
+
+pytestmark = [
+    *requires_switch,
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp (Debian package sip-tester)"),
+]
+
+
+class Env:
+    def __init__(self, fs: FreeSwitch, ports: dict[str, int], work: Path) -> None:
+        self.fs, self.ports, self.work = fs, ports, work
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("fsquality")
+    work = root / "deployment"
+    work.mkdir()
+    ports = suite_ports("bridge", "agent")
+    doc = loopback_example(work, ports)
+    doc["trunks"][1]["inbound"]["codecs"] = ["PCMU"]
+    doc["agents"][1] = {"name": "sales", "protocol": "raw", "url": f"ws://127.0.0.1:{ports['agent']}/agent"}
+    doc["agents"][1]["audio_format"] = "pcm_8000"
+    doc["orchestrator"]["media"] = {"port": ports["bridge"], "playback": "file"}
+    doc["orchestrator"]["quality"] = {"sample_seconds": 1, "min_mos": 3.5}
+    fs = render_and_start(doc, root, work)
+    try:
+        yield Env(fs, ports, work)
+    finally:
+        fs.stop()
+
+
+class Running:
+    def __init__(self, controller: Controller, notices: list[Notice]) -> None:
+        self.controller, self.notices = controller, notices
+
+
+@pytest.fixture()
+async def running(env: Env) -> AsyncIterator[Running]:
+    result = check_file(env.work / "deployment.yaml", suite_env())
+    assert result.deployment is not None
+    notices: list[Notice] = []
+    controller = Controller(result.deployment, result.base_dir, tokens=Tokens(b"quality-test"))
+    bridge = MediaBridge(result.deployment, controller.tokens, controller, controller.metrics)
+    controller.add_listener(bridge.on_notice)
+    controller.add_listener(notices.append)
+    async with FakeRawAgent(rate=8000, port=env.ports["agent"]):
+        await bridge.start()
+        await controller.start()
+        await controller.nodes["fs1"].client.wait_connected(10)
+        try:
+            yield Running(controller, notices)
+        finally:
+            await controller.stop()
+            await bridge.stop()
+
+
+async def wait_for(notices: list[Notice], kind: str, timeout: float = 20) -> Notice:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n in notices:
+            if n.kind == kind:
+                return n
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} notice; got {[n.kind for n in notices]}")
+
+
+async def test_live_samples_of_a_call_clean_then_lossy(env: Env, running: Running) -> None:
+    r = running
+    peer = await RtpPeer.open()
+    xml = uac(env.work / "quality.xml", 200, codec="PCMU", hold_ms=30000, far_end_bye=True)
+    xml.write_text(xml.read_text().replace("[media_port]", str(peer.port)).replace("[media_ip]", peer.host))
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(xml), f"127.0.0.1:{env.ports['tcp']}", "-s", "+15557650101", "-m", "1", "-nostdin",
+        "-t", "t1", "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM) // 2 * 2),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(env.work),
+    )  # fmt: skip
+    try:
+        uuid = (await wait_for(r.notices, "answered")).call.uuid
+        media_port = await r.controller.nodes["fs1"].client.api(f"uuid_getvar {uuid} local_media_port")
+        peer.aim("127.0.0.1", int(media_port.strip()))
+        call = r.controller.call(uuid)
+        assert call is not None
+        await asyncio.sleep(5.5)  # clean: 5 samples
+        clean = list(call.quality_series)
+        peer.loss = (2, 5)  # then 2 of every 5 packets lost on the way
+        low = await wait_for(r.notices, "quality_low", timeout=10)
+        await asyncio.sleep(2.2)
+        lossy = call.quality_series[len(clean) :]
+        summary = call.summary()["quality"]
+        await r.controller.hangup(uuid)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        await peer.close()
+    await wait_for(r.notices, "ended")
+    record: dict[str, Any] = r.controller.ended[uuid]
+    print(f"\n[peer] sent {peer.sent}, lost on the way {peer.dropped}")
+    print("\n[clean]", *clean, "\n[lossy]", *lossy, "\n[quality_low]", low.data, "\n[summary]",
+          record["quality"]["summary"], "\n[hang-up]", {k: v for k, v in record["quality"].items()
+                                                         if k not in ("series", "summary")}, sep="\n")  # fmt: skip
+    # clean: about 50 packets a second each way, nothing lost, the estimate at G.711's best (FreeSWITCH's at 4.5)
+    assert len(clean) >= 4
+    steady = clean[1:]
+    assert all(40 <= p["packets_in"] / 1.0 <= 60 for p in steady), steady
+    assert all(p["packets_out"] >= 40 for p in steady), steady
+    assert all(p["loss_pct"] == 0 and p["mos"] >= 4.3 for p in steady), steady
+    assert all(p["mos_call"] is not None and p["mos_call"] > 3.5 for p in clean)
+    assert all(p["jitter_ms"] is not None and p["jitter_ms"] < 20 for p in clean)
+    # lossy: 40 % shows per interval (FreeSWITCH's flaws alone would say 57 %), the MOS falls below the threshold,
+    # quality_low fires once
+    assert any(p["loss_pct"] is not None and 35 <= p["loss_pct"] <= 45 for p in lossy), lossy
+    assert low.data["mos"] < 3.5 and summary["low"] is True
+    assert [n.kind for n in r.notices].count("quality_low") == 1
+    q = record["quality"]
+    assert q["summary"]["low_events"] == 1 and q["summary"]["samples"] == len(q["series"]) >= 7
+    assert q["summary"]["packets_in"] > 300 and q["mos"] > 0  # the hang-up figures are still there
+    metrics = r.controller.metrics.render().decode()
+    assert 'sipagent_quality_low_total{trunk="office-pbx"} 1.0' in metrics
