@@ -13,6 +13,7 @@ import uvicorn
 from orchestrator.api.http import create_app
 from orchestrator.calls.controller import Controller
 from orchestrator.config.model import Deployment
+from orchestrator.events import Broker
 from orchestrator.media.bridge import MediaBridge
 from orchestrator.media.workers import WorkerPool
 
@@ -26,7 +27,8 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    controller = Controller(deployment, base_dir)
+    events = Broker()  # call and trunk events: GET /v1/events reads them (docs/operations.md#events)
+    controller = Controller(deployment, base_dir, events=events)
     media = deployment.orchestrator.media
     bridge = _media_bridge(deployment, controller)
     controller.add_listener(bridge.on_notice)
@@ -48,6 +50,7 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
         await stop.wait()
     finally:
         server.should_exit = True
+        events.close()  # open event streams end, or the server would wait for them
         await http
         await controller.stop()
         await bridge.stop()

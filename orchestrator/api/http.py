@@ -1,4 +1,5 @@
-"""HTTP API: place, inspect, transfer and hang up calls; call records from the store; health; Prometheus metrics.
+"""HTTP API: place, inspect, transfer and hang up calls; call records from the store; the live event stream; health;
+Prometheus metrics.
 
 ``/v1/*`` needs ``Authorization: Bearer <token>`` (the token comes from the environment through
 the deployment file). Errors are JSON: ``{"error": {"code": "...", "message": "..."}}``.
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator import __version__, dtmf, store
+from orchestrator.api.events import event_routes
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
 from orchestrator.calls.tracker import CallState
@@ -166,6 +168,7 @@ def create_app(controller: Controller, token: str | None) -> FastAPI:
     _error_handlers(app)
     _call_routes(app, controller, [Depends(_bearer(token))])
     _record_routes(app, controller, [Depends(_bearer(token))])
+    event_routes(app, controller, [Depends(_bearer(token))])
     _service_routes(app, controller)
     return app
 

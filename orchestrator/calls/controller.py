@@ -42,6 +42,8 @@ from orchestrator.config.model import Deployment, Orchestrator
 from orchestrator.esl import commands
 from orchestrator.esl.client import EslClient, EslError
 from orchestrator.esl.protocol import CommandError, EslProtocolError, Event, parse_json_event
+from orchestrator.events import GATEWAY_STATE, Broker, CallEvents, EventFactory, TrunkStates, parse_gateway_state
+from orchestrator.events import Event as CallEvent
 from orchestrator.media import dialects, fork
 from orchestrator.metrics import Metrics
 
@@ -136,6 +138,7 @@ class Controller:
         write_records: bool = True,
         backoff: Any = None,
         ended_cache: int = 1000,
+        events: Broker | None = None,
     ) -> None:
         self.deployment = deployment
         self.metrics = metrics or Metrics()
@@ -143,6 +146,10 @@ class Controller:
         secret = o.media_secret.get_secret_value().encode() if o.media_secret else None
         self.tokens = tokens or fork.Tokens(secret)
         self.tracker = CallTracker(_policy(deployment, self._fork_command))
+        #: call and trunk events (orchestrator.events): published here, read by GET /v1/events and webhooks
+        self.events = events or Broker()
+        self.call_events = CallEvents(EventFactory())
+        self.trunk_states = TrunkStates([t.name for t in deployment.trunks])
         self.listeners: list[Listener] = []
         self.records = record_writer(o, base_dir) if write_records else None
         #: the store the API reads records from (None when records go to a JSONL file, or nowhere)
@@ -161,7 +168,7 @@ class Controller:
             client = EslClient(
                 ep,
                 events=EVENTS,
-                custom=CUSTOM,
+                custom=[*CUSTOM, GATEWAY_STATE],
                 event_format="json",  # plain events cannot carry a literal %41 (FreeSWITCH leaves it unencoded)
                 on_event=self._event_handler(ep.name),
                 on_connect=self._connect_handler(ep.name),
@@ -227,7 +234,11 @@ class Controller:
     # -- ESL hooks ------------------------------------------------------------------------------
     def _event_handler(self, node: str) -> Callable[[Event], None]:
         def handle(event: Event) -> None:
+            if event.subclass == GATEWAY_STATE:
+                self._gateway_state(node, event)
+                return
             actions, notices = self.tracker.handle(node, event)
+            self._seen(event.uuid)
             self._execute(actions)
             self._notify(notices)
 
@@ -304,6 +315,8 @@ class Controller:
                 log.warning("resync %s: channel %.64r cannot be read (%s)", node, uuid, exc)
                 unreadable.add(uuid)
         actions, notices = self.tracker.resync(node, dumps, keep=unreadable)
+        for uuid in dumps:
+            self._seen(uuid)
         if dumps or notices:
             log.info(
                 "resync %s: %d channels, %d of ours re-attached",
@@ -362,7 +375,37 @@ class Controller:
                     listener(notice)
                 except Exception:
                     log.exception("listener failed on %s", notice.kind)
+            self._publish(self.call_events.notice(notice))
             self._account(notice)
+
+    # -- events ---------------------------------------------------------------------------------
+    def _publish(self, events: list[CallEvent]) -> None:
+        """Hand events to the broker (which never waits); a failure here never reaches a call."""
+        for event in events:
+            try:
+                self.events.publish(event)
+            except Exception:
+                log.exception("publishing %s failed", event.type)
+
+    def _seen(self, uuid: str) -> None:
+        """``call.started`` for a live call the first time it is seen (claimed, originated, re-attached)."""
+        call = self.tracker.calls.get(uuid)
+        if call is not None:
+            self._publish(self.call_events.seen(call))
+
+    def _gateway_state(self, node: str, event: Event) -> None:
+        """``sofia::gateway_state``: ``trunk.down`` / ``trunk.up`` when a trunk's gateway changed."""
+        state = parse_gateway_state(event.headers)
+        draft = self.trunk_states.update(node, state) if state is not None else None
+        if state is None or draft is None:
+            return
+        reply = f", {state.sip_status} {state.phrase}".rstrip() if state.sip_status else ""
+        log.log(
+            logging.INFO if state.up else logging.WARNING,
+            "trunk %s is %s on node %s (registration %s, ping status %s%s)",
+            *(state.gateway, "up" if state.up else "down", node, state.state or "?", state.ping_status, reply),
+        )
+        self._publish([self.call_events.factory.make(draft)])
 
     def _account(self, notice: Notice) -> None:
         call = notice.call
@@ -412,6 +455,7 @@ class Controller:
             self.ended.popitem(last=False)
         if self.records is not None:
             self.records.write(record)
+        self._publish(self.call_events.ended(call, record))
 
     def _gauge(self) -> None:
         counts = {"inbound": 0, "outbound": 0}
@@ -509,6 +553,7 @@ class Controller:
         )
         call.variables.update(dial.variables)
         call.agent_overrides = dial.agent_overrides
+        self._publish(self.call_events.seen(call))
         self._gauge()
         self._spawn(self._originate(node, uuid, command))
         return call
@@ -566,6 +611,11 @@ class Controller:
                 continue  # a failure reason already recorded (e.g. fallback prompt) stays
             else:
                 call.media[key] = value
+        failure = call.media.get("outcome")
+        if "outcome" in data and isinstance(failure, str) and failure in records.AGENT_FAILURES:
+            detail = call.media.get("detail")
+            detail = detail[:1024] if isinstance(detail, str) else ""
+            self._publish(self.call_events.agent_failed(call, failure, detail))
         if final and waiting is not None:
             self._finish(uuid)
 

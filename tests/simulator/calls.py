@@ -9,6 +9,7 @@ Where each FreeSWITCH behaviour is modelled (each module names its FreeSWITCH 1.
 * :mod:`.bridging` -- the ``bridge`` application and ``uuid_bridge``; :mod:`.transfer` -- ``uuid_transfer`` and
   the inline dialplan; :mod:`.refer` -- ``uuid_deflect`` (REFER / NOTIFY);
 * :mod:`.forkglue` -- the fork modules' media bugs and channel audio;
+* :mod:`.gateways` -- gateway registration and OPTIONS state, the ``sofia::gateway_state`` event;
 * pure helpers: :mod:`.sofiavars` (mod_sofia's variables), :mod:`.callerprofile` (caller-profile order).
 """
 
@@ -24,6 +25,7 @@ from .causes import normalize_cause, q850
 from .channel import SimChannel
 from .dialing import DialError, Dialing, Outcome, parse_dial_string
 from .forkglue import ForkGlue
+from .gateways import Gateways
 from .lifecycle import ChannelLifecycle
 from .refer import Refer
 from .transfer import Transfers
@@ -34,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CallFlows", "DialError", "Outcome", "parse_dial_string"]
 
 
-class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue):
+class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Gateways):
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
     channels: dict[str, SimChannel]
@@ -51,15 +53,25 @@ class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue)
 
     # -- scripting the outside world ----------------------------------------------------------------
     def add_gateway(self: SimulatedFreeSwitch, name: str, *, profile: str = "tcp", proxy: str = "127.0.0.1",
-                    username: str = "sipagent", state: str = "NOREG") -> None:  # fmt: skip
-        """Declare a sofia gateway (``sofia/gateway/<name>/...``) on ``profile``."""
+                    username: str = "sipagent", state: str = "NOREG", ping: int = 0, ping_min: int = 1,
+                    ping_max: int = 1, ping_monitoring: bool = False) -> None:  # fmt: skip
+        """Declare a sofia gateway (``sofia/gateway/<name>/...``) on ``profile``: ``state`` NOREG (``register=false``:
+        status UP) or a registration state (status UP when REGED, else DOWN); with ``ping`` ≥ 5 (seconds), OPTIONS
+        pings (:meth:`gateway_options_reply`) with ``ping_min``/``ping_max``/``ping_monitoring``."""
         self.profiles.setdefault(profile, "sip:mod_sofia@127.0.0.1:5060")
+        pinged = ping >= 5
         self.gateways[name] = {
             "profile": profile,
             "proxy": proxy,
             "username": username,
             "to": f"sip:{username}@{proxy}",
             "state": state,
+            "status": "UP" if state in ("NOREG", "REGED") else "DOWN",
+            "ping": ping if pinged else 0,
+            "ping_count": 0,
+            "ping_min": ping_min if pinged else 0,
+            "ping_max": ping_max if pinged else 0,
+            "ping_monitoring": ping_monitoring and pinged,
         }
 
     def set_originate_outcome(self: SimulatedFreeSwitch, destination_pattern: str, outcome: str, *,

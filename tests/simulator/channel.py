@@ -88,6 +88,8 @@ SOURCES: dict[str, tuple[str, str, int]] = {
     "API": ("switch_loadable_module.c", "switch_api_execute", 2954),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1572),
     "NOTIFY_REFER": ("sofia.c", "sofia_handle_sip_i_notify", 630),
+    # not recorded: where switch_event_create_subclass is called in FreeSWITCH v1.10.12
+    "GATEWAY_STATE": ("sofia_reg.c", "sofia_reg_fire_custom_gateway_state_event", 156),
     "HEARTBEAT": ("switch_core.c", "send_heartbeat", 95),
     "CUSTOM": ("mod_sofia.c", "sofia_event_callback", 1),
 }

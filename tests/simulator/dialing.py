@@ -192,6 +192,8 @@ class Dialing:
                     raise DialError("INVALID_GATEWAY")
                 self.add_gateway(gateway)
             info = self.gateways[gateway]
+            if info.get("status", "UP") != "UP":  # mod_sofia.c: "Gateway '%s' is down!"
+                raise DialError("GATEWAY_DOWN")
             profile, host = info["profile"], info["proxy"]
             number = number.removeprefix("sip:")
             uri = number if "@" in number else f"{number}@{host}"
