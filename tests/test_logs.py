@@ -181,11 +181,17 @@ def test_uvicorn_style_args_keep_their_shape(capture: io.StringIO) -> None:
     keep = Keep()
     access.addHandler(keep)
     access.propagate = False  # as uvicorn configures it: its own handler, not the root's
+    # a uvicorn server started by another test in this process may have left the logger quieter or disabled
+    level, disabled = access.level, access.disabled
+    access.setLevel(logging.INFO)
+    access.disabled = False
     try:
         access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/v1/calls?token=s3cr3t-value", "1.1", 200)
     finally:
         access.removeHandler(keep)
         access.propagate = True
+        access.setLevel(level)
+        access.disabled = disabled
     [record] = seen
     assert isinstance(record.args, tuple) and record.args[4] == 200
     assert "s3cr3t-value" not in record.getMessage() and "token=[redacted]" in record.args[2]
