@@ -359,7 +359,7 @@ async def test_security_headers_and_no_store(env: Env) -> None:
             assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
             assert r.headers["x-frame-options"] == "DENY"
             assert r.headers["x-content-type-options"] == "nosniff"
-            assert r.headers["referrer-policy"] == "no-referrer"
+            assert r.headers["referrer-policy"] == "same-origin"
             assert r.headers["cache-control"] == "no-store"
             assert r.headers["content-type"].startswith("text/html")
             # no inline script: every <script> either loads a static file or is a JSON data block

@@ -61,7 +61,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Chromium send "Origin: null" on our POSTs
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
@@ -461,7 +461,8 @@ class Console:
         trunks = []
         for t in deployment.trunks:
             counts = chart["trunks"].get(t.name, {"total": 0, "failed": 0})
-            states = {n: g[t.name] for n, g in gateways.items() if g is not None and t.name in g}
+            # per node: its state word, "not loaded" when sofia status lists no such gateway, unknown when unread
+            states = {n: g.get(t.name, "not loaded") for n, g in gateways.items() if g is not None and t.outbound}
             trunks.append(
                 {
                     "name": t.name,

@@ -11,7 +11,7 @@
     width: width, height: 260, tzDate: C.utcDate,
     scales: { x: { time: true }, mos: { range: [1, 4.5] }, right: { range: function (u, min, max) { return [0, Math.max(5, max * 1.1)]; } } },
     axes: [
-      {},
+      { values: C.utcTicks(true) },
       { scale: "mos", label: "MOS" },
       { scale: "right", side: 1, label: "jitter ms / loss %", grid: { show: false } }
     ],

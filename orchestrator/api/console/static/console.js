@@ -51,6 +51,13 @@
 
   function utcDate(ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); }
 
+  /* x-axis labels in UTC, 24-hour: HH:MM (seconds too when asked) */
+  function utcTicks(withSeconds) {
+    return function (u, splits) {
+      return splits.map(function (v) { return new Date(v * 1e3).toISOString().slice(11, withSeconds ? 19 : 16); });
+    };
+  }
+
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) {
@@ -60,5 +67,5 @@
     return node;
   }
 
-  window.SipConsole = { live: live, status: status, readJson: readJson, utcDate: utcDate, el: el };
+  window.SipConsole = { live: live, status: status, readJson: readJson, utcDate: utcDate, utcTicks: utcTicks, el: el };
 })();

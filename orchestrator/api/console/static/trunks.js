@@ -21,7 +21,7 @@
       new uPlot({
         width: Math.max(320, target.clientWidth || 800), height: 220, tzDate: C.utcDate,
         scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(4, max + 1)]; } } },
-        axes: [{}, { label: "calls per 5 min" }],
+        axes: [{ values: C.utcTicks(false) }, { label: "calls per 5 min" }],
         series: series
       }, columns, target);
     }
