@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -29,11 +30,15 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from audio_tools import tone
 from fake_agents import FakeRawAgent
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 from simulator import SimulatedFreeSwitch
 
 from orchestrator import runtime, store
+from orchestrator.api.http import create_app
 from orchestrator.config import check_text
 
 CHROMIUM = Path(os.environ.get("SIPAGENT_CHROMIUM", "/usr/bin/chromium"))
@@ -432,3 +437,91 @@ async def test_console_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
         "08-call-quality-chart",
     ]:
         assert (s.shots / f"{name}.png").stat().st_size > 5000
+
+
+async def test_console_follows_the_event_stream_in_a_real_browser(tmp_path: Path) -> None:
+    """With ``GET /v1/events`` in the API (here a stand-in serving events the test pushes), the pages say the stream
+    is connected, a call event refreshes *Now* at once (before any poll), and ``trunk.down``/``trunk.up`` mark the
+    trunk's live state — all through the console's relay, with the API token never in the browser."""
+    from playwright.async_api import expect
+    from test_controller import deployment_text, make_controller
+
+    sim = SimulatedFreeSwitch(PASSWORD)
+    await sim.start()
+    controller = await make_controller(deployment_text([sim.port]).replace("api-token-123", API_TOKEN), tmp_path, [])
+    app = create_app(controller, API_TOKEN, console_token=CONSOLE_TOKEN, base_dir=tmp_path)
+    queues: list[asyncio.Queue[bytes]] = []
+    asked: list[str] = []
+
+    async def events(request: Request) -> StreamingResponse:
+        asked.append(request.headers.get("authorization", ""))
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queues.append(queue)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b": hello\n\n"
+            while True:
+                yield await queue.get()
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    app.add_api_route("/v1/events", events, methods=["GET"])
+
+    def push(n: int, kind: str, data: dict[str, Any]) -> None:
+        for q in queues:
+            q.put_nowait(f"id: {n}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    serving = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    shots = artifacts(tmp_path)
+    requests: list[str] = []
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        async with browser(tmp_path, "events") as context:
+            page = await context.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            await page.goto(base + "/console/login")
+            await page.fill("#token", CONSOLE_TOKEN)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(base + "/console")
+            await expect(page.locator("#live")).to_have_text("Live: event stream connected.")
+            # with the stream, Now polls every 5 s only: an event makes the call show within a fraction of that
+            await asyncio.sleep(1.2)  # just after a refresh at load
+            channel = await sim.inbound_call(
+                destination="+15550000001",
+                caller_id="+15551230000",
+                context="trunk-carrier",
+                variables={"sipagent_trunk": "carrier", "sipagent_agent": "support", "sipagent_number": "+15550000001"},
+                park_timeout="10:NORMAL_TEMPORARY_FAILURE",
+            )
+            while controller.call(channel.uuid) is None:
+                await asyncio.sleep(0.02)
+            pushed = time.monotonic()
+            push(1, "call.started", {"id": channel.uuid})
+            await expect(page.locator(f'#now-rows tr[data-id="{channel.uuid}"]')).to_be_visible(timeout=2500)
+            assert time.monotonic() - pushed < 2.5
+            await page.screenshot(path=str(shots / "09-now-event-stream.png"), full_page=True)
+            await page.goto(base + "/console/trunks")
+            await expect(page.locator("#live")).to_contain_text("Live: event stream connected")
+            push(2, "trunk.down", {"trunk": "carrier", "reason": "OPTIONS timeout"})
+            cell = page.locator('tr[data-trunk="carrier"] .trunk-live')
+            await expect(cell).to_contain_text("✗ down")
+            await page.screenshot(path=str(shots / "10-trunks-trunk-down.png"), full_page=True)
+            push(3, "trunk.up", {"trunk": "carrier"})
+            await expect(cell).to_contain_text("✓ up")
+        assert asked and set(asked) == {f"Bearer {API_TOKEN}"}  # the relay asked with the API token, server-side
+        assert all(u.startswith(base + "/") for u in requests)
+        assert not any(API_TOKEN in u for u in requests)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        await controller.stop()
+        await sim.stop()
