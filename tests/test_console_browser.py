@@ -58,6 +58,7 @@ CONSOLE_TOKEN = "console-test-console-token"
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
+    pytest.mark.xdist_group("browser"),  # one Chromium at a time: its tests run on one worker, in turn
     pytest.mark.skipif(
         importlib.util.find_spec("playwright") is None,
         reason="the playwright package is not installed (pip install '.[test]')",
