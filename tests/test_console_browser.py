@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import signal
@@ -65,6 +66,22 @@ pytestmark = [
     ),
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _uvicorn_logging() -> Any:
+    """uvicorn.Config(log_level=...) reconfigures uvicorn's loggers for the whole process: put them back after."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {
+        n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers), logging.getLogger(n).propagate)
+        for n in names
+    }
+    yield
+    for name, (level, handlers, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
 
 
 def free_port() -> int:
