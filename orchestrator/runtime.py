@@ -35,7 +35,7 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
     await bridge.start()
     await controller.start()
     api = deployment.orchestrator.api
-    server = _api_server(deployment, controller)
+    server = _api_server(deployment, controller, base_dir)
     http = asyncio.create_task(server.serve(), name="http-api")
     log.info(
         "sipagent running: API on http://%s:%d, media bridge on %s:%d (%d process(es)), %d node(s)",
@@ -64,15 +64,16 @@ def _media_bridge(deployment: Deployment, controller: Controller) -> MediaBridge
     return MediaBridge(deployment, controller.tokens, controller, controller.metrics)
 
 
-def _api_server(deployment: Deployment, controller: Controller) -> uvicorn.Server:
+def _api_server(deployment: Deployment, controller: Controller, base_dir: Path) -> uvicorn.Server:
     """The HTTP API's server (its signals are ours: :func:`serve` stops it)."""
     api = deployment.orchestrator.api
     token = api.token.get_secret_value() if api.token else None
+    read_token = api.read_token.get_secret_value() if api.read_token else None
+    console_token = api.console_token.get_secret_value() if api.console_token else None
     if token is None:
         log.warning("no orchestrator.api.token: /v1 answers 503 (health and metrics still served)")
-    config = uvicorn.Config(
-        create_app(controller, token), host=api.listen_ip, port=api.port, log_level="warning", lifespan="off"
-    )
+    app = create_app(controller, token, read_token=read_token, console_token=console_token, base_dir=base_dir)
+    config = uvicorn.Config(app, host=api.listen_ip, port=api.port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # not in uvicorn's annotations
     return server

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import pathlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -24,6 +25,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator import __version__, dtmf, store
+from orchestrator.api.console import Console
+from orchestrator.api.console.auth import Kind
 from orchestrator.api.events import event_routes
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
@@ -161,15 +164,27 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def create_app(controller: Controller, token: str | None) -> FastAPI:
-    """The ASGI app serving ``controller``. Without a token, ``/v1`` answers 503."""
+def create_app(
+    controller: Controller,
+    token: str | None,
+    *,
+    read_token: str | None = None,
+    console_token: str | None = None,
+    base_dir: pathlib.Path | None = None,
+) -> FastAPI:
+    """The ASGI app serving ``controller``. Without a token, ``/v1`` answers 503; ``read_token`` opens its GET
+    endpoints only. The web console (``/console``) opens with ``console_token``, ``read_token`` or ``token``."""
     app = FastAPI(title="sipagent", version=__version__, docs_url="/docs", redoc_url=None)
     app.add_middleware(BoundedBody)
     _error_handlers(app)
-    _call_routes(app, controller, [Depends(_bearer(token))])
-    _record_routes(app, controller, [Depends(_bearer(token))])
-    event_routes(app, controller, [Depends(_bearer(token))])
+    v1 = [Depends(_bearer(token, read_token))]
+    _call_routes(app, controller, v1)
+    _record_routes(app, controller, v1)
+    event_routes(app, controller, v1)
     _service_routes(app, controller)
+    given: list[tuple[Kind, str | None]] = [("write", token), ("read", read_token), ("console", console_token)]
+    tokens: dict[Kind, str] = {kind: value for kind, value in given if value is not None}
+    Console(controller, tokens, base_dir=base_dir).mount(app)
     return app
 
 
@@ -194,16 +209,28 @@ def _error_handlers(app: FastAPI) -> None:
         return _error(400, "invalid_request", "the request could not be parsed")
 
 
-def _bearer(token: str | None) -> Callable[[Request], Awaitable[None]]:
-    """The ``/v1`` dependency: ``Authorization: Bearer <token>`` (compared in constant time)."""
+#: what a read-only token may ask (``orchestrator.api.read_token``)
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _bearer(token: str | None, read_token: str | None = None) -> Callable[[Request], Awaitable[None]]:
+    """The ``/v1`` dependency: ``Authorization: Bearer <token>``, or ``<read_token>`` for a GET (each compared in
+    constant time; a read token on a write endpoint is 403 ``read_only``)."""
 
     async def authorized(request: Request) -> None:
-        if token is None:
+        if token is None and read_token is None:
             raise CallError("api_disabled", "no API token configured (orchestrator.api.token)", 503)
         header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), token.encode()):
+        scheme, _, text = header.partition(" ")
+        presented = text.encode("utf-8", "replace")
+        write = token is not None and hmac.compare_digest(presented, token.encode())
+        read = read_token is not None and hmac.compare_digest(presented, read_token.encode())
+        if scheme.lower() != "bearer" or not (write or read):
             raise CallError("unauthorized", "missing or wrong bearer token", 401)
+        if not write and request.method not in READ_METHODS:
+            if token is None:
+                raise CallError("api_disabled", "no API token configured (orchestrator.api.token)", 503)
+            raise CallError("read_only", "this token may only read (GET): use the API token to change calls", 403)
 
     return authorized
 

@@ -574,6 +574,19 @@ class HttpApi(Model):
     listen_ip: IpAddress = "127.0.0.1"
     port: Port = 8080
     token: ApiToken | None = Field(None, description="Bearer token required on /v1 (use ${ENV_VAR}); none = no API.")
+    read_token: ApiToken | None = Field(
+        None, description="Bearer token for the GET endpoints of /v1 only (use ${ENV_VAR}); also opens the console."
+    )
+    console_token: ApiToken | None = Field(
+        None, description="Token that opens the read-only web console at /console (use ${ENV_VAR}; docs/operations.md)."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> HttpApi:
+        given = [t.get_secret_value() for t in (self.token, self.read_token, self.console_token) if t is not None]
+        if len(set(given)) != len(given):
+            raise ValueError("token, read_token and console_token must all differ (each says what a client may do)")
+        return self
 
 
 class MediaSettings(Model):
