@@ -720,6 +720,8 @@ async def test_events_relay_forwards_the_api_stream_for_a_session(env: Env) -> N
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
+    # without the API's own (endless) stream first, then with a stand-in whose two events end
+    env.app.router.routes[:] = [r for r in env.app.router.routes if getattr(r, "path", None) != "/v1/events"]
     async with env.client() as c:
         await login(c, CONSOLE)
         missing = await c.get("/console/data/events")
