@@ -26,6 +26,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CALLS = 16
+
+
 class _Call:
     def __init__(self, uuid: str) -> None:
         self.uuid = uuid
@@ -41,14 +44,16 @@ async def test_two_workers_share_the_port_and_act_through_the_main_process() -> 
         await pool.start()
         try:
             forks = []
-            for i in range(8):
-                cid = f"c0ffee00-0000-4000-8000-00000000000{i}"
+            # the kernel spreads SO_REUSEPORT connections by a hash: with 16 the chance that one worker
+            # gets them all is 2**-15, with 8 it was 1/128 (a CI run hit it)
+            for i in range(CALLS):
+                cid = f"c0ffee00-0000-4000-8000-{i:012x}"
                 url = fork.fork_url(f"ws://127.0.0.1:{port}", cid, TOKENS.token(cid))
                 ws = await connect(url, subprotocols=[dialects.SUBPROTOCOL])  # type: ignore[list-item]
                 meta: dict[str, Any] = {"call_id": cid, "agent": "bot", "rate": 8000, "direction": "inbound"}
                 await ws.send(json.dumps(meta))
                 forks.append(Fork(ws, 8000))
-            await agent.wait_session(8)
+            await agent.wait_session(CALLS)
             for f in forks:
                 await f.send_audio(bytes(range(256)) * 5, realtime=False)
             for s in agent.sessions:
@@ -84,7 +89,7 @@ async def test_two_workers_share_the_port_and_act_through_the_main_process() -> 
                 for line in text.splitlines()
                 if line.startswith("sipagent_media_sessions_total{")
             ]
-            assert len(per_worker) == 2 and sum(per_worker) == 8  # both workers took calls, none lost
+            assert len(per_worker) == 2 and sum(per_worker) == CALLS  # both workers took calls, none lost
             assert all(n > 0 for n in per_worker)
         finally:
             await pool.stop()
