@@ -92,6 +92,28 @@ class Metrics:
             registry=r,
         )
 
+        # webhooks (orchestrator/webhooks): attempts by result, their time, and the outbox by status
+        self.webhook_deliveries = Counter(
+            "sipagent_webhook_deliveries",
+            "Webhook attempts by result (delivered, failed: tried again later, dead: dead-lettered).",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "sipagent_webhook_attempt_seconds",
+            "Time of each webhook attempt (to the answer or the failure).",
+            ["endpoint"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.webhook_outbox = Gauge(
+            "sipagent_webhook_outbox", "Webhook deliveries in the outbox by status.", ["endpoint", "status"], registry=r
+        )
+
+    def bind_records(self, writer: Any) -> None:
+        """Export the call store writer's counters (records and webhook deliveries written, spooled, dropped …)."""
+        self.registry.register(_RecordsCollector(writer))
+
     def bind_media(self, bridge: Any) -> None:
         """Export the bridge's plain-integer counters and queue depths at scrape time."""
         self.registry.register(_MediaCollector(bridge, self))
@@ -140,3 +162,38 @@ class _MediaCollector(Collector):
         for stage, n in b.gate.counts().items():
             conns.add_metric([stage], n)
         yield from (frames, byts, dropped, active, depth, conns)
+
+
+class _RecordsCollector(Collector):
+    """Reads the store writer's counters at scrape time (orchestrator/store/writer.py)."""
+
+    COUNTERS = (
+        ("written", "Call records written to the store."),
+        ("spooled", "Call records and deliveries spooled to disk while the store was unavailable."),
+        ("replayed", "Spooled items written to the store once it was back."),
+        ("rejected", "Items the store refused as such (kept in the .rejected.jsonl file)."),
+        ("dropped", "Call records dropped: the writer's queue was full."),
+        ("deleted", "Call records deleted by retention."),
+    )
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Any]:
+        w = self.writer
+        for name, text in self.COUNTERS:
+            family = CounterMetricFamily(f"sipagent_records_{name}", text)
+            family.add_metric([], getattr(w, name))
+            yield family
+        outbox = CounterMetricFamily(
+            "sipagent_webhook_outbox_writes", "Webhook deliveries written to the outbox, or dropped.", labels=["result"]
+        )
+        outbox.add_metric(["written"], w.outbox_written)
+        outbox.add_metric(["dropped"], w.outbox_dropped)
+        queued = GaugeMetricFamily("sipagent_records_queued", "Records and deliveries waiting in memory for the store.")
+        queued.add_metric([], w.queued)
+        healthy = GaugeMetricFamily("sipagent_records_store_up", "1 when the call store took the last write.")
+        healthy.add_metric([], 1 if w.healthy else 0)
+        spool = GaugeMetricFamily("sipagent_records_spool_pending", "1 while spooled items wait for the store.")
+        spool.add_metric([], 1 if w.spool.pending else 0)
+        yield from (outbox, queued, healthy, spool)

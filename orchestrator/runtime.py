@@ -16,6 +16,8 @@ from orchestrator.config.model import Deployment
 from orchestrator.events import Broker
 from orchestrator.media.bridge import MediaBridge
 from orchestrator.media.workers import WorkerPool
+from orchestrator.store import StoreWriter
+from orchestrator.webhooks import WebhookService
 
 log = logging.getLogger("sipagent")
 
@@ -29,13 +31,17 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
             loop.add_signal_handler(sig, stop.set)
     events = Broker()  # call and trunk events: GET /v1/events reads them (docs/operations.md#events)
     controller = Controller(deployment, base_dir, events=events)
+    webhooks = _webhooks(deployment, controller)
     media = deployment.orchestrator.media
     bridge = _media_bridge(deployment, controller)
     controller.add_listener(bridge.on_notice)
     await bridge.start()
     await controller.start()
+    if webhooks is not None:
+        events.sinks.append(webhooks.offer)
+        webhooks.start()
     api = deployment.orchestrator.api
-    server = _api_server(deployment, controller, base_dir)
+    server = _api_server(deployment, controller, base_dir, webhooks)
     http = asyncio.create_task(server.serve(), name="http-api")
     log.info(
         "sipagent running: API on http://%s:%d, media bridge on %s:%d (%d process(es)), %d node(s)",
@@ -52,6 +58,8 @@ async def serve(deployment: Deployment, base_dir: Path, stop: asyncio.Event | No
         server.should_exit = True
         events.close()  # open event streams end, or the server would wait for them
         await http
+        if webhooks is not None:
+            await webhooks.stop()  # before the controller closes the store
         await controller.stop()
         await bridge.stop()
 
@@ -64,7 +72,16 @@ def _media_bridge(deployment: Deployment, controller: Controller) -> MediaBridge
     return MediaBridge(deployment, controller.tokens, controller, controller.metrics)
 
 
-def _api_server(deployment: Deployment, controller: Controller, base_dir: Path) -> uvicorn.Server:
+def _webhooks(deployment: Deployment, controller: Controller) -> WebhookService | None:
+    """The webhook dispatchers (``orchestrator.webhooks``; validation made sure the call store is a database)."""
+    if not deployment.orchestrator.webhooks or not isinstance(controller.records, StoreWriter):
+        return None
+    return WebhookService(deployment, controller.records, controller.metrics)
+
+
+def _api_server(
+    deployment: Deployment, controller: Controller, base_dir: Path, webhooks: WebhookService | None = None
+) -> uvicorn.Server:
     """The HTTP API's server (its signals are ours: :func:`serve` stops it)."""
     api = deployment.orchestrator.api
     token = api.token.get_secret_value() if api.token else None
@@ -72,7 +89,9 @@ def _api_server(deployment: Deployment, controller: Controller, base_dir: Path) 
     console_token = api.console_token.get_secret_value() if api.console_token else None
     if token is None:
         log.warning("no orchestrator.api.token: /v1 answers 503 (health and metrics still served)")
-    app = create_app(controller, token, read_token=read_token, console_token=console_token, base_dir=base_dir)
+    app = create_app(
+        controller, token, read_token=read_token, console_token=console_token, base_dir=base_dir, webhooks=webhooks
+    )
     config = uvicorn.Config(app, host=api.listen_ip, port=api.port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # not in uvicorn's annotations

@@ -3,7 +3,8 @@
 config → render → FreeSWITCH; ESL events → calls → media → agents, with ``audio`` a leaf both media and
 agents use (docs/architecture.md); ``store`` (the call store) reads only the configuration, and ``calls``, ``api``
 and the CLI use it; ``edge`` (the Kamailio edge's DNS records and live reloads) reads only the
-configuration, and the CLI, doctor and render use it. ``events`` (call and trunk events) is built from the
+configuration, and the CLI, doctor and render use it; ``webhooks`` takes events into the store's outbox and
+out over HTTP, and only the runtime and the API use it. ``events`` (call and trunk events) is built from the
 calls' public types; the controller, the asyncio layer that publishes them, is its own node of the graph
 (:data:`MODULES`), so ``calls.controller`` → ``events`` → ``calls`` is no cycle. Every import counts, including
 those inside functions.
@@ -40,6 +41,7 @@ FORBIDDEN = {
         "render",
         "runtime",
         "store",
+        "webhooks",
     },
     "edge": {
         "agents",
@@ -54,6 +56,7 @@ FORBIDDEN = {
         "render",
         "runtime",
         "store",
+        "webhooks",
     },
     "esl": {
         "agents",
@@ -68,11 +71,25 @@ FORBIDDEN = {
         "render",
         "runtime",
         "store",
+        "webhooks",
     },
-    "agents": {"api", "calls", "cli", "doctor", "edge", "esl", "events", "media", "render", "runtime", "store"},
-    "media": {"api", "calls", "cli", "doctor", "edge", "events", "render", "runtime", "store"},
-    "calls": {"api", "cli", "doctor", "edge", "events", "render", "runtime", "calls.controller"},
-    "calls.controller": {"api", "cli", "doctor", "edge", "render", "runtime"},
+    "agents": {
+        "api",
+        "calls",
+        "cli",
+        "doctor",
+        "edge",
+        "esl",
+        "events",
+        "media",
+        "render",
+        "runtime",
+        "store",
+        "webhooks",
+    },
+    "media": {"api", "calls", "cli", "doctor", "edge", "events", "render", "runtime", "store", "webhooks"},
+    "calls": {"api", "cli", "doctor", "edge", "events", "render", "runtime", "calls.controller", "webhooks"},
+    "calls.controller": {"api", "cli", "doctor", "edge", "render", "runtime", "webhooks"},
     "events": {
         "agents",
         "api",
@@ -86,9 +103,10 @@ FORBIDDEN = {
         "runtime",
         "store",
         "calls.controller",
+        "webhooks",
     },
-    "render": {"agents", "api", "audio", "calls", "cli", "doctor", "media", "runtime", "store"},
-    "doctor": {"api", "calls", "cli", "runtime", "store"},
+    "render": {"agents", "api", "audio", "calls", "cli", "doctor", "media", "runtime", "store", "webhooks"},
+    "doctor": {"api", "calls", "cli", "runtime", "store", "webhooks"},
     # the call store: records are dicts to it; it reads the configuration and nothing else of the project
     "store": {
         "agents",
@@ -103,8 +121,11 @@ FORBIDDEN = {
         "media",
         "render",
         "runtime",
+        "webhooks",
     },
     "api": {"cli", "doctor", "render", "runtime"},
+    # webhooks: events into the store's outbox, out over HTTP; it reads the configuration, events and the store
+    "webhooks": {"agents", "api", "audio", "calls", "cli", "doctor", "edge", "esl", "media", "render", "runtime"},
 }
 
 

@@ -23,11 +23,11 @@ from orchestrator.store.sql import Statement
 pytestmark = STORE_GROUP
 __all__ = ["backend_kind", "pg", "target"]  # fixtures
 
-OUTBOX = Migration(
-    2,
-    "outbox",
-    sqlite=("CREATE TABLE outbox (id INTEGER PRIMARY KEY, record_id TEXT NOT NULL REFERENCES records (id))",),
-    postgres=("CREATE TABLE outbox (id BIGSERIAL PRIMARY KEY, record_id TEXT NOT NULL REFERENCES records (id))",),
+NEXT = Migration(
+    LATEST + 1,
+    "next",
+    sqlite=("CREATE TABLE next_table (id INTEGER PRIMARY KEY, record_id TEXT NOT NULL REFERENCES records (id))",),
+    postgres=("CREATE TABLE next_table (id BIGSERIAL PRIMARY KEY, record_id TEXT NOT NULL REFERENCES records (id))",),
 )
 
 
@@ -76,14 +76,15 @@ async def test_migration_from_version_1_to_current_keeps_the_records(target: Tar
     try:
         assert await s.db.migrate(T0, MIGRATIONS[:1]) == (0, 1)
         await s.put([record(1)])
-        assert await s.open() == (1, LATEST)  # the shipped migrations from version 1
-        # and a next migration (as the webhook outbox will be) applies on top, once, keeping what is there
-        assert await s.db.migrate(T0, (*MIGRATIONS, OUTBOX)) == (LATEST, 2)
-        assert await s.db.migrate(T0, (*MIGRATIONS, OUTBOX)) == (2, 2)
-        assert "outbox" in await tables(s)
+        assert await s.open() == (1, LATEST)  # the shipped migrations from version 1 (2: the webhook outbox)
+        assert "webhook_outbox" in await tables(s)
+        # and a next migration applies on top, once, keeping what is there
+        assert await s.db.migrate(T0, (*MIGRATIONS, NEXT)) == (LATEST, LATEST + 1)
+        assert await s.db.migrate(T0, (*MIGRATIONS, NEXT)) == (LATEST + 1, LATEST + 1)
+        assert "next_table" in await tables(s)
         assert await s.get(record(1)["id"]) == record(1)
         # a database newer than this program is refused, not written to blindly
-        with pytest.raises(SchemaTooNew, match="version 2"):
+        with pytest.raises(SchemaTooNew, match=f"version {LATEST + 1}"):
             await s.open()
     finally:
         await s.close()
@@ -94,10 +95,11 @@ async def test_two_orchestrators_migrating_at_once_apply_each_migration_once(tar
     if target.kind == "sqlite":  # the second waits for the first's write lock
         a.db.busy_timeout = b.db.busy_timeout = 5.0  # type: ignore[attr-defined]
     try:
-        results = await asyncio.gather(a.db.migrate(T0, (*MIGRATIONS, OUTBOX)), b.db.migrate(T0, (*MIGRATIONS, OUTBOX)))
-        assert sorted(results) == [(0, 2), (2, 2)]
+        both = (*MIGRATIONS, NEXT)
+        results = await asyncio.gather(a.db.migrate(T0, both), b.db.migrate(T0, both))
+        assert sorted(results) == [(0, LATEST + 1), (LATEST + 1, LATEST + 1)]
         rows = await a.db.fetch(Statement("SELECT version FROM schema_version ORDER BY version"))
-        assert rows == [(1,), (2,)]
+        assert rows == [(v,) for v in range(1, LATEST + 2)]
     finally:
         await a.close()
         await b.close()

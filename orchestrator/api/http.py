@@ -31,6 +31,7 @@ from orchestrator.api.events import event_routes
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
 from orchestrator.calls.tracker import CallState
+from orchestrator.webhooks import WebhookService
 
 log = logging.getLogger("sipagent.api")
 
@@ -171,6 +172,7 @@ def create_app(
     read_token: str | None = None,
     console_token: str | None = None,
     base_dir: pathlib.Path | None = None,
+    webhooks: WebhookService | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``controller``. Without a token, ``/v1`` answers 503; ``read_token`` opens its GET
     endpoints only. The web console (``/console``) opens with ``console_token``, ``read_token`` or ``token``."""
@@ -180,6 +182,7 @@ def create_app(
     v1 = [Depends(_bearer(token, read_token))]
     _call_routes(app, controller, v1)
     _record_routes(app, controller, v1)
+    _webhook_routes(app, controller, v1, webhooks)
     event_routes(app, controller, v1)
     _service_routes(app, controller)
     given: list[tuple[Kind, str | None]] = [("write", token), ("read", read_token), ("console", console_token)]
@@ -353,6 +356,62 @@ def _record_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
         if record is None:
             raise CallError("unknown_record", f"no record {record_id}", 404)
         return record
+
+
+#: the query parameters ``GET /v1/webhooks/deliveries`` knows
+DELIVERY_FILTERS = frozenset({"endpoint", "status", "call_id", "event_type", "limit", "cursor"})
+DeliveryId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+
+
+def _webhook_routes(app: FastAPI, controller: Controller, v1: list[Any], webhooks: WebhookService | None) -> None:
+    """``/v1/webhooks/deliveries``: the outbox, newest first (dead letters with ``status=dead``); one delivery
+    with its event; ``POST …/{id}/retry`` puts a dead-lettered delivery back in line (write token)."""
+
+    @app.get("/v1/webhooks/deliveries", dependencies=v1)
+    async def list_deliveries(
+        request: Request,
+        endpoint: RecordName = None,
+        status: Literal["pending", "delivered", "dead"] | None = None,
+        call_id: Annotated[str | None, Query(max_length=256)] = None,
+        event_type: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z]+\.[a-z]+$")] = None,
+        limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=128, description="next_cursor of the previous page.")] = None,
+    ) -> dict[str, Any]:
+        unknown = sorted(set(request.query_params) - DELIVERY_FILTERS)
+        if unknown:
+            raise CallError(
+                "invalid_request",
+                f"unknown parameter {unknown[0][:64]!r}: use {', '.join(sorted(DELIVERY_FILTERS))}",
+            )
+        filters = store.DeliveryFilters(endpoint, status, call_id, event_type)
+        found = _records_store(controller)
+        try:
+            rows, nxt = await _from_store(found.deliveries(filters, cursor, limit))
+        except store.InvalidCursor as exc:
+            raise CallError("invalid_cursor", str(exc)) from None
+        return {"deliveries": rows, "next_cursor": nxt}
+
+    @app.get("/v1/webhooks/deliveries/{delivery_id}", dependencies=v1)
+    async def get_delivery(delivery_id: DeliveryId) -> dict[str, Any]:
+        row: dict[str, Any] | None = await _from_store(_records_store(controller).delivery(delivery_id))
+        if row is None:
+            raise CallError("unknown_delivery", f"no webhook delivery {delivery_id}", 404)
+        return row
+
+    @app.post("/v1/webhooks/deliveries/{delivery_id}/retry", dependencies=v1)
+    async def retry_delivery(delivery_id: DeliveryId) -> dict[str, Any]:
+        found = _records_store(controller)
+        if not await _from_store(found.retry_delivery(delivery_id)):
+            row = await _from_store(found.delivery(delivery_id))
+            if row is None:
+                raise CallError("unknown_delivery", f"no webhook delivery {delivery_id}", 404)
+            raise CallError(
+                "not_dead", f"delivery {delivery_id} is {row['status']}: only dead letters are retried", 409
+            )
+        row = await _from_store(found.delivery(delivery_id))
+        if webhooks is not None and row is not None:
+            webhooks.wake(row["endpoint"])
+        return row or {}
 
 
 def _service_routes(app: FastAPI, controller: Controller) -> None:

@@ -154,6 +154,8 @@ class Controller:
         self.records = record_writer(o, base_dir) if write_records else None
         #: the store the API reads records from (None when records go to a JSONL file, or nowhere)
         self.store = self.records.store if isinstance(self.records, store.StoreWriter) else None
+        if isinstance(self.records, store.StoreWriter):
+            self.metrics.bind_records(self.records)
         self.ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._ended_cache = ended_cache
         self._locks: dict[str, asyncio.Lock] = {}

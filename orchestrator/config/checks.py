@@ -17,7 +17,7 @@ from pydantic import BaseModel, SecretStr
 from orchestrator import channelvars
 from orchestrator.config import tls_material
 from orchestrator.config.diagnostics import Diagnostic, Path, Severity, format_path
-from orchestrator.config.model import Edge, FreeSwitch, Number, Orchestrator, Transports, Trunk
+from orchestrator.config.model import Edge, FreeSwitch, Number, Orchestrator, Transports, Trunk, records_kind
 from orchestrator.config.source import Source
 from orchestrator.config.text import quote
 
@@ -108,6 +108,7 @@ class _Checker:
         self.network()
         self.tls()
         self.edge()
+        self.webhooks()
         self.literal_secrets()
         return self.out
 
@@ -539,6 +540,25 @@ class _Checker:
                     f"edge.internal_port {e.internal_port} is the edge's {tr.upper()} port on the same address: "
                     "carriers and nodes would share one socket (give the nodes their own port)",
                 )
+
+    # -- webhooks -------------------------------------------------------------------------------
+    def webhooks(self) -> None:
+        o = self.p.orchestrator
+        if o is None or not o.webhooks:
+            return
+        if not o.records or records_kind(o.records) == "jsonl":
+            self.error(
+                ("orchestrator", "webhooks"),
+                "webhooks are delivered from an outbox in the call store: set orchestrator.records to an SQLite "
+                "file (calls.db) or a postgresql:// URL",
+            )
+        known = _known(self.p.declared_agents)
+        for i, hook in enumerate(o.webhooks):
+            for j, agent in enumerate(hook.agents or ()):
+                if agent not in self.p.declared_agents:
+                    self.error(
+                        ("orchestrator", "webhooks", i, "agents", j), f"unknown agent '{agent}' (known agents: {known})"
+                    )
 
     # -- secrets --------------------------------------------------------------------------------
     def literal_secrets(self) -> None:

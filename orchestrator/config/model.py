@@ -38,6 +38,7 @@ from orchestrator.config.types import (
     SipUser,
     Transport,
     Variable,
+    WebhookUrl,
     WsUrl,
     XHeader,
     file_path,
@@ -66,6 +67,17 @@ ApiKey = Annotated[SecretStr, AfterValidator(secret_rule("the API key", 1024, bl
 ApiToken = Annotated[SecretStr, AfterValidator(secret_rule("the API token", 1024, blanks=False, ascii_only=True))]
 MediaSecret = Annotated[SecretStr, AfterValidator(secret_rule("the media secret", 1024))]
 AgentHeaderValue = Annotated[SecretStr, AfterValidator(secret_rule("a header value", 8192, empty=True))]
+
+
+def _webhook_key(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 16:
+        raise ValueError("the webhook secret needs at least 16 characters (e.g. openssl rand -hex 32)")
+    return value
+
+
+WebhookSecret = Annotated[
+    SecretStr, AfterValidator(secret_rule("the webhook secret", 1024)), AfterValidator(_webhook_key)
+]
 
 
 #: FreeSWITCH's codec preference when the file names none.
@@ -777,6 +789,51 @@ class QualitySettings(Model):
         return v
 
 
+#: the event types a webhook may ask for (orchestrator.events.EventType: tests/test_webhooks.py keeps them equal)
+WebhookEvent = Literal[
+    "call.started", "call.ringing", "call.answered", "call.transferred", "call.ended", "agent.failed", "trunk.down",
+    "trunk.up",
+]  # fmt: skip
+
+
+class Webhook(Model):
+    """One receiver of call and trunk events: signed HTTP POSTs from a durable outbox (docs/operations.md#webhooks)."""
+
+    name: Name = Field(description="What logs, metrics and GET /v1/webhooks/deliveries call it (keep it stable).")
+    url: WebhookUrl = Field(description="https:// URL to POST events to (http:// only to a loopback address).")
+    secret: WebhookSecret = Field(description="HMAC-SHA256 key of the Sipagent-Signature header (use ${ENV_VAR}).")
+    previous_secret: WebhookSecret | None = Field(
+        None, description="While rotating: requests carry a second signature with this key."
+    )
+    events: list[WebhookEvent] | None = Field(
+        None, min_length=1, description="Event types to send (default: all of them)."
+    )
+    agents: list[Name] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Only the call events of these agents (and no trunk events); default: every call.",
+    )
+    timeout_seconds: float = Field(10.0, gt=0, le=60, description="One attempt's whole time (connect to response).")
+    max_attempts: int = Field(12, ge=1, le=100, description="Attempts before a delivery is dead-lettered.")
+    retry_initial_seconds: float = Field(5.0, ge=0.01, le=3600, description="Delay before the second attempt.")
+    retry_max_seconds: float = Field(3600.0, ge=0.01, le=86400, description="Longest delay between attempts.")
+    concurrency: int = Field(
+        4, ge=1, le=64, description="Deliveries in flight at once (different calls; one call's events stay in order)."
+    )
+
+    @field_validator("events", "agents")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        return _unique(v, "value") if v is not None else v
+
+    @model_validator(mode="after")
+    def _delays(self) -> Webhook:
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry_max_seconds cannot be shorter than retry_initial_seconds")
+        return self
+
+
 class Orchestrator(Model):
     """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
 
@@ -806,6 +863,14 @@ class Orchestrator(Model):
         le=36500,
         description="Delete stored call records older than this many days (SQLite and PostgreSQL; none: keep all).",
     )
+    webhooks: list[Webhook] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Receivers of call and trunk events (docs/operations.md#webhooks); they need the call store.",
+    )
+    webhook_retention_days: int = Field(
+        7, ge=1, le=3650, description="Keep delivered and dead-lettered webhook deliveries this many days."
+    )
     originate_timeout_seconds: int = Field(60, ge=5, le=600, description="Ring time before an outbound call gives up.")
     command_timeout_seconds: float = Field(10.0, gt=0, le=120)
     node_lost_seconds: int = Field(
@@ -820,6 +885,12 @@ class Orchestrator(Model):
     @classmethod
     def _nodes(cls, v: list[Node]) -> list[Node]:
         _unique([n.name for n in v], "node")
+        return v
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhooks(cls, v: list[Webhook]) -> list[Webhook]:
+        _unique([w.name for w in v], "webhook")
         return v
 
 

@@ -258,24 +258,25 @@ def _realm(value: str) -> str:
     return value
 
 
-def _ws_url(value: str) -> str:
+def _url(value: str, schemes: tuple[str, ...], kind: str, example: str, credentials: str) -> tuple[str, str]:
+    """An absolute URL of one of ``schemes`` (no credentials, no fragment, RFC 3986 path); (its text, its host)."""
     text = str(value).strip()
     shown = quote(text)
-    bad = f"{shown} is not a WebSocket URL (expected ws://host[:port]/path or wss://host[:port]/path)"
+    bad = f"{shown} is not {kind} (expected {example})"
     if len(text) > 2048:
-        raise ValueError("WebSocket URLs are limited to 2048 characters")
-    _no_unsafe(text, "a WebSocket URL")
-    if not text.isascii() or not re.match(r"wss?://", text):
+        raise ValueError(f"{kind.split(' ', 1)[1]}s are limited to 2048 characters")
+    _no_unsafe(text, kind)
+    if not text.isascii() or not re.match("(?:" + "|".join(schemes) + ")://", text):
         raise ValueError(bad)
     try:
         parts = urlsplit(text)
     except ValueError:  # e.g. an unclosed '[' of an IPv6 host
         raise ValueError(bad) from None
     if parts.fragment or "#" in text:
-        raise ValueError(f"{shown}: a WebSocket URL has no #fragment")
+        raise ValueError(f"{shown}: {kind} has no #fragment")
     netloc = parts.netloc
     if "@" in netloc:
-        raise ValueError(f"{shown}: put credentials in the agent's headers, not in the URL")
+        raise ValueError(f"{shown}: {credentials}")
     host, port = netloc, ""
     if netloc.startswith("["):
         host, _, rest = netloc[1:].partition("]")
@@ -290,6 +291,42 @@ def _ws_url(value: str) -> str:
         raise ValueError(bad)
     if not _URL_TAIL.fullmatch(text[len(parts.scheme) + 3 + len(netloc) :]):
         raise ValueError(f"{shown}: a URL path and query hold RFC 3986 characters (write others %-encoded)")
+    return text, host
+
+
+def _ws_url(value: str) -> str:
+    text, _ = _url(
+        value,
+        ("ws", "wss"),
+        "a WebSocket URL",
+        "ws://host[:port]/path or wss://host[:port]/path",
+        "put credentials in the agent's headers, not in the URL",
+    )
+    return text
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _webhook_url(value: str) -> str:
+    text, host = _url(
+        value,
+        ("https", "http"),
+        "a webhook URL",
+        "https://host[:port]/path",
+        "webhook requests are signed with the endpoint's secret: leave credentials out of the URL",
+    )
+    if text.startswith("http://") and not is_loopback_host(host):
+        raise ValueError(
+            f"{quote(text)}: webhook bodies carry call records: use https:// (http:// only to a loopback address)"
+        )
     return text
 
 
@@ -398,6 +435,7 @@ Variable = Annotated[str, AfterValidator(_variable)]
 SipUser = Annotated[str, AfterValidator(_token)]
 Realm = Annotated[str, AfterValidator(_realm)]
 WsUrl = Annotated[str, AfterValidator(_ws_url)]
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
 Prompt = Annotated[str, AfterValidator(_prompt)]
 AgentId = Annotated[str, AfterValidator(_agent_id)]
 CipherName = Annotated[str, AfterValidator(_cipher)]

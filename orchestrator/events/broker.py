@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from orchestrator.events.model import Event
 
@@ -92,11 +92,18 @@ class Broker:
         self.published = 0
         self.overflows = 0
         self.closed = False
+        #: called with every event, synchronously (webhooks: they must not miss one, so they are no subscriber)
+        self.sinks: list[Callable[[Event], None]] = []
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every subscriber that wants it (never waits)."""
         self.published += 1
         self.history.append(event)
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("events: a sink failed on %s", event.type)
         for sub in list(self.subscriptions):
             if sub.matches(event) and not sub.offer(event):
                 self.subscriptions.discard(sub)

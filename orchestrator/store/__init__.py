@@ -13,12 +13,15 @@ from typing import Any
 
 from orchestrator.store.backend import StoreError, StoreRejected, StoreUnavailable
 from orchestrator.store.migrations import SchemaTooNew
+from orchestrator.store.outbox import DeliveryFilters, Entry
 from orchestrator.store.sql import Filters, InvalidCursor, Page
 from orchestrator.store.store import MAX_PAGE, Store, Target, backend, target
 from orchestrator.store.writer import StoreWriter
 
 __all__ = [
     "MAX_PAGE",
+    "DeliveryFilters",
+    "Entry",
     "Filters",
     "InvalidCursor",
     "Page",

@@ -6,7 +6,7 @@ order, each with its row in ``schema_version``, all in one transaction: two orch
 database apply each migration once, and a failure leaves the schema as it was. Running it again changes nothing.
 A database newer than this program (another orchestrator was upgraded first) is refused: :class:`SchemaTooNew`.
 
-To add a table (the webhook ``outbox``, the ``quality`` time series), append a :class:`Migration` with the next
+To add a table (as migration 2 added the webhook outbox), append a :class:`Migration` with the next
 version and its statements for both dialects; never edit one that has shipped.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orchestrator.store import outbox
 from orchestrator.store.sql import Dialect, Statement, statement
 
 
@@ -72,6 +73,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "records",
         sqlite=(_records("REAL", "TEXT"), *_indexes()),
         postgres=(_records("DOUBLE PRECISION", "JSONB"), *_indexes()),
+    ),
+    Migration(
+        2,
+        "webhook_outbox",
+        sqlite=outbox.migration(Dialect.SQLITE),
+        postgres=outbox.migration(Dialect.POSTGRES),
     ),
 )
 

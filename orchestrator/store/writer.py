@@ -29,6 +29,7 @@ from typing import Any
 from orchestrator.store import sql
 from orchestrator.store.backend import StoreError, StoreRejected
 from orchestrator.store.migrations import SchemaTooNew
+from orchestrator.store.outbox import Entry
 from orchestrator.store.schedule import retention_cutoff, retry_delay
 from orchestrator.store.store import Store
 
@@ -36,6 +37,35 @@ log = logging.getLogger("sipagent.records")
 
 #: longest spool line read back (a record with a long transcript is well under this)
 MAX_SPOOL_LINE = 16 * 1024 * 1024
+
+
+#: what the writer stores: a call record, or a webhook delivery for the outbox
+Item = dict[str, Any] | Entry
+
+
+def _line(item: Item) -> str:
+    """One spool line: a record's JSON, or a delivery's under ``_outbox``."""
+    return sql.encode({"_outbox": item.to_dict()} if isinstance(item, Entry) else item) + "\n"
+
+
+def _item(obj: dict[str, Any]) -> Item:
+    """What a spool line held (``ValueError`` when it is neither a record nor a delivery)."""
+    if "_outbox" in obj:
+        value = obj["_outbox"]
+        if not isinstance(value, dict):
+            raise ValueError("not an outbox entry")
+        return Entry.from_dict(value)
+    if "id" not in obj:
+        raise ValueError("no id")
+    return obj
+
+
+def _label(item: Item) -> str:
+    return (
+        f"webhook delivery of event {item.event_id[:64]}"
+        if isinstance(item, Entry)
+        else f"record {str(item.get('id'))[:64]}"
+    )
 
 
 class Spool:
@@ -68,14 +98,14 @@ class Spool:
             if torn:
                 self._append_text(self.path, "\n")
 
-    def append(self, records: Sequence[dict[str, Any]]) -> None:
-        """Add records at the end (and to disk before returning)."""
-        self._append_text(self.path, "".join(sql.encode(r) + "\n" for r in records))
+    def append(self, records: Sequence[Item]) -> None:
+        """Add records (and webhook deliveries) at the end (and to disk before returning)."""
+        self._append_text(self.path, "".join(_line(r) for r in records))
         self.pending = True
 
-    def reject(self, record: dict[str, Any]) -> None:
+    def reject(self, record: Item) -> None:
         """Keep a record the database refused."""
-        self._append_text(self.rejected_path, sql.encode(record) + "\n")
+        self._append_text(self.rejected_path, _line(record))
 
     @staticmethod
     def _append_text(path: Path, text: str) -> None:
@@ -90,9 +120,9 @@ class Spool:
         finally:
             os.close(fd)
 
-    def read(self, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Up to ``limit`` records from :attr:`offset`, and the offset after them."""
-        out: list[dict[str, Any]] = []
+    def read(self, limit: int) -> tuple[list[Item], int]:
+        """Up to ``limit`` records (and deliveries) from :attr:`offset`, and the offset after them."""
+        out: list[Item] = []
         try:
             fh = self.path.open("rb")
         except FileNotFoundError:
@@ -108,13 +138,9 @@ class Spool:
                     break  # still being written? (only this task appends: a torn line from a crash, ended at start)
                 end += len(line)
                 try:
-                    record = sql.decode(line)
-                    if "id" not in record:
-                        raise ValueError("no id")
+                    out.append(_item(sql.decode(line)))
                 except ValueError:
                     self.skipped += 1
-                    continue
-                out.append(record)
             return out, end
 
     def clear(self) -> None:
@@ -151,7 +177,9 @@ class StoreWriter:
         self.retention_days = retention_days
         self.retention_interval = retention_interval
         self._jitter = jitter
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[Item] = deque()
+        #: called after webhook deliveries reached the database (the dispatchers wake up)
+        self.on_outbox: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self._stopping = asyncio.Event()
@@ -159,9 +187,13 @@ class StoreWriter:
         self._retention: asyncio.Task[None] | None = None
         #: the database took the last batch (False until the first success: records go to the spool meanwhile)
         self.healthy = False
+        #: set once the schema is migrated (what reads the store's newer tables waits for it)
+        self.opened = asyncio.Event()
         self._attempt = 0
         self._retry_at = 0.0
         self.written = self.spooled = self.replayed = self.rejected = self.dropped = self.deleted = 0
+        #: webhook deliveries stored, and those dropped because the queue was full
+        self.outbox_written = self.outbox_dropped = 0
 
     # -- the call path ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -183,6 +215,26 @@ class StoreWriter:
             return
         self._queue.append(record)
         self._wake.set()
+
+    def enqueue(self, entries: Sequence[Entry]) -> None:
+        """Queue webhook deliveries for the outbox, behind what is queued; never blocks, never raises."""
+        room = max(0, self.queue_size - len(self._queue))
+        if room < len(entries):
+            self.outbox_dropped += len(entries) - room
+            if self.outbox_dropped == len(entries) - room or self.outbox_dropped % 1000 == 0:
+                log.error(
+                    "webhooks: the store's queue is full (%d waiting): %d delivery(ies) dropped so far",
+                    len(self._queue),
+                    self.outbox_dropped,
+                )
+        if room:
+            self._queue.extend(entries[:room])
+            self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        """Records and deliveries waiting in memory."""
+        return len(self._queue)
 
     async def close(self) -> None:
         """Write what is queued (to the database, or to the spool if it is away), then stop."""
@@ -227,18 +279,31 @@ class StoreWriter:
         if self.spool.pending:
             log.warning("call records: the spool %s is replayed at the next start", self.spool.path)
 
-    def _take(self, limit: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _take(self, limit: int) -> list[Item]:
+        out: list[Item] = []
         while self._queue and len(out) < limit:
             out.append(self._queue.popleft())
         return out
 
-    async def _deliver(self, batch: list[dict[str, Any]]) -> None:
+    async def _put(self, items: Sequence[Item]) -> None:
+        """Store ``items`` and count them (records and deliveries apart)."""
+        await self.store.put(items)
+        deliveries = sum(1 for i in items if isinstance(i, Entry))
+        self.written += len(items) - deliveries
+        if deliveries:
+            self.outbox_written += deliveries
+            if self.on_outbox is not None:
+                try:
+                    self.on_outbox()
+                except Exception:
+                    log.exception("webhooks: waking the dispatchers failed")
+
+    async def _deliver(self, batch: list[Item]) -> None:
         if not self.healthy or self.spool.pending:
             await self._to_spool(batch)
             return
         try:
-            self.written += await self.store.put(batch)
+            await self._put(batch)
         except StoreRejected:
             done = await self._each(batch)
             if done < len(batch):
@@ -247,17 +312,17 @@ class StoreWriter:
             self._down(exc)
             await self._to_spool(batch)
 
-    async def _each(self, records: Sequence[dict[str, Any]]) -> int:
+    async def _each(self, records: Sequence[Item]) -> int:
         """Store records one by one, keeping those refused aside; how many were handled before an outage."""
         for i, record in enumerate(records):
             try:
-                self.written += await self.store.put([record])
+                await self._put([record])
             except StoreRejected as exc:
                 self.rejected += 1
                 log.error(
-                    "call records: %s refused record %s (%s); kept in %s",
+                    "call records: %s refused %s (%s); kept in %s",
                     self.store.name,
-                    str(record.get("id"))[:64],
+                    _label(record),
                     exc,
                     self.spool.rejected_path,
                 )
@@ -267,7 +332,7 @@ class StoreWriter:
                 return i
         return len(records)
 
-    async def _to_spool(self, records: list[dict[str, Any]]) -> None:
+    async def _to_spool(self, records: list[Item]) -> None:
         try:
             await asyncio.to_thread(self.spool.append, records)
             self.spooled += len(records)
@@ -307,6 +372,7 @@ class StoreWriter:
         was_down = self._attempt > 0
         try:
             before, after = await self.store.open()
+            self.opened.set()
             if after != before:
                 log.info("call records: %s schema migrated from version %d to %d", self.store.name, before, after)
             replayed = 0
@@ -319,7 +385,7 @@ class StoreWriter:
                         self.spool.offset = end  # only lines that were not records
                     continue
                 try:
-                    await self.store.put(chunk)
+                    await self._put(chunk)
                 except StoreRejected:
                     if await self._each(chunk) < len(chunk):
                         return  # the database went away again: the rest of the chunk is replayed next time
