@@ -51,8 +51,9 @@ class Receiver:
     """``async with Receiver(secret) as r``: ``r.url``; ``r.requests`` in arrival order; ``behaviour(request, n)``
     (n: 1 for the first request) decides each answer."""
 
-    def __init__(self, secret: bytes, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, secret: bytes, behaviour: Behaviour | None = None, port: int = 0) -> None:
         self.secret = secret
+        self.port = port
         self.behaviour = behaviour or (lambda _r, _n: Answer())
         self.requests: list[Request] = []
         self.server: asyncio.Server | None = None
@@ -66,7 +67,7 @@ class Receiver:
         return f"http://{host}:{port}/hook"
 
     async def __aenter__(self) -> Receiver:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
