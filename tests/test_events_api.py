@@ -368,7 +368,10 @@ async def test_a_client_that_never_reads_delays_neither_the_controller_nor_other
             await app.h.controller.hangup(call_id)
             await reader.wait(lambda s: "call.ended" in s.of(call_id), timeout=20)
             await reader.wait(lambda s: sum(m.event == "trunk.up" for m in s.events) == 600, timeout=20)
-        assert slow.overflowed and slow not in app.broker.subscriptions and app.broker.overflows == 1
+        # the stuck client is gone: cut off when 200 events behind, or ended when a write waited past SEND_TIMEOUT,
+        # whichever came first (under load the write's wait can end it before the queue fills)
+        assert slow.closed and slow not in app.broker.subscriptions
+        assert app.broker.overflows == (1 if slow.overflowed else 0)
         # publish() is synchronous and never waits on a socket: what shows that is the ordered, complete stream of
         # the other reader below, not a timing (timings are for bench/, not tests)
         ns = [m.json["data"]["n"] for m in reader.events if m.event == "trunk.up"]
@@ -387,8 +390,9 @@ async def test_a_client_that_never_reads_delays_neither_the_controller_nor_other
         stuck.close()
         assert closed
         messages = [r.getMessage() for r in caplog.records]
-        assert "events: a subscriber fell 200 events behind and was cut off" in messages
-        assert "events: a client read nothing for 0.5s; its stream is closed" in messages
+        cut_off = "events: a subscriber fell 200 events behind and was cut off" in messages
+        assert cut_off == slow.overflowed
+        assert cut_off or "events: a client read nothing for 0.5s; its stream is closed" in messages
 
 
 # -- trunks ---------------------------------------------------------------------------------------
