@@ -230,7 +230,11 @@ async def test_third_inbound_call_gets_503_with_retry_after_and_a_record(h: Harn
     await h.wait("ended", third)
     refused = h.controller.describe(third)
     assert refused is not None
-    assert (refused["result"], refused["refused"], refused["limit"]) == ("limit_exceeded", "limit_exceeded", "max_calls")
+    assert (refused["result"], refused["refused"], refused["limit"]) == (
+        "limit_exceeded",
+        "limit_exceeded",
+        "max_calls",
+    )
     assert refused["hangup"]["sip_status"] == 503 and refused["hangup"]["cause"] == "NORMAL_TEMPORARY_FAILURE"
     assert refused["trunk"] == "carrier" and refused["timings"]["answered"] is None
     labels = {"trunk": "carrier", "direction": "inbound", "limit": "max_calls"}

@@ -449,7 +449,7 @@ class MediaBridge:
 
     # -- notices from the call controller -----------------------------------------------------------
     def on_notice(self, notice: Any) -> None:
-        """Call events: DTMF, transfer outcomes and hold/resume to the agent; hang-up closes the session; buffer overruns."""
+        """Call events: DTMF, transfer outcomes and hold/resume to the agent; hang-up closes the session; overruns."""
         session = self.sessions.get(notice.call.uuid)
         kind = notice.kind
         if kind == "dtmf":

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import fsstrings
 from .bridging import Bridging
-from .deadmedia import DeadMedia
 from .causes import normalize_cause, q850
 from .channel import SimChannel
+from .deadmedia import DeadMedia
 from .dialing import DialError, Dialing, Outcome, parse_dial_string
 from .forkglue import ForkGlue
 from .gateways import Gateways

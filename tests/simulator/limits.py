@@ -54,7 +54,7 @@ def parse_limit(data: str) -> LimitArgs | None:
             interval = _atoi(per) if per else 0
             maximum = max(_atoi(text), 0)
     transfer = argv[4] if len(argv) > 4 else DEFAULT_TRANSFER
-    return LimitArgs(argv[0], argv[1], argv[2], maximum, interval, transfer, *(argv[5:7] + ["", ""])[:2])
+    return LimitArgs(argv[0], argv[1], argv[2], maximum, interval, transfer, *([*argv[5:7], "", ""])[:2])
 
 
 def _atoi(text: str) -> int:
