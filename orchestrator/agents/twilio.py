@@ -6,8 +6,8 @@ To the agent, as Twilio sends them: ``connected``, ``start`` (``tracks: ["inboun
 (echoed when the audio before it has been heard) and ``stop``; and two events of this bridge's own, in the same
 envelope, since Twilio has none for it: ``hold`` / ``unhold`` (``{"track": "inbound_track"}``) when the caller's
 side holds or resumes the call (agents that do not know them skip them as unknown events). Every message but
-``connected`` carries ``streamSid`` and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media`` message's ``chunk``
-counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
+``connected`` carries ``streamSid`` and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media``
+message's ``chunk`` counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
 
 Identifiers: ``streamSid`` is ``MZ`` + 32 random hex digits per call; ``callSid`` is ``CA`` + the call
 UUID's 32 hex digits (or a hash of another call id); ``accountSid`` is :data:`ACCOUNT_SID`, a fixed
