@@ -1,5 +1,6 @@
 """Dead media and hold: a call whose RTP stops is hung up (MEDIA_TIMEOUT, recorded as media_timeout); a hold
-(re-INVITE sendonly/inactive) switches to the hold timeout instead, and the agent is told about hold and resume.
+(re-INVITE sendonly/inactive) is not dead media while the holder sends RTP (sendonly: music on hold), and the agent
+is told about hold and resume. A hold without RTP times out like any call (FreeSWITCH 1.10.12, measured).
 
 On the simulator (tests/simulator/deadmedia.py, FreeSWITCH 1.10.12's media timeout and hold handling) with the real
 controller, media bridge and a fake agent; tests/integration/test_dead_media_live.py does it on a real switch.
@@ -26,8 +27,8 @@ from orchestrator.render.plan import build
 
 __all__ = ["flow"]  # the fixture, from test_media_flow
 
-#: the rendered trunk's variables: 30 s without RTP, 10 minutes on hold (times 0.01 in the simulator)
-TIMEOUTS = {"media_timeout": "30000", "media_hold_timeout": "600000"}
+#: the rendered trunk's variable: 30 s without RTP (times 0.01 in the simulator)
+TIMEOUTS = {"media_timeout": "30000"}
 
 
 async def _call(f: Flow) -> str:
@@ -58,18 +59,16 @@ async def test_hold_keeps_the_call_and_the_agent_hears_hold_and_resume(flow: Flo
     f = flow
     uuid = await _call(f)
     session = await f.agent.wait_session()
-    assert f.sim.hold(uuid, "inactive")  # the far end sends no RTP while on hold
+    assert f.sim.hold(uuid, "sendonly")  # the holder sends (music on hold)
     await f.agent.wait_for(lambda: session.of_type("hold"))
     assert session.of_type("hold")[0] == {"type": "hold", "held": True}
     assert f.controller.call(uuid) is not None and f.controller.call(uuid).summary()["held"]  # type: ignore[union-attr]
-    # three media timeouts long without RTP: on hold the hold timeout (20 times longer here) applies
-    await asyncio.sleep(3 * 30 * f.sim.media_time_scale)
+    await asyncio.sleep(3 * 30 * f.sim.media_time_scale)  # three media timeouts long: RTP flows, nothing times out
     assert f.controller.call(uuid) is not None
     assert f.sim.unhold(uuid)
     await f.agent.wait_for(lambda: len(session.of_type("hold")) == 2)
     assert session.of_type("hold")[1] == {"type": "hold", "held": False}
-    # resumed, RTP stops again: the media timeout is back
-    f.sim.stop_rtp(uuid)
+    f.sim.stop_rtp(uuid)  # resumed, then the RTP stops: the media timeout
     record = await _record(f, uuid)
     assert record["result"] == "media_timeout" and record["hold"]["count"] == 1 and record["hold"]["seconds"] > 0
     assert [e["held"] for e in record["media"]["agent_events"] if e["kind"] == "hold"] == [True, False]
@@ -77,13 +76,15 @@ async def test_hold_keeps_the_call_and_the_agent_hears_hold_and_resume(flow: Flo
     assert f.controller.metrics.registry.get_sample_value("sipagent_holds_total", labels) == 1
 
 
-async def test_a_call_held_too_long_times_out_on_the_hold_timeout(flow: Flow) -> None:
+async def test_a_hold_without_rtp_times_out_like_any_call(flow: Flow) -> None:
     f = flow
     uuid = await _call(f)
-    f.sim.channels[uuid].setvar("media_hold_timeout", "60000")  # 0.6 s here
-    assert f.sim.hold(uuid, "inactive")
+    f.sim.channels[uuid].setvar("media_hold_timeout", "6000000")  # FreeSWITCH's re-INVITE leaves it unused
+    assert f.sim.hold(uuid, "inactive")  # no RTP while held
     record = await _record_within(f, uuid)
     assert record["result"] == "media_timeout" and record["hold"]["count"] == 1
+    # the CHANNEL_UNHOLD FreeSWITCH fires at the hang-up of a held call closes the hold in the record
+    assert [e["held"] for e in record["media"]["agent_events"] if e["kind"] == "hold"][:1] == [True]
 
 
 async def _record_within(f: Flow, uuid: str) -> dict[str, object]:
@@ -164,29 +165,17 @@ def _variables(tmp: Path, fs: str = "", trunk: str = "") -> tuple[dict[str, str]
 @pytest.mark.parametrize(
     ("fs", "trunk", "expected"),
     [
-        ("", "", ("60000", "600000")),  # freeswitch.media_timeout_seconds (60) and FreeSWITCH's 10 times
-        ("", "    media_timeout_seconds: 30\n", ("30000", "300000")),
-        ("", "    media_timeout_seconds: 30\n    hold_timeout_seconds: 3600\n", ("30000", "3600000")),
-        (", media_timeout_seconds: 0", "    media_timeout_seconds: 20\n", ("20000", "200000")),
+        ("", "", "60000"),  # freeswitch.media_timeout_seconds (60)
+        ("", "    media_timeout_seconds: 30\n", "30000"),
+        (", media_timeout_seconds: 0", "    media_timeout_seconds: 20\n", "20000"),
         ("", "    media_timeout_seconds: 0\n", None),  # off for this trunk
         (", media_timeout_seconds: 0", "", None),
     ],
 )
-def test_media_and_hold_timeouts_per_trunk(
-    tmp_path: Path, fs: str, trunk: str, expected: tuple[str, str] | None
-) -> None:
+def test_media_timeout_per_trunk(tmp_path: Path, fs: str, trunk: str, expected: str | None) -> None:
     context, gateway = _variables(tmp_path, fs, trunk)
     for variables in (context, gateway):
-        got = (variables.get("media_timeout"), variables.get("media_hold_timeout"))
-        assert got == (expected or (None, None))
-
-
-def test_a_hold_timeout_needs_a_media_timeout(tmp_path: Path) -> None:
-    for fs, trunk in (("", "    media_timeout_seconds: 0\n    hold_timeout_seconds: 60\n"),
-                      (", media_timeout_seconds: 0", "    hold_timeout_seconds: 60\n")):  # fmt: skip
-        result = check_text(BASE % (fs, trunk), "d.yaml", {}, tmp_path)
-        messages = [str(d) for d in result.errors]
-        assert any("hold_timeout_seconds needs a media timeout" in m for m in messages), messages
+        assert variables.get("media_timeout") == expected and "media_hold_timeout" not in variables
 
 
 def test_simulator_reads_the_timeouts_as_freeswitch_does() -> None:

@@ -187,7 +187,6 @@ class _Checker:
         fs_codecs = set(self.p.freeswitch.codecs) if self.p.freeswitch else None
         for i, trunk in self.p.trunks.items():
             base: Path = ("trunks", i)
-            self._media_timeout(base, trunk)
             if trunk.inbound:
                 inbound = trunk.inbound
                 ib = (*base, "inbound")
@@ -244,18 +243,6 @@ class _Checker:
                     self.error((*ob, "accept_crypto_in_avp"), _CRYPTO_IN_AVP)
                 if fs_codecs is not None and out.codecs is not None:
                     self._codec_subset((*ob, "codecs"), out.codecs, fs_codecs)
-
-    def _media_timeout(self, base: Path, trunk: Trunk) -> None:
-        """A hold timeout needs a media timeout: FreeSWITCH applies it only to calls that have one."""
-        fs = self.p.freeswitch
-        if trunk.hold_timeout_seconds is None or trunk.media_timeout_seconds is not None or fs is None:
-            return
-        if not fs.media_timeout_seconds:
-            self.error(
-                (*base, "hold_timeout_seconds"),
-                "hold_timeout_seconds needs a media timeout, but freeswitch.media_timeout_seconds is 0 and the "
-                "trunk sets no media_timeout_seconds: FreeSWITCH applies a hold timeout only to calls with one",
-            )
 
     def _edge_limits(self, nodes: int) -> None:
         """Behind an edge each node enforces ceil(limit / nodes) of a trunk's inbound limits: say when that is not

@@ -394,25 +394,14 @@ class Trunk(Model):
         ge=0,
         le=3600,
         description="Hang up a call on this trunk after this long without RTP from the far end (recorded as "
-        "media_timeout; 0: never); default: freeswitch.media_timeout_seconds.",
-    )
-    hold_timeout_seconds: int | None = Field(
-        None,
-        ge=1,
-        le=86400,
-        description="The same while the far end holds the call (re-INVITE sendonly/inactive); default: 10 times "
-        "the media timeout (FreeSWITCH's own default).",
+        "media_timeout; 0: never); default: freeswitch.media_timeout_seconds. A far end that holds the call and "
+        "sends no RTP meanwhile is subject to it too (FreeSWITCH 1.10.12: docs/call-flow.md#dead-media-and-hold).",
     )
 
     @model_validator(mode="after")
     def _direction(self) -> Trunk:
         if self.inbound is None and self.outbound is None:
             raise ValueError("a trunk needs an inbound section, an outbound section, or both")
-        if self.hold_timeout_seconds is not None and self.media_timeout_seconds == 0:
-            raise ValueError(
-                "hold_timeout_seconds needs a media timeout (media_timeout_seconds is 0: no timeout at all): "
-                "FreeSWITCH applies a hold timeout only to calls with a media timeout"
-            )
         return self
 
 

@@ -393,14 +393,15 @@ def _profile(deployment: Deployment, transport: Transport) -> tuple[Profile, Dir
 
 
 def media_timeouts(trunk: Trunk, fs: FreeSwitch) -> list[tuple[str, str]]:
-    """The channel variables of a trunk's dead-media timeout: ``media_timeout`` and ``media_hold_timeout``, in
-    milliseconds (switch_core_media.c check_media_timeout_params reads them when the RTP session starts; while the
-    far end holds the call, the hold timeout applies: switch_core_media_toggle_hold). None when it is off."""
+    """The channel variable of a trunk's dead-media timeout: ``media_timeout`` in milliseconds (switch_core_media.c
+    check_media_timeout_params reads it whenever the RTP session is (re)activated); none when it is off.
+
+    No ``media_hold_timeout``: FreeSWITCH 1.10.12 switches to it in switch_core_media_toggle_hold, but the same
+    re-INVITE then runs switch_core_media_activate_rtp, whose check_media_timeout_params sets ``media_timeout``
+    again -- measured on the real switch (tests/integration/test_limits_live.py): a held call without RTP times out
+    after ``media_timeout``, whatever the hold timeout says."""
     seconds = fs.media_timeout_seconds if trunk.media_timeout_seconds is None else trunk.media_timeout_seconds
-    if not seconds:
-        return []
-    hold = trunk.hold_timeout_seconds or seconds * 10  # FreeSWITCH's own default, written out
-    return [("media_timeout", str(seconds * 1000)), ("media_hold_timeout", str(hold * 1000))]
+    return [("media_timeout", str(seconds * 1000))] if seconds else []
 
 
 def node_share(total: int, nodes: int) -> int:

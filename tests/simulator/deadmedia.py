@@ -9,15 +9,18 @@ Models FreeSWITCH 1.10.12:
   RTP for longer than the timeout is hung up with ``MEDIA_TIMEOUT`` (``switch_channel_hangup``: sofia sends BYE);
   any packet restarts the count (``last_media``);
 * ``switch_core_media_negotiate_sdp`` / ``switch_core_media_toggle_hold``: a re-INVITE whose audio is ``sendonly``
-  or ``inactive`` holds an *answered* call -- the hold timeout replaces the media timeout (switch_rtp_set_media_timeout
-  restarts the count) and ``media_audio_mode`` is ``recvonly`` / ``inactive``; ``sendrecv`` again resumes it (the count
-  restarts with the media timeout, ``media_audio_mode`` is cleared);
+  or ``inactive`` holds an *answered* call (``media_audio_mode`` ``recvonly`` / ``inactive``) and sets the hold
+  timeout; but the same re-INVITE then runs ``switch_core_media_activate_rtp``, whose check_media_timeout_params
+  restarts the count with the *media* timeout again: a held call without RTP times out after the media timeout
+  (measured on 1.10.12, tests/integration/test_limits_live.py). ``sendrecv`` resumes it (the count restarts,
+  ``media_audio_mode`` is cleared);
 * ``src/switch_channel.c``: setting CF_LEG_HOLDING on an answered channel fires CHANNEL_CALLSTATE (HELD) and then
   ``switch_channel_mark_hold`` fires CHANNEL_HOLD; clearing it CHANNEL_CALLSTATE (UNHELD) then CHANNEL_UNHOLD; a
   channel hung up while held fires CHANNEL_UNHOLD first (``switch_channel_perform_hangup``).
 
 A far end on hold with ``sendonly`` still sends RTP (music on hold: no timeout); with ``inactive`` it sends none
-(``hold(..., rtp=False)`` is the default for it). ``media_time_scale`` shortens the waits (the variables and causes
+(``hold(..., rtp=False)`` is the default for it) and the call times out after the media timeout.
+``media_time_scale`` shortens the waits (the variables and causes
 stay the same). Not modelled: ``execute_on_media_timeout``, video, ``rtp_timeout_sec`` (deprecated), a hold
 re-INVITE before the answer, ``bypass_media_after_hold``, music on hold towards a bridged peer.
 """
@@ -124,10 +127,9 @@ class DeadMedia:
         self._cancel_media_timer(ch)
         if ch.rtp_flowing or not ch.alive or not ch.media:
             return
-        media, hold = timeouts(ch)
-        limit = hold if ch.hold_mode is not None else media
-        if limit:
-            ch.media_timer = self.spawn(self._media_timeout(ch, limit / 1000 * self.media_time_scale))
+        media, _hold = timeouts(ch)  # the hold timeout never outlives the hold re-INVITE's activate_rtp
+        if media:
+            ch.media_timer = self.spawn(self._media_timeout(ch, media / 1000 * self.media_time_scale))
 
     async def _media_timeout(self: SimulatedFreeSwitch, ch: SimChannel, seconds: float) -> None:
         await asyncio.sleep(seconds)
