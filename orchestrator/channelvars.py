@@ -22,6 +22,9 @@ AGENT: Final = PREFIX + "agent"
 NUMBER: Final = PREFIX + "number"
 #: why the dialplan refused an inbound call before parking it (``srtp_required``, ``unknown_number``)
 REFUSED: Final = PREFIX + "refused"
+#: which limit refused an inbound call (``max_calls``, ``calls_per_second``) when ``sipagent_refused`` is
+#: ``limit_exceeded`` (the trunk's ``inbound.limits``, enforced by the dialplan's ``limit``)
+LIMIT: Final = PREFIX + "limit"
 #: behind an edge: where the carrier's INVITE came from, as the edge saw it (``<ip>:<port>;transport=<proto>``,
 #: its X-Sipagent-Source header; set in the node's ``edge`` context)
 SOURCE: Final = PREFIX + "source"

@@ -34,6 +34,14 @@ class Metrics:
             "sipagent_transfers", "Transfers by method and result.", ["method", "result"], registry=r
         )
         self.dtmf = Counter("sipagent_dtmf_digits", "DTMF digits by direction.", ["direction"], registry=r)
+        self.limit_refusals = Counter(
+            "sipagent_limit_refusals",
+            "Calls refused by a trunk's limits (inbound: 503 from the dialplan; outbound: 429 from the API), by trunk, "
+            "direction and limit (max_calls, calls_per_second).",
+            ["trunk", "direction", "limit"],
+            registry=r,
+        )
+        self.holds = Counter("sipagent_holds", "Times the far end put a call on hold, by trunk.", ["trunk"], registry=r)
         self.esl_connected = Gauge(
             "sipagent_esl_connected", "1 when the node's event socket is up.", ["node"], registry=r
         )

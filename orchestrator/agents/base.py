@@ -183,6 +183,11 @@ class AgentProtocol(ABC):
         """Audio before mark ``name`` has been heard by the caller."""
         return []
 
+    def hold(self, held: bool) -> list[Message]:
+        """The far end put the call on hold (``held``: a re-INVITE sendonly/inactive; FreeSWITCH's CHANNEL_HOLD)
+        or took it off hold (CHANNEL_UNHOLD). While held the caller hears nothing of the agent."""
+        return []
+
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
         """The outcome of a tool call the agent made (transfer, DTMF …)."""
         return []

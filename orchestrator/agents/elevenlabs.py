@@ -15,7 +15,8 @@ To the agent:
 - ``client_tool_result`` answering ``client_tool_call``;
 - a caller's DTMF digit as ``contextual_update`` ("The caller pressed the keypad key 5."): it reaches
   the agent's context without interrupting it or forcing a reply per digit, so multi-digit entries
-  work; the agent reacts on its next turn.
+  work; the agent reacts on its next turn. Hold and resume by the caller's side (a re-INVITE sendonly or
+  inactive, then sendrecv) are ``contextual_update`` too ("The caller put the call on hold …").
 
 From the agent: ``audio`` → :class:`Play` (dropped when its ``event_id`` is at or below the last
 ``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`
@@ -148,6 +149,14 @@ class ElevenLabsProtocol(AgentProtocol):
         if key is None:
             return []
         text = f"The caller pressed the keypad key {key}."
+        return [json.dumps({"type": "contextual_update", "text": text})]
+
+    def hold(self, held: bool) -> list[Message]:
+        text = (
+            "The caller put the call on hold: they cannot hear you until they resume it."
+            if held
+            else "The caller took the call off hold and can hear you again."
+        )
         return [json.dumps({"type": "contextual_update", "text": text})]
 
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:

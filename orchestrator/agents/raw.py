@@ -16,6 +16,8 @@ Bridge → agent
 ``dtmf``                   the caller pressed a key: ``{"type":"dtmf","digit":"5"}``
 ``mark``                   the agent audio sent before the agent's mark ``name`` has been heard:
                            ``{"type":"mark","name":"x"}``
+``hold``                   the caller's side put the call on hold (re-INVITE sendonly/inactive) or resumed it:
+                           ``{"type":"hold","held":true}`` / ``{"type":"hold","held":false}``
 ``result``                 outcome of a ``transfer`` or ``dtmf`` request that had an ``id``:
                            ``{"type":"result","id":"…","ok":true,"detail":"…"}``
 ``stop``                   the call ended; the bridge closes the connection next: ``{"type":"stop",
@@ -104,6 +106,9 @@ class RawProtocol(AgentProtocol):
 
     def mark_played(self, name: str) -> list[Message]:
         return [json.dumps({"type": "mark", "name": name})]
+
+    def hold(self, held: bool) -> list[Message]:
+        return [json.dumps({"type": "hold", "held": held})]
 
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
         return [json.dumps({"type": "result", "id": tool_call_id, "ok": not is_error, "detail": result})]

@@ -3,9 +3,11 @@
 To the agent, as Twilio sends them: ``connected``, ``start`` (``tracks: ["inbound"]``, μ-law 8 kHz,
 ``customParameters`` = call variables plus ``caller_id``, ``called_number``, ``call_id``, ``direction``),
 ``media`` (caller audio, one message per piece the bridge hands over: ``agent_chunk_ms``), ``dtmf``, ``mark``
-(echoed when the audio before it has been heard) and ``stop``. Every message but ``connected`` carries ``streamSid``
-and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media`` message's ``chunk``
-counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
+(echoed when the audio before it has been heard) and ``stop``; and two events of this bridge's own, in the same
+envelope, since Twilio has none for it: ``hold`` / ``unhold`` (``{"track": "inbound_track"}``) when the caller's
+side holds or resumes the call (agents that do not know them skip them as unknown events). Every message but
+``connected`` carries ``streamSid`` and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media``
+message's ``chunk`` counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
 
 Identifiers: ``streamSid`` is ``MZ`` + 32 random hex digits per call; ``callSid`` is ``CA`` + the call
 UUID's 32 hex digits (or a hash of another call id); ``accountSid`` is :data:`ACCOUNT_SID`, a fixed
@@ -108,6 +110,11 @@ class TwilioProtocol(AgentProtocol):
 
     def mark_played(self, name: str) -> list[Message]:
         return [self._event("mark", {"name": name})]
+
+    def hold(self, held: bool) -> list[Message]:
+        # Twilio Media Streams has no hold event: an extension in Twilio's own envelope, which Twilio consumers
+        # skip as an unknown event (Pipecat's serializer does)
+        return [self._event("hold" if held else "unhold", {"track": "inbound_track"})]
 
     def close(self, reason: str) -> list[Message]:
         if self._stopped:

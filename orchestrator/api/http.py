@@ -196,7 +196,10 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CallError)
     async def _call_error(_request: Request, exc: CallError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
+        response = _error(exc.status, exc.code, exc.message)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

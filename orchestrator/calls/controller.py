@@ -22,6 +22,7 @@ from typing import Any
 
 from orchestrator import dtmf, store
 from orchestrator.calls import dialing, records
+from orchestrator.calls.limits import OutboundLimiter
 from orchestrator.calls.nodes import node_endpoints
 from orchestrator.calls.outcome import HANGUP_REASONS
 from orchestrator.calls.sampler import QualitySampler
@@ -55,11 +56,13 @@ Listener = Callable[[Notice], None]
 class CallError(Exception):
     """A call action that cannot be done; ``code`` is stable for API clients."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        #: seconds after which the request may succeed (the API's Retry-After header)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -146,6 +149,10 @@ class Controller:
         secret = o.media_secret.get_secret_value().encode() if o.media_secret else None
         self.tokens = tokens or fork.Tokens(secret)
         self.tracker = CallTracker(_policy(deployment, self._fork_command))
+        #: the trunks' outbound.limits (429 + Retry-After over a limit; calls/limits.py)
+        self.limiter = OutboundLimiter(
+            {t.name: t.outbound.limits for t in deployment.trunks if t.outbound and t.outbound.limits}
+        )
         #: call and trunk events (orchestrator.events): published here, read by GET /v1/events and webhooks
         self.events = events or Broker()
         self.call_events = CallEvents(EventFactory())
@@ -417,6 +424,9 @@ class Controller:
                 m.setup_seconds.labels(call.direction).observe(max(0.0, call.answered_at - call.created_at))
         elif notice.kind == NoticeKind.DTMF:
             m.dtmf.labels("in").inc()
+        elif notice.kind == NoticeKind.HOLD:
+            if notice.data.get("held"):
+                m.holds.labels(call.trunk).inc()
         elif notice.kind == NoticeKind.TRANSFER:
             assert call.transfer is not None
             m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
@@ -431,6 +441,8 @@ class Controller:
                 self._spawn(self._kill(call, "NORMAL_TEMPORARY_FAILURE", "orchestrator"))
         elif notice.kind == NoticeKind.ENDED:
             lost = bool(notice.data.get("lost"))
+            if call.refused == "limit_exceeded":
+                m.limit_refusals.labels(call.trunk, "inbound", call.limit or "unknown").inc()
             if self.media_grace and call.fork != ForkState.NONE and not lost and call.uuid not in self._media_final:
                 # the media bridge runs in worker processes: its summary of the call is still on its way
                 self.ended[call.uuid] = records.build(call, lost=lost)  # what describe() shows meanwhile
@@ -544,6 +556,12 @@ class Controller:
         except dialing.Invalid as exc:
             raise _refused(exc) from None
         node = self._pick_node()
+        active = sum(1 for c in self.tracker.calls.values() if c.direction == "outbound" and c.trunk == dial.trunk)
+        refusal = self.limiter.admit(dial.trunk, active)
+        if refusal is not None:
+            self.metrics.limit_refusals.labels(refusal.trunk, "outbound", refusal.limit).inc()
+            log.info("originate refused: %s", refusal.message)
+            raise CallError("limit_exceeded", refusal.message, 429, retry_after=refusal.retry_after)
         uuid = str(uuidlib.uuid4())
         channel = dialing.channel_variables(dial, uuid, self.deployment.orchestrator.originate_timeout_seconds)
         try:

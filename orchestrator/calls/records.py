@@ -38,7 +38,10 @@ AGENT_FAILURES = frozenset(
 
 def result(call: Call) -> str:
     """What happened, in one word: FreeSWITCH's result, unless the orchestrator ended an answered call because
-    its agent (``agent_failed``) or its media path (``media_failed``) failed — the media outcome says which."""
+    its agent (``agent_failed``) or its media path (``media_failed``) failed — the media outcome says which —, or a
+    trunk's inbound limit refused it (``limit_exceeded``: 503 with Retry-After, ``limit`` says which)."""
+    if call.refused == "limit_exceeded":
+        return "limit_exceeded"  # a trunk's inbound limit refused it (503 + Retry-After): not the far end failing
     base = call.hangup.result if call.hangup else "unknown"
     outcome = (call.media or {}).get("outcome")
     if base == "completed" and call.hangup_by == "orchestrator":
@@ -98,6 +101,8 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "hangup_by": call.hangup_by or None,
         "originate_error": call.originate_error or None,
         "refused": call.refused or None,
+        "limit": call.limit or None,
+        "hold": {"count": call.holds, "seconds": _round(call.held_seconds)} if call.holds else None,
         "transfer": vars(call.transfer) if call.transfer else None,
         "dtmf": {"received": call.dtmf_in, "sent": call.dtmf_out},
         "quality": quality(call),

@@ -50,6 +50,8 @@ EVENTS = [
     "CHANNEL_UNBRIDGE",
     "CHANNEL_HANGUP",
     "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_HOLD",
+    "CHANNEL_UNHOLD",
     "DTMF",
     "BACKGROUND_JOB",
 ]
@@ -108,6 +110,7 @@ class NoticeKind(enum.StrEnum):
     ENDED = "ended"
     QUALITY_LOW = "quality_low"  # the call's MOS fell below orchestrator.quality.min_mos (calls/quality.py)
     QUALITY_OK = "quality_ok"  # ... and came back
+    HOLD = "hold"  # the far end put the call on hold (re-INVITE sendonly/inactive) or resumed it: data {"held": bool}
 
 
 #: fork module events passed on as they are
@@ -179,7 +182,11 @@ class Call:
     reattached: bool = False
     media: dict[str, Any] = field(default_factory=dict)  # the media bridge's summary (agent, frames, transcript)
     agent_overrides: dict[str, str] = field(default_factory=dict)  # per-call agent settings (API)
-    refused: str = ""  # why the rendered dialplan refused an inbound call (srtp_required, unknown_number)
+    refused: str = ""  # why the rendered dialplan refused an inbound call (srtp_required, unknown_number, ...)
+    limit: str = ""  # refused limit_exceeded: which of the trunk's limits (max_calls, calls_per_second)
+    held_since: float | None = None  # the far end holds the call since (CHANNEL_HOLD), until CHANNEL_UNHOLD
+    holds: int = 0  # how often the far end put the call on hold
+    held_seconds: float = 0.0  # for how long in all (ended holds)
     live_quality: Track | None = field(default=None, repr=False)  # sampled while up (calls/sampler.py)
 
     @property
@@ -215,6 +222,7 @@ class Call:
             "transfer": vars(self.transfer) if self.transfer else None,
             "fork": self.fork,
             "quality": self.live_quality.current() if self.live_quality is not None else None,
+            "held": self.held_since is not None,
         }
 
 
@@ -560,6 +568,25 @@ class CallTracker:
         duration = event.get("DTMF-Duration")
         return [], [Notice(NoticeKind.DTMF, call, {"digit": digit, "duration": outcome.number(duration) or 0})]
 
+    def _hold(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        """CHANNEL_HOLD / CHANNEL_UNHOLD: the far end's re-INVITE held (sendonly, inactive) or resumed the call
+        (switch_channel_mark_hold fires each once per change). While held, FreeSWITCH's hold timeout applies."""
+        call = self.calls.get(event.uuid)
+        if call is None or call.state == CallState.ENDED:
+            return [], []
+        held = event.name == "CHANNEL_HOLD"
+        when = _when(event) or self.clock()
+        if held == (call.held_since is not None):
+            return [], []
+        if held:
+            call.held_since = when
+            call.holds += 1
+        else:
+            assert call.held_since is not None
+            call.held_seconds += max(0.0, when - call.held_since)
+            call.held_since = None
+        return [], [Notice(NoticeKind.HOLD, call, {"held": held})]
+
     def _hangup(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         if call is None or call.hangup_at is not None:
@@ -597,6 +624,8 @@ class CallTracker:
         call.hangup_at = _ts(event.get("Caller-Channel-Hangup-Time"))
         call.hangup_by = "freeswitch"
         call.refused = reason[:64]
+        if call.refused == "limit_exceeded":
+            call.limit = event.variable(VAR + "limit")[:32]
         self._codec(call, event)
         self._call_id(call, event)
         call.hangup = outcome.from_variables(event.variable, answered=False)
@@ -606,6 +635,9 @@ class CallTracker:
         call.state = CallState.ENDED
         call.hangup_by = call.hangup_by or by
         call.ended_at = when or self.clock()
+        if call.held_since is not None:  # hung up while held
+            call.held_seconds += max(0.0, call.ended_at - call.held_since)
+            call.held_since = None
         call.fork = ForkState.CLOSED if call.fork != ForkState.NONE else ForkState.NONE
         self.calls.pop(call.uuid, None)
         return [Notice(NoticeKind.ENDED, call, {"lost": lost})]
@@ -741,5 +773,7 @@ _HANDLERS: dict[str, Callable[[CallTracker, str, Event], tuple[list[Api], list[N
     "CHANNEL_UNBRIDGE": CallTracker._bridge,
     "CHANNEL_HANGUP": CallTracker._hangup,
     "CHANNEL_HANGUP_COMPLETE": CallTracker._hangup_complete,
+    "CHANNEL_HOLD": CallTracker._hold,
+    "CHANNEL_UNHOLD": CallTracker._hold,
     "DTMF": CallTracker._dtmf,
 }

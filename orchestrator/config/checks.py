@@ -244,6 +244,23 @@ class _Checker:
                 if fs_codecs is not None and out.codecs is not None:
                     self._codec_subset((*ob, "codecs"), out.codecs, fs_codecs)
 
+    def _edge_limits(self, nodes: int) -> None:
+        """Behind an edge each node enforces ceil(limit / nodes) of a trunk's inbound limits: say when that is not
+        the limit the file gives for the pool (docs/configuration.md#call-limits)."""
+        for i, trunk in self.p.trunks.items():
+            limits = trunk.inbound.limits if trunk.inbound is not None else None
+            if limits is None:
+                continue
+            for key in ("max_calls", "calls_per_second"):
+                value = getattr(limits, key)
+                if value is not None and value % nodes:
+                    share = -(-value // nodes)
+                    self.warn(
+                        ("trunks", i, "inbound", "limits", key),
+                        f"{key} {value} over {nodes} nodes: each node admits {share} (FreeSWITCH counts per node), "
+                        f"so the pool may take up to {share * nodes}; use a multiple of {nodes} to be exact",
+                    )
+
     def _codec_subset(self, path: Path, codecs: Sequence[str], allowed: Collection[str]) -> None:
         for j, codec in enumerate(codecs):
             if codec not in allowed:
@@ -433,6 +450,8 @@ class _Checker:
             names.setdefault(node.name, i)
         self._edge_nodes(e)
         self._edge_trunks()
+        if len(e.nodes) > 1:
+            self._edge_limits(len(e.nodes))
         if e.transports is not None and ("transports",) in self.src.positions:
             self.error(
                 ("transports",),

@@ -163,7 +163,11 @@ class FreeSwitch(Model):
     max_calls: int = Field(1000, ge=1, le=100000, description="Concurrent call limit (max-sessions).")
     calls_per_second: int = Field(30, ge=1, le=10000, description="New call rate limit (sessions-per-second).")
     media_timeout_seconds: int = Field(
-        60, ge=0, le=3600, description="Hang up a call after this long without RTP (0 = never)."
+        60,
+        ge=0,
+        le=3600,
+        description="Hang up a call after this long without RTP (0 = never): the default of each trunk's "
+        "media_timeout_seconds (recorded as media_timeout).",
     )
     handoff_timeout_seconds: int = Field(
         10, ge=0, le=300, description="Reject (503) an inbound call the orchestrator has not claimed in time."
@@ -253,6 +257,26 @@ class OutboundCredentials(DigestCredentials):
     realm: Realm | None = Field(None, description="Only answer challenges for this realm (default: any).")
 
 
+class CallLimits(Model):
+    """How many calls a trunk carries at once and how fast new ones may come, in one direction
+    (docs/configuration.md#call-limits). Inbound: FreeSWITCH's ``limit`` (mod_hash) refuses a call over a
+    limit with 503 and Retry-After; outbound: the API answers 429 with Retry-After."""
+
+    max_calls: int | None = Field(None, ge=1, le=100000, description="Calls up at once on this trunk (none: no limit).")
+    calls_per_second: int | None = Field(
+        None, ge=1, le=10000, description="New calls per second on this trunk (none: no limit)."
+    )
+    retry_after_seconds: int = Field(
+        5, ge=1, le=3600, description="Retry-After on a refusal (seconds): the 503 inbound, the 429 outbound."
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> CallLimits:
+        if self.max_calls is None and self.calls_per_second is None:
+            raise ValueError("limits needs max_calls, calls_per_second or both (leave the section out for none)")
+        return self
+
+
 class InboundAuth(Model):
     """Who may send calls on a trunk: digest credentials, source networks, or both (then both must match)."""
 
@@ -301,6 +325,9 @@ class Inbound(Model):
         description="Accept SDES keys (a=crypto) in an RTP/AVP offer, as some carriers send them "
         "(FreeSWITCH's rtp_allow_crypto_in_avp); needs media_encryption allowed or required.",
     )
+    limits: CallLimits | None = Field(
+        None, description="Concurrent calls and calls per second accepted from the trunk (over: 503 + Retry-After)."
+    )
 
     @field_validator("transports")
     @classmethod
@@ -340,6 +367,9 @@ class Outbound(Model):
         description="Accept SDES keys (a=crypto) in the trunk's RTP/AVP answer (FreeSWITCH's "
         "rtp_allow_crypto_in_avp); needs media_encryption allowed or required.",
     )
+    limits: CallLimits | None = Field(
+        None, description="Concurrent calls and calls per second placed through the API (over: 429 + Retry-After)."
+    )
 
     @field_validator("codecs")
     @classmethod
@@ -359,6 +389,14 @@ class Trunk(Model):
     description: Description = ""
     inbound: Inbound | None = None
     outbound: Outbound | None = None
+    media_timeout_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="Hang up a call on this trunk after this long without RTP from the far end (recorded as "
+        "media_timeout; 0: never); default: freeswitch.media_timeout_seconds. A far end that holds the call and "
+        "sends no RTP meanwhile is subject to it too (FreeSWITCH 1.10.12: docs/call-flow.md#dead-media-and-hold).",
+    )
 
     @model_validator(mode="after")
     def _direction(self) -> Trunk:

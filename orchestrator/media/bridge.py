@@ -449,7 +449,7 @@ class MediaBridge:
 
     # -- notices from the call controller -----------------------------------------------------------
     def on_notice(self, notice: Any) -> None:
-        """Call events: DTMF and transfer outcomes to the agent; hang-up closes the session; buffer overruns."""
+        """Call events: DTMF, transfer outcomes and hold/resume to the agent; hang-up closes the session; overruns."""
         session = self.sessions.get(notice.call.uuid)
         kind = notice.kind
         if kind == "dtmf":
@@ -458,6 +458,9 @@ class MediaBridge:
         elif kind == "transfer":
             if session is not None and isinstance(notice.data, dict):
                 session.transfer_outcome(notice.data)
+        elif kind == "hold":
+            if session is not None and isinstance(notice.data, dict):
+                session.hold(bool(notice.data.get("held")))
         elif kind in ("hangup", "ended"):
             if session is not None:
                 session.call_ended()

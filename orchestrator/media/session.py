@@ -297,6 +297,13 @@ class Session:
             for message in self.adapter.dtmf(digit):
                 self.agent.send(message)
 
+    def hold(self, held: bool) -> None:
+        """The far end held the call (or resumed it): the agent is told its protocol's way; the record notes it."""
+        self._event("hold", {"held": held})
+        if self.agent is not None:
+            for message in self.adapter.hold(held):
+                self.agent.send(message)
+
     # -- agent side -----------------------------------------------------------------------------
     async def connect_agent(self) -> None:
         """Open the agent connection within its timeout, or end the call the configured way.

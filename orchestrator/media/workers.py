@@ -5,8 +5,8 @@ more cores runs ``orchestrator.media.workers`` bridge processes. They all listen
 with ``SO_REUSEPORT``, so the kernel spreads the forks' connections over them, and each connects back
 to the main process over a Unix socket (newline-delimited JSON):
 
-* main → worker: call notices (``dtmf``, ``transfer``, ``hangup``, ``ended``) for every call — a worker ignores
-  calls it does not carry; ``stop``;
+* main → worker: call notices (``dtmf``, ``transfer``, ``hold``, ``hangup``, ``ended``) for every call — a worker
+  ignores calls it does not carry; ``stop``;
 * worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``play_and_hangup``,
   ``flush_playback``) answered by ``{"id", "ok", "error"}``; ``claim_fork`` (may this fork connection
   serve the call? asked during its handshake) answered by ``{"id", "ok", "result": true|false}``;
@@ -39,7 +39,8 @@ from orchestrator.metrics import Metrics
 
 log = logging.getLogger("sipagent.media.workers")
 
-NOTICES = ("dtmf", "transfer", "hangup", "ended", "fork_buffer_overrun")  # fork_failed: the controller ends the call
+#: (fork_failed: the controller ends the call)
+NOTICES = ("dtmf", "transfer", "hold", "hangup", "ended", "fork_buffer_overrun")
 ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback", "claim_fork")
 MAX_LINE = 1 << 20
 MEDIA_GRACE = 2.0  # seconds

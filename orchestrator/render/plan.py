@@ -56,6 +56,14 @@ SOURCE_HEADER = channelvars.SOURCE_HEADER
 #: anything else is no number a route could match, refused as unknown)
 EDGE_NUMBER_PATTERN = "^([0-9A-Za-z+*#._-]{1,64})$"
 LOG_LEVELS = ["debug", "info", "notice", "warning", "err", "crit", "alert"]
+#: mod_hash ``limit`` realms: calls up at once, and new calls in a one-second window, per trunk (the key is
+#: ``<realm>_<trunk>``: one count per trunk on a node)
+LIMIT_CALLS_REALM = "sipagent_calls"
+LIMIT_RATE_REALM = "sipagent_cps"
+#: the cause ``limit`` hangs a call over a limit up with (its ``!CAUSE`` form): mod_sofia answers the INVITE 503,
+#: with the ``sip_rh_*`` variables as headers (sofia_on_hangup)
+LIMIT_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+RETRY_AFTER_VARIABLE = "sip_rh_Retry-After"
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,8 @@ class TrunkContext:
     require_crypto: bool
     variables: tuple[tuple[str, str], ...]
     routes: tuple[Route, ...]
+    #: ``(application, data)`` run in each route before ``park``: the trunk's inbound limits (mod_hash ``limit``)
+    limits: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,11 @@ class Plan:
         return self.deployment.freeswitch
 
     @property
+    def needs_hash(self) -> bool:
+        """mod_hash is loaded when some trunk's inbound calls are limited (its ``limit hash`` backend counts them)."""
+        return any(c.limits for c in self.contexts)
+
+    @property
     def log_levels(self) -> list[str]:
         """Levels the log file records: the configured one and everything more severe."""
         return LOG_LEVELS[LOG_LEVELS.index(self.fs.log_level) :]
@@ -281,8 +296,7 @@ def _gateway(trunk: Trunk, deployment: Deployment, edge: Edge | None = None) -> 
         ("rtp_secure_media_outbound", SRTP_MODES[out.media_encryption]),
         ("absolute_codec_string", _codec_string(out.codecs or deployment.freeswitch.codecs)),
     ]
-    if deployment.freeswitch.media_timeout_seconds:
-        variables.append(("media_timeout", str(deployment.freeswitch.media_timeout_seconds * 1000)))
+    variables += media_timeouts(trunk, deployment.freeswitch)
     if out.accept_crypto_in_avp:
         variables.append((CRYPTO_IN_AVP, "true"))
     if out.caller_id:
@@ -378,9 +392,60 @@ def _profile(deployment: Deployment, transport: Transport) -> tuple[Profile, Dir
     return profile, DirectoryDomain(domain, tuple(users)) if users else None
 
 
+def media_timeouts(trunk: Trunk, fs: FreeSwitch) -> list[tuple[str, str]]:
+    """The channel variable of a trunk's dead-media timeout: ``media_timeout`` in milliseconds (switch_core_media.c
+    check_media_timeout_params reads it whenever the RTP session is (re)activated); none when it is off.
+
+    No ``media_hold_timeout``: FreeSWITCH 1.10.12 switches to it in switch_core_media_toggle_hold, but the same
+    re-INVITE then runs switch_core_media_activate_rtp, whose check_media_timeout_params sets ``media_timeout``
+    again -- measured on the real switch (tests/integration/test_limits_live.py): a held call without RTP times out
+    after ``media_timeout``, whatever the hold timeout says."""
+    seconds = fs.media_timeout_seconds if trunk.media_timeout_seconds is None else trunk.media_timeout_seconds
+    return [("media_timeout", str(seconds * 1000))] if seconds else []
+
+
+def node_share(total: int, nodes: int) -> int:
+    """A pool-wide limit as each node enforces it: ``ceil(total / nodes)`` (mod_hash counts per node)."""
+    return -(-total // max(nodes, 1))
+
+
+def limit_actions(trunk: Trunk, nodes: int = 1) -> tuple[tuple[str, str], ...]:
+    """The dialplan steps that enforce a trunk's inbound limits with FreeSWITCH's ``limit`` (mod_hash backend).
+
+    ``limit hash <realm> <trunk> <max>[/1] !CAUSE`` counts the call (a concurrent count is released when the call
+    hangs up) and, over the limit, hangs it up with CAUSE: mod_sofia answers 503 with every ``sip_rh_*`` variable
+    as a header, hence Retry-After. ``sipagent_refused``/``sipagent_limit`` say why for the record; all three are
+    unset once the call is through, so no later response carries them. Behind an edge each of ``nodes`` enforces
+    its share (:func:`node_share`).
+    """
+    inbound = trunk.inbound
+    limits = inbound.limits if inbound is not None else None
+    if limits is None:
+        return ()
+    refused, which = channelvars.REFUSED, channelvars.LIMIT
+    steps: list[tuple[str, str]] = [
+        ("set", f"{refused}=limit_exceeded"),
+        ("set", f"{RETRY_AFTER_VARIABLE}={limits.retry_after_seconds}"),
+    ]
+    if limits.max_calls is not None:
+        steps += [
+            ("set", f"{which}=max_calls"),
+            ("limit", f"hash {LIMIT_CALLS_REALM} {trunk.name} {node_share(limits.max_calls, nodes)} !{LIMIT_CAUSE}"),
+        ]
+    if limits.calls_per_second is not None:
+        rate = node_share(limits.calls_per_second, nodes)
+        steps += [
+            ("set", f"{which}=calls_per_second"),
+            ("limit", f"hash {LIMIT_RATE_REALM} {trunk.name} {rate}/1 !{LIMIT_CAUSE}"),
+        ]
+    steps += [("unset", which), ("unset", RETRY_AFTER_VARIABLE), ("unset", refused)]
+    return tuple(steps)
+
+
 def _contexts(deployment: Deployment) -> list[TrunkContext]:
     """Each inbound trunk's dialplan context: its media policy and a route per number."""
     fs = deployment.freeswitch
+    nodes = len(deployment.edge.nodes) if deployment.edge is not None else 1
     numbers_by_trunk: dict[str, list[Number]] = {}
     for n in deployment.numbers:
         numbers_by_trunk.setdefault(n.trunk, []).append(n)
@@ -394,8 +459,7 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
             ("rtp_secure_media_inbound", SRTP_MODES[inbound.media_encryption]),
             ("absolute_codec_string", _codec_string(inbound.codecs or fs.codecs)),
         ]
-        if fs.media_timeout_seconds:
-            variables.append(("media_timeout", str(fs.media_timeout_seconds * 1000)))
+        variables += media_timeouts(trunk, fs)
         if inbound.accept_crypto_in_avp:
             variables.append((CRYPTO_IN_AVP, "true"))
         routes = tuple(
@@ -409,6 +473,7 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
                 require_crypto=inbound.media_encryption == "required",
                 variables=tuple(variables),
                 routes=routes,
+                limits=limit_actions(trunk, nodes),
             )
         )
     return contexts

@@ -10,6 +10,8 @@ Where each FreeSWITCH behaviour is modelled (each module names its FreeSWITCH 1.
   the inline dialplan; :mod:`.refer` -- ``uuid_deflect`` (REFER / NOTIFY);
 * :mod:`.forkglue` -- the fork modules' media bugs and channel audio;
 * :mod:`.gateways` -- gateway registration and OPTIONS state, the ``sofia::gateway_state`` event;
+* :mod:`.deadmedia` -- RTP stopping (MEDIA_TIMEOUT), hold and resume (CHANNEL_HOLD / CHANNEL_UNHOLD);
+  :mod:`.limits` -- the ``limit`` application's hash backend (pure; run by :mod:`.lifecycle`'s dialplan steps);
 * pure helpers: :mod:`.sofiavars` (mod_sofia's variables), :mod:`.callerprofile` (caller-profile order).
 """
 
@@ -23,10 +25,12 @@ from . import fsstrings
 from .bridging import Bridging
 from .causes import normalize_cause, q850
 from .channel import SimChannel
+from .deadmedia import DeadMedia
 from .dialing import DialError, Dialing, Outcome, parse_dial_string
 from .forkglue import ForkGlue
 from .gateways import Gateways
 from .lifecycle import ChannelLifecycle
+from .limits import HashLimits
 from .refer import Refer
 from .transfer import Transfers
 
@@ -36,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CallFlows", "DialError", "Outcome", "parse_dial_string"]
 
 
-class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Gateways):
+class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Gateways, DeadMedia):
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
     channels: dict[str, SimChannel]
@@ -50,6 +54,8 @@ class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue,
         self.files: dict[str, bytes] = {}  # files written by the simulated modules (playAudio temp files)
         self.play_count = 0  # mod_audio_fork's global playAudio file counter
         self.dial_strings: list[fsstrings.DialString] = []  # every dial string taken apart (originate, bridge)
+        self.limits = HashLimits()  # mod_hash's limit counts (simulator.limits)
+        self.limit_clock = time.time  # switch_epoch_time_now for mod_hash's rate windows (tests may fix it)
 
     # -- scripting the outside world ----------------------------------------------------------------
     def add_gateway(self: SimulatedFreeSwitch, name: str, *, profile: str = "tcp", proxy: str = "127.0.0.1",

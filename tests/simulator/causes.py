@@ -97,6 +97,18 @@ def q850(cause: str) -> int:
     return n if n <= 127 else 16
 
 
+#: mod_sofia's hangup_cause_to_sip (1.10.12): what an unanswered inbound INVITE is answered with when the dialplan
+#: hangs the call up with the cause (the causes sipagent's dialplan uses; anything else: 480)
+CAUSE_TO_SIP: dict[str, tuple[int, str]] = {
+    "UNALLOCATED_NUMBER": (404, "Not Found"),
+    "NORMAL_TEMPORARY_FAILURE": (503, "Service Unavailable"),
+    "INCOMPATIBLE_DESTINATION": (488, "Not Acceptable Here"),
+    "INCOMING_CALL_BARRED": (403, "Forbidden"),
+    "CALL_REJECTED": (603, "Decline"),
+    "USER_BUSY": (486, "Busy Here"),
+}
+
+
 #: SIP final response -> (cause, reason phrase FreeSWITCH stores in sip_invite_failure_phrase).
 #: 403/404/480/486/488/503/603 are recorded (fixture 04); the rest follow mod_sofia's table.
 SIP_FAILURES: dict[int, tuple[str, str]] = {

@@ -348,6 +348,12 @@ class SimChannel:
     park_gen: int = 0  # switch_ivr_park invocations (one per CHANNEL_PARK)
     park_seen: int = -1  # the park invocation that has seen media (and read send_silence_when_idle)
     park_sval: int = 0  # atoi(send_silence_when_idle) as that park loop read it
+    #: an unanswered inbound call the dialplan hung up: (status, phrase, headers) sofia answered the INVITE with
+    sip_response: tuple[int, str, dict[str, str]] | None = None
+    #: the far end's hold (:mod:`simulator.deadmedia`): None, or the SDP direction it re-INVITEd with
+    hold_mode: str | None = None
+    rtp_flowing: bool = True  # the far end sends RTP
+    media_timer: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         t = now_us()

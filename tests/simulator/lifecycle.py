@@ -13,6 +13,11 @@ Event sequences follow the recordings:
   CHANNEL_STATE(CS_PARK), CHANNEL_PARK -- and the dialplan's ``park_timeout`` no longer applies (11);
   ``uuid_park`` again on a channel parked by ``uuid_park`` only fires CHANNEL_UNPARK (11, quirk);
 * unclaimed park: ``park_timeout=N:CAUSE`` hangs up with CAUSE (503 to the caller; 12);
+* the dialplan's steps before ``park`` (``apps``: ``set``, ``unset``, ``hangup``, and ``limit`` with mod_hash, see
+  :mod:`.limits`): an application that hangs the call up ends it there (CHANNEL_EXECUTE, CHANNEL_HANGUP, then its
+  CHANNEL_EXECUTE_COMPLETE, as switch_core_session_execute_application returns after the hangup); the INVITE is
+  answered as sofia_on_hangup does (``ch.sip_response``: hangup_cause_to_sip's status with every ``sip_rh_*``
+  variable as a header);
 * hangup: fixtures 02 / 04 (BYE, CANCEL, refused), the result of a failed originate around CHANNEL_HANGUP_COMPLETE.
 """
 
@@ -22,8 +27,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from .causes import SIP_FAILURES, normalize_cause, q850
+from .causes import CAUSE_TO_SIP, SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel, new_uuid, now_us
+from .limits import parse_limit
 from .sofiavars import InboundDialog, inbound_vars
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,9 +46,11 @@ class ChannelLifecycle:
                            context: str = "trunk-x", variables: dict[str, str] | None = None,
                            sip_headers: dict[str, str] | None = None, codec: str = "PCMU", rate: int = 8000,
                            profile: str = "tcp", park_timeout: str | None = None, answered: bool = False,
-                           caller_name: str | None = None, uuid: str | None = None) -> SimChannel:  # fmt: skip
+                           caller_name: str | None = None, uuid: str | None = None,
+                           apps: list[tuple[str, str]] | None = None) -> SimChannel:  # fmt: skip
         """An INVITE arrives and the dialplan runs ``set`` for each of ``variables`` (then ``park_timeout``),
-        optionally ``answer``, then ``park``: the recorded event sequence up to CHANNEL_PARK.
+        optionally ``answer``, then ``apps`` (``(application, data)``: set, unset, limit, hangup), then ``park``:
+        the recorded event sequence up to CHANNEL_PARK (or the hang-up an application caused: no park).
 
         ``sip_headers`` become ``variable_sip_h_<name>`` (already on CHANNEL_CREATE); ``park_timeout`` is
         ``"<seconds>:<CAUSE>"`` (fractions allowed here) and ends an unclaimed call with that cause.
@@ -79,9 +87,41 @@ class ChannelLifecycle:
             app_uuid = ch.execute("answer")
             self.answer(ch)
             ch.execute_complete("answer", app_uuid=app_uuid)
+        for app, data in apps or ():
+            if not self._dialplan_app(ch, app, data):
+                await asyncio.sleep(0)
+                return ch
         self._dialplan_park(ch)
         await asyncio.sleep(0)
         return ch
+
+    def _dialplan_app(self: SimulatedFreeSwitch, ch: SimChannel, app: str, data: str) -> bool:
+        """One dialplan application before the park; False when it hung the call up."""
+        app_uuid = ch.execute(app, data)
+        if app == "set":
+            name, _, value = data.partition("=")
+            ch.setvar(name, value or None)
+        elif app == "unset":
+            ch.setvar(data, None)
+        elif app == "hangup":
+            ch.running_app = (app, data, app_uuid)
+            self.hangup(ch, normalize_cause(data or "NORMAL_CLEARING"))
+            return False
+        elif app == "limit":
+            args = parse_limit(data)
+            if args is not None and args.backend == "hash":
+                ok, variables = self.limits.incr(ch.uuid, args, int(self.limit_clock()))
+                ch.setvars(variables)
+                if not ok and args.transfer.startswith("!"):
+                    ch.running_app = (app, data, app_uuid)
+                    self.hangup(ch, normalize_cause(args.transfer[1:]))
+                    return False
+                if not ok:
+                    raise NotImplementedError("simulator: limit's transfer to an extension is not modelled")
+        else:
+            raise NotImplementedError(f"simulator: dialplan application {app!r} before the park is not modelled")
+        ch.execute_complete(app, data, app_uuid=app_uuid)
+        return True
 
     def _inbound_routing(self: SimulatedFreeSwitch, ch: SimChannel, port: int, sip_headers: dict[str, str]) -> None:
         """CS_NEW through CHANNEL_CREATE and routing to CHANNEL_STATE(CS_EXECUTE) (fixture 11)."""
@@ -210,9 +250,14 @@ class ChannelLifecycle:
         if not ch.alive or ch.hangup_cause:
             return
         self._cancel_park_timer(ch)
+        self._cancel_media_timer(ch)
         disposition = disposition or _default_disposition(ch)
         ch.setvars(pre_vars or [])
+        self._unhold_at_hangup(ch)
         self._hangup_channel(ch, cause, disposition)
+        self.limits.release(ch.uuid)  # the limit state handler: every key the channel held
+        if ch.direction == "inbound" and not ch.answered and disposition == "send_refuse":
+            ch.sip_response = _refusal(ch, cause)
         if result_hook is not None and self.bgjob_before_hangup_complete:
             result_hook()
         ch.unpark()
@@ -277,6 +322,14 @@ class ChannelLifecycle:
         ]
         self.hangup(ch, cause, disposition="recv_refuse", pre_vars=pre, result_hook=result_hook)
         return cause
+
+
+def _refusal(ch: SimChannel, cause: str) -> tuple[int, str, dict[str, str]]:
+    """What sofia_on_hangup answers an unanswered inbound INVITE with: the cause's status and phrase, and each
+    ``sip_rh_<Name>`` variable as a ``Name`` header (sofia_glue_get_extra_headers)."""
+    status, phrase = CAUSE_TO_SIP.get(cause, (480, "Temporarily Unavailable"))
+    headers = {k[len("sip_rh_") :]: v for k, v in ch.variables.items() if k.startswith("sip_rh_") and v}
+    return status, phrase, headers
 
 
 def _default_disposition(ch: SimChannel) -> str:

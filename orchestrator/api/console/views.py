@@ -21,8 +21,8 @@ from orchestrator.store import Filters
 #: result words, by how an operator should read them (colour and an icon, the word always shown)
 OK_RESULTS = frozenset({"completed", "transferred"})
 UNANSWERED_RESULTS = frozenset({"busy", "no_answer", "cancelled", "not_found", "rejected"})
-#: everything else (agent_failed, media_failed, unavailable, incompatible, auth_failed, media_timeout, lost,
-#: node_lost, failed, unknown) is a failure: of the system, the carrier or the agent
+#: everything else (agent_failed, media_failed, unavailable, incompatible, auth_failed, media_timeout,
+#: limit_exceeded, lost, node_lost, failed, unknown) is a failure: of the system, the carrier or the agent
 RESULTS = sorted(
     OK_RESULTS
     | UNANSWERED_RESULTS
@@ -33,6 +33,7 @@ RESULTS = sorted(
         "unavailable",
         "auth_failed",
         "media_timeout",
+        "limit_exceeded",
         "lost",
         "node_lost",
         "failed",
