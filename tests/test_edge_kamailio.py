@@ -174,6 +174,41 @@ def test_a_node_that_answers_503_is_skipped_for_the_next(pool: Pool, tmp_path: P
     pool.edge.wait_flags("fs1", "A")
 
 
+def test_a_node_over_its_share_of_a_trunk_limit_stays_up_and_the_call_goes_to_another(
+    pool: Pool, tmp_path: Path
+) -> None:
+    fs1 = pool.nodes["fs1"]
+    fs1.start("node_limit.xml")
+    try:
+        pool.edge.wait_flags("fs1", "A")
+        seen = len(pool.edge.log())
+        others = {k: n.mark() for k, n in pool.nodes.items() if k != "fs1"}
+        result = run_uac("carrier.xml", pool.target, tmp_path, source_ip=PBX, calls=10, rate=10)
+        assert result.returncode == 0, _fail(result, pool.edge)  # every call answered, by another node
+        refused = fs1.call_ids("INVITE")
+        assert refused, "fs1 (60 % of the calls) was never tried"
+        taken = set().union(*(pool.nodes[k].call_ids("INVITE", m) for k, m in others.items()))
+        assert refused <= taken and len(taken) == 10
+        log = pool.edge.log()[seen:]
+        assert "its share of the trunk's limit is taken" in log and "answered 503" not in log
+        pool.edge.wait_flags("fs1", "A", timeout=0.5)  # a limit refusal is no failure: fs1 was never marked down
+        # every node over its share: the carrier gets the nodes' 503 with their Retry-After, the nodes stay up
+        for node in pool.nodes.values():
+            node.start("node_limit.xml")
+        pool.all_active()
+        result = run_uac("carrier_503.xml", pool.target, tmp_path, source_ip=PBX)
+        assert result.returncode == 0, _fail(result, pool.edge)
+        [reply] = [m for m in result.responses() if m.first_line.startswith("SIP/2.0 503")]
+        assert reply.headers("Retry-After") == ["17"] and reply.headers("X-Sipagent-Refused") == []
+        assert "every node refused call" in pool.edge.log()
+        for name in pool.nodes:
+            pool.edge.wait_flags(name, "A", timeout=0.5)
+    finally:
+        for node in pool.nodes.values():
+            node.start("node.xml")
+    pool.all_active()
+
+
 def test_a_node_that_does_not_answer_in_time_is_marked_down_and_skipped(pool: Pool, tmp_path: Path) -> None:
     fs1 = pool.nodes["fs1"]
     fs1.start("node_silent.xml")

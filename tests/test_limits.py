@@ -118,6 +118,21 @@ def test_behind_an_edge_each_node_enforces_its_share_and_validate_says_so() -> N
     assert node_share(1, 3) == 1  # every node takes at least one call
 
 
+def test_behind_an_edge_a_limit_refusal_tells_the_edge_and_no_later_response_does() -> None:
+    from orchestrator.config.model import Trunk
+    from orchestrator.render.plan import EDGE_REFUSED_VARIABLE, limit_actions
+
+    trunk = Trunk.model_validate(
+        {"name": "carrier", "inbound": {"transports": ["tcp"], "auth": {"acl": ["192.0.2.0/24"]},
+                                        "limits": {"max_calls": 10, "retry_after_seconds": 9}}}
+    )  # fmt: skip
+    alone = limit_actions(trunk, 1)
+    behind = limit_actions(trunk, 3, edge=True)
+    assert all(EDGE_REFUSED_VARIABLE not in data for _, data in alone)
+    assert ("set", f"{EDGE_REFUSED_VARIABLE}=limit") in behind and behind[-1] == ("unset", EDGE_REFUSED_VARIABLE)
+    assert ("limit", "hash sipagent_calls carrier 4 !NORMAL_TEMPORARY_FAILURE") in behind  # ceil(10 / 3)
+
+
 # -- mod_hash's limit, as the simulator models it ---------------------------------------------------
 
 

@@ -64,6 +64,8 @@ LIMIT_RATE_REALM = "sipagent_cps"
 #: with the ``sip_rh_*`` variables as headers (sofia_on_hangup)
 LIMIT_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 RETRY_AFTER_VARIABLE = "sip_rh_Retry-After"
+#: behind an edge, a limit refusal says so to the edge (kamailio.cfg.j2 keeps the node up and tries the next)
+EDGE_REFUSED_VARIABLE = "sip_rh_X-Sipagent-Refused"
 
 
 @dataclass(frozen=True)
@@ -409,14 +411,16 @@ def node_share(total: int, nodes: int) -> int:
     return -(-total // max(nodes, 1))
 
 
-def limit_actions(trunk: Trunk, nodes: int = 1) -> tuple[tuple[str, str], ...]:
+def limit_actions(trunk: Trunk, nodes: int = 1, edge: bool = False) -> tuple[tuple[str, str], ...]:
     """The dialplan steps that enforce a trunk's inbound limits with FreeSWITCH's ``limit`` (mod_hash backend).
 
     ``limit hash <realm> <trunk> <max>[/1] !CAUSE`` counts the call (a concurrent count is released when the call
     hangs up) and, over the limit, hangs it up with CAUSE: mod_sofia answers 503 with every ``sip_rh_*`` variable
     as a header, hence Retry-After. ``sipagent_refused``/``sipagent_limit`` say why for the record; all three are
     unset once the call is through, so no later response carries them. Behind an edge each of ``nodes`` enforces
-    its share (:func:`node_share`).
+    its share (:func:`node_share`), and the 503 also carries ``X-Sipagent-Refused: limit``
+    (:data:`EDGE_REFUSED_VARIABLE`): the edge then knows the node is healthy, tries another node and, when every
+    node refuses, relays the 503 with the node's Retry-After (templates/kamailio/kamailio.cfg.j2).
     """
     inbound = trunk.inbound
     limits = inbound.limits if inbound is not None else None
@@ -427,6 +431,8 @@ def limit_actions(trunk: Trunk, nodes: int = 1) -> tuple[tuple[str, str], ...]:
         ("set", f"{refused}=limit_exceeded"),
         ("set", f"{RETRY_AFTER_VARIABLE}={limits.retry_after_seconds}"),
     ]
+    if edge:
+        steps.append(("set", f"{EDGE_REFUSED_VARIABLE}=limit"))
     if limits.max_calls is not None:
         steps += [
             ("set", f"{which}=max_calls"),
@@ -439,6 +445,8 @@ def limit_actions(trunk: Trunk, nodes: int = 1) -> tuple[tuple[str, str], ...]:
             ("limit", f"hash {LIMIT_RATE_REALM} {trunk.name} {rate}/1 !{LIMIT_CAUSE}"),
         ]
     steps += [("unset", which), ("unset", RETRY_AFTER_VARIABLE), ("unset", refused)]
+    if edge:
+        steps.append(("unset", EDGE_REFUSED_VARIABLE))
     return tuple(steps)
 
 
@@ -473,7 +481,7 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
                 require_crypto=inbound.media_encryption == "required",
                 variables=tuple(variables),
                 routes=routes,
-                limits=limit_actions(trunk, nodes),
+                limits=limit_actions(trunk, nodes, edge=deployment.edge is not None),
             )
         )
     return contexts
