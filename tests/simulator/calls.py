@@ -27,6 +27,7 @@ from .dialing import DialError, Dialing, Outcome, parse_dial_string
 from .forkglue import ForkGlue
 from .gateways import Gateways
 from .lifecycle import ChannelLifecycle
+from .recording import Recordings
 from .refer import Refer
 from .transfer import Transfers
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CallFlows", "DialError", "Outcome", "parse_dial_string"]
 
 
-class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Gateways):
+class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Recordings, Gateways):
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
     channels: dict[str, SimChannel]
