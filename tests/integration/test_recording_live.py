@@ -12,6 +12,7 @@ has: no mod_shout) and checks the channel count with ``soxi``.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import stat
 import subprocess
@@ -30,9 +31,11 @@ from switch import MODE, requires_switch, suite_env, suite_ports
 from test_freeswitch_media import STREAMING_FORK, MediaEnv, _mod_dir_with, caller, media_deployment, wait_for
 
 from orchestrator.calls.controller import Controller
+from orchestrator.calls.recording_files import RecordingFiles
 from orchestrator.calls.tracker import Notice
 from orchestrator.config import check_file
 from orchestrator.config.model import Deployment, RecordingSettings
+from orchestrator.esl.protocol import CommandError
 from orchestrator.media.bridge import MediaBridge
 from orchestrator.media.fork import Tokens
 
@@ -202,9 +205,13 @@ async def test_on_demand_flac_and_ogg(rec_env: MediaEnv, running: Running) -> No
     await r.agent.send_hangup("done")
     await wait_for(r.notices, "ended")
     assert await asyncio.wait_for(proc.wait(), 15) == 0
-    # Ogg/Vorbis: the same call flow on the same switch, another controller setting
-    r.controller.deployment = _with_recording(r.controller.deployment, policy="on_demand", format="ogg")
+    # Ogg/Vorbis: the same call flow on the same switch, another controller setting; local_files off, so the file
+    # keeps the mode FreeSWITCH gave it (its umask: ours, it was started by this process)
+    r.controller.deployment = _with_recording(
+        r.controller.deployment, policy="on_demand", format="ogg", local_files=False
+    )
     r.controller.tracker.policy.recording = r.controller.deployment.orchestrator.recording
+    r.controller.recording_files = RecordingFiles(r.controller.deployment.orchestrator.recording)
     r.notices.clear()
     proc = await caller(env)
     uuid = (await wait_for(r.notices, "answered")).call.uuid
@@ -218,6 +225,16 @@ async def test_on_demand_flac_and_ogg(rec_env: MediaEnv, running: Running) -> No
     info = subprocess.run(["soxi", str(ogg)], capture_output=True, text=True, check=True).stdout
     print(info)
     assert ogg.suffix == ".ogg" and "Channels       : 2" in info and "Vorbis" in info
+    umask = os.umask(0)
+    os.umask(umask)
+    created = stat.S_IMODE(ogg.stat().st_mode)
+    print(f"FreeSWITCH created the file {created:04o} (umask {umask:03o})")
+    assert created == 0o666 & ~umask
+    # MP3: mod_sndfile knows libsndfile's MPEG format but cannot write it (a PCM subtype is forced)
+    probe = ogg.parent / "probe.mp3"
+    with pytest.raises(CommandError) as refused:
+        await r.controller.nodes["fs1"].client.api(f"uuid_record {uuid} start {probe}")
+    print(f"mp3: {refused.value}")
     wav_size = 2 * 2 * 8000 * 1.5
     print(f"sizes: flac {path.stat().st_size} B, ogg {ogg.stat().st_size} B (WAV would be about {wav_size:.0f} B)")
     await r.agent.send_hangup("done")
