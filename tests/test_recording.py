@@ -323,6 +323,18 @@ async def test_always_records_stereo_from_the_answer_after_the_fork(always: Harn
     assert abs(len(left) / rate - r["duration_seconds"]) < 0.05
 
 
+async def test_outbound_calls_take_the_trunk_policy(always: Harness) -> None:
+    h = always
+    h.sim.set_originate_outcome("+15557654321", "answer")
+    call = await h.controller.originate(trunk="carrier", to="+15557654321", agent="support")
+    started = await h.wait("recording", call.uuid, state="recording")
+    assert started.data["path"] == str(h.tmp / "rec" / f"{call.uuid}.wav")
+    await h.controller.hangup(call.uuid, by="api")
+    await h.wait("recording", call.uuid, state="stopped")
+    (record,) = await records(h)
+    assert record["direction"] == "outbound" and record["recording"]["policy"] == "always"
+
+
 async def test_on_demand_through_the_api(on_demand: Harness) -> None:
     h = on_demand
     uuid = await h.inbound()
