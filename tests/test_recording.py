@@ -458,6 +458,20 @@ async def test_a_refused_start_is_a_failed_recording_and_the_call_goes_on(tmp_pa
         await sim.stop()
 
 
+async def test_a_recording_someone_else_started_is_not_ours(on_demand: Harness) -> None:
+    h = on_demand
+    uuid = await h.inbound()
+    await h.wait("answered", uuid)
+    other = h.tmp / "elsewhere.wav"
+    assert await h.sim.run_api(f"uuid_record {uuid} start {other}") == "+OK Success\n"
+    await asyncio.sleep(0.1)
+    assert h.controller.call(uuid).recording.state == "none"  # type: ignore[union-attr]
+    await h.sim.remote_hangup(uuid, "NORMAL_CLEARING", 200)
+    await h.wait("ended", uuid)
+    (record,) = await records(h)
+    assert record["recording"] is None and not any(n.kind == "recording" for n in h.notices)
+
+
 async def test_a_restarted_orchestrator_knows_the_recording(tmp_path: Path) -> None:
     sim, h = await harness(tmp_path)
     try:

@@ -589,9 +589,11 @@ class CallTracker:
 
     def _record_event(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
-        if call is None or call.recording is None:
-            return [], []
         path = event.get("Record-File-Path")
+        if call is None or call.recording is None or not self.policy.recording.directory:
+            return [], []
+        if path != self._recording_path(call):
+            return [], []  # a recording someone else started on the channel (fs_cli, another tool): not ours
         when = _when(event) or self.clock()
         r = call.recording
         if event.name == "RECORD_START":
