@@ -34,6 +34,8 @@ DIRECTION: Final = PREFIX + "direction"
 DESTINATION: Final = PREFIX + "destination"
 #: an outbound trunk's caller ID (gateway variable)
 DEFAULT_CALLER_ID: Final = PREFIX + "default_caller_id"
+#: the file a call is being recorded to (set by the controller before ``uuid_record start``; read back on re-attach)
+RECORDING_PATH: Final = PREFIX + "recording_path"
 #: a global variable, not a channel's: the digest of the rendered files (``global_getvar sipagent_config_digest``)
 CONFIG_DIGEST: Final = PREFIX + "config_digest"
 

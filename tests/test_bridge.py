@@ -28,6 +28,7 @@ class Control:
         self.calls: list[tuple[Any, ...]] = []
         self.records: dict[str, dict[str, Any]] = {}
         self.transfer_error: Exception | None = None
+        self.record_error: Exception | None = None
         self.claimed: set[str] = set()  # tokens used: each is good once
         self.ended: set[str] = set()  # calls that are over (their forks are refused)
 
@@ -41,6 +42,12 @@ class Control:
 
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None:
         self.calls.append(("dtmf", uuid, digits))
+
+    async def record(self, uuid: str, action: str) -> dict[str, Any]:
+        self.calls.append(("record", uuid, action))
+        if self.record_error:
+            raise self.record_error
+        return {"state": "recording"}
 
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None:
         self.calls.append(("prompt", uuid, prompt, reason))

@@ -98,6 +98,18 @@ class SendDtmf:
 
 
 @dataclass(frozen=True)
+class RecordAction:
+    """Start, stop, pause or resume the call's recording (``action``; the call's policy decides what is allowed)."""
+
+    action: str  # start | stop | pause | resume
+    tool_call_id: str | None = None
+
+
+#: what a :class:`RecordAction` may ask
+RECORD_ACTIONS = ("start", "stop", "pause", "resume")
+
+
+@dataclass(frozen=True)
 class Transcript:
     """A line of the conversation for the call record (role: ``agent`` or ``user``).
 
@@ -147,6 +159,7 @@ Action = (
     | Ending
     | TransferAction
     | SendDtmf
+    | RecordAction
     | Transcript
     | AgentInfo
     | AgentEvent

@@ -21,8 +21,9 @@ To the agent:
 From the agent: ``audio`` → :class:`Play` (dropped when its ``event_id`` is at or below the last
 ``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`
 (``agent_response_correction`` replaces the agent line it corrects), client tools ``end_call``,
-``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``) and ``send_dtmf``
-(``digits``) → actions; any other tool is answered with an error result. ``agent_tool_response``
+``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``), ``send_dtmf``
+(``digits``) and ``record`` (``action``: start, stop, pause or resume the call's recording) → actions;
+any other tool is answered with an error result. ``agent_tool_response``
 (a tool ElevenLabs ran itself: ``end_call``, ``transfer_to_number`` …) → :class:`AgentEvent` for the
 record, and for ``end_call`` also :class:`Ending` (ElevenLabs closes the connection next). ``error``
 (``error_event``: ``code``, ``message``, ``error_type``; sent before ElevenLabs closes on an error)
@@ -48,6 +49,7 @@ from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import (
+    RECORD_ACTIONS,
     Action,
     AgentEvent,
     AgentInfo,
@@ -59,6 +61,7 @@ from orchestrator.agents.base import (
     Message,
     Play,
     ProtocolViolation,
+    RecordAction,
     Send,
     SendDtmf,
     Transcript,
@@ -70,6 +73,8 @@ from orchestrator.config.model import ElevenLabsAgent
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 TRANSFER_TOOLS = ("transfer_call", "transfer")
 TRANSFER_PARAMETERS = ("number", "target", "destination")
+#: the client tool that starts, stops, pauses or resumes the call's recording (parameter ``action``)
+RECORD_TOOL = "record"
 #: ElevenLabs' own transfer tools act on its telephony integrations, not on a call bridged here
 SERVER_TRANSFER_TOOLS = ("transfer_to_number", "transfer_to_sip_uri")
 MAX_TEXT = 4000  # a transcript line
@@ -303,6 +308,11 @@ class ElevenLabsProtocol(AgentProtocol):
             if normal is None:
                 return fail(f"'digits' must be {dtmf.SEQUENCE_RULE}")
             return [SendDtmf(normal, call_id)]
+        if name == RECORD_TOOL:
+            action = parameters.get("action")
+            if not isinstance(action, str) or action.strip().lower() not in RECORD_ACTIONS:
+                return fail(f"'action' must be one of {', '.join(RECORD_ACTIONS)}")
+            return [RecordAction(action.strip().lower(), call_id)]
         return fail(f"unknown tool '{_wire.clean(name, 64)}'")
 
     _handlers: ClassVar[dict[str, Callable[[ElevenLabsProtocol, dict[str, Any]], list[Action]]]] = {

@@ -18,7 +18,7 @@ Bridge → agent
                            ``{"type":"mark","name":"x"}``
 ``hold``                   the caller's side put the call on hold (re-INVITE sendonly/inactive) or resumed it:
                            ``{"type":"hold","held":true}`` / ``{"type":"hold","held":false}``
-``result``                 outcome of a ``transfer`` or ``dtmf`` request that had an ``id``:
+``result``                 outcome of a ``transfer``, ``dtmf`` or ``record`` request that had an ``id``:
                            ``{"type":"result","id":"…","ok":true,"detail":"…"}``
 ``stop``                   the call ended; the bridge closes the connection next: ``{"type":"stop",
                            "reason":"…"}``
@@ -31,6 +31,9 @@ Agent → bridge
 ``transfer``               ``{"type":"transfer","target":"+4930123456" | "sip:…","id":"t1"}`` (``id``
                            optional: give one to get a ``result``)
 ``dtmf``                   send digits to the caller: ``{"type":"dtmf","digits":"12#","id":"d1"}``
+``record``                 the call's recording: ``{"type":"record","action":"start"|"stop"|"pause"|
+                           "resume","id":"r1"}`` (``id`` optional; what is allowed depends on the call's
+                           recording policy: docs/operations.md#call-recording)
 ``clear``                  barge-in: drop agent audio not yet played: ``{"type":"clear"}``
 ``mark``                   ``{"type":"mark","name":"x"}``: answered with a ``mark`` once the audio sent
                            before it has been heard
@@ -52,6 +55,7 @@ from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
 from orchestrator.agents.base import (
+    RECORD_ACTIONS,
     Action,
     AgentProtocol,
     CallInfo,
@@ -60,6 +64,7 @@ from orchestrator.agents.base import (
     Mark,
     Message,
     Play,
+    RecordAction,
     SendDtmf,
     Transcript,
     TransferAction,
@@ -141,6 +146,11 @@ class RawProtocol(AgentProtocol):
             if digits is None:
                 raise Malformed(f"'digits' must be {dtmf.SEQUENCE_RULE}")
             return [SendDtmf(digits, self._request_id(data))]
+        if kind == "record":
+            action = get(data, "action", str)
+            if action not in RECORD_ACTIONS:
+                raise Malformed(f"'action' '{_wire.clean(action, 20)}' is not one of {', '.join(RECORD_ACTIONS)}")
+            return [RecordAction(action, self._request_id(data))]
         if kind == "clear":
             self._from_agent.reset()
             return [Clear()]

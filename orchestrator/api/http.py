@@ -242,7 +242,7 @@ def _bearer(token: str | None, read_token: str | None = None) -> Callable[[Reque
 
 
 def _call_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
-    """``/v1/calls``: place, list, inspect, hang up, transfer, send DTMF."""
+    """``/v1/calls``: place, list, inspect, hang up, transfer, send DTMF, record."""
 
     @app.post("/v1/calls", status_code=201, dependencies=v1)
     async def place_call(req: CallRequest) -> dict[str, Any]:
@@ -278,6 +278,11 @@ def _call_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
     async def transfer(call_id: CallId, req: TransferRequest) -> dict[str, Any]:
         await controller.transfer(call_id, req.target, method=req.method, trunk=req.trunk)
         return {"id": call_id, "status": CallState.TRANSFERRING}
+
+    @app.post("/v1/calls/{call_id}/recording/{action}", dependencies=v1)
+    async def recording(call_id: CallId, action: Literal["start", "stop", "pause", "resume"]) -> dict[str, Any]:
+        """Start, stop, pause or resume the call's recording (its policy says which: docs/operations.md)."""
+        return {"id": call_id, "recording": await controller.record(call_id, action)}
 
     @app.post("/v1/calls/{call_id}/dtmf", status_code=202, dependencies=v1)
     async def dtmf(call_id: CallId, req: DtmfRequest) -> dict[str, Any]:

@@ -22,9 +22,11 @@ from typing import Any
 
 from orchestrator import dtmf, store
 from orchestrator.calls import dialing, records
+from orchestrator.calls import recording as rec
 from orchestrator.calls.limits import OutboundLimiter
 from orchestrator.calls.nodes import node_endpoints
 from orchestrator.calls.outcome import HANGUP_REASONS
+from orchestrator.calls.recording_files import RecordingFiles
 from orchestrator.calls.sampler import QualitySampler
 from orchestrator.calls.tracker import (
     CUSTOM,
@@ -96,6 +98,10 @@ def _policy(deployment: Deployment, fork_command: Callable[[Call], str]) -> Poli
             for t in deployment.trunks
             if t.inbound
         },
+        recording_policy=lambda call: rec.policy_for(
+            deployment, direction=call.direction, trunk=call.trunk, agent=call.agent, number=call.number
+        ),
+        recording=deployment.orchestrator.recording,
     )
 
 
@@ -186,6 +192,8 @@ class Controller:
                 backoff=backoff,
             )
             self.nodes[ep.name] = NodeState(ep.name, client)
+        #: the recordings' directory: 0700, files 0600, sizes, retention (orchestrator.recording.local_files)
+        self.recording_files = RecordingFiles(o.recording)
         #: live RTP quality of the answered calls (orchestrator.quality; calls/sampler.py)
         self.quality = QualitySampler(
             o.quality,
@@ -202,6 +210,7 @@ class Controller:
         """Connect to every node (in the background) and start writing records."""
         if self.records is not None:
             self.records.start()
+        self.recording_files.start()
         for node in self.nodes.values():
             self.metrics.esl_connected.labels(node.name).set(0)
             await node.client.start()
@@ -210,6 +219,7 @@ class Controller:
     async def stop(self) -> None:
         """Disconnect; calls stay up in FreeSWITCH."""
         await self.quality.stop()
+        await self.recording_files.stop()
         for node in self.nodes.values():
             if node.lost_timer is not None:
                 node.lost_timer.cancel()
@@ -376,6 +386,12 @@ class Controller:
         if any(d.is_start(action.command) for d in dialects.DIALECTS.values()):
             call.fork = ForkState.FAILED
             self._notify([Notice(NoticeKind.FORK_FAILED, call, {"reason": exc.reply, "kind": "start_refused"})])
+        elif action.command.startswith(f"uuid_record {call_uuid} start "):
+            self._notify(self.tracker.recording_failed(call_uuid, exc.reply))
+        elif action.command.startswith(f"uuid_broadcast {call_uuid} ") and call.recording is not None:
+            # the announcement could not be queued: record anyway (the caller was told nothing: in the record)
+            log.warning("call %s: the recording announcement was refused (%s)", call_uuid, exc.reply)
+            self._execute(self.tracker.announcement_done(call_uuid))
 
     def _notify(self, notices: list[Notice]) -> None:
         for notice in notices:
@@ -427,6 +443,10 @@ class Controller:
         elif notice.kind == NoticeKind.HOLD:
             if notice.data.get("held"):
                 m.holds.labels(call.trunk).inc()
+        elif notice.kind == NoticeKind.RECORDING and call.recording is not None:
+            state = notice.data.get("state")
+            if state in (rec.RecState.RECORDING, rec.RecState.STOPPED) and self.recording_files.active:
+                self._spawn(self._secure_recording(call, final=state == rec.RecState.STOPPED))
         elif notice.kind == NoticeKind.TRANSFER:
             assert call.transfer is not None
             m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
@@ -638,6 +658,44 @@ class Controller:
             self._publish(self.call_events.agent_failed(call, failure, detail))
         if final and waiting is not None:
             self._finish(uuid)
+
+    async def record(self, uuid: str, action: str) -> dict[str, Any]:
+        """Start, stop, pause or resume the call's recording (calls/recording.py says what may be done when)."""
+        call = self._live(uuid)
+        if call.recording is None or call.answered_at is None:
+            raise CallError("not_answered", f"call is {call.state}: recordings need an answered call", 409)
+        r = call.recording
+        try:
+            rec.check(r, action)
+        except rec.Refusal as exc:
+            raise CallError(exc.code, exc.message, exc.status) from None
+        if not self.deployment.orchestrator.recording.directory:
+            raise CallError("recording_off", "no orchestrator.recording.directory is configured", 409)
+        if action == "start":
+            actions = self.tracker.start_recording(uuid)
+            for api in actions:
+                try:
+                    await self._api(call, api.command)
+                except CallError as exc:
+                    self._notify(self.tracker.recording_failed(uuid, exc.message))
+                    raise
+            self._notify([Notice(NoticeKind.RECORDING, call, {"state": r.state, "path": r.path})])
+            return r.to_dict()
+        verb = rec.freeswitch_action(action, self.deployment.orchestrator.recording)
+        await self._api(call, commands.uuid_record(uuid, verb, r.path))
+        if action in ("pause", "resume"):
+            rec.note(r, action, self.tracker.clock())
+            self._notify([Notice(NoticeKind.RECORDING, call, {"state": r.state, "path": r.path})])
+        return r.to_dict()
+
+    async def _secure_recording(self, call: Call, final: bool) -> None:
+        """Make the file 0600 (when it starts and when it is closed) and read its size once it is closed."""
+        r = call.recording
+        if r is None or not r.path:
+            return
+        size = await asyncio.to_thread(self.recording_files.secure, r.path)
+        if final and size is not None and r.size_bytes is None:
+            r.size_bytes = size
 
     async def _kill(self, call: Call, cause: str, by: str) -> None:
         self.tracker.mark_hangup_by(call.uuid, by)

@@ -110,6 +110,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "reattached": call.reattached,
         "lost": lost,
         "media": call.media or None,
+        "recording": call.recording.to_dict() if call.recording and call.recording.state != "none" else None,
     }
 
 

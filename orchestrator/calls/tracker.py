@@ -29,9 +29,11 @@ from typing import Any, Literal
 
 from orchestrator import dtmf
 from orchestrator.calls import outcome
+from orchestrator.calls import recording as rec
 from orchestrator.calls.quality import Track
-from orchestrator.channelvars import ANSWER_VARIABLES
+from orchestrator.channelvars import ANSWER_VARIABLES, RECORDING_PATH
 from orchestrator.channelvars import PREFIX as VAR
+from orchestrator.config.model import RecordingSettings
 from orchestrator.esl import commands
 from orchestrator.esl.protocol import Event
 from orchestrator.media import dialects, fork
@@ -54,6 +56,9 @@ EVENTS = [
     "CHANNEL_UNHOLD",
     "DTMF",
     "BACKGROUND_JOB",
+    "RECORD_START",
+    "RECORD_STOP",
+    "CHANNEL_EXECUTE_COMPLETE",  # the recording announcement has played
 ]
 CUSTOM = [*dialects.EVENT_SUBCLASSES, "sofia::notify_refer"]
 
@@ -111,6 +116,7 @@ class NoticeKind(enum.StrEnum):
     QUALITY_LOW = "quality_low"  # the call's MOS fell below orchestrator.quality.min_mos (calls/quality.py)
     QUALITY_OK = "quality_ok"  # ... and came back
     HOLD = "hold"  # the far end put the call on hold (re-INVITE sendonly/inactive) or resumed it: data {"held": bool}
+    RECORDING = "recording"  # the call's recording started, stopped, was paused or resumed (data: state)
 
 
 #: fork module events passed on as they are
@@ -187,6 +193,7 @@ class Call:
     held_since: float | None = None  # the far end holds the call since (CHANNEL_HOLD), until CHANNEL_UNHOLD
     holds: int = 0  # how often the far end put the call on hold
     held_seconds: float = 0.0  # for how long in all (ended holds)
+    recording: rec.Recording | None = None  # set at the answer (calls/recording.py)
     live_quality: Track | None = field(default=None, repr=False)  # sampled while up (calls/sampler.py)
 
     @property
@@ -223,6 +230,7 @@ class Call:
             "fork": self.fork,
             "quality": self.live_quality.current() if self.live_quality is not None else None,
             "held": self.held_since is not None,
+            "recording": self.recording.to_dict() if self.recording is not None else None,
         }
 
 
@@ -253,6 +261,8 @@ class Policy:
     nonce: Callable[[], str] = fork.new_nonce  # one per fork start: its token is good for that start only
     headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # trunk -> [(X-header, variable)]
     answer_variables: dict[str, str] = field(default_factory=lambda: dict(ANSWER_VARIABLES))
+    recording_policy: Callable[[Call], str] = lambda call: "off"  # calls/recording.py policy_for
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
 
 
 class CallTracker:
@@ -395,6 +405,11 @@ class CallTracker:
             call.state = CallState.ANSWERED
             call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
             self._codec(call, dump)
+            call.recording = rec.Recording(self.policy.recording_policy(call))
+            path = dump.variable(RECORDING_PATH)
+            if path and self.policy.recording.directory and path == self._recording_path(call):
+                # recorded before the restart: FreeSWITCH's recording goes on (a pause is not known here)
+                call.recording.path, call.recording.state = path, rec.RecState.RECORDING
             stop = Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid)
             return [stop, self._fork(call)], [Notice(NoticeKind.ANSWERED, call, {"reattached": True})]
         if call.direction == "inbound":
@@ -513,7 +528,88 @@ class CallTracker:
         call.state = CallState.ANSWERED
         self._codec(call, event)
         self._call_id(call, event)
+        call.recording = rec.Recording(self.policy.recording_policy(call))
+        if call.recording.policy == "always" and self.policy.recording.directory:
+            return self.start_recording(call.uuid, fork=True), [Notice(NoticeKind.ANSWERED, call)]
         return [self._fork(call)], [Notice(NoticeKind.ANSWERED, call)]
+
+    # -- recording (calls/recording.py) ---------------------------------------------------------
+    def _recording_path(self, call: Call) -> str:
+        return rec.file_path(self.policy.recording, call.uuid)
+
+    def start_recording(self, uuid: str, fork: bool = False) -> list[Api]:
+        """Start the call's recording (the announcement first, when there is one); ``fork``: at the answer, the
+        audio fork is started too -- before the recording, so the recording hears what the fork plays, and after
+        the announcement, so the agent does not talk over it."""
+        call = self.calls.get(uuid)
+        if call is None or call.recording is None or not self.policy.recording.directory:
+            return []
+        r = call.recording
+        r.path = self._recording_path(call)
+        r.requested_at = r.requested_at or self.clock()
+        r.detail = ""
+        prompt = self.policy.recording.announcement
+        if prompt and not r.announced:
+            r.state = rec.RecState.ANNOUNCING
+            r.fork_waits = fork
+            return [Api(call.node, commands.uuid_broadcast_prompt(uuid, prompt), uuid)]
+        return ([self._fork(call)] if fork else []) + self._record_start(call)
+
+    def _record_start(self, call: Call) -> list[Api]:
+        assert call.recording is not None
+        call.recording.state = rec.RecState.STARTING
+        return [
+            Api(call.node, commands.uuid_setvar_multi(call.uuid, {RECORDING_PATH: call.recording.path}), call.uuid),
+            Api(call.node, commands.uuid_record(call.uuid, "start", call.recording.path, rec.variables()), call.uuid),
+        ]
+
+    def announcement_done(self, uuid: str) -> list[Api]:
+        """The announcement played (or could not be played): the recording starts (and the fork, if it waited)."""
+        call = self.calls.get(uuid)
+        if call is None or call.recording is None or call.recording.state != rec.RecState.ANNOUNCING:
+            return []
+        call.recording.announced = True
+        actions = [self._fork(call)] if call.recording.fork_waits else []
+        call.recording.fork_waits = False
+        return actions + self._record_start(call)
+
+    def recording_failed(self, uuid: str, detail: str) -> list[Notice]:
+        """``uuid_record start`` was refused: the call goes on unrecorded."""
+        call = self.calls.get(uuid)
+        if call is None or call.recording is None:
+            return []
+        call.recording.state = rec.RecState.FAILED
+        call.recording.detail = detail[:256]
+        return [Notice(NoticeKind.RECORDING, call, {"state": rec.RecState.FAILED, "detail": call.recording.detail})]
+
+    def _execute_complete(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        prompt = self.policy.recording.announcement
+        if (
+            call is None
+            or call.recording is None
+            or call.recording.state != rec.RecState.ANNOUNCING
+            or event.get("Application") != "playback"
+            or event.get("Application-Data") != prompt
+        ):
+            return [], []
+        return self.announcement_done(call.uuid), []
+
+    def _record_event(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        call = self.calls.get(event.uuid)
+        path = event.get("Record-File-Path")
+        if call is None or call.recording is None or not self.policy.recording.directory:
+            return [], []
+        if path != self._recording_path(call):
+            return [], []  # a recording someone else started on the channel (fs_cli, another tool): not ours
+        when = _when(event) or self.clock()
+        r = call.recording
+        if event.name == "RECORD_START":
+            if not rec.started(r, path, when):
+                return [], []
+        elif not rec.stopped(r, path, when, event.variable):
+            return [], []
+        return [], [Notice(NoticeKind.RECORDING, call, {"state": r.state, "path": r.path})]
 
     def _create(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
@@ -776,4 +872,7 @@ _HANDLERS: dict[str, Callable[[CallTracker, str, Event], tuple[list[Api], list[N
     "CHANNEL_HOLD": CallTracker._hold,
     "CHANNEL_UNHOLD": CallTracker._hold,
     "DTMF": CallTracker._dtmf,
+    "RECORD_START": CallTracker._record_event,
+    "RECORD_STOP": CallTracker._record_event,
+    "CHANNEL_EXECUTE_COMPLETE": CallTracker._execute_complete,
 }

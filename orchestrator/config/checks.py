@@ -7,6 +7,8 @@ of the others; names declared by invalid entries still count as declared.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -109,6 +111,7 @@ class _Checker:
         self.tls()
         self.edge()
         self.webhooks()
+        self.recording()
         self.literal_secrets()
         return self.out
 
@@ -578,6 +581,62 @@ class _Checker:
                     self.error(
                         ("orchestrator", "webhooks", i, "agents", j), f"unknown agent '{agent}' (known agents: {known})"
                     )
+
+    # -- call recording -------------------------------------------------------------------------
+    def recording(self) -> None:
+        """A recording policy other than off needs the directory; what the orchestrator can see, it checks."""
+        o = self.p.orchestrator
+        settings = o.recording if o is not None else None
+        wanted: list[tuple[Path, str]] = []
+        if settings is not None and settings.policy != "off":
+            wanted.append((("orchestrator", "recording", "policy"), settings.policy))
+        for section, items in (("trunks", self.p.trunks), ("numbers", self.p.numbers), ("agents", self.p.agents)):
+            for i, item in items.items():
+                policy = getattr(item, "recording", None)
+                if policy is not None and policy != "off":
+                    wanted.append(((section, i, "recording"), policy))
+        if settings is None:
+            return
+        if settings.directory is None:
+            for path, policy in wanted:
+                self.error(path, f"recording '{policy}' needs orchestrator.recording.directory (where the files go)")
+            return
+        if not settings.local_files:
+            return
+        self._recording_directory(settings.directory)
+        prompt = settings.announcement
+        if prompt is not None and prompt.startswith("/"):
+            where: Path = ("orchestrator", "recording", "announcement")
+            try:
+                info = os.stat(prompt)
+            except OSError as exc:
+                self.error(where, f"the announcement {quote(prompt)} cannot be read: {exc.strerror or exc}")
+                return
+            if not stat.S_ISREG(info.st_mode):
+                self.error(where, f"the announcement {quote(prompt)} is not a regular file")
+            elif not os.access(prompt, os.R_OK):
+                self.error(where, f"the announcement {quote(prompt)} is not readable")
+
+    def _recording_directory(self, directory: str) -> None:
+        where: Path = ("orchestrator", "recording", "directory")
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            parent = os.path.dirname(directory) or "/"
+            if not os.path.isdir(parent):
+                self.error(where, f"neither {quote(directory)} nor its parent directory exists")
+            return  # the orchestrator creates it (0700) when it starts
+        except OSError as exc:
+            self.error(where, f"{quote(directory)} cannot be read: {exc.strerror or exc}")
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            self.error(where, f"{quote(directory)} is not a directory")
+        elif info.st_mode & 0o077:
+            self.warn(
+                where,
+                f"{quote(directory)} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}): "
+                f"chmod 700 it, so nobody can open a recording before it is made 0600",
+            )
 
     # -- secrets --------------------------------------------------------------------------------
     def literal_secrets(self) -> None:

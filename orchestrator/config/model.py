@@ -58,6 +58,14 @@ MODERN_CIPHERS = (
 )
 
 
+#: call recording per trunk, number or agent (docs/operations.md#call-recording): the most specific one set wins
+RecordingPolicy = Literal["off", "always", "on_demand"]
+_RECORDING_POLICY_HELP = (
+    "Call recording: off, always (from the answer), on_demand (API or agent tool); "
+    "the number's setting wins over the agent's, the agent's over the trunk's, the trunk's over "
+    "orchestrator.recording.policy."
+)
+
 #: Secrets and what each may hold (the limits are what the peer that reads them accepts).
 DigestPassword = Annotated[SecretStr, AfterValidator(secret_rule("the password", 256))]
 #: FreeSWITCH answers a challenge with ``scheme:realm:user:password`` in a 256-byte buffer.
@@ -397,6 +405,7 @@ class Trunk(Model):
         "media_timeout; 0: never); default: freeswitch.media_timeout_seconds. A far end that holds the call and "
         "sends no RTP meanwhile is subject to it too (FreeSWITCH 1.10.12: docs/call-flow.md#dead-media-and-hold).",
     )
+    recording: RecordingPolicy | None = Field(None, description=_RECORDING_POLICY_HELP)
 
     @model_validator(mode="after")
     def _direction(self) -> Trunk:
@@ -455,6 +464,7 @@ class Number(Model):
     agent_overrides: AgentOverrides | None = Field(
         None, description="Conversation settings for calls to this number (over the agent's own overrides)."
     )
+    recording: RecordingPolicy | None = Field(None, description=_RECORDING_POLICY_HELP)
 
 
 ElevenLabsFormat = Literal["pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100", "pcm_48000", "ulaw_8000"]
@@ -478,6 +488,7 @@ class _AgentBase(Model):
     transfer_timeout_seconds: float = Field(
         60.0, gt=0, le=600, description="A transfer the agent asked for with no outcome by then is reported failed."
     )
+    recording: RecordingPolicy | None = Field(None, description=_RECORDING_POLICY_HELP)
 
 
 class ElevenLabsAgent(_AgentBase):
@@ -872,6 +883,65 @@ class Webhook(Model):
         return self
 
 
+_RECORDING_DIR = re.compile(r"/[A-Za-z0-9_./-]{0,511}")
+
+
+class RecordingSettings(Model):
+    """Call recording (docs/operations.md#call-recording): stereo files FreeSWITCH writes, one per call."""
+
+    policy: RecordingPolicy = Field(
+        "off", description="For calls whose number, agent and trunk set no recording policy."
+    )
+    directory: str | None = Field(
+        None,
+        description="Absolute directory on the FreeSWITCH host the files go to, named <call id>.<format>; "
+        "letters, digits and _ . / - only.",
+    )
+    format: Literal["wav", "flac", "ogg"] = Field(
+        "wav",
+        description="wav (16-bit PCM), flac (lossless, about half the size) or ogg (Vorbis, lossy, about a tenth): "
+        "all written by FreeSWITCH's mod_sndfile.",
+    )
+    announcement: Prompt | None = Field(
+        None,
+        description="Played to the caller before each recording starts: a sound file on the FreeSWITCH host or "
+        "tone_stream://…; the recording starts when it has played.",
+    )
+    pause_mode: Literal["silence", "cut"] = Field(
+        "silence",
+        description="Paused parts become silence in the file (uuid_record mask: the file keeps the call's "
+        "timeline) or are left out (uuid_record pause).",
+    )
+    retention_days: int | None = Field(
+        None, ge=1, le=36500, description="Delete recordings older than this many days (none: keep all)."
+    )
+    local_files: bool = Field(
+        True,
+        description="The orchestrator sees the directory at the same path (same host or shared volume): it "
+        "creates it 0700, sets each file to 0600, reads sizes and applies retention. false: FreeSWITCH's "
+        "host does (docs/operations.md#call-recording).",
+    )
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not _RECORDING_DIR.fullmatch(v) or any(part in (".", "..") for part in v.split("/")):
+            raise ValueError(
+                f"{quote(v)} is not an absolute directory of letters, digits and _ . / - (no '..', at most "
+                "512 characters): FreeSWITCH is given the path in its commands"
+            )
+        return v.rstrip("/") or "/"
+
+    @field_validator("announcement")
+    @classmethod
+    def _announcement(cls, v: str | None) -> str | None:
+        if v is not None and "::" in v:
+            raise ValueError(f"{quote(v)}: an announcement cannot contain '::' (FreeSWITCH runs app::args)")
+        return v
+
+
 class Orchestrator(Model):
     """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
 
@@ -888,6 +958,7 @@ class Orchestrator(Model):
     )
     media: MediaSettings = Field(default_factory=MediaSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
     api: HttpApi = Field(default_factory=HttpApi)
     records: Annotated[str, AfterValidator(records_location)] | None = Field(
         "calls.db",

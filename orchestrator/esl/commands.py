@@ -23,10 +23,12 @@ __all__ = [
     "uuid_answer",
     "uuid_break",
     "uuid_broadcast",
+    "uuid_broadcast_prompt",
     "uuid_deflect",
     "uuid_dump",
     "uuid_kill",
     "uuid_park",
+    "uuid_record",
     "uuid_send_dtmf",
     "uuid_setvar_multi",
     "uuid_transfer_inline",
@@ -35,6 +37,11 @@ __all__ = [
 _CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _SETVAR = re.compile(r"[A-Za-z0-9_.+:/@-]*")
 _PATH = re.compile(r"/[A-Za-z0-9_./-]{1,1023}")
+_PROMPT = re.compile(r"[A-Za-z0-9_./:%(),;=+@~#-]{1,1024}")
+_RECORD_VAR = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_RECORD_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: what ``uuid_record`` does (mod_commands.c ``session_record_function``, v1.10.12)
+RECORD_ACTIONS = ("start", "stop", "pause", "resume", "mask", "unmask")
 _ENDPOINT = re.compile(r"sofia/gateway/[a-z0-9][a-z0-9_-]{0,62}/[A-Za-z0-9+._~!$&*=%@:;\[\]-]{1,512}")
 
 
@@ -99,6 +106,37 @@ def uuid_broadcast(uuid: str, path: str, leg: str = "aleg") -> str:
     if leg not in ("aleg", "bleg", "both"):
         raise Refused("leg is aleg, bleg or both")
     return f"uuid_broadcast {_uuid(uuid)} {path} {leg}"
+
+
+def uuid_broadcast_prompt(uuid: str, prompt: str) -> str:
+    """Play a prompt (a file path or ``tone_stream://…``: no blanks, quotes or ``$``) to the caller (the A leg).
+
+    ``switch_ivr_broadcast`` runs ``<app>::<args>`` when the first ``:`` is followed by another: refused here.
+    """
+    if not _PROMPT.fullmatch(prompt) or "::" in prompt or ".." in prompt:
+        raise Refused("a prompt is a path or tone_stream:// URL of plain characters, without '::' or '..'")
+    return f"uuid_broadcast {_uuid(uuid)} {prompt} aleg"
+
+
+def uuid_record(uuid: str, action: str, path: str, variables: Mapping[str, str] | None = None) -> str:
+    """``uuid_record <uuid> start|stop|pause|resume|mask|unmask <path>`` (``stop all`` stops every recording).
+
+    ``start`` passes ``variables`` as the recording's own (``{RECORD_STEREO=true,…}``, which FreeSWITCH URL-decodes
+    and splits at ``,``): plain names and values only. No time limit (``0``).
+    """
+    if action not in RECORD_ACTIONS:
+        raise Refused(f"a recording action is one of {', '.join(RECORD_ACTIONS)}")
+    if not (path == "all" and action == "stop") and (not _PATH.fullmatch(path) or ".." in path):
+        raise Refused("a recording path is an absolute path of plain characters")
+    command = f"uuid_record {_uuid(uuid)} {action} {path}"
+    if action == "start" and variables:
+        items = []
+        for name, value in variables.items():
+            if not _RECORD_VAR.fullmatch(name) or not _RECORD_VALUE.fullmatch(value):
+                raise Refused(f"recording variables are plain names and values ({name[:64]!r})")
+            items.append(f"{name}={value}")
+        command += " 0 {" + ",".join(items) + "}"
+    return command
 
 
 def uuid_send_dtmf(uuid: str, digits: str, duration_ms: int) -> str:

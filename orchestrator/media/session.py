@@ -61,6 +61,7 @@ class CallControl(Protocol):
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None: ...
     async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None: ...
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None: ...
+    async def record(self, uuid: str, action: str) -> dict[str, Any]: ...
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
     async def flush_playback(self, uuid: str) -> None: ...
     def media_update(self, uuid: str, data: dict[str, Any], final: bool = False) -> None: ...
@@ -414,6 +415,8 @@ class Session:
             self._transfer(action)  # type: ignore[arg-type]
         elif kind is base.SendDtmf:
             self.spawn(self._send_dtmf(action))  # type: ignore[arg-type]
+        elif kind is base.RecordAction:
+            self.spawn(self._record(action))  # type: ignore[arg-type]
         elif kind is base.Transcript:
             self._transcript(action)  # type: ignore[arg-type]
         elif kind is base.AgentInfo:
@@ -536,6 +539,13 @@ class Session:
             self.bridge.control.send_dtmf(self.call_id, action.digits) if self.bridge.control else None
         )
         self._tool_result(action.tool_call_id, ok, detail or f"sent {action.digits}")
+
+    async def _record(self, action: base.RecordAction) -> None:
+        control = self.bridge.control
+        ok, detail = await self._control(control.record(self.call_id, action.action) if control else None)
+        done = {"start": "started", "stop": "stopped", "pause": "paused", "resume": "resumed"}[action.action]
+        self._event("record", {"action": action.action, "ok": ok, **({"detail": detail} if detail else {})})
+        self._tool_result(action.tool_call_id, ok, detail or f"The call recording is {done}.")
 
     async def _control(self, coro: Awaitable[Any] | None) -> tuple[bool, str]:
         if coro is None:

@@ -7,7 +7,7 @@ to the main process over a Unix socket (newline-delimited JSON):
 
 * main → worker: call notices (``dtmf``, ``transfer``, ``hold``, ``hangup``, ``ended``) for every call — a worker
   ignores calls it does not carry; ``stop``;
-* worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``play_and_hangup``,
+* worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``record``, ``play_and_hangup``,
   ``flush_playback``) answered by ``{"id", "ok", "error"}``; ``claim_fork`` (may this fork connection
   serve the call? asked during its handshake) answered by ``{"id", "ok", "result": true|false}``;
   ``media`` updates for the call record;
@@ -41,7 +41,7 @@ log = logging.getLogger("sipagent.media.workers")
 
 #: (fork_failed: the controller ends the call)
 NOTICES = ("dtmf", "transfer", "hold", "hangup", "ended", "fork_buffer_overrun")
-ACTIONS = ("hangup", "transfer", "send_dtmf", "play_and_hangup", "flush_playback", "claim_fork")
+ACTIONS = ("hangup", "transfer", "send_dtmf", "record", "play_and_hangup", "flush_playback", "claim_fork")
 MAX_LINE = 1 << 20
 MEDIA_GRACE = 2.0  # seconds
 
@@ -231,6 +231,10 @@ class RemoteControl:
 
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None:
         await self._request("send_dtmf", uuid, digits, duration_ms)
+
+    async def record(self, uuid: str, action: str) -> dict[str, Any]:
+        result = await self._request("record", uuid, action)
+        return result if isinstance(result, dict) else {}
 
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None:
         await self._request("play_and_hangup", uuid, prompt, reason, by)

@@ -31,6 +31,7 @@ from .forkglue import ForkGlue
 from .gateways import Gateways
 from .lifecycle import ChannelLifecycle
 from .limits import HashLimits
+from .recording import Recordings
 from .refer import Refer
 from .transfer import Transfers
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CallFlows", "DialError", "Outcome", "parse_dial_string"]
 
 
-class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Gateways, DeadMedia):
+class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Recordings, Gateways, DeadMedia):
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
     channels: dict[str, SimChannel]

@@ -83,6 +83,9 @@ SOURCES: dict[str, tuple[str, str, int]] = {
     # not recorded: file/function/line of switch_event_create in FreeSWITCH v1.10.12
     "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", 1646),
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", 2020),
+    # recorded in fixture 10
+    "RECORD_START": ("switch_ivr_async.c", "record_callback", 1481),
+    "RECORD_STOP": ("switch_ivr_async.c", "send_record_stop_event", 1240),
     "CHANNEL_DATA": ("mod_commands.c", "uuid_dump_function", 6468),
     "AUDIO_FORK": ("mod_audio_fork.c", "responseHandler", 22),
     "API": ("switch_loadable_module.c", "switch_api_execute", 2954),
@@ -118,6 +121,8 @@ VAR_EVENTS = frozenset(
         "MEDIA_BUG_STOP",
         "PLAYBACK_START",
         "PLAYBACK_STOP",
+        "RECORD_START",
+        "RECORD_STOP",
     }
 )
 
@@ -302,6 +307,7 @@ class SimChannel:
     fork: dict[str, Any] | None = None
     forks: list[dict[str, Any]] = field(default_factory=list)
     bugs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recordings: list[Any] = field(default_factory=list)  # uuid_record media bugs (simulator.recording)
     audio: Any = field(default=None, repr=False)
     bridged_to: str | None = None
     rtp_stats: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RTP_STATS))

@@ -264,6 +264,7 @@ class ChannelLifecycle:
         ch.finish_app()
         ch.fire_state("CS_HANGUP")
         self._drop_forks(ch)
+        self._drop_recordings(ch)
         ch.fire_callstate("HANGUP")
         self._report_hangup(ch, cause, disposition, post_vars or [])
         if result_hook is not None and not self.bgjob_before_hangup_complete:
