@@ -20,6 +20,13 @@ TRUNK: Final = PREFIX + "trunk"
 AGENT: Final = PREFIX + "agent"
 #: the E.164 number an inbound call was routed by (dialplan route)
 NUMBER: Final = PREFIX + "number"
+#: the ``numbers[]`` entry (number or block, as validated) whose dialplan route matched an inbound call
+ROUTE: Final = PREFIX + "route"
+#: set when the tracker claims an inbound call: the agent its routing rules chose (docs/configuration.md
+#: #number-ranges-and-routing-rules) and the rule (its index in the entry's ``rules``, ``none`` for the entry's
+#: own agent), so an orchestrator that re-attaches to the answered call keeps the agent decided at claim time
+ROUTED_AGENT: Final = PREFIX + "routed_agent"
+RULE: Final = PREFIX + "rule"
 #: why the dialplan refused an inbound call before parking it (``srtp_required``, ``unknown_number``)
 REFUSED: Final = PREFIX + "refused"
 #: which limit refused an inbound call (``max_calls``, ``calls_per_second``) when ``sipagent_refused`` is

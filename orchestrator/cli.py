@@ -23,8 +23,8 @@ from orchestrator import __version__
 from orchestrator.config import Deployment, Diagnostic, LoadResult, Severity, check_file
 from orchestrator.config.diagnostics import printable
 from orchestrator.config.files import ENV_FILE_LIMIT, FileReadError, read_text_bounded
-from orchestrator.config.model import ElevenLabsAgent
-from orchestrator.config.types import is_hostname, is_ip_address
+from orchestrator.config.model import ElevenLabsAgent, RoutingRule
+from orchestrator.config.types import e164, is_hostname, is_ip_address
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # stale render (--check), output directory problems
@@ -561,12 +561,23 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
         trunks.add_row(*map(_cell, cells))
     out.print(trunks)
 
-    numbers = Table(title="Numbers")
-    for col in ("number", "trunk", "agent"):
+    numbers = Table(
+        title="Numbers", caption="An exact number wins over a block holding it, a smaller block over a larger."
+    )
+    for col in ("number", "holds", "trunk", "agent", "rules"):
         numbers.add_column(col, overflow="fold")
+    rules = Table(title="Routing rules", caption="In order for each number: the first that matches answers.")
+    for col in ("number", "rule", "when", "agent"):
+        rules.add_column(col, overflow="fold")
     for n in d.numbers:
-        numbers.add_row(_cell(n.number), _cell(n.trunk), _cell(n.agent))
+        pattern = n.pattern
+        holds = "1 number" if pattern.exact else f"{pattern.size:,} numbers"
+        numbers.add_row(*map(_cell, (n.number, holds, n.trunk, n.agent, len(n.rules) or "-")))
+        for k, rule in enumerate(n.rules):
+            rules.add_row(*map(_cell, (n.number, f"rules[{k}]", _rule_text(rule), rule.agent)))
     out.print(numbers)
+    if rules.rows:
+        out.print(rules)
 
     agents = Table(title="Agents")
     for col in ("agent", "protocol", "url", "audio"):
@@ -577,6 +588,89 @@ def show(file: FileArg, env_file: EnvFileOpt = None) -> None:
     out.print(agents)
     if d.edge is not None:
         _show_edge(d)
+
+
+def _rule_text(rule: RoutingRule) -> str:
+    """``caller +44…, mon-fri 09:00-17:00 Europe/Berlin``: a rule's conditions."""
+    conditions = []
+    if rule.caller_prefix is not None:
+        conditions.append(f"caller {rule.caller_prefix}…")
+    if rule.time is not None:
+        conditions.append(rule.time.window().describe())
+    return ", ".join(conditions)
+
+
+NumberArg = Annotated[str, typer.Argument(help="The called number (E.164, e.g. +15557650042).", show_default=False)]
+RouteFileArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Deployment YAML file (default: $SIPAGENT_DEPLOYMENT, else deployment.yaml).",
+        envvar="SIPAGENT_DEPLOYMENT",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+@_guard
+def route(
+    number: NumberArg,
+    file: RouteFileArg = Path("deployment.yaml"),
+    caller: Annotated[
+        str, typer.Option("--from", help="The caller ID (E.164), for rules by caller prefix.", show_default=False)
+    ] = "",
+    at: Annotated[
+        str,
+        typer.Option(
+            "--at",
+            help="When the call arrives: ISO 8601 (2026-12-04T09:00, +01:00 or Z for an offset; without one, this "
+            "machine's time zone). Default: now.",
+            show_default=False,
+        ),
+    ] = "",
+    trunk: Annotated[
+        str | None, typer.Option("--trunk", help="The trunk the call arrives on (default: every trunk it is on).")
+    ] = None,
+    env_file: EnvFileOpt = None,
+) -> None:
+    """Explain which number or block, and which of its rules, answers a call to NUMBER, and why (exit 1: none)."""
+    from datetime import datetime
+
+    from orchestrator.config import routing
+
+    try:
+        e164(number)
+    except ValueError as exc:
+        raise _fail(f"NUMBER: {exc}", EXIT_INVALID) from None
+    if len(caller) > 64:
+        raise _fail("--from: a caller ID of at most 64 characters", EXIT_INVALID)
+    try:
+        when = datetime.fromisoformat(at) if at else datetime.now()
+    except ValueError:
+        raise _fail(
+            f"--at: {printable(at[:60])!r} is not an ISO 8601 time such as 2026-12-04T09:00", EXIT_INVALID
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # a time without an offset is this machine's local time
+    result = _load(file, env_file, quiet_ok=True)
+    assert result.deployment is not None
+    table = routing.table(result.deployment)
+    trunks: list[str | None] = [trunk] if trunk is not None else [*table.trunks(number)] or [None]
+    answered = False
+    for name in trunks:
+        decision = table.decide(name, number, caller, when) if name is not None else None
+        where = f" on trunk {name}" if name is not None else ""
+        heading = f"{number}{where}, from {caller or '(no caller ID)'}, at {when:%Y-%m-%d %H:%M %Z (%a)}"
+        out.print(line((heading, "bold")))
+        if decision is None:
+            out.print(line("  no number or block answers it", where, ": the call is refused (404, unknown_number)"))
+            continue
+        answered = True
+        out.print(line("  answered by agent ", (decision.agent, "bold green"), f" ({decision.path})"))
+        for reason in decision.why:
+            out.print(line("  - ", reason))
+    if not answered:
+        raise typer.Exit(EXIT_FAILED)
 
 
 _PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")

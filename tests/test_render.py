@@ -522,6 +522,7 @@ def test_templates_spell_the_channel_variables_of_channelvars() -> None:
         channelvars.TRUNK,
         channelvars.AGENT,
         channelvars.NUMBER,
+        channelvars.ROUTE,
         channelvars.REFUSED,
         channelvars.CONFIG_DIGEST,
     }

@@ -20,6 +20,8 @@ from orchestrator.calls.tracker import (
     TransferAttempt,
     TransferStatus,
 )
+from orchestrator.config.model import Number
+from orchestrator.config.routing import Table
 from orchestrator.esl.protocol import Event, Parser
 from orchestrator.media import dialects
 
@@ -58,7 +60,12 @@ def tracker() -> CallTracker:
     return CallTracker(
         Policy(
             agents={"support": "elevenlabs", "sales": "twilio"},
-            numbers={"+15551234567": "support", "+15550000009": "sales"},
+            routing=Table(
+                [
+                    Number(number="+15551234567", trunk="carrier", agent="support"),
+                    Number(number="+15550000009", trunk="carrier", agent="sales"),
+                ]
+            ),
             fork_command=fork_cmd,
             headers={"carrier": [("X-Customer-Id", "customer_id"), ("X-Campaign", "campaign")]},
         ),
@@ -83,7 +90,8 @@ def test_inbound_call_lifecycle() -> None:
     actions, _ = feed(t, [park])
     assert [a.command for a in actions] == [
         f"uuid_park {INBOUND_UUID}",
-        f"uuid_setvar_multi {INBOUND_UUID} send_silence_when_idle=-1;sip_refer_continue_after_reply=true",
+        f"uuid_setvar_multi {INBOUND_UUID} send_silence_when_idle=-1;sip_refer_continue_after_reply=true;"
+        "sipagent_routed_agent=support;sipagent_rule=none",
         f"uuid_answer {INBOUND_UUID}",
     ]
     call = t.calls[INBOUND_UUID]

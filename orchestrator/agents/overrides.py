@@ -1,7 +1,8 @@
 """Per-call agent overrides (first message, language, voice, prompt): the agent's, the number's, the call's.
 
 Merge order, later wins field by field: the agent's ``overrides`` < the called number's
-``agent_overrides`` (inbound calls to a configured number answered by that agent) < the fork metadata's
+``agent_overrides`` (inbound calls to a configured number or block answered by that agent; the routing rule's
+when a rule chose the agent) < the fork metadata's
 ``agent_overrides`` object (set per call, e.g. through the API). Each layer is validated by
 :class:`~orchestrator.config.model.AgentOverrides`; an invalid metadata object is dropped whole with a
 reason, the call goes on with the configured layers.
@@ -13,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator.config import routing
 from orchestrator.config.model import AgentOverrides, Deployment
 
 #: the most the metadata's agent_overrides object may hold (JSON text, before validation)
@@ -25,10 +27,15 @@ def for_call(deployment: Deployment, agent: Any, metadata: dict[str, Any]) -> tu
     if getattr(agent, "overrides", None) is not None:
         merged.update(agent.overrides.values())
     if metadata.get("direction") == "inbound":
-        called = metadata.get("called_number")
-        number = next((n for n in deployment.numbers if n.number == called and n.agent == agent.name), None)
-        if number is not None and number.agent_overrides is not None:
-            merged.update(number.agent_overrides.values())
+        rule = metadata.get("route_rule")
+        configured = routing.table(deployment).overrides(
+            str(metadata.get("trunk") or ""),
+            str(metadata.get("called_number") or ""),
+            agent.name,
+            rule if isinstance(rule, int) else None,
+        )
+        if configured is not None:
+            merged.update(configured.values())
     problem = None
     given = metadata.get("agent_overrides")
     if given is not None:

@@ -41,6 +41,7 @@ from orchestrator.calls.tracker import (
     Policy,
     fork_rate,
 )
+from orchestrator.config import routing
 from orchestrator.config.model import Deployment, Orchestrator
 from orchestrator.esl import commands
 from orchestrator.esl.client import EslClient, EslError
@@ -90,7 +91,7 @@ def _policy(deployment: Deployment, fork_command: Callable[[Call], str]) -> Poli
     """What the tracker needs to know of the deployment: agents, numbers, the fork, the headers passed on."""
     return Policy(
         agents={a.name: a.protocol for a in deployment.agents},
-        numbers={n.number: n.agent for n in deployment.numbers},
+        routing=routing.table(deployment),
         fork_command=fork_command,
         fork_module=deployment.orchestrator.media.fork_module,
         headers={
@@ -131,6 +132,8 @@ def _fork_metadata(call: Call) -> dict[str, Any]:
     }
     if call.agent_overrides:
         metadata["agent_overrides"] = call.agent_overrides
+    if inbound and call.rule is not None:
+        metadata["route_rule"] = call.rule
     return metadata
 
 

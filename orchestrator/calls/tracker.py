@@ -25,15 +25,17 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from orchestrator import dtmf
+from orchestrator import channelvars, dtmf
 from orchestrator.calls import outcome
 from orchestrator.calls import recording as rec
 from orchestrator.calls.quality import Track
 from orchestrator.channelvars import ANSWER_VARIABLES, RECORDING_PATH
 from orchestrator.channelvars import PREFIX as VAR
 from orchestrator.config.model import RecordingSettings
+from orchestrator.config.routing import Table
 from orchestrator.esl import commands
 from orchestrator.esl.protocol import Event
 from orchestrator.media import dialects, fork
@@ -194,6 +196,8 @@ class Call:
     holds: int = 0  # how often the far end put the call on hold
     held_seconds: float = 0.0  # for how long in all (ended holds)
     recording: rec.Recording | None = None  # set at the answer (calls/recording.py)
+    route: str = ""  # inbound: the numbers[] entry (number or block) that answered
+    rule: int | None = None  # inbound: the index of the entry's rule that chose the agent (None: the entry's own)
     live_quality: Track | None = field(default=None, repr=False)  # sampled while up (calls/sampler.py)
 
     @property
@@ -255,7 +259,7 @@ class Policy:
     """What the tracker needs from the deployment (kept small so tests build it easily)."""
 
     agents: dict[str, str]  # agent name -> protocol
-    numbers: dict[str, str]  # E.164 number -> agent
+    routing: Table  # the deployment's numbers and blocks: which agent answers (config/routing.py)
     fork_command: Callable[[Call], str]  # builds the `uuid_audio_fork <uuid> start …` command
     fork_module: str = "mod_audio_fork"  # or mod_audio_stream
     nonce: Callable[[], str] = fork.new_nonce  # one per fork start: its token is good for that start only
@@ -402,6 +406,8 @@ class CallTracker:
         call.reattached = True
         self.calls[uuid] = call
         if dump.get("Answer-State") == "answered" or dump.get("Channel-Call-State") == "ACTIVE":
+            if call.direction == "inbound":
+                self._routed(call, dump)
             call.state = CallState.ANSWERED
             call.answered_at = _ts(dump.get("Caller-Channel-Answered-Time")) or self.clock()
             self._codec(call, dump)
@@ -435,9 +441,18 @@ class CallTracker:
             _outbound_variables(call, event)
         return call
 
+    def _routed(self, call: Call, event: Event) -> None:
+        """A claimed call re-attached: the agent and rule decided when it was claimed (set on its channel)."""
+        routed = event.variable(channelvars.ROUTED_AGENT)
+        if routed and routed in self.policy.agents:
+            call.agent = routed
+        rule = event.variable(channelvars.RULE)
+        call.rule = int(rule) if rule.isascii() and rule.isdigit() and len(rule) <= 3 else None
+
     def _inbound_variables(self, call: Call, event: Event) -> None:
         """An inbound call's numbers and what its agent gets: caller, called number and the trunk's X- headers."""
         call.number = event.variable(VAR + "number") or event.get("Caller-Destination-Number")
+        call.route = event.variable(channelvars.ROUTE)[:64]
         call.remote = event.get("Caller-Caller-ID-Number")
         call.source = event.variable(VAR + "source")[:128]
         call.variables = {
@@ -479,15 +494,26 @@ class CallTracker:
         return [], []  # our own uuid_park re-parks the channel: nothing new
 
     def _claim(self, call: Call, channel_state: str = "CS_EXECUTE") -> list[Api]:
-        protocol = self.policy.agents.get(call.agent)
-        expected = self.policy.numbers.get(call.number)
-        if protocol is None or (expected is not None and expected != call.agent) or expected is None:
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        decision = self.policy.routing.decide(call.trunk, call.number, call.remote, at)
+        if (
+            decision is None
+            or decision.entry.number.agent != call.agent  # the dialplan's route names the entry's own agent
+            or (call.route and call.route != decision.entry.number.number)
+            or decision.agent not in self.policy.agents
+        ):
             # the rendered dialplan and this orchestrator's deployment disagree: refuse cleanly (404)
             call.hangup_by = "orchestrator"
             return [Api(call.node, commands.uuid_kill(call.uuid, "UNALLOCATED_NUMBER"), call.uuid)]
         call.state = CallState.CLAIMED
+        call.agent, call.rule, call.route = decision.agent, decision.rule, decision.entry.number.number
+        variables = {
+            **self.policy.answer_variables,
+            channelvars.ROUTED_AGENT: decision.agent,
+            channelvars.RULE: "none" if decision.rule is None else str(decision.rule),
+        }
         actions = [
-            Api(call.node, commands.uuid_setvar_multi(call.uuid, self.policy.answer_variables), call.uuid),
+            Api(call.node, commands.uuid_setvar_multi(call.uuid, variables), call.uuid),
             Api(call.node, commands.uuid_answer(call.uuid), call.uuid),
         ]
         if channel_state != "CS_PARK":

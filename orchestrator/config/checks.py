@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from pydantic import BaseModel, SecretStr
 
 from orchestrator import channelvars
-from orchestrator.config import tls_material
+from orchestrator.config import routing, tls_material
 from orchestrator.config.diagnostics import Diagnostic, Path, Severity, format_path
 from orchestrator.config.model import Edge, FreeSwitch, Number, Orchestrator, Transports, Trunk, records_kind
 from orchestrator.config.source import Source
@@ -103,6 +103,7 @@ class _Checker:
     def run(self) -> list[Diagnostic]:
         self.duplicates()
         self.references()
+        self.number_blocks()
         self.transports()
         self.trunk_rules()
         self.acl_overlaps()
@@ -158,6 +159,33 @@ class _Checker:
                 )
             if number.agent not in self.p.declared_agents:
                 self.error(("numbers", i, "agent"), f"unknown agent '{number.agent}' (known agents: {known_agents})")
+            for k, rule in enumerate(number.rules):
+                if rule.agent not in self.p.declared_agents:
+                    self.error(
+                        ("numbers", i, "rules", k, "agent"),
+                        f"unknown agent '{rule.agent}' (known agents: {known_agents})",
+                    )
+
+    def number_blocks(self) -> None:
+        """Blocks of numbers on one trunk that overlap with neither holding the other: which answers is unclear."""
+        count = routing.blocks(self.p.numbers)
+        if count > routing.MAX_BLOCKS:
+            self.error(
+                ("numbers",),
+                f"{count:,} blocks of numbers (with x or digit sets): at most {routing.MAX_BLOCKS:,} are supported "
+                "(exact numbers have their own, larger limit)",
+            )
+            return
+        for i, j, shared in routing.ambiguous(self.p.numbers):
+            later, earlier = self.p.numbers[i], self.p.numbers[j]
+            line = self.src.locate(("numbers", j, "number"))[0]
+            self.error(
+                ("numbers", i, "number"),
+                f"'{later.number}' overlaps '{earlier.number}' (numbers[{j}], line {line}) on trunk "
+                f"'{later.trunk}': both hold {shared.text} and neither holds the other, so which one answers "
+                "those calls is ambiguous; split the blocks so they do not overlap, or make one hold the other "
+                "(the smaller block then wins)",
+            )
 
     # -- transports -----------------------------------------------------------------------------
     def _public(self) -> tuple[Transports | None, Path]:

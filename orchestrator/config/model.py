@@ -10,8 +10,18 @@ import re
 from collections.abc import Hashable
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
+from orchestrator.config import numbering
 from orchestrator.config.text import describe, first_unsafe, quote
 from orchestrator.config.types import (
     E164,
@@ -93,6 +103,21 @@ _DEFAULT_CODECS: tuple[Codec, ...] = ("G722", "PCMU", "PCMA")
 
 #: FreeSWITCH nodes one orchestrator drives.
 MAX_NODES = 64
+
+
+def _zone_name(value: str) -> str:
+    numbering.zone(value)
+    return value
+
+
+def _day_item(value: str) -> str:
+    numbering.days(value)
+    return value.strip().lower()
+
+
+def _time_of_day(value: str) -> str:
+    numbering.minutes(value)
+    return value
 
 
 class Model(BaseModel):
@@ -455,16 +480,100 @@ class AgentOverrides(Model):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class Number(Model):
-    """A phone number: which trunk it arrives on and which agent answers it."""
+def _day_list(value: object) -> object:
+    """``days: mon-fri`` or ``days: "mon,wed"`` as a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return value
 
-    number: E164
+
+class TimeWindow(Model):
+    """Days and hours in a time zone (docs/configuration.md#number-ranges-and-routing-rules)."""
+
+    time_zone: Annotated[str, AfterValidator(_zone_name)] = Field(
+        description="IANA time zone the days and hours are in, e.g. Europe/Berlin, America/New_York, UTC."
+    )
+    days: Annotated[list[Annotated[str, AfterValidator(_day_item)]], BeforeValidator(_day_list)] = Field(
+        default_factory=lambda: ["mon-sun"],
+        min_length=1,
+        max_length=7,
+        description="Days (mon … sun) or ranges of days (mon-fri); default: every day.",
+    )
+    start: Annotated[str, AfterValidator(_time_of_day)] = Field("00:00", description="HH:MM, 24-hour clock.")
+    end: Annotated[str, AfterValidator(_time_of_day)] = Field(
+        "24:00", description="HH:MM (24:00 = midnight); before start: the window runs past midnight."
+    )
+
+    @model_validator(mode="after")
+    def _span(self) -> TimeWindow:
+        if self.start == "24:00":
+            raise ValueError("start cannot be 24:00: a window starts at 00:00 to 23:59")
+        if numbering.minutes(self.start) == numbering.minutes(self.end):
+            raise ValueError(
+                f"start and end are both {self.start}: the window would be empty or the whole day "
+                "(for the whole day leave start and end out)"
+            )
+        window = self.window()
+        if len(window.days) == 7 and window.start == 0 and window.end == 24 * 60:
+            raise ValueError("the window is every day, all day: give days, start or end (or leave time out)")
+        return self
+
+    def window(self) -> numbering.Window:
+        """The window as :mod:`~orchestrator.config.numbering` checks instants against it."""
+        selected = frozenset(d for item in self.days for d in numbering.days(item))
+        return numbering.Window(
+            self.time_zone, selected, numbering.minutes(self.start), numbering.minutes(self.end) % (24 * 60) or 1440
+        )
+
+
+class RoutingRule(Model):
+    """A different agent for some calls to a number or block: by caller ID prefix, by time, or both."""
+
+    caller_prefix: Annotated[str, AfterValidator(numbering.caller_prefix)] | None = Field(
+        None, description="Calls whose caller ID (E.164) starts with this, e.g. '+44'."
+    )
+    time: TimeWindow | None = Field(None, description="Calls that arrive in this window.")
+    agent: Name
+    agent_overrides: AgentOverrides | None = Field(
+        None, description="Conversation settings for the calls this rule answers (over the agent's own)."
+    )
+
+    @model_validator(mode="after")
+    def _condition(self) -> RoutingRule:
+        if self.caller_prefix is None and self.time is None:
+            raise ValueError(
+                "a rule needs caller_prefix, time or both (without a condition it would always answer: "
+                "set the number's agent instead)"
+            )
+        return self
+
+
+MAX_RULES = 32
+
+
+class Number(Model):
+    """A phone number or a block of numbers: which trunk it arrives on and which agent answers it."""
+
+    number: Annotated[str, AfterValidator(numbering.number_text)] = Field(
+        description="E.164 (+15557650042) or a block: 'x' is any digit, [0-4] a digit set (+1555765xxxx). "
+        "An exact number wins over a block holding it, a smaller block over a larger."
+    )
     trunk: Name
     agent: Name
     agent_overrides: AgentOverrides | None = Field(
         None, description="Conversation settings for calls to this number (over the agent's own overrides)."
     )
     recording: RecordingPolicy | None = Field(None, description=_RECORDING_POLICY_HELP)
+    rules: list[RoutingRule] = Field(
+        default_factory=list,
+        max_length=MAX_RULES,
+        description="Other agents by caller ID prefix or time; the first rule that matches answers, else agent.",
+    )
+
+    @property
+    def pattern(self) -> numbering.NumberPattern:
+        """The number or block as digit sets."""
+        return numbering.pattern(self.number)
 
 
 ElevenLabsFormat = Literal["pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100", "pcm_48000", "ulaw_8000"]

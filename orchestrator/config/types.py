@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 from orchestrator.config.text import describe, first_unsafe, quote
 
-__all__ = ["is_hostname", "quote"]
+__all__ = ["e164", "is_hostname", "quote"]
 
 Transport = Literal["tcp", "tls", "udp"]
 MediaEncryption = Literal["disabled", "allowed", "required"]
@@ -70,7 +70,8 @@ def _name(value: str) -> str:
     return value
 
 
-def _e164(value: str) -> str:
+def e164(value: str) -> str:
+    """An E.164 number (``+15557650042``); ValueError saying how to write it otherwise."""
     if _E164.fullmatch(value):
         return value
     shown = quote(value)
@@ -421,7 +422,7 @@ def file_path(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_name)]
-E164 = Annotated[str, AfterValidator(_e164)]
+E164 = Annotated[str, AfterValidator(e164)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 IpAddress = Annotated[str, AfterValidator(_ip)]
 Host = Annotated[str, AfterValidator(_host)]

@@ -131,6 +131,8 @@ class ForkMetadata(BaseModel):
     )
     #: per-call agent settings, checked by orchestrator.agents.overrides (an invalid object is dropped, not fatal)
     agent_overrides: Any = None
+    #: inbound: the index of the routing rule that chose the agent (its agent overrides apply); none: the number's
+    route_rule: int | None = Field(None, ge=0, le=1000)
 
     @property
     def fork_rate(self) -> int:

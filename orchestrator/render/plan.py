@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from orchestrator import channelvars
-from orchestrator.config import tls_material
+from orchestrator.config import routing, tls_material
 from orchestrator.config.model import Deployment, Edge, EdgeNode, FreeSwitch, Number, RtpPorts, Trunk
 from orchestrator.config.types import Transport
 
@@ -145,11 +145,15 @@ class DirectoryDomain:
 
 @dataclass(frozen=True)
 class Route:
-    """A number in a trunk's context."""
+    """A number or block in a trunk's context (in precedence order: :meth:`routing.Table.ordered`)."""
 
+    #: the ``numbers[]`` entry as validated (``+15557650042``, ``+1555765xxxx``): extension name, ``sipagent_route``
     number: str
+    #: the ``destination_number`` regex (built from digit sets only: numbering.NumberPattern.regex)
     pattern: str
     agent: str
+    #: what ``sipagent_number`` is set to: the number itself, or for a block ``+$1`` (the digits the regex captured)
+    called: str
 
 
 @dataclass(frozen=True)
@@ -450,13 +454,23 @@ def limit_actions(trunk: Trunk, nodes: int = 1, edge: bool = False) -> tuple[tup
     return tuple(steps)
 
 
+def _route(number: Number) -> Route:
+    """A number's route: exact numbers match their digits; a block its regex, the number's digits captured.
+
+    Only the entry's own agent is written: routing rules (caller ID, time of day) are decided by the call tracker
+    when it claims the parked call, with the same function ``sipagent route`` explains (config/routing.py)."""
+    pattern = number.pattern
+    if pattern.exact:
+        return Route(number.number, "^\\+?" + re.escape(number.number[1:]) + "$", number.agent, number.number)
+    return Route(number.number, pattern.regex(), number.agent, "+$1")
+
+
 def _contexts(deployment: Deployment) -> list[TrunkContext]:
-    """Each inbound trunk's dialplan context: its media policy and a route per number."""
+    """Each inbound trunk's dialplan context: its media policy and a route per number or block, the most
+    specific first (FreeSWITCH runs the first extension that matches)."""
     fs = deployment.freeswitch
     nodes = len(deployment.edge.nodes) if deployment.edge is not None else 1
-    numbers_by_trunk: dict[str, list[Number]] = {}
-    for n in deployment.numbers:
-        numbers_by_trunk.setdefault(n.trunk, []).append(n)
+    table = routing.table(deployment)
     contexts: list[TrunkContext] = []
     for trunk in deployment.trunks:
         inbound = trunk.inbound
@@ -470,10 +484,7 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
         variables += media_timeouts(trunk, fs)
         if inbound.accept_crypto_in_avp:
             variables.append((CRYPTO_IN_AVP, "true"))
-        routes = tuple(
-            Route(number=n.number, pattern="^\\+?" + re.escape(n.number[1:]) + "$", agent=n.agent)
-            for n in numbers_by_trunk.get(trunk.name, [])
-        )
+        routes = tuple(_route(entry.number) for entry in table.ordered(trunk.name))
         contexts.append(
             TrunkContext(
                 name=context_name(trunk.name),

@@ -31,8 +31,12 @@ from .causes import CAUSE_TO_SIP, SIP_FAILURES, normalize_cause, q850
 from .channel import SimChannel, new_uuid, now_us
 from .limits import parse_limit
 from .sofiavars import InboundDialog, inbound_vars
+from .xmldialplan import Outcome as DialplanOutcome
+from .xmldialplan import run as run_dialplan
 
 if TYPE_CHECKING:  # pragma: no cover
+    import xml.etree.ElementTree as ET
+
     from .server import SimulatedFreeSwitch
 
 
@@ -122,6 +126,27 @@ class ChannelLifecycle:
             raise NotImplementedError(f"simulator: dialplan application {app!r} before the park is not modelled")
         ch.execute_complete(app, data, app_uuid=app_uuid)
         return True
+
+    async def dialplan_call(self: SimulatedFreeSwitch, dialplan: ET.Element, *, destination: str,
+                            caller_id: str = "+15551230000", context: str = "trunk-x",
+                            sip_headers: dict[str, str] | None = None, sdp: str = "",
+                            **kw: Any) -> SimChannel | DialplanOutcome:  # fmt: skip
+        """An INVITE routed by a rendered dialplan (``tests/fsxml.assemble`` of the tree): mod_dialplan_xml's hunt of
+        ``context`` (:mod:`.xmldialplan`), then :meth:`inbound_call` running the applications it queued (in the
+        context it ended in, after any ``transfer``): parked, or hung up by a ``hangup`` or ``limit``. A hunt that
+        neither parks nor hangs up returns its outcome (no channel).
+
+        ``sip_headers`` are the INVITE's headers (``sip_h_<name>``), ``sdp`` the offer (``switch_r_sdp``)."""
+        headers = sip_headers or {}
+        variables = {f"sip_h_{k}": v for k, v in headers.items()}
+        variables["switch_r_sdp"] = sdp
+        profile = {"destination_number": destination, "caller_id_number": caller_id,
+                   "caller_id_name": kw.get("caller_name") or caller_id, "context": context}  # fmt: skip
+        outcome = run_dialplan(dialplan, context, profile, variables)
+        if not outcome.parked and not outcome.hangup:
+            return outcome
+        return await self.inbound_call(destination=destination, caller_id=caller_id, context=outcome.context,
+                                       apps=outcome.applications, sip_headers=headers, **kw)  # fmt: skip
 
     def _inbound_routing(self: SimulatedFreeSwitch, ch: SimChannel, port: int, sip_headers: dict[str, str]) -> None:
         """CS_NEW through CHANNEL_CREATE and routing to CHANNEL_STATE(CS_EXECUTE) (fixture 11)."""
