@@ -232,6 +232,17 @@ def test_rules_in_order_then_the_numbers_agent(tmp_path: Path) -> None:
     assert table.overrides("carrier", "+15557650042", "support", None) is None  # none configured
 
 
+def test_a_blocks_recording_policy_covers_its_numbers(tmp_path: Path) -> None:
+    from orchestrator.calls import recording
+
+    text = HEAD.replace("  records: calls.jsonl\n", f"  records: calls.jsonl\n  recording: {{directory: {tmp_path}}}\n")
+    text += 'numbers:\n  - {number: "+1555765xxxx", trunk: carrier, agent: support, recording: always}\n'
+    d = load(text, tmp_path)
+    inbound = {"direction": "inbound", "agent": "support"}
+    assert recording.policy_for(d, trunk="carrier", number="+15557650042", **inbound) == "always"
+    assert recording.policy_for(d, trunk="pbx", number="+15557650042", **inbound) != "always"  # not on that trunk
+
+
 # -- validation -------------------------------------------------------------------------------------------
 
 
@@ -420,7 +431,7 @@ async def calls(tmp_path: Path) -> AsyncIterator[Calls]:
     try:
         yield harness
     finally:
-        await controller.stop()
+        await harness.controller.stop()  # the one running (a test may have replaced it)
         await sim.stop()
 
 
@@ -469,6 +480,27 @@ async def test_rules_pick_the_agent_when_the_call_is_claimed(calls: Calls) -> No
     calls.controller.tracker.clock = OFFICE_HOURS.timestamp
     day = await calls.call("+15557650044", caller="+15551230000")
     assert (await calls.wait("answered", day)).call.agent == "support"
+
+
+async def test_a_restarted_orchestrator_keeps_the_agent_decided_at_claim_time(calls: Calls) -> None:
+    calls.controller.tracker.clock = NIGHT.timestamp
+    uuid = await calls.call("+15557650042")
+    assert (await calls.wait("answered", uuid)).call.agent == "night"
+    await calls.wait("fork_connected", uuid)
+    await calls.controller.stop()
+    # back up in office hours: re-deciding would pick support, but the answered call stays with its agent
+    controller = Controller(
+        calls.controller.deployment, calls.tmp, tokens=fork.Tokens(b"k"), backoff=Backoff(initial=0.02, maximum=0.1)
+    )
+    controller.tracker.clock = OFFICE_HOURS.timestamp
+    calls.controller, calls.notices = controller, []
+    controller.add_listener(calls.notices.append)
+    await controller.start()
+    again = await calls.wait("answered", uuid)
+    assert again.call.reattached and (again.call.agent, again.call.rule) == ("night", 1)
+    await calls.wait("fork_connected", uuid)
+    starts = [c for c in calls.sim.received_commands if uuid in c and "uuid_audio_fork" in c and " start " in c]
+    assert json.loads(starts[-1].split(" ")[8].replace("\\s", " "))["agent"] == "night"
 
 
 # -- sipagent route / show ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.config import routing
 from orchestrator.config.model import Deployment, RecordingSettings
 
 #: what the API and the agents may ask
@@ -94,11 +95,12 @@ def _round(value: float | None) -> float | None:
 
 
 def policy_for(deployment: Deployment, *, direction: str, trunk: str, agent: str, number: str) -> str:
-    """The call's recording policy: number (inbound), agent, trunk, then the default — the first one set."""
+    """The call's recording policy: number (inbound: the number or block that answered it), agent, trunk, then the
+    default — the first one set."""
     if direction == "inbound":
-        for entry in deployment.numbers:
-            if entry.number == number and entry.recording is not None:
-                return entry.recording
+        entry = routing.table(deployment).entry(trunk, number)
+        if entry is not None and entry.number.recording is not None:
+            return entry.number.recording
     for a in deployment.agents:
         if a.name == agent and a.recording is not None:
             return a.recording

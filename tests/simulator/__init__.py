@@ -37,6 +37,8 @@ Where what is modelled (each module's docstring names the FreeSWITCH sources and
   argument and dial-string parsing); the call flows gathered by :mod:`.calls`: :mod:`.lifecycle` (inbound, park,
   answer, hangup), :mod:`.dialing` (originate), :mod:`.bridging`, :mod:`.transfer` (inline dialplan),
   :mod:`.refer`, :mod:`.forkglue` (fork media bugs), with the pure :mod:`.sofiavars` and :mod:`.callerprofile`;
+  the rendered XML dialplan: :mod:`.xmldialplan` (mod_dialplan_xml's hunt, pure; ``sim.dialplan_call`` routes an
+  INVITE through it to :meth:`inbound_call`);
 * the fork modules: :mod:`.audiofork` (the commands), :mod:`.forkargs` and :mod:`.cjson` (pure),
   :mod:`.playout` (jambonz streaming, pure), :mod:`.forkclient` (the WebSocket client), :mod:`.media` (the
   channel's 20 ms media clock, playback, resampling).

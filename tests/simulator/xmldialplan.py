@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 #: condition attributes of switch_xml_std_datetime_check (switch_xml.c): not modelled here
 _TIME_ATTRIBUTES = frozenset(
     {"year", "yday", "mon", "mday", "week", "mweek", "wday", "hour", "minute", "minute-of-day", "time-of-day",
-     "date-time", "tz", "tz-offset"}
+     "date-time", "tz-offset", "dst"}
 )  # fmt: skip
 #: caller-profile fields (switch_caller.c switch_caller_get_field_by_name) a test may give
 PROFILE_FIELDS = frozenset(
