@@ -8,8 +8,8 @@ round trip (calls/sampler.py sends it as ``bgapi``). Its names are the variables
 (:data:`FIELDS`). What they mean, from ``switch_rtp.c``:
 
 * ``in_*`` is what FreeSWITCH **receives** from the far end; ``out_*`` what it **sends**. FreeSWITCH measures
-  loss, jitter and MOS only for what it receives; for what it sends it counts packets and bytes (the far end's
-  view would come from its RTCP receiver reports, which the rendered configuration does not ask for).
+  loss, jitter and MOS only for what it receives; for what it sends it counts packets and bytes. The far end's
+  view comes from its RTCP receiver reports (below).
 * ``in_media_packet_count``: audio packets received; ``in_packet_count`` all packets (with DTMF and CNG);
   ``in_skip_packet_count``: frames FreeSWITCH replaced by comfort noise.
 * ``in_flaw_total``: *flaws* — each packet missing from the sequence, each read tick without audio once the
@@ -41,8 +41,21 @@ them; the first point counts from the start):
 Counters that went down together (a new RTP session) count from zero again. Nothing read from FreeSWITCH raises:
 values that are missing, not numbers, negative, not finite or above :data:`MAX_VALUE` are left out.
 
-:class:`Watch` turns the MOS of each point into ``quality_low`` / ``quality_ok`` with hysteresis; :class:`Track`
-keeps one call's bounded series, its last reading and its summary.
+**The far end's view** (``out``). With RTCP on (the rendered profiles' ``rtcp-audio-interval-msec``), FreeSWITCH
+fires ``RECV_RTCP_MESSAGE`` for each RTCP SR/RR it reads from the far end (:func:`parse_rtcp`: report block 0,
+the far end's figures for the stream FreeSWITCH sends it). :class:`FarEnd` folds them into the next point
+(:class:`Far`): ``out_loss_pct`` over the reports since the previous point from the cumulative counts
+(:func:`interval_loss`), ``out_jitter_ms`` the largest of their jitters (timestamp units / ``RTP-Rate``),
+``rtt_ms`` FreeSWITCH's smoothed round trip of the latest, ``out_lost`` its cumulative count, and ``out_mos`` the
+E-model of the three with RTT/2 as the network's one-way delay (the ``in`` MOS takes the same delay once an RTT is
+known). A point with no new report repeats the last figures while the latest report is younger than
+:data:`REPORT_TTL`; later it has none. A far end without RTCP sends no reports: the ``out`` figures stay None.
+
+:class:`Watch` turns the MOS of each point into ``quality_low`` / ``quality_ok`` with hysteresis — one per
+direction (``in`` over every point, ``out`` over the points with new reports, so a report counts once); a call is
+low while either direction is (:attr:`Track.low_direction`). :class:`Track` keeps one call's bounded series, its
+last reading, the far end's latest report and its summary. Everything a far end can put in RTCP is bounded: values
+out of range leave the figure (or the report) out, and a report costs O(1) work and state however many come.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ only costs that sample. A call is sampled while it is answered (transfers and br
 more once it ended; its points go on ``call.live_quality`` (:class:`~orchestrator.calls.quality.Track`), stamped
 when the answer arrives; the metrics get one observation per sample, and ``quality_low`` / ``quality_ok``
 notices go to the listeners.
+
+The far end's RTCP reports (``RECV_RTCP_MESSAGE``, which the controller subscribes to when
+``freeswitch.rtcp_interval_ms`` and sampling are on) reach :meth:`QualitySampler.rtcp`: each is put on its call's
+track and shows in the call's next sample (direction ``out`` in the metrics, once per sample new reports came in).
 """
 
 from __future__ import annotations
