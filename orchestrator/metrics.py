@@ -13,6 +13,7 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 
 MOS_BUCKETS = (1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4, 4.5)
 JITTER_MS_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 50, 100, 200)
 LOSS_PCT_BUCKETS = (0.1, 0.5, 1, 2, 3, 5, 10, 20, 50, 100)
+RTT_MS_BUCKETS = (5, 10, 20, 50, 100, 150, 200, 300, 500, 1000)
 
 
 class Metrics:
@@ -70,8 +71,9 @@ class Metrics:
             registry=r,
         )
 
-        # live quality (calls/sampler.py): one observation per sample of an answered call; direction "in" is what
-        # FreeSWITCH receives from the far end (the only direction it measures loss, jitter and MOS for)
+        # live quality (calls/sampler.py): direction "in" is what FreeSWITCH receives from the far end (one
+        # observation per sample of an answered call), "out" what the far end receives from us, from its RTCP
+        # receiver reports (one observation per sample its reports came in)
         self.rtp_mos = Histogram(
             "sipagent_rtp_mos", "MOS of each live quality sample.", ["trunk", "direction"], buckets=MOS_BUCKETS,
             registry=r,
@@ -88,6 +90,19 @@ class Metrics:
             "Packet loss of each live quality sample (% of the interval's packets).",
             ["trunk", "direction"],
             buckets=LOSS_PCT_BUCKETS,
+            registry=r,
+        )
+        self.rtp_rtt = Histogram(
+            "sipagent_rtp_rtt_milliseconds",
+            "Round-trip time of each far-end RTCP report interval (ms; FreeSWITCH's smoothed RTT).",
+            ["trunk"],
+            buckets=RTT_MS_BUCKETS,
+            registry=r,
+        )
+        self.rtcp_reports = Counter(
+            "sipagent_rtcp_reports",
+            "Far-end RTCP reports (RECV_RTCP_MESSAGE) by result (ok, no_block, unreadable, unknown_call).",
+            ["result"],
             registry=r,
         )
         self.quality_low = Counter(

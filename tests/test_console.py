@@ -553,6 +553,61 @@ async def test_live_call_page_and_live_quality(env: Env) -> None:
     assert rows[0]["quality"] == {"mos": 3.21, "jitter_ms": 4.5, "loss_pct": 2.25} and rows[0]["quality_low"] is True
 
 
+async def test_the_far_ends_rtcp_figures_show_on_the_call_page_and_in_now(env: Env) -> None:
+    t0 = time.time() - 600
+    far = {"out_mos": 3.92, "out_jitter_ms": 20.0, "out_loss_pct": 4.0, "out_lost": 6, "rtt_ms": 117.5}
+    rec = rich_record(
+        3,
+        quality={
+            "series": [
+                {"t": t0 + 6, "mos": 4.39, "jitter_ms": 0.6, "loss_pct": 0.0, "out_mos": None, "rtt_ms": None},
+                {"t": t0 + 11, "mos": 4.38, "jitter_ms": 0.6, "loss_pct": 0.0, **far},
+            ],
+            "summary": {"samples": 2, "mos_min": 4.38, "rtcp_reports": 3, "out_mos_min": 3.92, "out_mos_avg": 3.92,
+                        "out_loss_pct_max": 4.0, "out_jitter_ms_max": 20.0, "out_lost": 6, "rtt_ms_avg": 117.5,
+                        "rtt_ms_max": 117.5},
+        },
+    )  # fmt: skip
+    silent = rich_record(4, quality={"series": [{"t": t0, "mos": 4.4}], "summary": {"samples": 1, "rtcp_reports": 0}})
+    await env.store.put([rec, silent])
+    call = env.live()
+    original = Call.summary
+
+    def with_quality(self: Call) -> dict[str, Any]:
+        q = {"t": 1.0, "mos": 4.38, "jitter_ms": 0.6, "loss_pct": 0.0, "low": False, **far}
+        return {**original(self), "quality": q}
+
+    async with env.client() as c:
+        await login(c, READ)
+        page = await c.get(f"/console/calls/{rec['id']}")
+        quiet = await c.get(f"/console/calls/{silent['id']}")
+        Call.summary = with_quality  # type: ignore[method-assign]
+        try:
+            now = await c.get("/console")
+            rows = (await c.get("/console/data/calls")).json()["calls"]
+        finally:
+            Call.summary = original  # type: ignore[method-assign]
+    data = re.search(r'<script type="application/json" id="quality-data">(.*?)</script>', page.text, re.S)
+    assert data is not None
+    series = json.loads(data.group(1))
+    assert series["out_mos"] == [None, 3.92] and series["rtt_ms"] == [None, 117.5]
+    assert series["out_loss_pct"] == [None, 4.0] and series["out_jitter_ms"] == [None, 20.0]
+    for text in ("lowest far-end MOS (its RTCP)", "3.92", "highest far-end loss (its RTCP)", "4.0 %",
+                 "average round trip (RTCP)", "118 ms", "packets the far end lost", "far-end RTCP reports"):  # fmt: skip
+        assert text in page.text, text
+    assert "the far end&#39;s own figures" in page.text or "the far end's own figures" in page.text
+    # a far end that sent no RTCP: said so, and no far-end columns for the chart
+    assert "none (the far end sent no RTCP, or RTCP is off)" in quiet.text
+    quiet_data = re.search(r'id="quality-data">(.*?)</script>', quiet.text, re.S)
+    assert quiet_data is not None and "out_mos" not in json.loads(quiet_data.group(1))
+    # Now: the far end's figure after the slash, the round trip in the tooltip
+    row = next(r for r in rows if r["id"] == call.uuid)
+    assert row["quality"] == {"mos": 4.38, "jitter_ms": 0.6, "loss_pct": 0.0, "out_mos": 3.92, "out_jitter_ms": 20.0,
+                              "out_loss_pct": 4.0, "rtt_ms": 117.5}  # fmt: skip
+    assert "4.38 / 3.92" in now.text and "0.6 ms / 20.0 ms" in now.text and "0.0 % / 4.0 %" in now.text
+    assert "round trip 118 ms" in now.text
+
+
 async def test_calls_page_filters_and_cursor_pages(env: Env) -> None:
     t0 = time.time() - 7200
     await env.store.put([record(n, started=t0 + n * 10) for n in range(1, 61)])

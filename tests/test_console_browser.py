@@ -156,6 +156,18 @@ def sampled_record(n: int) -> dict[str, Any]:
                 "loss_pct": loss,
                 "packets_in": 250,
                 "packets_out": 250,
+                # the far end's RTCP reports from the third sample on: it hears us a little worse, 80-90 ms round trip
+                **(
+                    {
+                        "out_mos": round(4.3 - 0.1 * loss, 2),
+                        "out_jitter_ms": 4.0 + i % 3,
+                        "out_loss_pct": loss + 0.5,
+                        "out_lost": 2 * i,
+                        "rtt_ms": 80.0 + i % 4 * 3,
+                    }
+                    if i >= 2
+                    else {"out_mos": None, "out_jitter_ms": None, "out_loss_pct": None, "rtt_ms": None}
+                ),
             }
         )
     return {
@@ -436,6 +448,9 @@ async def test_console_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
             await found.close()
         await page.goto(f"{s.base}/console/calls/{sampled['id']}")
         await expect(page.locator("#quality-chart .uplot canvas")).to_have_count(1)
+        # the far end's view (its RTCP reports) drawn too, with the round trip on its own axis
+        await expect(page.locator("#quality-chart .u-legend")).to_contain_text("far-end MOS")
+        await expect(page.locator("#quality-chart .u-legend")).to_contain_text("round trip (ms)")
         await expect(page.locator("ol.timeline")).to_contain_text("REFER to +15557654321: succeeded (NOTIFY 200 OK)")
         await page.screenshot(path=str(s.shots / "08-call-quality-chart.png"), full_page=True)
     # -- nothing left the console's origin; no CSP violation, no script error --------------------------------------

@@ -239,3 +239,141 @@ def test_an_empty_track() -> None:
     t = Track()
     assert t.current() is None and t.points() == []
     assert t.summary()["samples"] == 0 and t.summary()["mos"] is None
+
+
+# -- the far end's view: RTCP receiver reports ---------------------------------------------------------------------
+def rtcp(**over: str) -> dict[str, str]:
+    """The headers of a RECV_RTCP_MESSAGE as FreeSWITCH 1.10.12 prints them (one report block)."""
+    h = {
+        "Event-Name": "RECV_RTCP_MESSAGE", "Unique-ID": UUID, "SSRC": "00000000", "RTP-Rate": "8000",
+        "Source0-SSRC": "5eed0001", "Source0-Fraction": "25", "Source0-Lost": "40", "Source0-Loss-Avg": "9",
+        "Source0-Highest-Sequence-Number-Received": "1400", "Source0-Jitter": "160", "Source0-LSR": "123",
+        "Source0-DLSR": "6553", "Rtt0-Avg": "0.080000",
+    }  # fmt: skip
+    h.update(over)
+    return h
+
+
+def parsed(**over: str) -> quality.FarReport:
+    result, report = quality.parse_rtcp(rtcp(**over).get)
+    assert result is quality.RtcpResult.OK and report is not None
+    return report
+
+
+def test_a_receiver_report_gives_loss_jitter_and_rtt() -> None:
+    r = parsed()
+    assert r.source == "5eed0001" and r.fraction == 25 and r.lost == 40 and r.highest_seq == 1400
+    assert r.loss_pct == pytest.approx(100 * 25 / 256)
+    assert r.jitter_ms == 20.0  # 160 timestamp units at 8000 Hz
+    assert r.rtt_ms == pytest.approx(80.0)
+    assert parsed(**{"RTP-Rate": "48000", "Source0-Jitter": "480"}).jitter_ms == 10.0
+    assert parsed(**{"Rtt0-Avg": "0.000000"}).rtt_ms is None  # no LSR echoed yet: FreeSWITCH has no RTT
+    assert parsed(**{"Source0-Lost": str((1 << 32) - 2)}).lost == -2  # duplicates: a negative count, sign-extended
+
+
+@pytest.mark.parametrize(
+    ("over", "result"),
+    [
+        ({"Source0-Fraction": "256"}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-Fraction": "-1"}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-Fraction": "２５"}, quality.RtcpResult.UNREADABLE),  # non-ASCII digits
+        ({"Source0-Lost": "99999999999"}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-Lost": str(1 << 23)}, quality.RtcpResult.UNREADABLE),  # not a 24-bit count
+        ({"Source0-Lost": str((1 << 32) - (1 << 23) - 1)}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-Highest-Sequence-Number-Received": "1e5"}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-SSRC": "5EED0001x"}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-SSRC": ""}, quality.RtcpResult.UNREADABLE),
+        ({"Source0-Fraction": ""}, quality.RtcpResult.UNREADABLE),
+    ],
+)
+def test_hostile_reports_are_refused_never_raised(over: dict[str, str], result: quality.RtcpResult) -> None:
+    assert quality.parse_rtcp(rtcp(**over).get) == (result, None)
+
+
+def test_a_report_without_a_block_and_figures_out_of_range() -> None:
+    empty = {k: v for k, v in rtcp().items() if not k.startswith(("Source", "Rtt"))}
+    assert quality.parse_rtcp(lambda k: empty.get(k, "")) == (quality.RtcpResult.NO_BLOCK, None)
+    # a figure that cannot be taken leaves only itself out
+    assert parsed(**{"RTP-Rate": "0"}).jitter_ms is None
+    assert parsed(**{"RTP-Rate": "999999"}).jitter_ms is None
+    assert parsed(**{"Source0-Jitter": "4294967295"}).jitter_ms is None  # 149 hours of jitter
+    for rtt in ("nan", "inf", "-0.5", "11.0", "x", "0." + "1" * 40):
+        assert parsed(**{"Rtt0-Avg": rtt}).rtt_ms is None, rtt
+
+
+def test_interval_loss_comes_from_the_cumulative_counts() -> None:
+    base = parsed(**{"Source0-Lost": "40", "Source0-Highest-Sequence-Number-Received": "1400"})
+    # 250 packets expected since, 25 more lost: 10 % whatever the last report's own fraction says (a report lost
+    # on the way costs nothing)
+    later = parsed(**{"Source0-Lost": "65", "Source0-Highest-Sequence-Number-Received": "1650",
+                      "Source0-Fraction": "0"})  # fmt: skip
+    assert quality.interval_loss(base, later) == 10.0
+    assert quality.interval_loss(None, later) == 0.0  # no base: the report's fraction
+    other = parsed(**{"Source0-SSRC": "00000001", "Source0-Fraction": "128"})
+    assert quality.interval_loss(base, other) == 50.0  # another stream: the fraction
+    back = parsed(**{"Source0-Highest-Sequence-Number-Received": "1000", "Source0-Fraction": "64"})
+    assert quality.interval_loss(base, back) == 25.0  # counters went back: the fraction
+    dup = parsed(**{"Source0-Lost": "30", "Source0-Highest-Sequence-Number-Received": "1500"})
+    assert quality.interval_loss(base, dup) == 0.0  # duplicates: never below 0
+    jump = parsed(**{"Source0-Lost": "8000000", "Source0-Highest-Sequence-Number-Received": "1500"})
+    assert quality.interval_loss(base, jump) == 100.0  # never above 100
+
+
+def test_points_carry_the_far_ends_figures_while_its_report_is_current() -> None:
+    t = Track(min_mos=3.5)
+    p0, _ = t.add(quality.reading(counters(250)), 100.0)
+    assert p0.far is None and p0.to_dict()["out_mos"] is None and p0.to_dict()["rtt_ms"] is None
+    t.report(parsed(**{"Source0-Fraction": "0", "Source0-Jitter": "40", "Rtt0-Avg": "0.100000"}), 101.0)
+    t.report(parsed(**{"Source0-Fraction": "0", "Source0-Jitter": "80", "Rtt0-Avg": "0.120000"}), 103.0)
+    p1, _ = t.add(quality.reading(counters(500)), 105.0)
+    d = p1.to_dict()
+    assert d["out_loss_pct"] == 0.0 and d["out_jitter_ms"] == 10.0  # the larger of the interval's two reports
+    assert d["rtt_ms"] == 120.0 and d["out_lost"] == 40
+    assert d["out_mos"] == round(quality.e_model_mos(0, 10, 60), 2)  # RTT/2 as the network's one-way delay
+    assert p1.far is not None and p1.far.fresh
+    # the in-direction MOS takes the same latency once the RTT is known
+    assert d["mos"] == round(quality.e_model_mos(0, 0.5, 60), 2)
+    # no report since: the same figures, not fresh; past REPORT_TTL: none
+    p2, _ = t.add(quality.reading(counters(750)), 110.0)
+    assert p2.far is not None and not p2.far.fresh and p2.to_dict()["out_mos"] == d["out_mos"]
+    p3, _ = t.add(quality.reading(counters(1000)), 103.0 + quality.REPORT_TTL + 1)
+    assert p3.far is None and p3.to_dict()["out_loss_pct"] is None
+    assert p3.to_dict()["mos"] == round(quality.e_model_mos(0, 0.5), 2)
+    s = t.summary()
+    assert s["rtcp_reports"] == 2 and s["out_mos"] is None  # the last point has none
+    # the far end's figures over the samples its reports came in: once, not once per point showing them
+    assert s["out_mos_min"] == s["out_mos_max"] == s["out_mos_avg"] == d["out_mos"]
+    assert s["rtt_ms_min"] == s["rtt_ms_max"] == 120.0 and s["out_jitter_ms_avg"] == 10.0
+    assert s["out_loss_pct_max"] == 0.0
+    current = t.current()
+    assert current is not None and set(current) >= {"out_mos", "out_loss_pct", "out_jitter_ms", "rtt_ms"}
+
+
+def test_quality_low_follows_the_worse_direction() -> None:
+    t = Track(min_mos=3.5)
+    seq, lost, at = 1000, 0, 100.0
+    received = 0
+
+    def step(out_loss: float | None) -> tuple[quality.Point, Change | None]:
+        nonlocal seq, lost, at, received
+        at += 5
+        received += 250
+        if out_loss is not None:
+            seq += 250
+            lost += int(250 * out_loss / 100)
+            t.report(parsed(**{"Source0-Lost": str(lost), "Source0-Highest-Sequence-Number-Received": str(seq)}),
+                     at - 1)  # fmt: skip
+        return t.add(quality.reading(counters(received)), at)
+
+    assert step(0)[1] is None and step(0)[1] is None  # one report below the threshold (its own 10 %) is not two
+    # the far end loses 40 % of what we send while what we receive is clean: low after two reports
+    assert step(40)[1] is None
+    p, change = step(40)
+    assert change is Change.LOW and t.low_direction == "out" and p.mos is not None and p.mos > 4
+    assert p.to_dict()["out_loss_pct"] == 40.0
+    # points without a new report never count twice for the out direction
+    assert step(None)[1] is None and step(None)[1] is None and t.low
+    assert step(0)[1] is None
+    p, change = step(0)
+    assert change is Change.OK and t.low_direction is None and t.summary()["low_events"] == 1
+    assert t.summary()["out_loss_pct_max"] == 40.0

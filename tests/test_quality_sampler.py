@@ -29,13 +29,13 @@ TOKEN = "api-token-123"
 INTERVAL = 0.1
 
 
-def deployment(ports: list[int], quality_yaml: str = "{}") -> str:
+def deployment(ports: list[int], quality_yaml: str = "{}", freeswitch_yaml: str = "") -> str:
     nodes = "".join(f"    - {{name: fs{i + 1}, port: {port}}}\n" for i, port in enumerate(ports))
     return f"""
 freeswitch:
   bind_ip: 127.0.0.1
   event_socket: {{password: {PASSWORD}}}
-transports: {{tcp: {{port: 5060}}}}
+{freeswitch_yaml}transports: {{tcp: {{port: 5060}}}}
 trunks:
   - name: carrier
     inbound: {{transports: [tcp], auth: {{acl: [192.0.2.0/24]}}}}
@@ -85,11 +85,14 @@ async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def start_rig(tmp: Path, n: int = 1, quality_yaml: str = "{}", interval: float = INTERVAL) -> Rig:
+async def start_rig(
+    tmp: Path, n: int = 1, quality_yaml: str = "{}", interval: float = INTERVAL, freeswitch_yaml: str = ""
+) -> Rig:
     sims = [SimulatedFreeSwitch(PASSWORD) for _ in range(n)]
     for sim in sims:
+        sim.rtcp_audio_interval_msec = "5000"  # the rendered profiles' rtcp-audio-interval-msec (the default)
         await sim.start()
-    result = check_text(deployment([s.port for s in sims], quality_yaml), "d.yaml", {}, tmp)
+    result = check_text(deployment([s.port for s in sims], quality_yaml, freeswitch_yaml), "d.yaml", {}, tmp)
     assert result.errors == [], [str(d) for d in result.errors]
     assert result.deployment is not None
     controller = Controller(
@@ -316,6 +319,174 @@ def test_settings_defaults(tmp_path: Path) -> None:
     assert result.deployment is not None
     q = result.deployment.orchestrator.quality
     assert (q.sample_seconds, q.min_mos, q.series_length) == (5.0, 3.5, 120)
+
+
+# -- the far end's view: RTCP reports (RECV_RTCP_MESSAGE) ---------------------------------------------------------
+def far(sim: SimulatedFreeSwitch, uuid: str, *, lost: int, seq: int, fraction: int = 0, jitter: int = 0,
+        rtt_ms: float | None = None) -> Any:  # fmt: skip
+    from simulator.rtcp import Block
+
+    return sim.receive_rtcp(uuid, Block(fraction=fraction, lost=lost, highest_seq=seq, jitter=jitter, dlsr=3277),
+                            rtt_ms=rtt_ms)  # fmt: skip
+
+
+def latest(rig: Rig, uuid: str) -> dict[str, Any]:
+    call = rig.controller.call(uuid)
+    return call.quality_series[-1] if call is not None and call.quality_series else {}
+
+
+async def test_far_end_reports_reach_the_series_the_api_the_record_and_the_metrics(rig: Rig) -> None:
+    assert rig.controller.reads_rtcp
+    assert "RECV_RTCP_MESSAGE" in next(iter(rig.sim.connections)).names  # subscribed with the call events
+    uuid = await rig.call()
+    await until(lambda: rig.samples(uuid) >= 1)
+    assert latest(rig, uuid)["out_mos"] is None and latest(rig, uuid)["rtt_ms"] is None  # no report yet
+    # the far end: 8 of the 200 packets since its first report lost (4 %), 20 ms of jitter (160 at 8 kHz), RTT 80 ms
+    ev = far(rig.sim, uuid, lost=2, seq=1000, fraction=5, jitter=160, rtt_ms=80)
+    assert ev is not None and ev.get("Event-Calling-Function") == "switch_core_media_read_frame"
+    await until(lambda: latest(rig, uuid).get("rtt_ms") is not None)
+    far(rig.sim, uuid, lost=10, seq=1200, fraction=10, jitter=160, rtt_ms=80)
+    await until(lambda: latest(rig, uuid).get("out_loss_pct") == 4.0)
+    p = latest(rig, uuid)
+    assert p["out_jitter_ms"] == 20.0 and p["out_lost"] == 10
+    assert p["rtt_ms"] == pytest.approx(80, abs=0.5)  # FreeSWITCH's average of 80 and 80
+    assert p["out_mos"] == round(quality.e_model_mos(4.0, 20.0, p["rtt_ms"] / 2), 2)
+    app = create_app(rig.controller, TOKEN)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
+        listed = (await api.get("/v1/calls", headers={"Authorization": f"Bearer {TOKEN}"})).json()["calls"]
+    live = next(c for c in listed if c["id"] == uuid)["quality"]
+    assert live["out_loss_pct"] == 4.0 and live["out_jitter_ms"] == 20.0 and live["rtt_ms"] == p["rtt_ms"]
+    text = rig.controller.metrics.render().decode()
+    for name in ("sipagent_rtp_mos", "sipagent_rtp_jitter_milliseconds", "sipagent_rtp_loss_percent"):
+        assert f'{name}_count{{direction="out",trunk="carrier"}} 2.0' in text, name  # once per report interval
+    assert 'sipagent_rtp_rtt_milliseconds_count{trunk="carrier"} 2.0' in text
+    assert 'sipagent_rtcp_reports_total{result="ok"} 2.0' in text
+    await rig.sim.remote_hangup(uuid)
+    await until(lambda: uuid in rig.controller.ended)
+    q = rig.controller.ended[uuid]["quality"]
+    assert any(pt["out_loss_pct"] == 4.0 for pt in q["series"])
+    s = q["summary"]
+    assert s["rtcp_reports"] == 2 and s["out_loss_pct_max"] == 4.0 and s["out_jitter_ms_max"] == 20.0
+    assert s["rtt_ms_avg"] == pytest.approx(80, abs=0.5) and s["out_mos_min"] <= s["out_mos_max"]
+    json.dumps(q)
+
+
+async def test_the_far_end_hearing_us_badly_raises_quality_low(rig: Rig) -> None:
+    uuid = await rig.call()
+    await until(lambda: rig.samples(uuid) >= 1)
+    seq = lost = 0
+    for _ in range(3):  # three reports: 40 % of what we send lost, while what we receive is clean
+        seq, lost = seq + 100, lost + 40
+        far(rig.sim, uuid, lost=lost, seq=seq, fraction=102)
+        n = rig.samples(uuid)
+        await until(lambda n=n: rig.samples(uuid) > n)
+    await await_notice(rig, uuid, "quality_low")
+    notice = next(x for x in rig.notices if x.kind == "quality_low")
+    assert notice.data["direction"] == "out" and notice.data["out_loss_pct"] == 40.0
+    assert notice.data["out_mos"] < 3.5 < notice.data["mos"]
+    for _ in range(2):
+        seq += 100
+        far(rig.sim, uuid, lost=lost, seq=seq)
+        n = rig.samples(uuid)
+        await until(lambda n=n: rig.samples(uuid) > n)
+    await await_notice(rig, uuid, "quality_ok")
+    assert rig.kinds(uuid).count("quality_low") == 1
+
+
+async def test_reports_freeswitch_could_pass_on_cost_nothing_but_themselves(rig: Rig) -> None:
+    uuid = await rig.call()
+    await until(lambda: rig.samples(uuid) >= 1)
+    base = [("Unique-ID", uuid), ("SSRC", "00000000"), ("RTP-Rate", "8000")]
+    hostile = [
+        [("Source0-Fraction", "x"), ("Source0-Lost", "1"), ("Source0-Highest-Sequence-Number-Received", "1")],
+        [("Source0-SSRC", "5eed0001"), ("Source0-Fraction", "9" * 5000), ("Source0-Lost", "-1"),
+         ("Source0-Highest-Sequence-Number-Received", "1")],
+        [("Source0-SSRC", "5eed0001"), ("Source0-Fraction", "1"), ("Source0-Lost", "4294967295"),
+         ("Source0-Highest-Sequence-Number-Received", "1"), ("Source0-Jitter", "4294967295"),
+         ("Rtt0-Avg", "1e308")],
+    ]  # fmt: skip
+    for extra in hostile:
+        rig.sim.fire("RECV_RTCP_MESSAGE", base + extra)
+    rig.sim.fire("RECV_RTCP_MESSAGE", base)  # no report block
+    rig.sim.fire("RECV_RTCP_MESSAGE", [("Unique-ID", "not-a-call-of-ours")] + hostile[2])
+    # a flood: FreeSWITCH fires one per 20 ms frame read at most, this is far more
+    for i in range(500):
+        far(rig.sim, uuid, lost=i, seq=100 * i + 100, fraction=1)
+    await until(lambda: 'sipagent_rtcp_reports_total{result="ok"} 501.0' in rig.controller.metrics.render().decode())
+    text = rig.controller.metrics.render().decode()
+    assert 'sipagent_rtcp_reports_total{result="unreadable"} 2.0' in text
+    assert 'sipagent_rtcp_reports_total{result="no_block"} 1.0' in text
+    assert 'sipagent_rtcp_reports_total{result="unknown_call"} 1.0' in text
+    n = rig.samples(uuid)
+    await until(lambda: rig.samples(uuid) >= n + 2)
+    call = rig.controller.call(uuid)
+    assert call is not None and call.active and call.live_quality is not None
+    p = latest(rig, uuid)
+    assert p["out_lost"] == 499 and p["rtt_ms"] is None  # the valid one of the hostile three (lost −1), then all
+    assert call.live_quality.far.reports == 501 and len(call.quality_series) <= 120
+
+
+async def test_rtcp_off_reads_no_reports(tmp_path: Path) -> None:
+    rig = await start_rig(tmp_path, freeswitch_yaml="  rtcp_interval_ms: 0\n")
+    try:
+        assert not rig.controller.reads_rtcp
+        assert "RECV_RTCP_MESSAGE" not in next(iter(rig.sim.connections)).names
+        uuid = await rig.call()
+        far(rig.sim, uuid, lost=5, seq=100, fraction=50)  # FreeSWITCH would not even fire it: nobody listens
+        await until(lambda: rig.samples(uuid) >= 2)
+        assert latest(rig, uuid)["out_mos"] is None
+        assert "sipagent_rtcp_reports_total{" not in rig.controller.metrics.render().decode()
+    finally:
+        await rig.controller.stop()
+        await rig.sim.stop()
+
+
+async def test_sampling_off_reads_no_reports_either(tmp_path: Path) -> None:
+    rig = await start_rig(tmp_path, quality_yaml="{sample_seconds: 0}", interval=0)
+    try:
+        assert not rig.controller.reads_rtcp
+    finally:
+        await rig.controller.stop()
+        await rig.sim.stop()
+
+
+async def test_the_simulator_fires_rtcp_only_on_sessions_with_rtcp_and_media(rig: Rig) -> None:
+    uuid = await rig.call()
+    rig.sim.rtcp_audio_interval_msec = None  # a profile without rtcp-audio-interval-msec
+    assert far(rig.sim, uuid, lost=0, seq=1) is None
+    rig.sim.channels[uuid].variables["rtcp_audio_interval_msec"] = "1000"  # the channel variable turns it on
+    ev = far(rig.sim, uuid, lost=0, seq=1)
+    assert ev is not None
+    names = [k for k, _ in ev.headers]
+    assert names[:13] == [
+        "Event-Name", "Core-UUID", "FreeSWITCH-Hostname", "FreeSWITCH-Switchname", "FreeSWITCH-IPv4",
+        "FreeSWITCH-IPv6", "Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp", "Event-Calling-File",
+        "Event-Calling-Function", "Event-Calling-Line-Number", "Event-Sequence",
+    ]  # fmt: skip
+    assert names[13:] == [
+        "Unique-ID", "SSRC", "NTP-Most-Significant-Word", "NTP-Least-Significant-Word", "RTP-Timestamp",
+        "Sender-Packet-Count", "Octect-Packet-Count", "Last-RTP-Timestamp", "RTP-Rate", "Capture-Time",
+        "Source0-SSRC", "Source0-Fraction", "Source0-Lost", "Source0-Loss-Avg",
+        "Source0-Highest-Sequence-Number-Received", "Source0-Jitter", "Source0-LSR", "Source0-DLSR", "Rtt0-Avg",
+    ]  # fmt: skip
+    assert dict(ev.headers)["Event-Calling-File"] == "switch_core_media.c"
+    assert dict(ev.headers)["Event-Calling-Line-Number"] == "2945"
+    unanswered = await rig.sim.inbound_call(destination="+15559999999", context="public")
+    assert far(rig.sim, unanswered.uuid, lost=0, seq=1) is None  # no media: no RTP session reads RTCP
+
+
+def test_rtcp_interval_is_checked(tmp_path: Path) -> None:
+    for bad, problem in (
+        ("500", "0 (off) or 1000 to 60000"),
+        ("60001", "60000"),
+        ("-1", "0"),
+        ("fast", "whole number"),
+    ):
+        result = check_text(deployment([8021], freeswitch_yaml=f"  rtcp_interval_ms: {bad}\n"), "d.yaml", {}, tmp_path)
+        text = " ".join(str(d) for d in result.errors)
+        assert "rtcp_interval_ms" in text and problem in text, (bad, text)
+    ok = check_text(deployment([8021]), "d.yaml", {}, tmp_path)
+    assert ok.deployment is not None and ok.deployment.freeswitch.rtcp_interval_ms == 5000
 
 
 # -- the simulator's mediaStats ----------------------------------------------------------------------------------

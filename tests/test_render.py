@@ -526,3 +526,14 @@ def test_templates_spell_the_channel_variables_of_channelvars() -> None:
         channelvars.REFUSED,
         channelvars.CONFIG_DIGEST,
     }
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("", "5000"), ("rtcp_interval_ms: 1000, ", "1000"),
+                                                   ("rtcp_interval_ms: 0, ", None)])  # fmt: skip
+def test_rtcp_on_every_profile_unless_off(tmp_path: Path, setting: str, expected: str | None) -> None:
+    text = f"freeswitch: {{{setting}bind_ip: 127.0.0.1, event_socket: {{password: x}}}}\ntransports: {{tcp: {{}}}}\n"
+    result = check_text(text, "t.yaml", {}, tmp_path)
+    assert result.deployment is not None, [str(d) for d in result.errors]
+    write_tree(render_deployment(result.deployment, tmp_path), tmp_path / "conf")
+    tcp = dict(profile_params(assemble(tmp_path / "conf"), "tcp"))
+    assert tcp.get("rtcp-audio-interval-msec") == expected

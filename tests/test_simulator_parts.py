@@ -161,3 +161,43 @@ def test_dial_variables_refuse_unexpanded_values_unless_nested() -> None:
 def test_switch_true_words() -> None:
     assert all(fsstrings.switch_true(w) for w in ("true", " YES ", "on", "1", "enabled", "active", "allow"))
     assert not any(fsstrings.switch_true(w) for w in (None, "", "false", "no", "2", "y"))
+
+
+# -- RTCP reports (simulator/rtcp.py: switch_rtp.c process_rtcp_report, switch_core_media.c read_frame) ------------
+def test_rtcp_frame_reads_reports_as_process_rtcp_report() -> None:
+    from simulator.rtcp import Block, RtcpFrame, Sender, lsr_of
+
+    now = 1_700_000_000_250_000  # µs
+    lsr_now = lsr_of(now)
+    # the middle 32 bits of the NTP time: the low 16 bits of its seconds, then 1/65536 s
+    assert lsr_now >> 16 == (1_700_000_000 + 2208988800) & 0xFFFF and lsr_now & 0xFFFF == int(250_000 * 0.065536)
+    frame = RtcpFrame()
+    # an RR first: the sender fields stay 0; a negative cumulative loss (duplicates) reads as %u of an int32_t
+    frame.receive([Block(ssrc=0xABCDEF01, fraction=64, lost=-3, highest_seq=70_000, jitter=80)], None, now)
+    h = dict(frame.headers("u-1", 8000, 1234, now))
+    assert h["SSRC"] == "00000000" and h["Sender-Packet-Count"] == "0"
+    assert h["Source0-SSRC"] == "abcdef01" and h["Source0-Fraction"] == "64"
+    assert h["Source0-Lost"] == str((1 << 32) - 3) and h["Source0-Loss-Avg"] == "25"  # 64·100/255
+    assert h["Source0-Highest-Sequence-Number-Received"] == "70000" and h["Source0-Jitter"] == "80"
+    assert h["Rtt0-Avg"] == "0.000000"  # no LSR echoed: no RTT
+    assert [k for k, _ in frame.headers("u-1", 8000, 1234, now)][:10] == [
+        "Unique-ID", "SSRC", "NTP-Most-Significant-Word", "NTP-Least-Significant-Word", "RTP-Timestamp",
+        "Sender-Packet-Count", "Octect-Packet-Count", "Last-RTP-Timestamp", "RTP-Rate", "Capture-Time",
+    ]  # fmt: skip
+    # an SR with an echoed LSR 40 ms ago (DLSR 10 ms of it): RTT 30 ms, then smoothed 0.7/0.3; loss_avg too
+    rr = 65536 * 40 // 1000
+    frame.receive([Block(fraction=0, lsr=lsr_now - rr, dlsr=65536 * 10 // 1000)], Sender(0x1234, packet_count=9), now)
+    h = dict(frame.headers("u-1", 8000, 0, now))
+    assert h["SSRC"] == "00001234" and h["Sender-Packet-Count"] == "9"
+    assert abs(float(h["Rtt0-Avg"]) - 0.030) < 0.001 and h["Source0-Loss-Avg"] == "17"  # 25·0.7 + 0
+    frame.receive([Block(lsr=lsr_now - 65536 * 130 // 1000, dlsr=0)], None, now)  # 130 ms
+    assert abs(float(dict(frame.headers("u", 8000, 0, now))["Rtt0-Avg"]) - (0.7 * 0.030 + 0.3 * 0.130)) < 0.001
+    # an LSR from the future is not taken (lsr_now > dlsr + lsr fails), the average stays
+    before = dict(frame.headers("u", 8000, 0, now))["Rtt0-Avg"]
+    frame.receive([Block(lsr=lsr_now + 1000)], None, now)
+    assert dict(frame.headers("u", 8000, 0, now))["Rtt0-Avg"] == before
+    # at most 5 blocks; a report without blocks has no Source headers
+    frame.receive([Block()] * 7, None, now)
+    assert frame.report_count == 5 and "Source4-SSRC" in dict(frame.headers("u", 8000, 0, now))
+    frame.receive([], None, now)
+    assert not any(k.startswith("Source") for k, _ in frame.headers("u", 8000, 0, now))

@@ -26,6 +26,7 @@ from orchestrator.calls import recording as rec
 from orchestrator.calls.limits import OutboundLimiter
 from orchestrator.calls.nodes import node_endpoints
 from orchestrator.calls.outcome import HANGUP_REASONS
+from orchestrator.calls.quality import RTCP_EVENT
 from orchestrator.calls.recording_files import RecordingFiles
 from orchestrator.calls.sampler import QualitySampler
 from orchestrator.calls.tracker import (
@@ -182,10 +183,13 @@ class Controller:
         self._media_final: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.nodes: dict[str, NodeState] = {}
+        #: the far end's RTCP reports are read when FreeSWITCH is told to send RTCP and calls are sampled
+        self.reads_rtcp = bool(deployment.freeswitch.rtcp_interval_ms and o.quality.sample_seconds)
+        subscribed = [*EVENTS, RTCP_EVENT] if self.reads_rtcp else EVENTS
         for ep in node_endpoints(deployment):
             client = EslClient(
                 ep,
-                events=EVENTS,
+                events=subscribed,
                 custom=[*CUSTOM, GATEWAY_STATE],
                 event_format="json",  # plain events cannot carry a literal %41 (FreeSWITCH leaves it unencoded)
                 on_event=self._event_handler(ep.name),
@@ -258,6 +262,10 @@ class Controller:
         def handle(event: Event) -> None:
             if event.subclass == GATEWAY_STATE:
                 self._gateway_state(node, event)
+                return
+            if event.name == RTCP_EVENT:  # the far end's RTCP report: live quality only
+                call = self.tracker.calls.get(event.uuid)
+                self.quality.rtcp(call if call is not None and call.node == node else None, event.get)
                 return
             actions, notices = self.tracker.handle(node, event)
             self._seen(event.uuid)

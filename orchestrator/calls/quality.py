@@ -8,8 +8,8 @@ round trip (calls/sampler.py sends it as ``bgapi``). Its names are the variables
 (:data:`FIELDS`). What they mean, from ``switch_rtp.c``:
 
 * ``in_*`` is what FreeSWITCH **receives** from the far end; ``out_*`` what it **sends**. FreeSWITCH measures
-  loss, jitter and MOS only for what it receives; for what it sends it counts packets and bytes (the far end's
-  view would come from its RTCP receiver reports, which the rendered configuration does not ask for).
+  loss, jitter and MOS only for what it receives; for what it sends it counts packets and bytes. The far end's
+  view comes from its RTCP receiver reports (below).
 * ``in_media_packet_count``: audio packets received; ``in_packet_count`` all packets (with DTMF and CNG);
   ``in_skip_packet_count``: frames FreeSWITCH replaced by comfort noise.
 * ``in_flaw_total``: *flaws* — each packet missing from the sequence, each read tick without audio once the
@@ -41,8 +41,21 @@ them; the first point counts from the start):
 Counters that went down together (a new RTP session) count from zero again. Nothing read from FreeSWITCH raises:
 values that are missing, not numbers, negative, not finite or above :data:`MAX_VALUE` are left out.
 
-:class:`Watch` turns the MOS of each point into ``quality_low`` / ``quality_ok`` with hysteresis; :class:`Track`
-keeps one call's bounded series, its last reading and its summary.
+**The far end's view** (``out``). With RTCP on (the rendered profiles' ``rtcp-audio-interval-msec``), FreeSWITCH
+fires ``RECV_RTCP_MESSAGE`` for each RTCP SR/RR it reads from the far end (:func:`parse_rtcp`: report block 0,
+the far end's figures for the stream FreeSWITCH sends it). :class:`FarEnd` folds them into the next point
+(:class:`Far`): ``out_loss_pct`` over the reports since the previous point from the cumulative counts
+(:func:`interval_loss`), ``out_jitter_ms`` the largest of their jitters (timestamp units / ``RTP-Rate``),
+``rtt_ms`` FreeSWITCH's smoothed round trip of the latest, ``out_lost`` its cumulative count, and ``out_mos`` the
+E-model of the three with RTT/2 as the network's one-way delay (the ``in`` MOS takes the same delay once an RTT is
+known). A point with no new report repeats the last figures while the latest report is younger than
+:data:`REPORT_TTL`; later it has none. A far end without RTCP sends no reports: the ``out`` figures stay None.
+
+:class:`Watch` turns the MOS of each point into ``quality_low`` / ``quality_ok`` with hysteresis — one per
+direction (``in`` over every point, ``out`` over the points with new reports, so a report counts once); a call is
+low while either direction is (:attr:`Track.low_direction`). :class:`Track` keeps one call's bounded series, its
+last reading, the far end's latest report and its summary. Everything a far end can put in RTCP is bounded: values
+out of range leave the figure (or the report) out, and a report costs O(1) work and state however many come.
 """
 
 from __future__ import annotations
@@ -52,7 +65,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: the audio counters of ``mediaStats`` (also the ``rtp_audio_<name>`` channel variables), switch_core_media.c order
@@ -225,9 +238,11 @@ class Point:
     loss_pct: float | None
     packets_in: int
     packets_out: int
+    far: Far | None = None  # the far end's view (its RTCP reports), None when no current report
 
     def to_dict(self) -> dict[str, Any]:
         """The point as the record and the API show it."""
+        far = self.far
         out: dict[str, Any] = {
             "t": round(self.t, 3),
             "mos": _r2(self.mos),
@@ -236,6 +251,11 @@ class Point:
             "loss_pct": _r2(self.loss_pct),
             "packets_in": self.packets_in,
             "packets_out": self.packets_out,
+            "out_mos": _r2(far.mos) if far else None,
+            "out_loss_pct": _r2(far.loss_pct) if far else None,
+            "out_jitter_ms": _r2(far.jitter_ms) if far else None,
+            "out_lost": far.lost if far else None,
+            "rtt_ms": _r2(far.rtt_ms) if far else None,
         }
         return out
 
@@ -271,8 +291,9 @@ def loss_pct(received: float | None, flaws: float | None, sent: float | None) ->
     return min(100.0, max(0.0, min(bounds))) if bounds else None
 
 
-def point(previous: Reading | None, current: Reading, at: float) -> Point:
-    """The point of ``current``, taken at ``at``, after the call's ``previous`` reading (None: the first)."""
+def point(previous: Reading | None, current: Reading, at: float, latency_ms: float = 0.0) -> Point:
+    """The point of ``current``, taken at ``at``, after the call's ``previous`` reading (None: the first);
+    ``latency_ms``: the one-way network delay for the MOS (half the RTT, when the far end's RTCP gives it)."""
     before = previous
     received_now = current.get("in_media_packet_count")
     received_before = previous.get("in_media_packet_count") if previous is not None else None
@@ -287,7 +308,7 @@ def point(previous: Reading | None, current: Reading, at: float) -> Point:
     mos_call = current.get("in_mos")
     if mos_call is not None and not MOS_MIN <= mos_call <= MOS_MAX:
         mos_call = None
-    mos = e_model_mos(loss, jitter or 0.0) if loss is not None else mos_call
+    mos = e_model_mos(loss, jitter or 0.0, latency_ms) if loss is not None else mos_call
     return Point(
         t=at,
         mos=mos,
@@ -297,6 +318,158 @@ def point(previous: Reading | None, current: Reading, at: float) -> Point:
         packets_in=int(received) if received is not None and received > 0 else 0,
         packets_out=int(sent) if sent is not None and sent > 0 else 0,
     )
+
+
+# -- the far end's view: its RTCP receiver reports -------------------------------------------------------------
+#: the ESL event FreeSWITCH fires for each RTCP report it reads (src/switch_core_media.c, switch_core_media_read_frame)
+RTCP_EVENT = "RECV_RTCP_MESSAGE"
+#: a far-end report stays current this long after it arrived (s): RFC 3550's 5 s minimum interval randomised up to
+#: 1.5 times, and a lost report or two; older, a point has no far-end figures
+REPORT_TTL = 20.0
+#: RTTs above this (s) are not taken (FreeSWITCH's Rtt<i>-Avg of a far end echoing nonsense can be anything)
+MAX_RTT_S = 10.0
+#: jitter above this (ms) is not taken
+MAX_JITTER_MS = 10_000.0
+#: RTP clock rates taken for the jitter's timestamp units (Hz)
+RTP_RATES = (1000, 192_000)
+#: an interval's loss is read from the cumulative counts up to this many packets expected (else the fraction)
+MAX_EXPECTED = 1 << 16
+_U32 = 1 << 32
+
+
+class RtcpResult(enum.StrEnum):
+    """What a RECV_RTCP_MESSAGE event gave (``sipagent_rtcp_reports_total{result}``)."""
+
+    OK = "ok"  # a report block about our stream, taken
+    NO_BLOCK = "no_block"  # a report without a report block (a sender report of a far end receiving nothing)
+    UNREADABLE = "unreadable"  # headers missing or out of range
+    UNKNOWN_CALL = "unknown_call"  # not a call of ours (or one that ended): the sampler's verdict
+
+
+@dataclass(frozen=True)
+class FarReport:
+    """The far end's report on the audio FreeSWITCH sends it: report block 0 of one RTCP SR/RR (RFC 3550 6.4),
+    as FreeSWITCH 1.10.12 passes it on in ``RECV_RTCP_MESSAGE``."""
+
+    source: str  # Source0-SSRC: the stream reported on (FreeSWITCH's), 8 hex digits
+    fraction: int  # Source0-Fraction: lost since the far end's previous report, in 1/256 (0-255)
+    lost: int  # Source0-Lost: cumulative packets lost (signed 24 bits: duplicates make it negative)
+    highest_seq: int  # Source0-Highest-Sequence-Number-Received: extended (cycles · 65536 + sequence number)
+    jitter_ms: float | None  # Source0-Jitter (RTP timestamp units) / RTP-Rate, in ms
+    rtt_ms: float | None  # Rtt0-Avg: FreeSWITCH's smoothed round-trip time (s → ms); None while it has none
+
+    @property
+    def loss_pct(self) -> float:
+        """The report's fraction lost, in %."""
+        return 100.0 * self.fraction / 256
+
+
+def _uint(value: str, top: int) -> int | None:
+    """A ``%u`` header value: ASCII digits only (at most 10), 0 to ``top``; else None."""
+    if not isinstance(value, str) or not 0 < len(value) <= 10 or not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if number <= top else None
+
+
+def parse_rtcp(get: Callable[[str], str]) -> tuple[RtcpResult, FarReport | None]:
+    """Read a ``RECV_RTCP_MESSAGE`` event (``get(header)`` gives a header's value or ""); never raises.
+
+    FreeSWITCH 1.10.12 (``switch_core_media_read_frame``, with ``process_rtcp_report`` in switch_rtp.c filling the
+    frame) prints, per report block ``i`` of the last SR or RR it read: ``Source<i>-SSRC`` (``%.8x``),
+    ``Source<i>-Fraction``, ``Source<i>-Lost`` (the signed 24-bit count sign-extended, printed ``%u``: a negative
+    count reads 4294967295 and below), ``Source<i>-Highest-Sequence-Number-Received``, ``Source<i>-Jitter``
+    (RTP timestamp units), ``Source<i>-LSR``/``-DLSR`` and ``Rtt<i>-Avg`` (``%f`` seconds: 0.7·previous + 0.3·(now −
+    LSR − DLSR)/65536, kept while reports echo no LSR; 0.000000 before the first), plus ``RTP-Rate`` (the codec's
+    RTP clock rate). Only block 0 is read: a call's far end reports on the one stream FreeSWITCH sends it.
+    """
+    fraction = _uint(get("Source0-Fraction"), 255)
+    raw_lost = _uint(get("Source0-Lost"), _U32 - 1)
+    highest = _uint(get("Source0-Highest-Sequence-Number-Received"), _U32 - 1)
+    source = get("Source0-SSRC")
+    if fraction is None and raw_lost is None and highest is None and not source:
+        return RtcpResult.NO_BLOCK, None
+    if fraction is None or raw_lost is None or highest is None:
+        return RtcpResult.UNREADABLE, None
+    lost = raw_lost - _U32 if raw_lost >= 1 << 31 else raw_lost
+    if not -(1 << 23) <= lost < 1 << 23:  # not a sign-extended 24-bit count
+        return RtcpResult.UNREADABLE, None
+    if not isinstance(source, str) or len(source) != 8 or any(c not in "0123456789abcdef" for c in source):
+        return RtcpResult.UNREADABLE, None
+    jitter_ms: float | None = None
+    jitter, rate = _uint(get("Source0-Jitter"), _U32 - 1), _uint(get("RTP-Rate"), RTP_RATES[1])
+    if jitter is not None and rate is not None and rate >= RTP_RATES[0]:
+        jitter_ms = 1000.0 * jitter / rate
+        if jitter_ms > MAX_JITTER_MS:
+            jitter_ms = None
+    rtt_ms: float | None = None
+    rtt = _number(get("Rtt0-Avg"))
+    if rtt is not None and 0 < rtt <= MAX_RTT_S:
+        rtt_ms = 1000.0 * rtt
+    return RtcpResult.OK, FarReport(source, fraction, lost, highest, jitter_ms, rtt_ms)
+
+
+def interval_loss(base: FarReport | None, latest: FarReport) -> float:
+    """The far end's loss (%) of our packets since the ``base`` report: from the cumulative counts (RFC 3550
+    A.3: Δlost / Δexpected, so reports lost on the way cost nothing), or the latest report's own fraction when
+    there is no usable base (the first report, another stream, counters that went back or jumped)."""
+    if base is not None and base.source == latest.source:
+        expected = latest.highest_seq - base.highest_seq
+        if 0 < expected <= MAX_EXPECTED:
+            return min(100.0, max(0.0, 100.0 * (latest.lost - base.lost) / expected))
+    return latest.loss_pct
+
+
+@dataclass(frozen=True)
+class Far:
+    """The far end's figures a point carries (see :class:`FarEnd`)."""
+
+    mos: float
+    loss_pct: float
+    jitter_ms: float | None
+    lost: int  # cumulative, as the far end last reported it
+    rtt_ms: float | None
+    fresh: bool  # reports arrived since the previous point (False: the last figures again, still current)
+
+
+class FarEnd:
+    """One call's RTCP receiver reports folded into its points (bounded: the latest report and a few figures)."""
+
+    def __init__(self, ttl: float = REPORT_TTL) -> None:
+        self.ttl = ttl
+        self.latest: FarReport | None = None
+        self.latest_at = 0.0
+        self.reports = 0  # taken in all
+        self._base: FarReport | None = None  # the latest report when the previous point was made
+        self._new = 0
+        self._jitter: float | None = None  # the largest jitter of the reports since the previous point
+        self._last: Far | None = None
+
+    def add(self, report: FarReport, at: float) -> None:
+        """A report arrived at ``at``."""
+        self.latest, self.latest_at = report, at
+        self.reports += 1
+        self._new += 1
+        if report.jitter_ms is not None:
+            self._jitter = max(self._jitter or 0.0, report.jitter_ms)
+
+    def take(self, at: float) -> Far | None:
+        """The far end's figures for a point made at ``at``: from the reports since the previous point; the
+        previous point's again when none came but the latest is younger than ``ttl``; None without one."""
+        latest = self.latest
+        if latest is None or at - self.latest_at > self.ttl:
+            self._last, self._new, self._jitter = None, 0, None
+            if latest is not None:
+                self._base = latest
+            return None
+        if not self._new:
+            return replace(self._last, fresh=False) if self._last is not None else None
+        loss = interval_loss(self._base, latest)
+        jitter, rtt = self._jitter, latest.rtt_ms
+        mos = e_model_mos(loss, jitter or 0.0, (rtt or 0.0) / 2)
+        self._last = Far(mos, loss, jitter, latest.lost, rtt, fresh=True)
+        self._base, self._new, self._jitter = latest, 0, None
+        return self._last
 
 
 # -- quality_low / quality_ok ------------------------------------------------------------------------------------
@@ -334,12 +507,44 @@ class Watch:
         return Change.LOW if self.low else Change.OK
 
 
-class Track:
-    """One call's live quality: the last reading, the last ``length`` points, the summary and the watch."""
+class _Stat:
+    """Smallest, mean and largest of a figure (bounded: three numbers and a count)."""
 
-    def __init__(self, length: int = 120, min_mos: float = 3.5, margin: float = 0.2, confirm: int = 2) -> None:
+    def __init__(self) -> None:
+        self.n, self.total = 0, 0.0
+        self.min: float | None = None
+        self.max: float | None = None
+
+    def add(self, value: float | None) -> None:
+        if value is None:
+            return
+        self.n += 1
+        self.total += value
+        self.min = value if self.min is None else min(self.min, value)
+        self.max = value if self.max is None else max(self.max, value)
+
+    def into(self, out: dict[str, Any], name: str) -> None:
+        out[name + "_min"] = _r2(self.min)
+        out[name + "_avg"] = _r2(self.total / self.n) if self.n else None
+        out[name + "_max"] = _r2(self.max)
+
+
+class Track:
+    """One call's live quality: the last reading, the far end's reports, the last ``length`` points, the summary
+    and the watches (``quality_low`` when either direction is low: :attr:`low_direction`)."""
+
+    def __init__(
+        self,
+        length: int = 120,
+        min_mos: float = 3.5,
+        margin: float = 0.2,
+        confirm: int = 2,
+        far_ttl: float = REPORT_TTL,
+    ) -> None:
         self.series: deque[Point] = deque(maxlen=max(1, length))
-        self.watch = Watch(min_mos, margin, confirm)
+        self.watch = Watch(min_mos, margin, confirm)  # what FreeSWITCH receives (in), over every point
+        self.out_watch = Watch(min_mos, margin, confirm)  # what the far end receives (out), over fresh reports only
+        self.far = FarEnd(far_ttl)
         self.last: Reading | None = None
         self.samples = 0
         self.low_events = 0
@@ -350,10 +555,17 @@ class Track:
         self._mos_n = 0
         self._jitter_max: float | None = None
         self._loss_max: float | None = None
+        self._out = {k: _Stat() for k in ("out_mos", "out_loss_pct", "out_jitter_ms", "rtt_ms")}
+
+    def report(self, report: FarReport, at: float) -> None:
+        """A far-end RTCP report arrived at ``at`` (it shows in the next point)."""
+        self.far.add(report, at)
 
     def add(self, current: Reading, at: float) -> tuple[Point, Change | None]:
         """Take a reading made at ``at``: its point, and the change of state it makes (if any)."""
-        p = point(self.last, current, at)
+        far = self.far.take(at)
+        latency = far.rtt_ms / 2 if far is not None and far.rtt_ms is not None else 0.0
+        p = replace(point(self.last, current, at, latency), far=far)
         self.last = current
         self.series.append(p)
         self.samples += 1
@@ -367,15 +579,31 @@ class Track:
             self._jitter_max = max(self._jitter_max or 0.0, p.jitter_ms)
         if p.loss_pct is not None:
             self._loss_max = max(self._loss_max or 0.0, p.loss_pct)
-        change = self.watch.update(p.mos)
+        was_low = self.low
+        self.watch.update(p.mos)
+        if far is not None and far.fresh:  # each far-end measurement counts once, however many points show it
+            self.out_watch.update(far.mos)
+            for name, value in (("out_mos", far.mos), ("out_loss_pct", far.loss_pct),
+                                ("out_jitter_ms", far.jitter_ms), ("rtt_ms", far.rtt_ms)):  # fmt: skip
+                self._out[name].add(value)
+        change = None
+        if self.low != was_low:
+            change = Change.LOW if self.low else Change.OK
         if change is Change.LOW:
             self.low_events += 1
         return p, change
 
     @property
     def low(self) -> bool:
-        """The call's quality is below the threshold now."""
-        return self.watch.low
+        """The call's quality is below the threshold now, in either direction."""
+        return self.watch.low or self.out_watch.low
+
+    @property
+    def low_direction(self) -> str | None:
+        """Which direction is low: ``in`` (what FreeSWITCH receives), ``out`` (what the far end receives), ``both``."""
+        if self.watch.low and self.out_watch.low:
+            return "both"
+        return "in" if self.watch.low else "out" if self.out_watch.low else None
 
     def points(self) -> list[dict[str, Any]]:
         """The series, oldest first."""
@@ -385,14 +613,18 @@ class Track:
         """The latest values (for the list of calls), None before the first sample."""
         if not self.series:
             return None
-        p = self.series[-1]
-        return {"t": round(p.t, 3), "mos": _r2(p.mos), "jitter_ms": _r2(p.jitter_ms), "loss_pct": _r2(p.loss_pct),
-                "low": self.low}  # fmt: skip
+        d = self.series[-1].to_dict()
+        out = {k: d[k] for k in ("t", "mos", "jitter_ms", "loss_pct", "out_mos", "out_jitter_ms", "out_loss_pct",
+                                 "rtt_ms")}  # fmt: skip
+        out["low"] = self.low
+        return out
 
     def summary(self) -> dict[str, Any]:
-        """Figures over every sample of the call (also those the bounded series no longer holds)."""
+        """Figures over every sample of the call (also those the bounded series no longer holds); the far end's
+        over the samples its reports came in (each report interval once)."""
         last = self.series[-1] if self.series else None
-        return {
+        far = last.far if last else None
+        out: dict[str, Any] = {
             "samples": self.samples,
             "mos": _r2(last.mos) if last else None,
             "mos_min": _r2(self._mos_min),
@@ -406,4 +638,13 @@ class Track:
             "low": self.low,
             "low_events": self.low_events,
             "min_mos": self.watch.min_mos,
+            "rtcp_reports": self.far.reports,
+            "out_mos": _r2(far.mos) if far else None,
+            "out_loss_pct": _r2(far.loss_pct) if far else None,
+            "out_jitter_ms": _r2(far.jitter_ms) if far else None,
+            "out_lost": far.lost if far else None,
+            "rtt_ms": _r2(far.rtt_ms) if far else None,
         }
+        for name, stat in self._out.items():
+            stat.into(out, name)
+        return out

@@ -14,6 +14,10 @@ only costs that sample. A call is sampled while it is answered (transfers and br
 more once it ended; its points go on ``call.live_quality`` (:class:`~orchestrator.calls.quality.Track`), stamped
 when the answer arrives; the metrics get one observation per sample, and ``quality_low`` / ``quality_ok``
 notices go to the listeners.
+
+The far end's RTCP reports (``RECV_RTCP_MESSAGE``, which the controller subscribes to when
+``freeswitch.rtcp_interval_ms`` and sampling are on) reach :meth:`QualitySampler.rtcp`: each is put on its call's
+track and shows in the call's next sample (direction ``out`` in the metrics, once per sample new reports came in).
 """
 
 from __future__ import annotations
@@ -171,12 +175,30 @@ class QualitySampler:
             return  # gone, no media yet, unreadable, or hung up while the reply was on its way
         self.add(call, reading)
 
+    def _track(self, call: Call) -> quality.Track:
+        if call.live_quality is None:
+            s = self.settings
+            ttl = max(quality.REPORT_TTL, 2 * self.interval)
+            call.live_quality = quality.Track(s.series_length, s.min_mos, far_ttl=ttl)
+        return call.live_quality
+
+    def rtcp(self, call: Call | None, header: Callable[[str], str]) -> quality.RtcpResult:
+        """A ``RECV_RTCP_MESSAGE`` for ``call`` (None: not one of ours): the far end's report goes on the call, to
+        show in its next sample. O(1) work and state per report, nothing logged: a far end may send any number."""
+        if call is None or not call.active:
+            result = quality.RtcpResult.UNKNOWN_CALL
+        else:
+            result, report = quality.parse_rtcp(header)
+            if report is not None:
+                self._track(call).report(report, self.clock())
+        self.metrics.rtcp_reports.labels(result).inc()
+        return result
+
     def add(self, call: Call, reading: quality.Reading) -> quality.Point:
         """Put a reading on the call: its point, the metrics and, when it crossed the threshold, a notice."""
         s = self.settings
-        if call.live_quality is None:
-            call.live_quality = quality.Track(s.series_length, s.min_mos)
-        point, change = call.live_quality.add(reading, self.clock())
+        track = self._track(call)
+        point, change = track.add(reading, self.clock())
         trunk = call.trunk if call.trunk in self.trunks else "other"
         m = self.metrics
         if point.mos is not None:
@@ -185,6 +207,14 @@ class QualitySampler:
             m.rtp_jitter.labels(trunk, "in").observe(point.jitter_ms)
         if point.loss_pct is not None:
             m.rtp_loss.labels(trunk, "in").observe(point.loss_pct)
+        far = point.far
+        if far is not None and far.fresh:  # one observation per far-end report interval
+            m.rtp_mos.labels(trunk, "out").observe(far.mos)
+            m.rtp_loss.labels(trunk, "out").observe(far.loss_pct)
+            if far.jitter_ms is not None:
+                m.rtp_jitter.labels(trunk, "out").observe(far.jitter_ms)
+            if far.rtt_ms is not None:
+                m.rtp_rtt.labels(trunk).observe(far.rtt_ms)
         if change is not None:
             if change is quality.Change.LOW:
                 m.quality_low.labels(trunk).inc()
@@ -194,7 +224,15 @@ class QualitySampler:
                 "min_mos": s.min_mos,
                 "jitter_ms": shown["jitter_ms"],
                 "loss_pct": shown["loss_pct"],
+                "out_mos": shown["out_mos"],
+                "out_jitter_ms": shown["out_jitter_ms"],
+                "out_loss_pct": shown["out_loss_pct"],
+                "rtt_ms": shown["rtt_ms"],
+                "direction": track.low_direction,
             }
-            log.info("call %s: %s (MOS %s, threshold %s)", call.uuid, change, data["mos"], s.min_mos)
+            log.info(
+                "call %s: %s (MOS %s, far end %s, threshold %s)",
+                call.uuid, change, data["mos"], data["out_mos"], s.min_mos,
+            )  # fmt: skip
             self._notify([Notice(_NOTICES[change], call, data)])
         return point

@@ -202,6 +202,13 @@ class FreeSwitch(Model):
         description="Hang up a call after this long without RTP (0 = never): the default of each trunk's "
         "media_timeout_seconds (recorded as media_timeout).",
     )
+    rtcp_interval_ms: int = Field(
+        5000,
+        ge=0,
+        le=60000,
+        description="RTCP reports FreeSWITCH sends every this many ms (sofia rtcp-audio-interval-msec), and the "
+        "far end's reports read for live quality (1000 to 60000; 0: off).",
+    )
     handoff_timeout_seconds: int = Field(
         10, ge=0, le=300, description="Reject (503) an inbound call the orchestrator has not claimed in time."
     )
@@ -212,6 +219,13 @@ class FreeSwitch(Model):
     @classmethod
     def _codecs(cls, v: list[str]) -> list[str]:
         return _unique(v, "codec")
+
+    @field_validator("rtcp_interval_ms")
+    @classmethod
+    def _rtcp(cls, v: int) -> int:
+        if 0 < v < 1000:
+            raise ValueError("rtcp_interval_ms is 0 (off) or 1000 to 60000")
+        return v
 
 
 class TcpTransport(Model):

@@ -12,6 +12,7 @@ Where each FreeSWITCH behaviour is modelled (each module names its FreeSWITCH 1.
 * :mod:`.gateways` -- gateway registration and OPTIONS state, the ``sofia::gateway_state`` event;
 * :mod:`.deadmedia` -- RTP stopping (MEDIA_TIMEOUT), hold and resume (CHANNEL_HOLD / CHANNEL_UNHOLD);
   :mod:`.limits` -- the ``limit`` application's hash backend (pure; run by :mod:`.lifecycle`'s dialplan steps);
+* :mod:`.rtcp` -- the far end's RTCP reports and the ``RECV_RTCP_MESSAGE`` event;
 * pure helpers: :mod:`.sofiavars` (mod_sofia's variables), :mod:`.callerprofile` (caller-profile order).
 """
 
@@ -33,6 +34,7 @@ from .lifecycle import ChannelLifecycle
 from .limits import HashLimits
 from .recording import Recordings
 from .refer import Refer
+from .rtcp import Rtcp
 from .transfer import Transfers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CallFlows", "DialError", "Outcome", "parse_dial_string"]
 
 
-class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Recordings, Gateways, DeadMedia):
+class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Recordings, Gateways, DeadMedia, Rtcp):
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
     channels: dict[str, SimChannel]

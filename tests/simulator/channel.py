@@ -94,6 +94,7 @@ SOURCES: dict[str, tuple[str, str, int]] = {
     # not recorded: where switch_event_create_subclass is called in FreeSWITCH v1.10.12
     "GATEWAY_STATE": ("sofia_reg.c", "sofia_reg_fire_custom_gateway_state_event", 156),
     "HEARTBEAT": ("switch_core.c", "send_heartbeat", 95),
+    "RECV_RTCP_MESSAGE": ("switch_core_media.c", "switch_core_media_read_frame", 2945),
     "CUSTOM": ("mod_sofia.c", "sofia_event_callback", 1),
 }
 
@@ -314,6 +315,8 @@ class SimChannel:
     #: the live RTP counters (:mod:`simulator.rtpstats`), from the first ``mediaStats`` or ``sim.set_rtp``;
     #: once there, the hang-up's ``rtp_audio_*`` variables come from it instead of ``rtp_stats``
     rtp: Any = field(default=None, repr=False)
+    #: the RTP session's last RTCP report read (:class:`simulator.rtcp.RtcpFrame`), from the first one received
+    rtcp_frame: Any = field(default=None, repr=False)
     #: a raw ``json`` API reply to give instead of the real one (tests of what FreeSWITCH could send)
     media_stats_reply: str | None = field(default=None, repr=False)
     # -- internals -------------------------------------------------------------------------------

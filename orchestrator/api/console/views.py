@@ -108,10 +108,16 @@ def seconds(value: Any) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+#: a live sample's figures the Now page shows: what FreeSWITCH receives, then (from the far end's RTCP reports, when
+#: it sends them) what the far end receives and the round trip
+LIVE_FIGURES = ("mos", "jitter_ms", "loss_pct", "out_mos", "out_jitter_ms", "out_loss_pct", "rtt_ms")
+
+
 def live_quality(summary: Mapping[str, Any]) -> dict[str, float] | None:
-    """The current MOS, jitter and loss of a live call's summary (``quality``: the latest sample), if any."""
+    """The current MOS, jitter and loss of a live call's summary (``quality``: the latest sample) and, when the far
+    end sends RTCP, its own (``out_*``) and the RTT, if any."""
     q = _dict(summary.get("quality"))
-    out = {k: v for k in ("mos", "jitter_ms", "loss_pct") if (v := _num(q.get(k))) is not None}
+    out = {k: v for k in LIVE_FIGURES if (v := _num(q.get(k))) is not None}
     return out or None
 
 
@@ -276,7 +282,9 @@ def _sort_timed(steps: list[Step]) -> None:
 
 def quality_series(record: Mapping[str, Any]) -> dict[str, list[float | None]] | None:
     """The live samples of a record (``quality.series``) as columns for the chart: ``t`` (epoch seconds), ``mos``,
-    ``jitter_ms``, ``loss_pct``; None when the record has no series (calls before live quality, or not sampled)."""
+    ``jitter_ms``, ``loss_pct`` and, when any sample has them (the far end sent RTCP), ``out_mos``,
+    ``out_jitter_ms``, ``out_loss_pct``, ``rtt_ms``; None when the record has no series (calls before live
+    quality, or not sampled)."""
     series = _dict(record.get("quality")).get("series")
     if not isinstance(series, list):
         return None
@@ -290,6 +298,10 @@ def quality_series(record: Mapping[str, Any]) -> dict[str, list[float | None]] |
     columns: dict[str, list[float | None]] = {"t": [p[0] for p in points]}
     for key in ("mos", "jitter_ms", "loss_pct"):
         columns[key] = [_num(p[1].get(key)) for p in points]
+    for key in ("out_mos", "out_jitter_ms", "out_loss_pct", "rtt_ms"):
+        column = [_num(p[1].get(key)) for p in points]
+        if any(v is not None for v in column):
+            columns[key] = column
     return columns
 
 
@@ -305,9 +317,20 @@ def quality_figures(record: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("loss_pct_max", "highest loss (live)", "{:.1f} %"),
         ("samples", "samples", "{:.0f}"),
         ("low_events", "quality_low events", "{:.0f}"),
+        ("out_mos_min", "lowest far-end MOS (its RTCP)", "{:.2f}"),
+        ("out_mos_avg", "average far-end MOS (its RTCP)", "{:.2f}"),
+        ("out_jitter_ms_max", "highest far-end jitter (its RTCP)", "{:.1f} ms"),
+        ("out_loss_pct_max", "highest far-end loss (its RTCP)", "{:.1f} %"),
+        ("out_lost", "packets the far end lost (its RTCP, whole call)", "{:.0f}"),
+        ("rtt_ms_avg", "average round trip (RTCP)", "{:.0f} ms"),
+        ("rtt_ms_max", "longest round trip (RTCP)", "{:.0f} ms"),
     ):
         if (v := _num(summary.get(key))) is not None:
             out.append((label, fmt.format(v)))
+    if _num(summary.get("rtcp_reports")) == 0:
+        out.append(("far-end RTCP reports", "none (the far end sent no RTCP, or RTCP is off)"))
+    elif (reports := _num(summary.get("rtcp_reports"))) is not None:
+        out.append(("far-end RTCP reports", f"{reports:.0f}"))
     for key, label, fmt in (
         ("mos", "MOS at hang-up (FreeSWITCH, whole call)", "{:.2f}"),
         ("quality_percentage", "quality % (FreeSWITCH)", "{:.0f} %"),

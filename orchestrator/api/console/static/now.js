@@ -27,6 +27,13 @@
 
   function cell(text, cls) { return C.el("td", cls ? { className: cls } : {}, text); }
 
+  /* "4.37", or "4.37 / 3.92" when the far end's own figure (its RTCP reports) is there too */
+  function pair(here, far, digits, unit) {
+    function f(v) { return v === undefined ? "–" : v.toFixed(digits) + unit; }
+    if (far === undefined) return here === undefined ? "" : f(here);
+    return f(here) + " / " + f(far);
+  }
+
   function row(r) {
     var tr = C.el("tr", { "data-id": r.id });
     var td = C.el("td");
@@ -38,9 +45,13 @@
     tr.appendChild(cell(r.srtp || "no"));
     var q = r.quality;
     if (q) {
-      tr.appendChild(cell(q.mos !== undefined ? q.mos.toFixed(2) : "", "num mos" + (r.quality_low ? " bad" : "")));
-      tr.appendChild(cell(q.jitter_ms !== undefined ? q.jitter_ms.toFixed(1) + " ms" : "", "num"));
-      tr.appendChild(cell(q.loss_pct !== undefined ? q.loss_pct.toFixed(1) + " %" : "", "num"));
+      var mos = cell(pair(q.mos, q.out_mos, 2, ""), "num mos" + (r.quality_low ? " bad" : ""));
+      if (q.out_mos !== undefined || q.rtt_ms !== undefined) {
+        mos.title = "received here / at the far end (its RTCP)" + (q.rtt_ms !== undefined ? "; round trip " + q.rtt_ms.toFixed(0) + " ms" : "");
+      }
+      tr.appendChild(mos);
+      tr.appendChild(cell(pair(q.jitter_ms, q.out_jitter_ms, 1, " ms"), "num"));
+      tr.appendChild(cell(pair(q.loss_pct, q.out_loss_pct, 1, " %"), "num"));
     } else {
       ["–", "–", "–"].forEach(function (v) { tr.appendChild(cell(v, "muted")); });
     }
