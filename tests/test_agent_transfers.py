@@ -85,7 +85,7 @@ class RefusingControl(Control):
 
     bridge: Any = None
 
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
+    async def transfer(self, uuid: str, target: str, **kw: Any) -> None:
         self.calls.append(("transfer", uuid, target))
         notice = type("N", (), {"kind": "transfer", "call": type("C", (), {"uuid": uuid})(), "data": {}})()
         notice.data = {"succeeded": False, "detail": "-ERR Cannot deflect a channel that is not answered"}

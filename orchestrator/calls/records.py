@@ -103,7 +103,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "refused": call.refused or None,
         "limit": call.limit or None,
         "hold": {"count": call.holds, "seconds": _round(call.held_seconds)} if call.holds else None,
-        "transfer": vars(call.transfer) if call.transfer else None,
+        "transfer": call.transfer.to_dict() if call.transfer else None,
         "dtmf": {"received": call.dtmf_in, "sent": call.dtmf_out},
         "quality": quality(call),
         "fork": call.fork,

@@ -59,7 +59,16 @@ class CallControl(Protocol):
     """What the bridge asks of the call controller."""
 
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None: ...
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None: ...
+    async def transfer(
+        self,
+        uuid: str,
+        target: str,
+        *,
+        method: str | None = "refer",
+        trunk: str | None = None,
+        mode: str | None = None,
+        brief: str | None = None,
+    ) -> None: ...
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None: ...
     async def record(self, uuid: str, action: str) -> dict[str, Any]: ...
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
@@ -519,10 +528,16 @@ class Session:
             return
         assert control is not None and self.life.transfer is not None
         self._arm()
-        self.spawn(self._request_transfer(control, self.life.transfer))
+        self.spawn(self._request_transfer(control, self.life.transfer, action))
 
-    async def _request_transfer(self, control: CallControl, pending: PendingTransfer) -> None:
-        ok, detail = await self._control(control.transfer(self.call_id, pending.target))
+    async def _request_transfer(
+        self, control: CallControl, pending: PendingTransfer, action: base.TransferAction
+    ) -> None:
+        if action.mode == "attended":  # the target is dialled through the call's trunk; the caller stays here
+            request = control.transfer(self.call_id, pending.target, method="attended", brief=action.brief)
+        else:
+            request = control.transfer(self.call_id, pending.target)
+        ok, detail = await self._control(request)
         if not ok:  # refused at once (the controller may also have sent a transfer notice: answered once)
             self._decide(self.life.transfer_refused(pending, detail))
 
