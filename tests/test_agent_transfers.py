@@ -157,3 +157,35 @@ async def test_after_a_successful_transfer_the_agent_closing_is_no_failure() -> 
         await agent.close(1011, "bye")
         await asyncio.sleep(0.2)
         assert h.control.calls == [("transfer", CID, "+15550001111")]  # no hang-up, no prompt: the call left
+
+
+async def test_an_attended_transfer_asks_the_controller_for_one_and_answers_with_its_outcome() -> None:
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
+        await started(h, agent)
+        await agent.send_json(
+            {"type": "transfer", "target": "+15550001111", "mode": "attended", "brief": "VIP", "id": "r1"}
+        )
+        await wait_until(lambda: h.control.calls)
+        assert h.control.transfer_kwargs == [{"method": "attended", "brief": "VIP"}]
+        h.notice(
+            "transfer",
+            CID,
+            succeeded=False,
+            sip_status=486,
+            detail="Busy Here: the target is busy",
+            call_continues=True,
+            mode="attended",
+            reason="busy",
+        )
+        await agent.wait_for(lambda: agent.session.of_type("result"))
+        (result,) = agent.session.of_type("result")
+    assert result["ok"] is False and "SIP 486 Busy Here: the target is busy" in result["detail"]
+    assert "still on the line with you" in result["detail"]
+
+
+async def test_a_blind_transfer_asks_for_the_default_method() -> None:
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
+        await started(h, agent)
+        await agent.send_transfer("+15550001111", request_id="r1")
+        await wait_until(lambda: h.control.calls)
+        assert h.control.transfer_kwargs == [{}]

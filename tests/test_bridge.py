@@ -28,6 +28,7 @@ class Control:
         self.calls: list[tuple[Any, ...]] = []
         self.records: dict[str, dict[str, Any]] = {}
         self.transfer_error: Exception | None = None
+        self.transfer_kwargs: list[dict[str, Any]] = []  # what each transfer asked besides the target
         self.record_error: Exception | None = None
         self.claimed: set[str] = set()  # tokens used: each is good once
         self.ended: set[str] = set()  # calls that are over (their forks are refused)
@@ -37,6 +38,7 @@ class Control:
 
     async def transfer(self, uuid: str, target: str, **kw: Any) -> None:
         self.calls.append(("transfer", uuid, target))
+        self.transfer_kwargs.append(kw)
         if self.transfer_error:
             raise self.transfer_error
 

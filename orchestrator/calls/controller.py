@@ -749,7 +749,7 @@ class Controller:
         uuid: str,
         target: str,
         *,
-        method: str | None = "refer",
+        method: str | None = None,
         trunk: str | None = None,
         mode: str | None = None,
         brief: str | None = None,
