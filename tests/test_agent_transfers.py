@@ -189,3 +189,26 @@ async def test_a_blind_transfer_asks_for_the_default_method() -> None:
         await agent.send_transfer("+15550001111", request_id="r1")
         await wait_until(lambda: h.control.calls)
         assert h.control.transfer_kwargs == [{}]
+
+
+async def test_once_bridged_to_a_person_the_agent_is_told_and_let_go_without_hanging_up() -> None:
+    """An attended (or bridge) transfer stops the fork before the bridge: that close is no media loss, and once the
+    caller talks to the person the agent hears the outcome and its connection is closed; the call goes on."""
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
+        f = await h.fork()
+        await agent.wait_session()
+        await wait_until(lambda: CID in h.bridge.sessions and h.bridge.sessions[CID].state == "open")
+        session = h.bridge.sessions[CID]
+        await agent.send_json({"type": "transfer", "target": "+15550001111", "mode": "attended", "id": "r1"})
+        await wait_until(lambda: h.control.calls)
+        await f.ws.close()  # the controller stopped the fork for the bridge
+        await wait_until(lambda: session.fork is None)
+        h.notice("transfer", CID, succeeded=True, bridged=True, mode="attended", ring_seconds=2.5)
+        run_clocks(session, 30)  # well past the fork grace time
+        await agent.wait_for(lambda: agent.session.of_type("stop"))
+        (result,) = agent.session.of_type("result")
+        assert result["ok"] is True and "succeeded" in result["detail"]
+        assert agent.session.of_type("stop") == [{"type": "stop", "reason": "transferred"}]
+        await wait_until(lambda: CID not in h.bridge.sessions)
+    assert [c[0] for c in h.control.calls] == ["transfer"]  # no hang-up, no prompt
+    assert h.control.records[CID]["outcome"] == "completed"

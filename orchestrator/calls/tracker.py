@@ -473,7 +473,7 @@ class CallTracker:
         call.transfer.status = TransferStatus.SUCCEEDED
         call.transfer.detail = "bridged"
         call.state = CallState.BRIDGED
-        data = {"succeeded": True, "mode": "attended", "ring_seconds": a.ring_seconds}
+        data = {"succeeded": True, "bridged": True, "mode": "attended", "ring_seconds": a.ring_seconds}
         return [], [Notice(NoticeKind.TRANSFER, call, data)]
 
     def _attended_step(
@@ -845,7 +845,7 @@ class CallTracker:
         if event.name == "CHANNEL_BRIDGE":
             call.transfer.status = TransferStatus.SUCCEEDED
             call.state = CallState.BRIDGED
-            return [], [Notice(NoticeKind.TRANSFER, call, {"succeeded": True})]
+            return [], [Notice(NoticeKind.TRANSFER, call, {"succeeded": True, "bridged": True})]
         return [], []
 
     def _dtmf(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:

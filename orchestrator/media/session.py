@@ -542,8 +542,13 @@ class Session:
             self._decide(self.life.transfer_refused(pending, detail))
 
     def transfer_outcome(self, data: dict[str, Any]) -> None:
-        """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command."""
+        """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command.
+
+        ``bridged``: the caller talks to the transfer target now (the call goes on without the agent): the agent
+        hears the outcome, then its connection is closed and the session ends."""
         self._decide(self.life.transfer_outcome(data))
+        if data.get("succeeded") is True and data.get("bridged") is True:
+            self.call_ended("transferred")
 
     def _answer_transfer(self, answer: TransferAnswer) -> None:
         self._event("transfer", {"target": answer.target, "ok": answer.ok, "detail": answer.text})
@@ -659,8 +664,9 @@ class Session:
         self._arm()
         return old
 
-    def call_ended(self) -> None:
-        """FreeSWITCH reported the hang-up: close both sockets and write the summary."""
+    def call_ended(self, reason: str = "call ended") -> None:
+        """FreeSWITCH reported the hang-up (or the call was bridged to a person): close both sockets and write the
+        summary."""
         if not self.life.ended():
             return
         self._arm()
@@ -670,9 +676,9 @@ class Session:
         self.bridge.pacing.discard(self)
         if self.agent is not None:
             self.flush_caller_audio()
-            for message in self.adapter.close("call ended"):
+            for message in self.adapter.close(reason):
                 self.agent.send(message)
-            self.agent.close(1000, "call ended")
+            self.agent.close(1000, reason)
         if self.fork is not None:  # FreeSWITCH closes it after the hang-up; don't rely on it
             self.fork.close(1000, "")
         self.bridge.finished(self)
