@@ -85,6 +85,7 @@ class Attempt:
     due: float  # no outcome by then: the attempt fails (the controller arms a timer)
     stage: Stage = Stage.DIALING
     created: bool = False  # FreeSWITCH created the leg (its HANGUP_COMPLETE will tell how it ended)
+    created_at: float | None = None  # when, by FreeSWITCH's clock (CHANNEL_CREATE)
     ringing_at: float | None = None
     answered_at: float | None = None
     briefed_at: float | None = None
@@ -103,14 +104,18 @@ class Attempt:
 
     @property
     def ring_seconds(self) -> float | None:
-        """From the originate to the answer (or to the failure when it never answered)."""
+        """From the INVITE (the leg's creation; else the request) to the answer, or to the failure when it never
+        answered."""
         end = self.answered_at if self.answered_at is not None else self.failed_at
-        return round(max(0.0, end - self.started_at), 3) if end is not None else None
+        start = self.created_at if self.created_at is not None else self.started_at
+        return round(max(0.0, end - start), 3) if end is not None else None
 
     # -- the target leg's events ------------------------------------------------------------------
-    def leg_created(self) -> None:
-        """CHANNEL_CREATE of the target leg: it exists in FreeSWITCH."""
+    def leg_created(self, when: float | None = None) -> None:
+        """CHANNEL_CREATE of the target leg: it exists in FreeSWITCH (since ``when``)."""
         self.created = True
+        if self.created_at is None:
+            self.created_at = when
 
     def progress(self, when: float) -> None:
         """180 / 183 from the target."""
@@ -226,6 +231,7 @@ class Attempt:
             "announcement": self.announcement or None,
             "ring_timeout_seconds": self.ring_timeout,
             "started_at": _round(self.started_at),
+            "created_at": _round(self.created_at),
             "ringing_at": _round(self.ringing_at),
             "answered_at": _round(self.answered_at),
             "briefed_at": _round(self.briefed_at),

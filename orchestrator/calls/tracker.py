@@ -446,7 +446,7 @@ class CallTracker:
         when = _when(event) or self.clock()
         name = event.name
         if name == "CHANNEL_CREATE":
-            a.leg_created()
+            a.leg_created(_ts(event.get("Caller-Channel-Created-Time")) or when)
         elif name in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA"):
             a.progress(when)
         elif name == "CHANNEL_ANSWER":
