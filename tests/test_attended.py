@@ -244,7 +244,7 @@ def test_resync_hangs_up_an_orphaned_target_leg_but_not_a_bridged_one() -> None:
     ringing = Event({"Unique-ID": LEG, "variable_sipagent_transfer_of": INBOUND_UUID, "Answer-State": "ringing"})
     actions, _ = t.resync("fs1", {LEG: ringing})
     assert [a.command for a in actions] == [f"uuid_kill {LEG} NORMAL_CLEARING"]
-    bridged = Event({**ringing.headers, "variable_current_application": "uuid_bridge"})
+    bridged = Event({**ringing.headers, "variable_bridge_uuid": INBOUND_UUID})
     assert t.resync("fs1", {LEG: bridged}) == ([], [])
 
 
@@ -483,3 +483,13 @@ def test_split_args_sees_one_originate_argument_for_a_hostile_brief() -> None:
     command = commands.originate(variables, d.dial_string)
     args = split_args(command.removeprefix("originate "))
     assert len(args) == 2 and args[1] == "&park()"
+
+
+def test_resync_re_attaches_a_bridged_caller_as_bridged_without_forking_it() -> None:
+    t = tracker()
+    evs = [ours(e, **INBOUND_VARS) for e in recorded("02-inbound-call/esl.bin")]
+    answer = next(e for e in evs if e.name == "CHANNEL_ANSWER")
+    dump = Event({**answer.headers, "Answer-State": "answered", "variable_bridge_uuid": LEG})
+    actions, notices = t.resync("fs1", {INBOUND_UUID: dump})
+    assert actions == [] and [n.data for n in notices] == [{"reattached": True}]
+    assert t.calls[INBOUND_UUID].state is CallState.BRIDGED

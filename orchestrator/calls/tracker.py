@@ -575,8 +575,8 @@ class CallTracker:
         An attended transfer's target leg that is not bridged yet lost its attempt with the restart: hung up."""
         owner = dump.variable(TRANSFER_OF)
         if owner and dump.uuid not in self.legs and _CALL_ID.fullmatch(dump.uuid):
-            if dump.variable("current_application") == "uuid_bridge":
-                return [], []  # the caller talks to it: nothing of ours to do
+            if dump.variable("bridge_uuid"):
+                return [], []  # bridged: the caller talks to it, nothing of ours to do
             return [Api(node, commands.uuid_kill(dump.uuid, "NORMAL_CLEARING"), dump.uuid)], []
         call = self._from_channel(node, dump)
         if call is None:
@@ -593,7 +593,7 @@ class CallTracker:
             if path and self.policy.recording.directory and path == self._recording_path(call):
                 # recorded before the restart: FreeSWITCH's recording goes on (a pause is not known here)
                 call.recording.path, call.recording.state = path, rec.RecState.RECORDING
-            if dump.variable("current_application") in ("uuid_bridge", "bridge"):
+            if dump.variable("bridge_uuid"):
                 # transferred to a person before the restart: the caller talks to them, not to an agent
                 call.state = CallState.BRIDGED
                 return [], [Notice(NoticeKind.ANSWERED, call, {"reattached": True})]

@@ -147,6 +147,8 @@ async def test_target_answers_is_briefed_and_bridged_to_the_caller(env: MediaEnv
         client = r.controller.nodes["fs1"].client
         assert (await client.api(f"uuid_getvar {uuid} bridge_uuid")).strip() == leg
         assert (await client.api(f"uuid_getvar {leg} bridge_uuid")).strip() == uuid
+        # current_application stays park (what the simulator models): a restarted orchestrator reads bridge_uuid
+        assert (await client.api(f"uuid_getvar {uuid} current_application")).strip() == "park"
         deadline = time.monotonic() + 5
         while True:
             calls = json.loads(await client.api("show calls as json"))
