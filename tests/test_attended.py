@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from simulator import SimulatedFreeSwitch, split_args
+from simulator import SimulatedFreeSwitch, fsstrings, split_args
 from test_controller import API_TOKEN, Harness, make_controller
 from test_controller import deployment_text as base_deployment
 from test_tracker import INBOUND_UUID, INBOUND_VARS, feed, ours, recorded, tracker
@@ -23,6 +23,7 @@ from orchestrator.calls import dialing, outcome, records
 from orchestrator.calls.controller import CallError
 from orchestrator.calls.tracker import CallState, TransferStatus
 from orchestrator.config import check_text
+from orchestrator.esl import commands
 from orchestrator.esl.protocol import Event
 
 LEG = "9b0c8a52-1f00-4d7e-9a51-0c1d2e3f4a5b"
@@ -478,11 +479,12 @@ def test_split_args_sees_one_originate_argument_for_a_hostile_brief() -> None:
         brief_header="X-Transfer-Brief",
     )
     variables = dialing.attended_variables(d, LEG, INBOUND_UUID, 5)
-    from orchestrator.esl import commands
-
     command = commands.originate(variables, d.dial_string)
     args = split_args(command.removeprefix("originate "))
     assert len(args) == 2 and args[1] == "&park()"
+    parsed = fsstrings.parse_dial_string(args[0])  # as FreeSWITCH takes the dial string apart
+    assert dict(parsed.variables)["sip_h_X-Transfer-Brief"] == "it's 'quoted' \\ {braced} a,b"
+    assert parsed.groups[0][0].endpoint == f"sofia/gateway/carrier/{TARGET}"
 
 
 def test_resync_re_attaches_a_bridged_caller_as_bridged_without_forking_it() -> None:
