@@ -43,6 +43,8 @@ DESTINATION: Final = PREFIX + "destination"
 DEFAULT_CALLER_ID: Final = PREFIX + "default_caller_id"
 #: the file a call is being recorded to (set by the controller before ``uuid_record start``; read back on re-attach)
 RECORDING_PATH: Final = PREFIX + "recording_path"
+#: on an attended transfer's target leg: the call (its UUID) the target is being dialled for
+TRANSFER_OF: Final = PREFIX + "transfer_of"
 #: a global variable, not a channel's: the digest of the rendered files (``global_getvar sipagent_config_digest``)
 CONFIG_DIGEST: Final = PREFIX + "config_digest"
 

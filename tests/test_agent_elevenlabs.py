@@ -489,3 +489,26 @@ def test_overrides_go_into_conversation_initiation_client_data() -> None:
     assert json.loads(voice_only)["conversation_config_override"] == {"tts": {"voice_id": "v_2"}}
     (plain,) = adapter().open()
     assert "conversation_config_override" not in json.loads(plain)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "action"),
+    [
+        (
+            {"number": "+4930999", "mode": "attended", "brief": "Refund for order 12"},
+            TransferAction("+4930999", "tc_1", "attended", "Refund for order 12"),
+        ),
+        (
+            {"number": "+4930999", "mode": "Warm", "summary": "VIP"},
+            TransferAction("+4930999", "tc_1", "attended", "VIP"),
+        ),
+        ({"number": "+4930999", "mode": "cold", "brief": "ignored"}, TransferAction("+4930999", "tc_1")),
+    ],
+)
+def test_attended_transfer_tool(parameters: dict[str, object], action: TransferAction) -> None:
+    assert adapter().receive(tool_call("transfer_call", parameters)) == [action]
+
+
+def test_attended_transfer_tool_with_a_bad_mode_is_an_error_result() -> None:
+    (result,) = tool_results(adapter().receive(tool_call("transfer_call", {"number": "+4930999", "mode": "hot"})))
+    assert result["is_error"] is True and "mode" in result["result"]

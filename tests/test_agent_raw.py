@@ -158,3 +158,32 @@ def test_clear_restarts_the_output_resampler() -> None:
     first = proto.receive(utterance)[0].pcm
     assert proto.receive(json.dumps({"type": "clear"})) == [Clear()]
     assert proto.receive(utterance)[0].pcm == first
+
+
+@pytest.mark.parametrize(
+    ("message", "action"),
+    [
+        (
+            {"type": "transfer", "target": "+4930999", "mode": "attended", "brief": " VIP\ncaller ", "id": "t1"},
+            TransferAction("+4930999", "t1", "attended", "VIP caller"),
+        ),
+        ({"type": "transfer", "target": "+4930999", "mode": "warm"}, TransferAction("+4930999", None, "attended")),
+        # a blind transfer briefs nobody: the brief is dropped
+        ({"type": "transfer", "target": "+4930999", "mode": "blind", "brief": "x"}, TransferAction("+4930999")),
+    ],
+)
+def test_attended_transfer_request(message: dict[str, object], action: TransferAction) -> None:
+    assert adapter().receive(json.dumps(message)) == [action]
+
+
+@pytest.mark.parametrize(
+    ("extra", "detail"),
+    [
+        ({"mode": "lukewarm"}, "'mode'"),
+        ({"mode": "attended", "brief": 7}, "'brief'"),
+        ({"mode": "attended", "brief": "x" * 1025}, "longer"),
+    ],
+)
+def test_bad_attended_transfer_requests_are_violations(extra: dict[str, object], detail: str) -> None:
+    (violation,) = adapter().receive(json.dumps({"type": "transfer", "target": "+4930999", **extra}))
+    assert isinstance(violation, ProtocolViolation) and detail in violation.detail

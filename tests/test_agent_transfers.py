@@ -85,7 +85,7 @@ class RefusingControl(Control):
 
     bridge: Any = None
 
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
+    async def transfer(self, uuid: str, target: str, **kw: Any) -> None:
         self.calls.append(("transfer", uuid, target))
         notice = type("N", (), {"kind": "transfer", "call": type("C", (), {"uuid": uuid})(), "data": {}})()
         notice.data = {"succeeded": False, "detail": "-ERR Cannot deflect a channel that is not answered"}
@@ -157,3 +157,58 @@ async def test_after_a_successful_transfer_the_agent_closing_is_no_failure() -> 
         await agent.close(1011, "bye")
         await asyncio.sleep(0.2)
         assert h.control.calls == [("transfer", CID, "+15550001111")]  # no hang-up, no prompt: the call left
+
+
+async def test_an_attended_transfer_asks_the_controller_for_one_and_answers_with_its_outcome() -> None:
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
+        await started(h, agent)
+        await agent.send_json(
+            {"type": "transfer", "target": "+15550001111", "mode": "attended", "brief": "VIP", "id": "r1"}
+        )
+        await wait_until(lambda: h.control.calls)
+        assert h.control.transfer_kwargs == [{"method": "attended", "brief": "VIP"}]
+        h.notice(
+            "transfer",
+            CID,
+            succeeded=False,
+            sip_status=486,
+            detail="Busy Here: the target is busy",
+            call_continues=True,
+            mode="attended",
+            reason="busy",
+        )
+        await agent.wait_for(lambda: agent.session.of_type("result"))
+        (result,) = agent.session.of_type("result")
+    assert result["ok"] is False and "SIP 486 Busy Here: the target is busy" in result["detail"]
+    assert "still on the line with you" in result["detail"]
+
+
+async def test_a_blind_transfer_asks_for_the_default_method() -> None:
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
+        await started(h, agent)
+        await agent.send_transfer("+15550001111", request_id="r1")
+        await wait_until(lambda: h.control.calls)
+        assert h.control.transfer_kwargs == [{}]
+
+
+async def test_once_bridged_to_a_person_the_agent_is_told_and_let_go_without_hanging_up() -> None:
+    """An attended (or bridge) transfer stops the fork before the bridge: that close is no media loss, and once the
+    caller talks to the person the agent hears the outcome and its connection is closed; the call goes on."""
+    async with FakeRawAgent() as agent, Harness({"protocol": "raw", "url": agent.url}) as h:
+        f = await h.fork()
+        await agent.wait_session()
+        await wait_until(lambda: CID in h.bridge.sessions and h.bridge.sessions[CID].state == "open")
+        session = h.bridge.sessions[CID]
+        await agent.send_json({"type": "transfer", "target": "+15550001111", "mode": "attended", "id": "r1"})
+        await wait_until(lambda: h.control.calls)
+        await f.ws.close()  # the controller stopped the fork for the bridge
+        await wait_until(lambda: session.fork is None)
+        h.notice("transfer", CID, succeeded=True, bridged=True, mode="attended", ring_seconds=2.5)
+        run_clocks(session, 30)  # well past the fork grace time
+        await agent.wait_for(lambda: agent.session.of_type("stop"))
+        (result,) = agent.session.of_type("result")
+        assert result["ok"] is True and "succeeded" in result["detail"]
+        assert agent.session.of_type("stop") == [{"type": "stop", "reason": "transferred"}]
+        await wait_until(lambda: CID not in h.bridge.sessions)
+    assert [c[0] for c in h.control.calls] == ["transfer"]  # no hang-up, no prompt
+    assert h.control.records[CID]["outcome"] == "completed"

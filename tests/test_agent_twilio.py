@@ -10,7 +10,7 @@ import pytest
 from audio_tools import dominant_frequency, tone
 
 from orchestrator import agents
-from orchestrator.agents.base import CallInfo, Clear, Mark, Play, ProtocolViolation
+from orchestrator.agents.base import CallInfo, Clear, Mark, Play, ProtocolViolation, TransferAction
 from orchestrator.agents.twilio import ACCOUNT_SID, TwilioProtocol, call_sid
 from orchestrator.audio.convert import audioop
 from orchestrator.config.model import TwilioAgent
@@ -185,3 +185,23 @@ def test_malformed_messages_are_protocol_violations(message: str | bytes, where:
     (violation,) = adapter().receive(message)
     assert isinstance(violation, ProtocolViolation)
     assert where in violation.where and detail in violation.detail
+
+
+def test_transfer_extension_and_its_result() -> None:
+    proto = adapter()
+    proto.open()
+    body = {"target": "+4930999", "mode": "attended", "brief": "VIP", "id": "t1"}
+    message = json.dumps({"event": "transfer", "streamSid": proto.stream_sid, "transfer": body})
+    assert proto.receive(message) == [TransferAction("+4930999", "t1", "attended", "VIP")]
+    blind = json.dumps({"event": "transfer", "transfer": {"target": "sip:desk@pbx.example.com"}})
+    assert proto.receive(blind) == [TransferAction("sip:desk@pbx.example.com")]
+    (result,) = [json.loads(m) for m in proto.tool_result("t1", "The transfer failed", is_error=True)]
+    assert result == {
+        "event": "transferResult",
+        "sequenceNumber": "2",  # start was 1
+        "transferResult": {"id": "t1", "ok": False, "detail": "The transfer failed"},
+        "streamSid": proto.stream_sid,
+    }
+    for bad in ({"target": "two words"}, {"target": "+4930999", "mode": "hot"}, {"target": "+1", "id": 5}):
+        (violation,) = proto.receive(json.dumps({"event": "transfer", "transfer": bad}))
+        assert isinstance(violation, ProtocolViolation)

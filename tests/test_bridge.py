@@ -28,6 +28,7 @@ class Control:
         self.calls: list[tuple[Any, ...]] = []
         self.records: dict[str, dict[str, Any]] = {}
         self.transfer_error: Exception | None = None
+        self.transfer_kwargs: list[dict[str, Any]] = []  # what each transfer asked besides the target
         self.record_error: Exception | None = None
         self.claimed: set[str] = set()  # tokens used: each is good once
         self.ended: set[str] = set()  # calls that are over (their forks are refused)
@@ -35,8 +36,9 @@ class Control:
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None:
         self.calls.append(("hangup", uuid, reason, by))
 
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
+    async def transfer(self, uuid: str, target: str, **kw: Any) -> None:
         self.calls.append(("transfer", uuid, target))
+        self.transfer_kwargs.append(kw)
         if self.transfer_error:
             raise self.transfer_error
 

@@ -276,7 +276,7 @@ def test_bridge_transfer_success_and_failure() -> None:
     t.start_transfer(INBOUND_UUID, "bridge", "+15559998888")
     bridge = Event(dict(park.headers, **{"Event-Name": "CHANNEL_BRIDGE"}))
     _, notices = feed(t, [bridge])
-    assert notices[0].data == {"succeeded": True}
+    assert notices[0].data == {"succeeded": True, "bridged": True}
     assert t.calls[INBOUND_UUID].state == "bridged"
     transfer = t.calls[INBOUND_UUID].transfer
     assert isinstance(transfer, TransferAttempt) and transfer.status is TransferStatus.SUCCEEDED

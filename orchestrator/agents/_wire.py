@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.agents.base import Action, CallInfo, Message, ProtocolViolation
+from orchestrator.agents.base import MAX_BRIEF, TRANSFER_MODES, Action, CallInfo, Message, ProtocolViolation
 
 #: the largest integer an event id may be (JSON numbers beyond it are not ids)
 MAX_EVENT_ID = (1 << 63) - 1
@@ -129,3 +129,29 @@ def call_facts(call: CallInfo) -> dict[str, str]:
 def valid_target(target: str) -> bool:
     """A plausible transfer target: non-empty, no blanks or control characters (the controller checks more)."""
     return 0 < len(target) <= 256 and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in target)
+
+
+#: words agents (and the LLMs behind them) use for the two transfer modes
+_MODE_WORDS = {"blind": "blind", "cold": "blind", "attended": "attended", "warm": "attended"}
+
+
+def transfer_mode(mode: object, brief: object) -> tuple[str, str]:
+    """A transfer request's (mode, brief): ``mode`` blind (default; also ``cold``) or attended (also ``warm``), and
+    the brief for the target (attended only; text, at most :data:`~orchestrator.agents.base.MAX_BRIEF`
+    characters, control characters replaced), or :class:`Malformed`."""
+    if mode is None or mode == "":
+        word = "blind"
+    elif isinstance(mode, str) and mode.strip().lower() in _MODE_WORDS:
+        word = _MODE_WORDS[mode.strip().lower()]
+    else:
+        shown = clean(mode, 20) if isinstance(mode, str) else type(mode).__name__
+        raise Malformed(f"'mode' '{shown}' is not one of {', '.join(TRANSFER_MODES)}")
+    if brief is None:
+        return word, ""
+    if not isinstance(brief, str):
+        raise Malformed("'brief' is not a string")
+    if len(brief) > MAX_BRIEF:
+        raise Malformed(f"'brief' is longer than {MAX_BRIEF} characters")
+    if word != "attended":
+        return word, ""  # a blind transfer briefs nobody
+    return word, clean(brief.strip(), MAX_BRIEF)

@@ -81,12 +81,21 @@ class Ending:
     reason: str
 
 
+#: what a :class:`TransferAction` may ask: ``blind`` (REFER: the call leaves at once) or ``attended`` (the target is
+#: dialled while the caller stays with the agent, and connected to the caller once it answered)
+TRANSFER_MODES = ("blind", "attended")
+#: the longest brief an agent may give for an attended transfer (characters)
+MAX_BRIEF = 1024
+
+
 @dataclass(frozen=True)
 class TransferAction:
-    """Transfer the call to ``target`` (E.164 or sip: URI)."""
+    """Transfer the call to ``target`` (E.164 or sip: URI); ``mode`` attended: ``brief`` is for the target."""
 
     target: str
     tool_call_id: str | None = None  # set when the agent asked through a tool call: answer with tool_result
+    mode: str = "blind"
+    brief: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ To the agent:
 From the agent: ``audio`` → :class:`Play` (dropped when its ``event_id`` is at or below the last
 ``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`
 (``agent_response_correction`` replaces the agent line it corrects), client tools ``end_call``,
-``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``), ``send_dtmf``
+``transfer_call``/``transfer`` (``number``, ``target`` or ``destination``; ``mode``: ``blind`` (default) or
+``attended``, and for attended ``brief``: what the person taking the call should know), ``send_dtmf``
 (``digits``) and ``record`` (``action``: start, stop, pause or resume the call's recording) → actions;
 any other tool is answered with an error result. ``agent_tool_response``
 (a tool ElevenLabs ran itself: ``end_call``, ``transfer_to_number`` …) → :class:`AgentEvent` for the
@@ -73,6 +74,8 @@ from orchestrator.config.model import ElevenLabsAgent
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 TRANSFER_TOOLS = ("transfer_call", "transfer")
 TRANSFER_PARAMETERS = ("number", "target", "destination")
+#: an attended transfer's brief for the target (the first one given)
+BRIEF_PARAMETERS = ("brief", "summary")
 #: the client tool that starts, stops, pauses or resumes the call's recording (parameter ``action``)
 RECORD_TOOL = "record"
 #: ElevenLabs' own transfer tools act on its telephony integrations, not on a call bridged here
@@ -300,7 +303,12 @@ class ElevenLabsProtocol(AgentProtocol):
             target = str(target).strip()
             if not _wire.valid_target(target):
                 return fail(f"'{_wire.clean(target, 64)}' is not a phone number or SIP URI")
-            return [TransferAction(target, call_id)]
+            brief = next((parameters[k] for k in BRIEF_PARAMETERS if parameters.get(k) not in (None, "")), None)
+            try:
+                mode, text = _wire.transfer_mode(parameters.get("mode"), brief)
+            except Malformed as exc:
+                return fail(str(exc))
+            return [TransferAction(target, call_id, mode, text)]
         if name == "send_dtmf":
             digits = parameters.get("digits")
             digits = str(digits).strip() if isinstance(digits, str | int) and not isinstance(digits, bool) else ""

@@ -29,7 +29,10 @@ Agent → bridge
 =========================  ===============================================================================
 ``hangup``                 end the call: ``{"type":"hangup","reason":"done"}`` (``reason`` optional)
 ``transfer``               ``{"type":"transfer","target":"+4930123456" | "sip:…","id":"t1"}`` (``id``
-                           optional: give one to get a ``result``)
+                           optional: give one to get a ``result``); ``"mode":"attended"`` (default
+                           ``blind``: REFER) dials the target through the call's trunk while the caller
+                           stays with you and connects them once it answered; ``"brief":"…"`` (attended
+                           only, at most 1024 characters) is what the target should know
 ``dtmf``                   send digits to the caller: ``{"type":"dtmf","digits":"12#","id":"d1"}``
 ``record``                 the call's recording: ``{"type":"record","action":"start"|"stop"|"pause"|
                            "resume","id":"r1"}`` (``id`` optional; what is allowed depends on the call's
@@ -140,7 +143,8 @@ class RawProtocol(AgentProtocol):
             target = get(data, "target", str).strip()
             if not _wire.valid_target(target):
                 raise Malformed(f"'target' '{_wire.clean(target, 64)}' is not a phone number or SIP URI")
-            return [TransferAction(target, self._request_id(data))]
+            mode, brief = _wire.transfer_mode(data.get("mode"), data.get("brief"))
+            return [TransferAction(target, self._request_id(data), mode, brief)]
         if kind == "dtmf":
             digits = dtmf.sequence(get(data, "digits", str))
             if digits is None:

@@ -13,9 +13,14 @@ Identifiers: ``streamSid`` is ``MZ`` + 32 random hex digits per call; ``callSid`
 UUID's 32 hex digits (or a hash of another call id); ``accountSid`` is :data:`ACCOUNT_SID`, a fixed
 placeholder of the right shape, since there is no Twilio account.
 
-From the agent: ``media`` → :class:`Play`, ``mark`` → :class:`Mark`, ``clear`` → :class:`Clear`; other
-events are ignored. A message naming another ``streamSid`` is dropped and reported: an agent mixing
-up its streams must not play one call's audio to another caller. A missing ``streamSid`` is accepted.
+From the agent: ``media`` → :class:`Play`, ``mark`` → :class:`Mark`, ``clear`` → :class:`Clear`, and this bridge's
+own ``transfer`` extension (Media Streams has no transfer: a Twilio app redirects the call over Twilio's REST API)
+→ :class:`TransferAction`: ``{"event":"transfer","streamSid":"…","transfer":{"target":"+1555…" | "sip:…",
+"mode":"blind" | "attended","brief":"…","id":"t1"}}``, answered (when it has an ``id``) with
+``{"event":"transferResult","sequenceNumber":"…","transferResult":{"id":"t1","ok":false,"detail":"…"},
+"streamSid":"…"}`` once the outcome is known. Other events are ignored. A message naming another ``streamSid`` is
+dropped and reported: an agent mixing up its streams must not play one call's audio to another caller. A missing
+``streamSid`` is accepted.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
-from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play
+from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play, TransferAction
 from orchestrator.audio.convert import Converter
 from orchestrator.config.model import TwilioAgent
 
@@ -116,6 +121,10 @@ class TwilioProtocol(AgentProtocol):
         # skip as an unknown event (Pipecat's serializer does)
         return [self._event("hold" if held else "unhold", {"track": "inbound_track"})]
 
+    def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
+        # the outcome of a ``transfer`` the agent asked for with an ``id`` (an extension, like ``hold``)
+        return [self._event("transferResult", {"id": tool_call_id, "ok": not is_error, "detail": result})]
+
     def close(self, reason: str) -> list[Message]:
         if self._stopped:
             return []
@@ -148,4 +157,14 @@ class TwilioProtocol(AgentProtocol):
         if event == "clear":
             self._from_agent.reset()
             return [Clear()]
+        if event == "transfer":
+            body = get(data, "transfer", dict)
+            target = get(body, "target", str, "transfer.").strip()
+            if not _wire.valid_target(target):
+                raise Malformed(f"'transfer.target' '{_wire.clean(target, 64)}' is not a phone number or SIP URI")
+            mode, brief = _wire.transfer_mode(body.get("mode"), body.get("brief"))
+            request = body.get("id")
+            if request is not None and (not isinstance(request, str) or len(request) > MAX_NAME):
+                raise Malformed(f"'transfer.id' is not a string of at most {MAX_NAME} characters")
+            return [TransferAction(target, request, mode, brief)]
         return []

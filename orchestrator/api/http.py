@@ -147,8 +147,19 @@ class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: str = Field(max_length=256, description="E.164 number or sip: URI.")
-    method: Literal["refer", "bridge"] = "refer"
-    trunk: str | None = Field(None, max_length=64, description="For bridge: the outbound trunk (default: the call's).")
+    method: Literal["refer", "bridge", "attended"] | None = Field(
+        None, description="refer (default) or bridge: blind transfers; attended: as mode attended."
+    )
+    mode: Literal["blind", "attended"] | None = Field(
+        None,
+        description="attended: dial the target while the caller stays with the agent, connect them once it answered.",
+    )
+    trunk: str | None = Field(
+        None, max_length=64, description="For bridge and attended: the outbound trunk (default: the call's)."
+    )
+    brief: str | None = Field(
+        None, max_length=4096, description="Attended: what the target should know (record; optional INVITE header)."
+    )
 
 
 class DtmfRequest(BaseModel):
@@ -276,7 +287,9 @@ def _call_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
 
     @app.post("/v1/calls/{call_id}/transfer", status_code=202, dependencies=v1)
     async def transfer(call_id: CallId, req: TransferRequest) -> dict[str, Any]:
-        await controller.transfer(call_id, req.target, method=req.method, trunk=req.trunk)
+        await controller.transfer(
+            call_id, req.target, method=req.method, trunk=req.trunk, mode=req.mode, brief=req.brief
+        )
         return {"id": call_id, "status": CallState.TRANSFERRING}
 
     @app.post("/v1/calls/{call_id}/recording/{action}", dependencies=v1)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import dtmf, store
+from orchestrator.calls import attended as att
 from orchestrator.calls import dialing, records
 from orchestrator.calls import recording as rec
 from orchestrator.calls.limits import OutboundLimiter
@@ -182,6 +183,8 @@ class Controller:
         self._awaiting: dict[str, tuple[Call, asyncio.TimerHandle]] = {}
         self._media_final: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: attended transfers' deadlines, by call (tracker.attended_expired when one passes)
+        self._attended_timers: dict[str, asyncio.TimerHandle] = {}
         self.nodes: dict[str, NodeState] = {}
         #: the far end's RTCP reports are read when FreeSWITCH is told to send RTCP and calls are sampled
         self.reads_rtcp = bool(deployment.freeswitch.rtcp_interval_ms and o.quality.sample_seconds)
@@ -232,6 +235,9 @@ class Controller:
                 node.lost_timer.cancel()
                 node.lost_timer = None
             await node.client.stop()
+        for timer in self._attended_timers.values():
+            timer.cancel()
+        self._attended_timers.clear()
         for uuid in list(self._awaiting):
             self._finish(uuid)
         for task in list(self._tasks):
@@ -382,6 +388,8 @@ class Controller:
                 except CommandError as exc:
                     # the channel hung up meanwhile, or FreeSWITCH refused: later steps are moot
                     log.info("call %s: %s", call_uuid, exc)
+                    if action.optional:
+                        continue
                     self._command_failed(call_uuid, action, exc)
                     break
                 except EslError as exc:
@@ -391,8 +399,16 @@ class Controller:
             self._locks.pop(call_uuid, None)
 
     def _command_failed(self, call_uuid: str, action: Api, exc: CommandError) -> None:
+        if call_uuid in self.tracker.legs and action.command.startswith(f"uuid_broadcast {call_uuid} "):
+            # an attended transfer's announcement could not be played to the target: connected without it
+            log.warning("call %s: the transfer announcement was refused (%s)", call_uuid, exc.reply)
+            self._run(self.tracker.attended_brief_failed(call_uuid))
+            return
         call = self.tracker.calls.get(call_uuid)
         if call is None:
+            return
+        if action.command.startswith(f"uuid_bridge {call_uuid} "):
+            self._run(self.tracker.attended_bridge_failed(call_uuid))
             return
         if any(d.is_start(action.command) for d in dialects.DIALECTS.values()):
             call.fork = ForkState.FAILED
@@ -403,6 +419,12 @@ class Controller:
             # the announcement could not be queued: record anyway (the caller was told nothing: in the record)
             log.warning("call %s: the recording announcement was refused (%s)", call_uuid, exc.reply)
             self._execute(self.tracker.announcement_done(call_uuid))
+
+    def _run(self, result: tuple[list[Api], list[Notice]]) -> None:
+        """Carry out what the tracker returned: its commands, then its notices."""
+        actions, notices = result
+        self._execute(actions)
+        self._notify(notices)
 
     def _notify(self, notices: list[Notice]) -> None:
         for notice in notices:
@@ -461,6 +483,10 @@ class Controller:
         elif notice.kind == NoticeKind.TRANSFER:
             assert call.transfer is not None
             m.transfers.labels(call.transfer.method, "succeeded" if notice.data.get("succeeded") else "failed").inc()
+            if call.transfer.attended is not None and not call.transfer.attended.active:
+                timer = self._attended_timers.pop(call.uuid, None)
+                if timer is not None:
+                    timer.cancel()
         elif notice.kind == NoticeKind.FORK_FAILED:
             m.fork_failures.labels(notice.data.get("kind", "connect_failed")).inc()
             # no media path to the agent: the call cannot be served; end it the configured way
@@ -729,20 +755,35 @@ class Controller:
         call.dtmf_out += normal
         self.metrics.dtmf.labels("out").inc(sum(1 for c in normal if c not in dtmf.PAUSES))
 
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
-        """Transfer an answered call: ``refer`` (SIP REFER to the peer) or ``bridge`` (new leg through a trunk).
+    async def transfer(
+        self,
+        uuid: str,
+        target: str,
+        *,
+        method: str | None = None,
+        trunk: str | None = None,
+        mode: str | None = None,
+        brief: str | None = None,
+    ) -> None:
+        """Transfer an answered call: blind -- ``refer`` (SIP REFER to the peer) or ``bridge`` (new leg through a
+        trunk) -- or ``attended`` (``mode`` attended: the target is dialled while the caller stays with the agent,
+        briefed, and bridged to the caller once it answered; ``brief`` is kept in the record).
 
         The outcome arrives as a ``transfer`` notice; a failed transfer leaves the call with the agent.
         """
         call = self._live(uuid)
+        try:
+            how = dialing.transfer_method(method, mode)
+        except dialing.Invalid as exc:
+            raise _refused(exc) from None
         if call.state != CallState.ANSWERED:
             raise CallError("not_answered", f"call is {call.state}, transfers need an answered call", 409)
-        if method == "refer":
+        if how == "refer":
             await self._transfer_refer(call, target)
-        elif method == "bridge":
+        elif how == "bridge":
             await self._transfer_bridge(call, target, trunk or call.trunk)
         else:
-            raise CallError("invalid_method", "method must be refer or bridge")
+            self._transfer_attended(call, target, trunk or call.trunk, brief)
 
     async def _transfer_refer(self, call: Call, target: str) -> None:
         """SIP REFER to the peer: a SIP URI, or a number at the call's trunk."""
@@ -783,6 +824,62 @@ class Controller:
         except CallError as exc:
             self._notify(self.tracker.transfer_failed(uuid, exc.message))
             raise
+
+    def _transfer_attended(self, call: Call, target: str, via: str | None, brief: str | None) -> None:
+        """Originate the target through trunk ``via`` while the caller stays with the agent (calls/attended.py)."""
+        settings = self.deployment.orchestrator.transfers.attended
+        caller = (call.remote if call.direction == "inbound" else call.number) if settings.caller_id == "caller" else ""
+        try:
+            dial = dialing.attended(
+                self.deployment,
+                trunk=via,
+                target=target,
+                brief=att.clean_brief(brief),
+                caller=caller,
+                brief_header=settings.brief_header,
+            )
+        except dialing.Invalid as exc:
+            raise _refused(exc) from None
+        leg = str(uuidlib.uuid4())
+        variables = dialing.attended_variables(dial, leg, call.uuid, settings.ring_timeout_seconds)
+        try:
+            command = commands.originate(variables, dial.dial_string)
+        except commands.Refused as exc:  # the checks above make this unreachable; never send what was refused
+            raise CallError("invalid_request", str(exc)) from None
+        self.tracker.start_attended(
+            call.uuid,
+            leg,
+            target=target,
+            trunk=dial.trunk,
+            brief=dial.brief,
+            announcement=settings.announcement or "",
+            ring_timeout=settings.ring_timeout_seconds,
+            brief_timeout=settings.brief_timeout_seconds,
+        )
+        assert call.transfer is not None and call.transfer.attended is not None
+        wait = max(0.0, call.transfer.attended.due - self.tracker.clock())
+        old = self._attended_timers.pop(call.uuid, None)
+        if old is not None:
+            old.cancel()
+        self._attended_timers[call.uuid] = asyncio.get_running_loop().call_later(wait, self._attended_due, call.uuid)
+        log.info(
+            "call %s: attended transfer to %s through %s (leg %s)", call.uuid, dialing.shown(target), dial.trunk, leg
+        )
+        self._spawn(self._originate_leg(call.node, leg, command))
+
+    def _attended_due(self, uuid: str) -> None:
+        self._attended_timers.pop(uuid, None)
+        self._run(self.tracker.attended_expired(uuid))
+
+    async def _originate_leg(self, node: str, leg: str, command: str) -> None:
+        """The target leg's ``originate``: its job result says how it went when FreeSWITCH made no channel."""
+        try:
+            body = await self.nodes[node].client.bgapi(command, check=False)
+        except EslError as exc:
+            # the link dropped: the leg's events (or the attempt's deadline) tell how it went
+            log.warning("attended transfer leg %s: %s", leg, exc)
+            return
+        self._run(self.tracker.attended_originate_result(leg, body))
 
     async def _api(self, call: Call, command: str, background: bool = False) -> str:
         client = self.nodes[call.node].client

@@ -345,3 +345,73 @@ def channel_variables(dial: Dial, uuid: str, default_timeout: int) -> dict[str, 
     for name, value in dial.agent_overrides.items():
         out[f"{channelvars.AGENT_OVERRIDE}{name}"] = value
     return out
+
+
+def transfer_method(method: object, mode: object) -> str:
+    """The transfer a request asks for: ``refer`` or ``bridge`` (``mode`` blind, the default) or ``attended``
+    (``mode`` attended, or ``method`` attended)."""
+    if mode not in (None, "blind", "attended"):
+        raise Invalid("invalid_mode", "mode must be blind or attended")
+    if method not in (None, "refer", "bridge", "attended"):
+        raise Invalid("invalid_method", "method must be refer, bridge or attended")
+    if mode == "attended" and method not in (None, "attended"):
+        raise Invalid("invalid_method", f"an attended transfer dials the target through a trunk: not {method}")
+    if mode == "blind" and method == "attended":
+        raise Invalid("invalid_method", "method attended is an attended transfer, not a blind one")
+    if mode == "attended":
+        return "attended"
+    assert method is None or isinstance(method, str)
+    return method or "refer"
+
+
+@dataclass(frozen=True)
+class AttendedDial:
+    """An attended transfer's target leg, validated: what :func:`attended` returns."""
+
+    trunk: str
+    target: str  #: as requested
+    destination: str  #: what follows ``sofia/gateway/<trunk>/``
+    caller_id: str  #: "" for the gateway's default
+    brief: str
+    headers: dict[str, str]
+
+    @property
+    def dial_string(self) -> str:
+        """The endpoint FreeSWITCH dials."""
+        return f"sofia/gateway/{self.trunk}/{self.destination}"
+
+
+def attended(
+    deployment: Deployment, *, trunk: object, target: object, brief: str, caller: str, brief_header: str | None
+) -> AttendedDial:
+    """An attended transfer to ``target`` through ``trunk``: the target (as :func:`bridge_target`), the caller ID
+    to present (``caller``, when it is E.164, else the trunk's) and the brief as the configured X- header."""
+    t = outbound_trunk(deployment, trunk)
+    assert t.outbound is not None
+    dest = bridge_target(target)
+    assert isinstance(target, str)
+    cid = caller if isinstance(caller, str) and _E164.fullmatch(caller) else (t.outbound.caller_id or "")
+    extra: dict[str, str] = {}
+    if brief and brief_header:
+        try:
+            extra = headers({brief_header: brief})
+        except Invalid as exc:
+            raise Invalid("invalid_brief", exc.message.replace(f"header {brief_header}", "brief")) from None
+    return AttendedDial(t.name, target, dest, cid, brief, extra)
+
+
+def attended_variables(dial: AttendedDial, leg: str, call: str, ring_timeout: int) -> dict[str, str]:
+    """The target leg's originate variables: its UUID (ours), the call it is for, FreeSWITCH's ring time-out, the
+    caller ID and the brief header. No ``sipagent_agent``: the leg is never taken for a call of its own."""
+    out: dict[str, str] = {
+        "origination_uuid": leg,
+        channelvars.TRANSFER_OF: call,
+        "originate_timeout": str(ring_timeout),
+        "ignore_early_media": "true",
+    }
+    if dial.caller_id:
+        out["origination_caller_id_number"] = dial.caller_id
+        out["origination_caller_id_name"] = dial.caller_id
+    for name, value in dial.headers.items():
+        out[f"sip_h_{name}"] = value
+    return out

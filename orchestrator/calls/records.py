@@ -104,7 +104,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "limit": call.limit or None,
         "hold": {"count": call.holds, "seconds": _round(call.held_seconds)} if call.holds else None,
         "route": {"number": call.route, "rule": call.rule} if call.route else None,
-        "transfer": vars(call.transfer) if call.transfer else None,
+        "transfer": call.transfer.to_dict() if call.transfer else None,
         "dtmf": {"received": call.dtmf_in, "sent": call.dtmf_out},
         "quality": quality(call),
         "fork": call.fork,

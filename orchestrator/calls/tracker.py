@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from orchestrator import channelvars, dtmf
+from orchestrator.calls import attended as att
 from orchestrator.calls import outcome
 from orchestrator.calls import recording as rec
 from orchestrator.calls.quality import Track
-from orchestrator.channelvars import ANSWER_VARIABLES, RECORDING_PATH
+from orchestrator.channelvars import ANSWER_VARIABLES, RECORDING_PATH, TRANSFER_OF
 from orchestrator.channelvars import PREFIX as VAR
 from orchestrator.config.model import RecordingSettings
 from orchestrator.config.routing import Table
@@ -64,6 +65,9 @@ EVENTS = [
 ]
 CUSTOM = [*dialects.EVENT_SUBCLASSES, "sofia::notify_refer"]
 
+#: an attended transfer fails this long after its ring and brief time-outs if FreeSWITCH never said how it went
+ATTENDED_SLACK = 10.0
+
 _SIPFRAG = re.compile(r"SIP/2\.0 (\d{3})\s*(.*)")
 _TMPFILE = re.compile(r"/[A-Za-z0-9_./-]+\.(tmp\.r8|tmp\.r16|tmp\.r24|tmp\.r32|tmp\.r48|tmp\.wav|r8|r16|wav)")
 
@@ -75,6 +79,7 @@ class Api:
     node: str
     command: str
     call: str = ""
+    optional: bool = False  # its failure does not stop the commands after it
 
 
 class CallState(enum.StrEnum):
@@ -144,13 +149,22 @@ class Notice:
 
 @dataclass
 class TransferAttempt:
-    """A transfer attempt and how it went."""
+    """A transfer attempt and how it went (``attended``: the target leg of an attended transfer)."""
 
-    method: Literal["refer", "bridge"]
+    method: Literal["refer", "bridge", "attended"]
     target: str
     status: TransferStatus = TransferStatus.PENDING
     sip_status: int | None = None
     detail: str = ""
+    mode: Literal["blind", "attended"] = "blind"
+    attended: att.Attempt | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's and the API's view."""
+        out = dict(vars(self))
+        if self.attended is not None:
+            out["attended"] = self.attended.to_dict()
+        return out
 
 
 @dataclass(eq=False)
@@ -230,7 +244,7 @@ class Call:
             "ended_at": self.ended_at,
             "hangup": self.hangup.to_dict() if self.hangup else None,
             "hangup_by": self.hangup_by or None,
-            "transfer": vars(self.transfer) if self.transfer else None,
+            "transfer": self.transfer.to_dict() if self.transfer else None,
             "fork": self.fork,
             "quality": self.live_quality.current() if self.live_quality is not None else None,
             "held": self.held_since is not None,
@@ -276,11 +290,15 @@ class CallTracker:
         self.policy = policy
         self.calls: dict[str, Call] = {}
         self.clock = clock
+        #: attended transfers' target legs (their UUID, ours) -> the call they are dialled for
+        self.legs: dict[str, str] = {}
 
     # -- entry points ---------------------------------------------------------------------------
     def handle(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         """Process one event from ``node``; returns commands and notices."""
         name = event.name
+        if event.uuid in self.legs:
+            return self._leg_event(event)
         if name == "CUSTOM":
             return self._custom(node, event)
         handler = _HANDLERS.get(name)
@@ -345,10 +363,168 @@ class CallTracker:
         call = self.calls.get(uuid)
         if call is None or call.transfer is None:
             return []
+        a = call.transfer.attended
+        if a is not None:
+            if not a.active:
+                return []
+            a.stage, a.reason, a.failed_at = att.Stage.FAILED, "originate_failed", self.clock()
+            self.legs.pop(a.leg, None)
         call.transfer.status, call.transfer.detail = TransferStatus.FAILED, detail
         if call.state == CallState.TRANSFERRING:
             call.state = CallState.ANSWERED
         return [Notice(NoticeKind.TRANSFER, call, {"succeeded": False, "detail": detail})]
+
+    # -- attended transfers (calls/attended.py) -------------------------------------------------
+    def start_attended(
+        self,
+        uuid: str,
+        leg: str,
+        *,
+        target: str,
+        trunk: str,
+        brief: str,
+        announcement: str,
+        ring_timeout: int,
+        brief_timeout: int,
+    ) -> Call | None:
+        """Note an attended transfer whose target leg ``leg`` (a UUID of ours) the controller originates now."""
+        call = self.calls.get(uuid)
+        if call is None or call.state == CallState.ENDED:
+            return None
+        now = self.clock()
+        due = now + ring_timeout + (brief_timeout if announcement else 0) + ATTENDED_SLACK
+        attempt = att.Attempt(leg, target, trunk, brief, announcement, ring_timeout, now, due)
+        call.transfer = TransferAttempt("attended", target, mode="attended", attended=attempt)
+        call.state = CallState.TRANSFERRING
+        self.legs[leg] = uuid
+        return call
+
+    def _attempt(self, uuid: str) -> tuple[Call, att.Attempt] | None:
+        call = self.calls.get(uuid)
+        a = call.transfer.attended if call is not None and call.transfer is not None else None
+        return (call, a) if call is not None and a is not None else None
+
+    def attended_originate_result(self, leg: str, body: str) -> tuple[list[Api], list[Notice]]:
+        """The BACKGROUND_JOB body of the target leg's ``originate`` (``-ERR <CAUSE>``: news if no leg was made)."""
+        found = self._attempt(self.legs.get(leg, ""))
+        if found is None or body.startswith("+OK") or found[1].leg != leg:
+            return [], []
+        call, a = found
+        cause = body.strip().removeprefix("-ERR").strip().split(" ")[0][:64] or "NORMAL_TEMPORARY_FAILURE"
+        return self._attended_step(call, a, a.originate_failed(cause, self.clock()), leg_alive=False)
+
+    def attended_expired(self, uuid: str) -> tuple[list[Api], list[Notice]]:
+        """The attempt's deadline (:attr:`~orchestrator.calls.attended.Attempt.due`) passed: fail it if still on."""
+        found = self._attempt(uuid)
+        if found is None:
+            return [], []
+        call, a = found
+        return self._attended_step(call, a, a.expire(self.clock()))
+
+    def attended_bridge_failed(self, uuid: str) -> tuple[list[Api], list[Notice]]:
+        """``uuid_bridge`` was refused: the target leg goes, the caller goes back to the agent."""
+        found = self._attempt(uuid)
+        if found is None:
+            return [], []
+        call, a = found
+        return self._attended_step(call, a, a.bridge_failed(self.clock()))
+
+    def attended_brief_failed(self, leg: str) -> tuple[list[Api], list[Notice]]:
+        """The announcement could not be played to the target: it is connected without it (the brief text is in
+        the record)."""
+        found = self._attempt(self.legs.get(leg, ""))
+        if found is None or found[1].leg != leg:
+            return [], []
+        call, a = found
+        return self._attended_step(call, a, a.brief_done(self.clock()))
+
+    def _leg_event(self, event: Event) -> tuple[list[Api], list[Notice]]:
+        """An event of an attended transfer's target leg."""
+        leg = event.uuid
+        found = self._attempt(self.legs[leg])
+        if found is None or found[1].leg != leg:
+            if event.name == "CHANNEL_HANGUP_COMPLETE":
+                self.legs.pop(leg, None)
+            return [], []
+        call, a = found
+        when = _when(event) or self.clock()
+        name = event.name
+        if name == "CHANNEL_CREATE":
+            a.leg_created(_ts(event.get("Caller-Channel-Created-Time")) or when)
+        elif name in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA"):
+            a.progress(when)
+        elif name == "CHANNEL_ANSWER":
+            a.answered(when)
+        elif name == "CHANNEL_PARK":
+            return self._attended_step(call, a, a.parked())
+        elif name == "CHANNEL_EXECUTE_COMPLETE":
+            if event.get("Application") == "playback" and event.get("Application-Data") == a.announcement:
+                return self._attended_step(call, a, a.brief_done(when))
+        elif name == "CHANNEL_BRIDGE":
+            return self._attended_bridged(call, a, event)
+        elif name == "CHANNEL_HANGUP_COMPLETE":
+            self.legs.pop(leg, None)
+            hangup = outcome.from_variables(event.variable, a.answered_at is not None)
+            return self._attended_step(call, a, a.leg_ended(hangup, when), leg_alive=False)
+        return [], []
+
+    def _attended_bridged(self, call: Call, a: att.Attempt, event: Event) -> tuple[list[Api], list[Notice]]:
+        """CHANNEL_BRIDGE of the caller with the target leg: the attended transfer succeeded."""
+        pair = {event.get("Bridge-A-Unique-ID"), event.get("Bridge-B-Unique-ID")}
+        if pair != {call.uuid, a.leg} or not a.bridged(_when(event) or self.clock()):
+            return [], []
+        assert call.transfer is not None
+        call.transfer.status = TransferStatus.SUCCEEDED
+        call.transfer.detail = "bridged"
+        call.state = CallState.BRIDGED
+        data = {"succeeded": True, "bridged": True, "mode": "attended", "ring_seconds": a.ring_seconds}
+        return [], [Notice(NoticeKind.TRANSFER, call, data)]
+
+    def _attended_step(
+        self, call: Call, a: att.Attempt, step: att.Step, leg_alive: bool = True
+    ) -> tuple[list[Api], list[Notice]]:
+        """Commands and notices for what the attempt decided."""
+        node = call.node
+        if step is att.Step.NOTHING:
+            return [], []
+        if step is att.Step.BRIEF:
+            return [Api(node, commands.uuid_broadcast_prompt(a.leg, a.announcement), a.leg)], []
+        if step is att.Step.BRIDGE:
+            stop = Api(node, dialects.dialect(self.policy.fork_module).stop(call.uuid), call.uuid, optional=True)
+            return [stop, Api(node, commands.uuid_bridge(call.uuid, a.leg), call.uuid)], []
+        # the attempt failed: the target leg goes (unless it went already); the caller stays with the agent
+        actions: list[Api] = []
+        if leg_alive and step in (att.Step.CANCEL, att.Step.REFORK):
+            cause = "NORMAL_CLEARING" if a.answered_at is not None else "ORIGINATOR_CANCEL"
+            actions.append(Api(node, commands.uuid_kill(a.leg, cause), a.leg))
+        if not leg_alive:
+            self.legs.pop(a.leg, None)
+        continues = call.active and a.reason != "caller_hung_up"
+        if step is att.Step.REFORK and continues:
+            actions.append(self._fork(call))  # its fork was stopped for the bridge: back to the agent
+        assert call.transfer is not None
+        call.transfer.status = TransferStatus.FAILED
+        call.transfer.sip_status = a.sip_status
+        call.transfer.detail = a.detail()
+        if call.state == CallState.TRANSFERRING:
+            call.state = CallState.ANSWERED
+        data: dict[str, Any] = {
+            "succeeded": False,
+            "detail": call.transfer.detail,
+            "call_continues": continues,
+            "mode": "attended",
+            "reason": a.reason,
+        }
+        if a.sip_status is not None:
+            data["sip_status"] = a.sip_status
+        return actions, [Notice(NoticeKind.TRANSFER, call, data)]
+
+    def _caller_gone(self, call: Call) -> tuple[list[Api], list[Notice]]:
+        """The caller hung up: an attended transfer still under way is cancelled (its target leg hung up)."""
+        a = call.transfer.attended if call.transfer is not None else None
+        if a is None or not a.active:
+            return [], []
+        return self._attended_step(call, a, a.caller_gone(self.clock()))
 
     def resync(
         self, node: str, dumps: dict[str, Event], keep: set[str] | frozenset[str] = frozenset()
@@ -398,7 +574,14 @@ class CallTracker:
         return notices
 
     def _reattach(self, node: str, dump: Event) -> tuple[list[Api], list[Notice]]:
-        """Adopt a live channel of ours we did not know: claim it, fork it again, or wait for its answer."""
+        """Adopt a live channel of ours we did not know: claim it, fork it again, or wait for its answer.
+
+        An attended transfer's target leg that is not bridged yet lost its attempt with the restart: hung up."""
+        owner = dump.variable(TRANSFER_OF)
+        if owner and dump.uuid not in self.legs and _CALL_ID.fullmatch(dump.uuid):
+            if dump.variable("bridge_uuid"):
+                return [], []  # bridged: the caller talks to it, nothing of ours to do
+            return [Api(node, commands.uuid_kill(dump.uuid, "NORMAL_CLEARING"), dump.uuid)], []
         call = self._from_channel(node, dump)
         if call is None:
             return [], []
@@ -416,6 +599,10 @@ class CallTracker:
             if path and self.policy.recording.directory and path == self._recording_path(call):
                 # recorded before the restart: FreeSWITCH's recording goes on (a pause is not known here)
                 call.recording.path, call.recording.state = path, rec.RecState.RECORDING
+            if dump.variable("bridge_uuid"):
+                # transferred to a person before the restart: the caller talks to them, not to an agent
+                call.state = CallState.BRIDGED
+                return [], [Notice(NoticeKind.ANSWERED, call, {"reattached": True})]
             stop = Api(node, dialects.dialect(self.policy.fork_module).stop(uuid), uuid)
             return [stop, self._fork(call)], [Notice(NoticeKind.ANSWERED, call, {"reattached": True})]
         if call.direction == "inbound":
@@ -481,8 +668,10 @@ class CallTracker:
                 return [], []
             self.calls[uuid] = call
             return self._claim(call, event.get("Channel-State")), []
-        if call.state == CallState.BRIDGED or (
-            call.transfer and call.transfer.status == TransferStatus.PENDING and call.transfer.method == "bridge"
+        if (
+            call.transfer
+            and call.transfer.method == "bridge"
+            and (call.state == CallState.BRIDGED or call.transfer.status == TransferStatus.PENDING)
         ):
             # a bridged transfer failed and the inline dialplan parked the call again: back to the agent
             assert call.transfer is not None
@@ -673,12 +862,16 @@ class CallTracker:
 
     def _bridge(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
-        if call is None or call.transfer is None or call.transfer.method != "bridge":
+        if call is None or call.transfer is None:
+            return [], []
+        if call.transfer.attended is not None and event.name == "CHANNEL_BRIDGE":
+            return self._attended_bridged(call, call.transfer.attended, event)
+        if call.transfer.method != "bridge":
             return [], []
         if event.name == "CHANNEL_BRIDGE":
             call.transfer.status = TransferStatus.SUCCEEDED
             call.state = CallState.BRIDGED
-            return [], [Notice(NoticeKind.TRANSFER, call, {"succeeded": True})]
+            return [], [Notice(NoticeKind.TRANSFER, call, {"succeeded": True, "bridged": True})]
         return [], []
 
     def _dtmf(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
@@ -714,7 +907,8 @@ class CallTracker:
         if call is None or call.hangup_at is not None:
             return [], []
         call.hangup_at = _ts(event.get("Caller-Channel-Hangup-Time")) or _when(event) or self.clock()
-        return [], [Notice(NoticeKind.HANGUP, call)]
+        actions, notices = self._caller_gone(call)
+        return actions, [*notices, Notice(NoticeKind.HANGUP, call)]
 
     def _hangup_complete(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
@@ -729,7 +923,8 @@ class CallTracker:
         call.quality = _quality(event)
         if call.transfer and call.transfer.status == TransferStatus.PENDING and call.hangup.cause == "BLIND_TRANSFER":
             call.transfer.status = TransferStatus.SUCCEEDED
-        return [], self._end(call, call.hangup_by, when=_when(event))
+        actions, notices = self._caller_gone(call)
+        return actions, notices + self._end(call, call.hangup_by, when=_when(event))
 
     def _refused(self, node: str, event: Event) -> list[Notice]:
         """An inbound call the rendered dialplan refused before parking it (``sipagent_refused`` says why:
@@ -761,6 +956,8 @@ class CallTracker:
             call.held_seconds += max(0.0, call.ended_at - call.held_since)
             call.held_since = None
         call.fork = ForkState.CLOSED if call.fork != ForkState.NONE else ForkState.NONE
+        if call.transfer is not None and call.transfer.attended is not None:
+            self.legs.pop(call.transfer.attended.leg, None)
         self.calls.pop(call.uuid, None)
         return [Notice(NoticeKind.ENDED, call, {"lost": lost})]
 

@@ -113,6 +113,7 @@ class _Checker:
         self.edge()
         self.webhooks()
         self.recording()
+        self.transfers()
         self.literal_secrets()
         return self.out
 
@@ -665,6 +666,29 @@ class _Checker:
                 f"{quote(directory)} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}): "
                 f"chmod 700 it, so nobody can open a recording before it is made 0600",
             )
+
+    # -- transfers ------------------------------------------------------------------------------
+    def transfers(self) -> None:
+        """An attended transfer's header is not the edge's; its longest attempt fits every agent's transfer time."""
+        o = self.p.orchestrator
+        if o is None:
+            return
+        attended = o.transfers.attended
+        where: Path = ("orchestrator", "transfers", "attended")
+        if attended.brief_header is not None and channelvars.is_edge_header(attended.brief_header):
+            self.error(
+                (*where, "brief_header"),
+                f"{quote(attended.brief_header)}: {channelvars.EDGE_HEADER_PREFIX}* headers are reserved for the edge",
+            )
+        longest = attended.ring_timeout_seconds + (attended.brief_timeout_seconds if attended.announcement else 0)
+        for i, agent in self.p.agents.items():
+            if agent.transfer_timeout_seconds <= longest:
+                self.warn(
+                    ("agents", i, "transfer_timeout_seconds"),
+                    f"an attended transfer may take {longest} s (orchestrator.transfers.attended: ring and brief "
+                    f"time-outs) but agent '{agent.name}' gives transfers {agent.transfer_timeout_seconds:g} s: it "
+                    "would be told 'no outcome' while the target still rings",
+                )
 
     # -- secrets --------------------------------------------------------------------------------
     def literal_secrets(self) -> None:

@@ -1065,6 +1065,49 @@ class RecordingSettings(Model):
         return v
 
 
+class AttendedTransferSettings(Model):
+    """Attended (warm) transfers (docs/call-flow.md#attended-transfers): the target is dialled through a trunk
+    while the caller stays with the agent, and bridged to the caller only once it has answered."""
+
+    ring_timeout_seconds: int = Field(
+        30, ge=5, le=300, description="The target must answer within this (FreeSWITCH's originate_timeout)."
+    )
+    brief_timeout_seconds: int = Field(
+        30,
+        ge=1,
+        le=300,
+        description="After the answer, the announcement must have played within this, else the attempt fails.",
+    )
+    announcement: Prompt | None = Field(
+        None,
+        description="Played to the target when it answers, before the caller is connected: a sound file on the "
+        "FreeSWITCH host or tone_stream://… (none: the caller is connected at once).",
+    )
+    brief_header: XHeader | None = Field(
+        None,
+        description="Send the agent's brief to the target in this X- header of the INVITE (e.g. X-Transfer-Brief), "
+        "for phones and PBXs that show it; none: the brief is only in the record.",
+    )
+    caller_id: Literal["trunk", "caller"] = Field(
+        "trunk",
+        description="The caller ID the target sees: the trunk's outbound caller_id, or the caller's own number "
+        "(when it is E.164; else the trunk's).",
+    )
+
+    @field_validator("announcement")
+    @classmethod
+    def _announcement(cls, v: str | None) -> str | None:
+        if v is not None and "::" in v:
+            raise ValueError(f"{quote(v)}: an announcement cannot contain '::' (FreeSWITCH runs app::args)")
+        return v
+
+
+class TransferSettings(Model):
+    """How the orchestrator transfers calls."""
+
+    attended: AttendedTransferSettings = Field(default_factory=AttendedTransferSettings)
+
+
 class Orchestrator(Model):
     """The runtime: which FreeSWITCH nodes to drive, where the media bridge is, the API, call records."""
 
@@ -1082,6 +1125,7 @@ class Orchestrator(Model):
     media: MediaSettings = Field(default_factory=MediaSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    transfers: TransferSettings = Field(default_factory=TransferSettings)
     api: HttpApi = Field(default_factory=HttpApi)
     records: Annotated[str, AfterValidator(records_location)] | None = Field(
         "calls.db",

@@ -22,6 +22,7 @@ __all__ = [
     "show_channels",
     "uuid_answer",
     "uuid_break",
+    "uuid_bridge",
     "uuid_broadcast",
     "uuid_broadcast_prompt",
     "uuid_deflect",
@@ -87,6 +88,11 @@ def uuid_answer(uuid: str) -> str:
 def uuid_break(uuid: str) -> str:
     """Stop every playback on the channel."""
     return f"uuid_break {_uuid(uuid)} all"
+
+
+def uuid_bridge(uuid: str, other: str) -> str:
+    """Bridge two channels (``uuid_bridge <uuid> <other>``: both leave what they run, e.g. their park)."""
+    return f"uuid_bridge {_uuid(uuid)} {_uuid(other)}"
 
 
 def uuid_setvar_multi(uuid: str, variables: Mapping[str, str]) -> str:

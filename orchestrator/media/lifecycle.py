@@ -292,8 +292,8 @@ class Lifecycle:
     # -- the fork -------------------------------------------------------------------------------
     def fork_lost(self, code: int, now: float) -> bool:
         """The fork dropped with close ``code``: fail after the grace time unless it comes back (False: ending)."""
-        if self.phase is ENDING or self.phase is ENDED:
-            return False
+        if self.phase is ENDING or self.phase is ENDED or self.leaving:
+            return False  # leaving: a transfer bridged the caller elsewhere and stopped the fork for it
         if self._fork_at is None:
             self._fork_at, self._fork_code = now + self.fork_grace, code
         return True
@@ -323,6 +323,7 @@ class Lifecycle:
         """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command."""
         if data.get("succeeded") is True or data.get("call_continues") is False:
             self.leaving = True  # the call leaves the agent: its close is no failure
+            self._fork_at = None  # nor is the fork's, stopped for a bridge
         if self.transfer is None:
             return None
         ok, text = transfer_text(self.transfer.target, data)

@@ -59,7 +59,16 @@ class CallControl(Protocol):
     """What the bridge asks of the call controller."""
 
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None: ...
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None: ...
+    async def transfer(
+        self,
+        uuid: str,
+        target: str,
+        *,
+        method: str | None = "refer",
+        trunk: str | None = None,
+        mode: str | None = None,
+        brief: str | None = None,
+    ) -> None: ...
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None: ...
     async def record(self, uuid: str, action: str) -> dict[str, Any]: ...
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
@@ -519,16 +528,27 @@ class Session:
             return
         assert control is not None and self.life.transfer is not None
         self._arm()
-        self.spawn(self._request_transfer(control, self.life.transfer))
+        self.spawn(self._request_transfer(control, self.life.transfer, action))
 
-    async def _request_transfer(self, control: CallControl, pending: PendingTransfer) -> None:
-        ok, detail = await self._control(control.transfer(self.call_id, pending.target))
+    async def _request_transfer(
+        self, control: CallControl, pending: PendingTransfer, action: base.TransferAction
+    ) -> None:
+        if action.mode == "attended":  # the target is dialled through the call's trunk; the caller stays here
+            request = control.transfer(self.call_id, pending.target, method="attended", brief=action.brief)
+        else:
+            request = control.transfer(self.call_id, pending.target)
+        ok, detail = await self._control(request)
         if not ok:  # refused at once (the controller may also have sent a transfer notice: answered once)
             self._decide(self.life.transfer_refused(pending, detail))
 
     def transfer_outcome(self, data: dict[str, Any]) -> None:
-        """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command."""
+        """The controller's ``transfer`` notice: the REFER's final NOTIFY, a bridge result, or a refused command.
+
+        ``bridged``: the caller talks to the transfer target now (the call goes on without the agent): the agent
+        hears the outcome, then its connection is closed and the session ends."""
         self._decide(self.life.transfer_outcome(data))
+        if data.get("succeeded") is True and data.get("bridged") is True:
+            self.call_ended("transferred")
 
     def _answer_transfer(self, answer: TransferAnswer) -> None:
         self._event("transfer", {"target": answer.target, "ok": answer.ok, "detail": answer.text})
@@ -644,8 +664,9 @@ class Session:
         self._arm()
         return old
 
-    def call_ended(self) -> None:
-        """FreeSWITCH reported the hang-up: close both sockets and write the summary."""
+    def call_ended(self, reason: str = "call ended") -> None:
+        """FreeSWITCH reported the hang-up (or the call was bridged to a person): close both sockets and write the
+        summary."""
         if not self.life.ended():
             return
         self._arm()
@@ -655,9 +676,9 @@ class Session:
         self.bridge.pacing.discard(self)
         if self.agent is not None:
             self.flush_caller_audio()
-            for message in self.adapter.close("call ended"):
+            for message in self.adapter.close(reason):
                 self.agent.send(message)
-            self.agent.close(1000, "call ended")
+            self.agent.close(1000, reason)
         if self.fork is not None:  # FreeSWITCH closes it after the hang-up; don't rely on it
             self.fork.close(1000, "")
         self.bridge.finished(self)

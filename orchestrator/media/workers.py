@@ -226,8 +226,17 @@ class RemoteControl:
     async def hangup(self, uuid: str, reason: str = "completed", by: str = "api") -> None:
         await self._request("hangup", uuid, reason, by=by)
 
-    async def transfer(self, uuid: str, target: str, *, method: str = "refer", trunk: str | None = None) -> None:
-        await self._request("transfer", uuid, target, method=method, trunk=trunk)
+    async def transfer(
+        self,
+        uuid: str,
+        target: str,
+        *,
+        method: str | None = "refer",
+        trunk: str | None = None,
+        mode: str | None = None,
+        brief: str | None = None,
+    ) -> None:
+        await self._request("transfer", uuid, target, method=method, trunk=trunk, mode=mode, brief=brief)
 
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None:
         await self._request("send_dtmf", uuid, digits, duration_ms)

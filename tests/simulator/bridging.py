@@ -113,8 +113,9 @@ class Bridging:
                 a.fire_state("CS_SOFT_EXECUTE")
         b.fire_state("CS_SOFT_EXECUTE")
         for x, y, src in ((a, b, "UUID_BRIDGE_A"), (b, a, "UUID_BRIDGE_B")):
+            # CHANNEL_EXECUTE names uuid_bridge, but current_application stays what the channel ran (park):
+            # recorded in 14-bridge/uuid-bridge and read back from FreeSWITCH 1.10.12 by test_attended_live
             x.application, x.application_data = "uuid_bridge", y.uuid
-            x.setvar("current_application", "uuid_bridge")
             x.fire("CHANNEL_EXECUTE", source=src, post=[("Application", "uuid_bridge"), ("Application-Data", y.uuid)])
         a.fire("CHANNEL_BRIDGE", pre=[("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)])
         b.fire_state("CS_EXCHANGE_MEDIA")
