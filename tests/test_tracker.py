@@ -486,3 +486,56 @@ def test_calls_the_dialplan_refused_get_a_record(reason: str, cause: str, status
     # a hang-up of a channel that is not ours and was not refused by our dialplan is nobody's business
     headers.pop("variable_sipagent_refused")
     assert t.handle("fs1", Event(headers)) == ([], [])
+
+
+def _codec_event(rate: str, name: str) -> Event:
+    return Event({"Event-Name": "CODEC", "Unique-ID": INBOUND_UUID, "Channel-Read-Codec-Name": name,
+                  "Channel-Read-Codec-Rate": rate})  # fmt: skip
+
+
+def test_codec_change_restarts_the_fork_at_the_new_rate() -> None:
+    """A re-INVITE to G.722 (CODEC, read rate 16000) under an 8 kHz fork: stop it, start it again at 16k."""
+    t = tracker()
+    _answered_inbound(t)
+    call = t.calls[INBOUND_UUID]
+    assert call.rate == 8000 and call.fork == "starting"
+    feed(t, [Event({"Event-Name": "CUSTOM", "Unique-ID": INBOUND_UUID, "Event-Subclass": "mod_audio_fork::connect"})])
+    assert feed(t, [_codec_event("8000", "PCMA")]) == ([], [])  # same rate (PCMU → PCMA): the fork goes on
+    actions, notices = feed(t, [_codec_event("16000", "G722")])
+    assert [a.command.split()[:2] for a in actions] == [["uuid_audio_fork", INBOUND_UUID]] * 2
+    assert " stop " in actions[0].command and " mono 16k sipagent " in actions[1].command
+    assert [(n.kind, n.data) for n in notices] == [
+        ("codec", {"codec": "G722", "rate": 16000, "previous_rate": 8000, "fork_restarted": True})
+    ]
+    assert call.fork == "starting" and call.codec_changes == 1
+    # the stopped fork's disconnect is not the new fork's
+    stopped = Event({"Event-Name": "CUSTOM", "Unique-ID": INBOUND_UUID, "Event-Subclass": "mod_audio_fork::disconnect"})
+    assert feed(t, [stopped]) == ([], []) and call.fork == "starting"
+    assert feed(t, [_codec_event("16000", "G722")]) == ([], [])  # the write codec's CODEC event: nothing new
+
+
+def test_an_answer_without_a_codec_forks_at_the_codec_event() -> None:
+    """Late offer: CHANNEL_ANSWER before the ACK's SDP set a codec -- no fork yet (mod_audio_fork would crash
+    FreeSWITCH on the missing read codec); the CODEC event starts it."""
+    t = tracker()
+    evs = [ours(e, **INBOUND_VARS) for e in recorded("02-inbound-call/esl.bin")]
+    feed(t, [next(e for e in evs if e.name == "CHANNEL_PARK")])
+    answer = next(e for e in evs if e.name == "CHANNEL_ANSWER")
+    headers = {k: v for k, v in answer.headers.items() if "Codec" not in k and k not in ("variable_read_rate",)}
+    actions, notices = feed(t, [Event(headers)])
+    assert actions == [] and [n.kind for n in notices] == ["answered"]
+    assert t.calls[INBOUND_UUID].fork == "none"
+    actions, notices = feed(t, [_codec_event("8000", "PCMU")])
+    assert [a.command.split()[0] for a in actions] == ["uuid_audio_fork"] and " mono 8k sipagent " in actions[0].command
+    assert notices == []
+
+
+def test_digits_the_inband_generator_sends_are_not_received() -> None:
+    """generate_on_dtmf fires a DTMF event (DTMF-Source APP) for each digit it turns into tones: not the caller's."""
+    t = tracker()
+    _answered_inbound(t)
+    dtmf = {"Event-Name": "DTMF", "Unique-ID": INBOUND_UUID, "DTMF-Digit": "5", "DTMF-Duration": "800"}
+    assert feed(t, [Event(dict(dtmf, **{"DTMF-Source": "APP", "DTMF-Conversion": "native:inband"}))]) == ([], [])
+    _, notices = feed(t, [Event(dict(dtmf, **{"DTMF-Source": "INBAND_AUDIO"}))])
+    assert [(n.kind, n.data["digit"]) for n in notices] == [("dtmf", "5")]
+    assert t.calls[INBOUND_UUID].dtmf_in == "5"

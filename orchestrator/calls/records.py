@@ -85,6 +85,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "source": call.source or None,
         "codec": call.codec,
         "rate": call.rate,
+        "codec_changes": call.codec_changes,
         "srtp": call.srtp or None,
         "progress": call.progress,
         "timings": {

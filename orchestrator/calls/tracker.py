@@ -62,6 +62,7 @@ EVENTS = [
     "RECORD_START",
     "RECORD_STOP",
     "CHANNEL_EXECUTE_COMPLETE",  # the recording announcement has played
+    "CODEC",  # a re-INVITE changed the codec: the fork restarts at the new rate
 ]
 CUSTOM = [*dialects.EVENT_SUBCLASSES, "sofia::notify_refer"]
 
@@ -124,6 +125,7 @@ class NoticeKind(enum.StrEnum):
     QUALITY_OK = "quality_ok"  # ... and came back
     HOLD = "hold"  # the far end put the call on hold (re-INVITE sendonly/inactive) or resumed it: data {"held": bool}
     RECORDING = "recording"  # the call's recording started, stopped, was paused or resumed (data: state)
+    CODEC = "codec"  # the far end changed the codec mid-call (data: codec, rate, previous_rate, fork_restarted)
 
 
 #: fork module events passed on as they are
@@ -197,6 +199,8 @@ class Call:
     transfer: TransferAttempt | None = None
     fork: ForkState = ForkState.NONE
     fork_nonce: str = field(default="", repr=False)  # the started fork's token nonce, until the bridge claims it
+    fork_codec_rate: int = 0  # the codec rate when the fork was last started (mod_audio_fork sizes itself by it)
+    codec_changes: int = 0  # mid-call codec changes (re-INVITE)
     originate_error: str = ""
     quality: dict[str, float] = field(default_factory=dict)
     dtmf_in: str = ""
@@ -721,6 +725,7 @@ class CallTracker:
 
     def _fork(self, call: Call) -> Api:
         call.fork = ForkState.STARTING
+        call.fork_codec_rate = call.rate
         call.fork_nonce = self.policy.nonce()
         return Api(call.node, self.policy.fork_command(call), call.uuid)
 
@@ -744,9 +749,19 @@ class CallTracker:
         self._codec(call, event)
         self._call_id(call, event)
         call.recording = rec.Recording(self.policy.recording_policy(call))
+        if not call.rate:
+            # answered without a codec yet: a late offer (INVITE without SDP) is answered before the ACK brings the
+            # far end's answer, and a media bug added now finds no read codec (mod_audio_fork dereferences it:
+            # FreeSWITCH 1.10.12 crashed, measured). The fork starts at the CODEC event the ACK's negotiation fires.
+            return [], [Notice(NoticeKind.ANSWERED, call)]
+        return self._start_media(call), [Notice(NoticeKind.ANSWERED, call)]
+
+    def _start_media(self, call: Call) -> list[Api]:
+        """The answered call's fork (and its recording, when the policy says always)."""
+        assert call.recording is not None
         if call.recording.policy == "always" and self.policy.recording.directory:
-            return self.start_recording(call.uuid, fork=True), [Notice(NoticeKind.ANSWERED, call)]
-        return [self._fork(call)], [Notice(NoticeKind.ANSWERED, call)]
+            return self.start_recording(call.uuid, fork=True)
+        return [self._fork(call)]
 
     # -- recording (calls/recording.py) ---------------------------------------------------------
     def _recording_path(self, call: Call) -> str:
@@ -874,10 +889,40 @@ class CallTracker:
             return [], [Notice(NoticeKind.TRANSFER, call, {"succeeded": True, "bridged": True})]
         return [], []
 
+    def _codec_event(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
+        """CODEC: the channel's codec was set -- at the negotiation, or by a re-INVITE that changed it.
+
+        mod_audio_fork takes the read codec's rate when it starts (its resamplers, buffer sizes and, with
+        bidirectional streaming, the rate it writes back) and keeps it; the media bug then hands it frames at the
+        new codec's rate (switch_core_media_bug_read reads the session's read_impl). So a change of rate under a
+        running fork restarts the fork at the new rate; the media bridge keeps the agent's conversation (the new
+        fork attaches to the same session, which converts between the fork's rate and the agent's)."""
+        call = self.calls.get(event.uuid)
+        if call is None or call.state == CallState.ENDED:
+            return [], []
+        previous = call.rate
+        self._codec(call, event)
+        if call.answered_at is None or call.rate == previous:
+            return [], []
+        if not previous:  # answered before the codec was set (late offer): the media starts now
+            if call.fork == ForkState.NONE and call.recording is not None and call.state == CallState.ANSWERED:
+                return self._start_media(call), []
+            return [], []
+        call.codec_changes += 1
+        data: dict[str, Any] = {"codec": call.codec, "rate": call.rate, "previous_rate": previous}
+        restart = call.fork in (ForkState.STARTING, ForkState.CONNECTED) and call.rate != call.fork_codec_rate
+        data["fork_restarted"] = restart
+        if not restart:
+            return [], [Notice(NoticeKind.CODEC, call, data)]
+        stop = Api(node, dialects.dialect(self.policy.fork_module).stop(call.uuid), call.uuid)
+        return [stop, self._fork(call)], [Notice(NoticeKind.CODEC, call, data)]
+
     def _dtmf(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
         call = self.calls.get(event.uuid)
         digit = dtmf.key(event.get("DTMF-Digit"))
-        if call is None or digit is None:
+        if call is None or digit is None or event.get("DTMF-Source") == "APP":
+            # DTMF-Source APP: a digit we sent that the inband generator turns into tones (generate_on_dtmf
+            # fires a DTMF event for it), not one the far end pressed
             return [], []
         call.dtmf_in += digit
         duration = event.get("DTMF-Duration")
@@ -976,6 +1021,8 @@ class CallTracker:
             call.fork = ForkState.FAILED
             return [], [Notice(NoticeKind.FORK_FAILED, call, {"reason": event.body})]
         if meaning is ForkEvent.DISCONNECTED:
+            if call.fork == ForkState.STARTING:  # the fork we stopped to restart it (codec change)
+                return [], []
             if call.fork == ForkState.CONNECTED:
                 call.fork = ForkState.CLOSED
             return [], [Notice(NoticeKind.FORK_DISCONNECTED, call, {"body": event.body})]
@@ -1098,4 +1145,5 @@ _HANDLERS: dict[str, Callable[[CallTracker, str, Event], tuple[list[Api], list[N
     "RECORD_START": CallTracker._record_event,
     "RECORD_STOP": CallTracker._record_event,
     "CHANNEL_EXECUTE_COMPLETE": CallTracker._execute_complete,
+    "CODEC": CallTracker._codec_event,
 }

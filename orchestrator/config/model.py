@@ -166,10 +166,18 @@ class RtpPorts(Model):
         return self
 
 
-class Dtmf(Model):
-    """How keypad digits are carried: RFC 2833/4733 telephone-events in RTP, or SIP INFO."""
+DtmfMode = Literal["rfc2833", "info", "inband"]
+_DTMF_MODE_HELP = (
+    "How keypad digits travel: rfc2833 (RFC 2833/4733 telephone-events in RTP; FreeSWITCH falls back to SIP INFO "
+    "when the far end's SDP has none), info (SIP INFO application/dtmf-relay both ways), inband (tones in the audio: "
+    "detected in what the far end sends, generated into what it hears)."
+)
 
-    mode: Literal["rfc2833", "info"] = "rfc2833"
+
+class Dtmf(Model):
+    """How keypad digits are carried: RFC 2833/4733 telephone-events in RTP, SIP INFO, or tones in the audio."""
+
+    mode: DtmfMode = Field("rfc2833", description=_DTMF_MODE_HELP)
     payload_type: int = Field(101, ge=96, le=127, description="Dynamic RTP payload type for telephone-event.")
     duration_ms: int = Field(100, ge=40, le=5000, description="Duration of digits FreeSWITCH sends.")
 
@@ -429,6 +437,12 @@ class Outbound(Model):
         return self.port or (5061 if self.transport == "tls" else 5060)
 
 
+class TrunkDtmf(Model):
+    """A trunk's DTMF: for carriers without RFC 2833 (SIP INFO, or tones in the audio)."""
+
+    mode: DtmfMode = Field(description=_DTMF_MODE_HELP)
+
+
 class Trunk(Model):
     """A SIP trunk: a peer (carrier, SBC, PBX) that sends and/or receives calls."""
 
@@ -445,6 +459,9 @@ class Trunk(Model):
         "sends no RTP meanwhile is subject to it too (FreeSWITCH 1.10.12: docs/call-flow.md#dead-media-and-hold).",
     )
     recording: RecordingPolicy | None = Field(None, description=_RECORDING_POLICY_HELP)
+    dtmf: TrunkDtmf | None = Field(
+        None, description="How this trunk's carrier carries keypad digits; default: freeswitch.dtmf.mode."
+    )
 
     @model_validator(mode="after")
     def _direction(self) -> Trunk:

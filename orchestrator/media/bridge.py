@@ -412,7 +412,11 @@ class MediaBridge:
         call_id = conn.call_id
         existing = self.sessions.get(call_id)
         if existing is not None and existing.state in (Phase.CONNECTING, Phase.OPEN):
-            old = existing.fork_attached(conn)  # FreeSWITCH re-forked the call: keep the agent
+            try:  # the new fork's rate (a codec change restarts the fork at the new codec's rate)
+                rate: int | None = fork.parse_metadata(text).fork_rate
+            except fork.MetadataError:
+                rate = None
+            old = existing.fork_attached(conn, rate)  # FreeSWITCH re-forked the call: keep the agent
             if old is not None and old is not conn:
                 old.session = None
                 old.close(1000, "")

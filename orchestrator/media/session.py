@@ -27,6 +27,7 @@ from orchestrator.agents import _wire, base
 from orchestrator.agents import connect as agent_connect
 from orchestrator.agents import overrides as agent_overrides
 from orchestrator.agents.connect import SetupError, classify, endpoint, resolve
+from orchestrator.audio.convert import Converter
 from orchestrator.config.model import Deployment, MediaSettings
 from orchestrator.media import dialects, fork
 from orchestrator.media.agent_connection import AgentConnection, agent_line
@@ -149,7 +150,11 @@ class Session:
         self.call_id = call_id
         meta = metadata if isinstance(metadata, fork.ForkMetadata) else fork.ForkMetadata.model_validate(metadata)
         self.metadata = meta.model_dump()
-        self.rate = meta.fork_rate
+        self.rate = meta.fork_rate  # the agent side's rate (adapter, pacer): the first fork's, for the whole call
+        #: the current fork's rate: another after a codec change restarted the fork (then converted both ways)
+        self.fork_rate = self.rate
+        self._from_fork: Converter | None = None
+        self._to_fork: Converter | None = None
         self.info = base.CallInfo(
             call_id=call_id,
             direction=meta.direction,
@@ -251,6 +256,8 @@ class Session:
         st = self.stats
         st.frames_in += 1
         st.bytes_in += len(pcm)
+        if self._from_fork is not None:
+            pcm = self._from_fork.convert(pcm)
         if self.agent is not None:
             self._hand_over(pcm)
         elif self.life.phase is CONNECTING:
@@ -474,7 +481,8 @@ class Session:
             self.stats.frames_out += 1
             self.stats.bytes_out += len(chunk)
             if self.bridge.settings.playback == "streaming":
-                self.fork.send_audio(chunk)
+                # streamed audio is written to the channel at the fork's rate; a file says its own rate
+                self.fork.send_audio(chunk if self._to_fork is None else self._to_fork.convert(chunk))
             else:
                 self.fork.send_text(self.bridge.dialect.file_message(chunk, self.rate))
         if marks and self.agent is not None:
@@ -657,12 +665,25 @@ class Session:
             self.fork = None
             self._arm()
 
-    def fork_attached(self, conn: ForkConnection) -> ForkConnection | None:
-        """FreeSWITCH forked the call (again): ``conn`` carries its audio now (returns the one it replaces)."""
+    def fork_attached(self, conn: ForkConnection, rate: int | None = None) -> ForkConnection | None:
+        """FreeSWITCH forked the call (again): ``conn`` carries its audio now, at ``rate`` when it says one
+        (returns the one it replaces)."""
         old, self.fork = self.fork, conn
+        if rate is not None and rate != self.fork_rate:
+            self._fork_rate(rate)
         self.life.fork_back()
         self._arm()
         return old
+
+    def _fork_rate(self, rate: int) -> None:
+        """The fork's audio comes (and streamed audio goes) at ``rate`` now; the agent's side keeps its rate."""
+        log.info("call %s: the fork's rate is %d Hz now (the agent's stays %d Hz)", self.call_id, rate, self.rate)
+        self.fork_rate = rate
+        self._event("fork_rate", {"rate": rate})
+        if rate == self.rate:
+            self._from_fork = self._to_fork = None
+        else:
+            self._from_fork, self._to_fork = Converter(rate, self.rate), Converter(self.rate, rate)
 
     def call_ended(self, reason: str = "call ended") -> None:
         """FreeSWITCH reported the hang-up (or the call was bridged to a person): close both sockets and write the

@@ -241,6 +241,11 @@ class Plan:
         return self.deployment.freeswitch
 
     @property
+    def dtmf_type(self) -> str:
+        """The profiles' ``dtmf-type``: ``freeswitch.dtmf.mode`` in sofia's words (inband: ``none``)."""
+        return DTMF_TYPES[self.fs.dtmf.mode]
+
+    @property
     def needs_hash(self) -> bool:
         """mod_hash is loaded when some trunk's inbound calls are limited (its ``limit hash`` backend counts them)."""
         return any(c.limits for c in self.contexts)
@@ -303,6 +308,7 @@ def _gateway(trunk: Trunk, deployment: Deployment, edge: Edge | None = None) -> 
         ("absolute_codec_string", _codec_string(out.codecs or deployment.freeswitch.codecs)),
     ]
     variables += media_timeouts(trunk, deployment.freeswitch)
+    variables += dtmf_variables(trunk, deployment.freeswitch)
     if out.accept_crypto_in_avp:
         variables.append((CRYPTO_IN_AVP, "true"))
     if out.caller_id:
@@ -410,6 +416,35 @@ def media_timeouts(trunk: Trunk, fs: FreeSwitch) -> list[tuple[str, str]]:
     return [("media_timeout", str(seconds * 1000))] if seconds else []
 
 
+#: sofia's ``dtmf-type`` (profile parameter and ``dtmf_type`` channel variable) for each ``dtmf.mode``
+DTMF_TYPES = {"rfc2833": "rfc2833", "info": "info", "inband": "none"}
+#: inband DTMF: the tone detector (mod_dptools start_dtmf: switch_ivr_inband_dtmf_session, a read bug) and the tone
+#: generator (``start_dtmf_generate write``: a write bug whose send-DTMF hook turns uuid_send_dtmf digits into tones;
+#: without ``write`` it hooks the *received* digits and swallows them), run at the answer by ``execute_on_answer*``
+#: (switch_channel_execute_on matches the prefix): both pre-answer a channel they run on earlier, and the generator
+#: needs the codec
+INBAND_APPS = (("execute_on_answer_sipagent_dtmf_detect", "start_dtmf"),
+               ("execute_on_answer_sipagent_dtmf_generate", "start_dtmf_generate write"))  # fmt: skip
+
+
+def dtmf_variables(trunk: Trunk, fs: FreeSwitch) -> list[tuple[str, str]]:
+    """The channel variables of a trunk's DTMF mode, when it differs from the profile's (``freeswitch.dtmf.mode``).
+
+    ``dtmf_type`` is read at each SDP negotiation (switch_core_media_negotiate_sdp → check_dtmf_type), which keeps a
+    set ``info``/``none`` even when the far end offers telephone-events (only ``rfc2833``/auto adopt them, and our
+    SDP then offers none: switch_core_media_gen_local_sdp). An SDP without telephone-events otherwise turns a
+    channel to SIP INFO (``rtp_info_when_no_2833``, default on): inband keeps ``none`` with it off. Received SIP INFO
+    digits are taken on every trunk (the profile's ``liberal-dtmf``: sofia_handle_sip_i_info)."""
+    mode = trunk.dtmf.mode if trunk.dtmf is not None else fs.dtmf.mode
+    variables: list[tuple[str, str]] = []
+    if mode != fs.dtmf.mode:
+        variables.append(("dtmf_type", DTMF_TYPES[mode]))
+    if mode == "inband":
+        variables.append(("rtp_info_when_no_2833", "false"))
+        variables += INBAND_APPS
+    return variables
+
+
 def node_share(total: int, nodes: int) -> int:
     """A pool-wide limit as each node enforces it: ``ceil(total / nodes)`` (mod_hash counts per node)."""
     return -(-total // max(nodes, 1))
@@ -482,6 +517,7 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
             ("absolute_codec_string", _codec_string(inbound.codecs or fs.codecs)),
         ]
         variables += media_timeouts(trunk, fs)
+        variables += dtmf_variables(trunk, fs)
         if inbound.accept_crypto_in_avp:
             variables.append((CRYPTO_IN_AVP, "true"))
         routes = tuple(_route(entry.number) for entry in table.ordered(trunk.name))

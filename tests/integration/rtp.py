@@ -22,6 +22,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 PCMU, EVENT = 0, 101
 EVENT_CODES = "0123456789*#ABCD"
 FRAME = 160  # 20 ms at 8 kHz
@@ -316,3 +318,143 @@ class RtpPeer(asyncio.DatagramProtocol):
             self.transport.close()
         if self.rtcp is not None and self.rtcp.transport is not None:
             self.rtcp.transport.close()
+
+
+#: DTMF tone pairs (low, high) in Hz, ITU-T Q.23
+DTMF_TONES = {
+    "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "A": (697, 1633),
+    "4": (770, 1209), "5": (770, 1336), "6": (770, 1477), "B": (770, 1633),
+    "7": (852, 1209), "8": (852, 1336), "9": (852, 1477), "C": (852, 1633),
+    "*": (941, 1209), "0": (941, 1336), "#": (941, 1477), "D": (941, 1633),
+}  # fmt: skip
+G722_PT = 9
+
+
+class AudioPeer(RtpPeer):
+    """A phone that talks: a tone (PCMU at 8 kHz, or G.722 at 16 kHz after :meth:`switch_codec`), DTMF as tones in
+    the audio (:meth:`send_tones`), and what it receives decoded by payload type (:attr:`heard`: L16 per codec)."""
+
+    def __init__(self, freq: float = 440.0) -> None:
+        super().__init__()
+        self.freq = freq
+        self.codec = "PCMU"
+        self.heard: dict[str, bytearray] = {"PCMU": bytearray(), "G722": bytearray()}
+        self._tones: asyncio.Queue[str] = asyncio.Queue()
+        self._phase = 0
+        self._g722_enc: object | None = None
+        self._g722_dec: object | None = None
+
+    def switch_codec(self, codec: str) -> None:
+        """Send (and expect) ``codec`` from the next frame on (after a re-INVITE changed it)."""
+        self.codec = codec
+
+    async def send_tones(self, digits: str) -> None:
+        """``digits`` as DTMF tone pairs in the audio (120 ms each, then 120 ms of silence, instead of the tone);
+        waits until they are sent."""
+        for d in digits:
+            self._tones.put_nowait(d)
+        async with asyncio.timeout(2 + len(digits)):
+            while not self._tones.empty():
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.35)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        super().datagram_received(data, addr)
+        if len(data) < 12 or data[0] >> 6 != 2 or data[0] & 0x10:
+            return
+        pt, body = data[1] & 0x7F, data[12 + 4 * (data[0] & 0x0F) :]
+        if pt == PCMU:
+            self.heard["PCMU"] += _ulaw_to_l16(body)
+        elif pt == G722_PT:
+            self.heard["G722"] += self._g722("dec").decode(body).tobytes()  # type: ignore[attr-defined]
+
+    def _g722(self, which: str) -> object:
+        import G722  # the g722 package (test extra): sippy's libg722
+
+        attr = "_g722_" + which
+        if getattr(self, attr) is None:
+            setattr(self, attr, G722.G722(16000, 64000))
+        return getattr(self, attr)
+
+    def _samples(self, rate: int, n: int, pair: tuple[int, int] | None, mute: bool) -> np.ndarray:
+        t = (self._phase + np.arange(n)) / rate
+        self._phase += n
+        if mute:  # between digits: silence (a detector ends a digit at the gap, not when other sound follows)
+            return np.zeros(n)
+        if pair is not None:
+            return 6000 * (np.sin(2 * np.pi * pair[0] * t) + np.sin(2 * np.pi * pair[1] * t)) / 2
+        return 8000 * np.sin(2 * np.pi * self.freq * t)
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
+        pair: tuple[int, int] | None = None
+        left = 0  # frames of the current digit's tone (then of its gap)
+        gap = 0
+        while True:
+            if pair is None and gap == 0 and not self._tones.empty():
+                pair, left = DTMF_TONES[self._tones.get_nowait()], 6  # 120 ms
+            if self.codec == "G722":
+                pcm = np.round(self._samples(16000, 320, pair, gap > 0)).astype(np.int16)
+                self._send(G722_PT, self._g722("enc").encode(pcm))  # type: ignore[attr-defined]
+                self._ts += 320 // 2  # G.722's RTP clock is 8 kHz (RFC 3551)
+            else:
+                pcm = np.round(self._samples(8000, FRAME, pair, gap > 0)).astype(np.int16)
+                self._send(PCMU, _l16_to_ulaw(pcm.astype("<i2").tobytes()))
+                self._ts += FRAME
+            self.sent += 1
+            if pair is not None:
+                left -= 1
+                if left == 0:
+                    pair, gap = None, 6
+            elif gap:
+                gap -= 1
+            tick += 0.02
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+
+
+def _ulaw_to_l16(data: bytes) -> bytes:
+    from orchestrator.audio.convert import audioop
+
+    return audioop.ulaw2lin(data, 2)
+
+
+def _l16_to_ulaw(data: bytes) -> bytes:
+    from orchestrator.audio.convert import audioop
+
+    return audioop.lin2ulaw(data, 2)
+
+
+def goertzel_digits(pcm: bytes, rate: int = 8000, ms: int = 40) -> str:
+    """DTMF digits in L16 audio: per ``ms`` window, the Goertzel power of the eight DTMF frequencies; a digit is a
+    run of windows whose strongest low and high tones stand well above the others and the window's energy."""
+    x = np.frombuffer(pcm[: len(pcm) & ~1], dtype="<i2").astype(np.float64)
+    n = rate * ms // 1000
+    lows, highs = (697, 770, 852, 941), (1209, 1336, 1477, 1633)
+    keys = {v: k for k, v in DTMF_TONES.items()}
+    out, last = [], ""
+    for i in range(0, len(x) - n + 1, n):
+        w = x[i : i + n]
+        energy = float(np.dot(w, w)) * n / 2
+        if energy < 1e8:
+            last = ""
+            continue
+        power = {f: _goertzel(w, f, rate) for f in lows + highs}
+        lo = max(lows, key=lambda f: power[f])
+        hi = max(highs, key=lambda f: power[f])
+        others = max([power[f] for f in lows + highs if f not in (lo, hi)] or [0.0])
+        digit = (
+            keys[(lo, hi)] if power[lo] + power[hi] > 0.5 * energy and min(power[lo], power[hi]) > 8 * others else ""
+        )
+        if digit and digit != last:
+            out.append(digit)
+        last = digit
+    return "".join(out)
+
+
+def _goertzel(w: np.ndarray, freq: float, rate: int) -> float:
+    coeff = 2 * np.cos(2 * np.pi * freq / rate)
+    s1 = s2 = 0.0
+    for v in w:
+        s1, s2 = v + coeff * s1 - s2, s1
+    return s1 * s1 + s2 * s2 - coeff * s1 * s2

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import audiofork, forkargs, fsstrings, rtpstats, texts
 from .causes import normalize_cause
-from .channel import SHOW_CHANNEL_FIELDS, SimChannel
+from .channel import SHOW_CHANNEL_FIELDS, SimChannel, runs_on_answer
 from .texts import NO_SUCH_CHANNEL, USAGE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -367,6 +367,12 @@ class ApiCommands:
         if ch is None:
             return "-ERR Cannot locate session!\n"
         ch.dtmf_sent.append(parts[1])
+        if runs_on_answer(ch, "start_dtmf_generate write"):
+            # the generator's send hook turns each digit into tones and fires a DTMF event for it (generate_on_dtmf)
+            digits, _, duration = parts[1].partition("@")
+            for d in digits:
+                ch.fire("DTMF", post=[("DTMF-Digit", d), ("DTMF-Duration", str(int(duration or 100) * 8)),
+                                      ("DTMF-Source", "APP"), ("DTMF-Conversion", "native:inband")])  # fmt: skip
         return f"+OK {ch.uuid} sent DTMF {parts[1]}.\n"
 
     async def api_uuid_transfer(self: SimulatedFreeSwitch, arg: str, job: Job | None) -> str:

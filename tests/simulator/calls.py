@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import fsstrings
 from .bridging import Bridging
 from .causes import normalize_cause, q850
-from .channel import SimChannel
+from .channel import SimChannel, runs_on_answer
 from .deadmedia import DeadMedia
 from .dialing import DialError, Dialing, Outcome, parse_dial_string
 from .forkglue import ForkGlue
@@ -123,12 +123,33 @@ class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue,
             self._reject(ch, sip_status or 480)
         await asyncio.sleep(0)
 
-    async def remote_dtmf(self: SimulatedFreeSwitch, uuid: str, digits: str, duration: int = 2000) -> None:
-        """The far end sends RFC 2833 digits: one DTMF event each (``DTMF-Source: RTP``, duration in samples)."""
+    async def remote_dtmf(self: SimulatedFreeSwitch, uuid: str, digits: str, duration: int = 2000,
+                          via: str = "rfc2833") -> None:  # fmt: skip
+        """The far end sends digits: one DTMF event each (fired at switch_channel_dequeue_dtmf, duration in samples)
+        with the source of how they came: ``rfc2833`` (``RTP``), ``info`` (SIP INFO application/dtmf-relay:
+        ``ENDPOINT``, sofia_handle_sip_i_info) or ``inband`` (tones found by start_dtmf's detector:
+        ``INBAND_AUDIO``, inband_dtmf_callback -- only on a channel that runs it)."""
         ch = self.channels[uuid]
+        source = {"rfc2833": "RTP", "info": "ENDPOINT", "inband": "INBAND_AUDIO"}[via]
+        if via == "inband" and not runs_on_answer(ch, "start_dtmf"):
+            return  # tones in the audio and no detector: nobody hears digits
         for d in digits:
             ch.dtmf_received.append(d)
-            ch.fire("DTMF", post=[("DTMF-Digit", d), ("DTMF-Duration", str(duration)), ("DTMF-Source", "RTP")])
+            ch.fire("DTMF", post=[("DTMF-Digit", d), ("DTMF-Duration", str(duration)), ("DTMF-Source", source)])
+        await asyncio.sleep(0)
+
+    async def change_codec(self: SimulatedFreeSwitch, uuid: str, codec: str, rate: int) -> None:
+        """The far end re-INVITEs with another codec: switch_core_media_set_codec sets the new read and write codecs
+        (the CODEC events); a running media bug then reads frames at the new rate."""
+        ch = self.channels[uuid]
+        if (ch.codec, ch.rate) == (codec, rate):
+            return  # "Already using": no event
+        ch.codec, ch.rate = codec, rate
+        ch.setvar("read_codec", codec)
+        ch.setvar("read_rate", str(rate))
+        ch.setvar("write_codec", codec)
+        ch.setvar("write_rate", str(rate))
+        ch.fire_codec()
         await asyncio.sleep(0)
 
     async def fire_custom(self: SimulatedFreeSwitch, uuid: str, subclass: str, body: str | None = None) -> None:

@@ -776,3 +776,12 @@ class SimChannel:
     def event_names(self) -> list[str]:
         """Names of the events fired for this channel so far (CUSTOM shown as its subclass)."""
         return [e.subclass or e.name for e in self.events]
+
+
+def runs_on_answer(ch: SimChannel, app: str) -> bool:
+    """The channel ran ``app`` at its answer (an ``execute_on_answer*`` variable: switch_channel_execute_on)."""
+    return ch.answered and any(
+        name.startswith("execute_on_answer") and value.split(" ", 1)[0] == app.split(" ", 1)[0]
+        and value.partition(" ")[2] == app.partition(" ")[2]
+        for name, value in ch.variables.items()
+    )  # fmt: skip
