@@ -4,6 +4,7 @@ late-offer answer, the inband generator's own digits) is in tests/test_tracker.p
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,37 @@ async def test_codec_change_restarts_the_fork_at_16k(h: Harness) -> None:  # noq
     forks = [c for c in h.sim.received_commands if c.startswith(f"api uuid_audio_fork {uuid}")]
     assert " stop " in forks[-2] + " " and " 16k " in forks[-1] and " 8k " in forks[0]
     assert h.controller.tracker.calls[uuid].rate == 16000
+
+
+async def test_on_an_inband_trunk_the_agents_digits_are_played_as_tones(tmp_path: Path) -> None:
+    from audio_tools import goertzel_digits
+    from simulator import SimulatedFreeSwitch
+    from test_controller import PASSWORD, deployment_text, make_controller
+
+    from orchestrator.calls.tracker import Notice
+
+    sim = SimulatedFreeSwitch(PASSWORD)
+    await sim.start()
+    notices: list[Notice] = []
+    text = deployment_text([sim.port]).replace("  - name: carrier\n", "  - name: carrier\n    dtmf: {mode: inband}\n")
+    controller = await make_controller(text, tmp_path, notices)
+    harness = Harness([sim], controller, notices, tmp_path)
+    try:
+        uuid = await _inband_call(harness)
+        await harness.wait("fork_connected", uuid)
+        await controller.send_dtmf(uuid, "19w*", 100)
+        [sent] = [c for c in sim.received_commands if c.startswith(f"api uuid_broadcast {uuid}")]
+        assert sent == (
+            f"api uuid_broadcast {uuid} file_string://tone_stream://d=100;w=100;19!silence_stream://500!"
+            "tone_stream://d=100;w=100;* aleg"
+        )
+        assert not sim.channels[uuid].dtmf_sent  # not uuid_send_dtmf: its generator needs frames to mix into
+        audio = sim.channel_audio(sim.channels[uuid])
+        deadline = asyncio.get_running_loop().time() + 5
+        while goertzel_digits(audio.heard_pcm()) != "19*" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert goertzel_digits(audio.heard_pcm()) == "19*"  # what the caller hears
+        assert controller.tracker.calls[uuid].dtmf_out == "19w*"
+    finally:
+        await controller.stop()
+        await sim.stop()

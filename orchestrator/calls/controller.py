@@ -743,15 +743,26 @@ class Controller:
         except EslError as exc:
             raise CallError("freeswitch_unreachable", str(exc), 503) from None
 
+    def _dtmf_mode(self, call: Call) -> str:
+        """How the call's trunk carries digits (``trunks[].dtmf.mode``, else ``freeswitch.dtmf.mode``)."""
+        for t in self.deployment.trunks:
+            if t.name == call.trunk and t.dtmf is not None:
+                return t.dtmf.mode
+        return self.deployment.freeswitch.dtmf.mode
+
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None:
-        """Send DTMF into the call (RFC 2833 per the trunk's DTMF mode): keys and ``w``/``W`` pauses."""
+        """Send DTMF into the call as the trunk carries it (RFC 2833 or SIP INFO through ``uuid_send_dtmf``, tones
+        played into the audio for inband trunks): keys and ``w``/``W`` pauses."""
         call = self._live(uuid)
         normal = dtmf.sequence(digits)
         if normal is None:
             raise CallError("invalid_digits", f"digits must be {dtmf.SEQUENCE_RULE}")
         if not dtmf.valid_duration(duration_ms):
             raise CallError("invalid_duration", f"duration must be {dtmf.MIN_DURATION_MS}-{dtmf.MAX_DURATION_MS} ms")
-        await self._api(call, commands.uuid_send_dtmf(uuid, normal, duration_ms))
+        if self._dtmf_mode(call) == "inband":  # tones in the audio, whether or not the agent is speaking
+            await self._api(call, commands.uuid_broadcast_dtmf_tones(uuid, normal, duration_ms))
+        else:
+            await self._api(call, commands.uuid_send_dtmf(uuid, normal, duration_ms))
         call.dtmf_out += normal
         self.metrics.dtmf.labels("out").inc(sum(1 for c in normal if c not in dtmf.PAUSES))
 

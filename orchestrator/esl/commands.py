@@ -155,6 +155,33 @@ def uuid_send_dtmf(uuid: str, digits: str, duration_ms: int) -> str:
     return f"uuid_send_dtmf {_uuid(uuid)} {normal}@{duration_ms}"
 
 
+def uuid_broadcast_dtmf_tones(uuid: str, digits: str, duration_ms: int) -> str:
+    """Play DTMF as tones into the caller's audio (inband trunks): ``uuid_broadcast <uuid>
+    file_string://tone_stream://d=<ms>;w=<ms>;<keys>!silence_stream://<ms>!… aleg``.
+
+    libteletone maps each key (0-9, *, #, A-D) to its two frequencies; a ``w``/``W`` pause (0.5 s / 1 s, as
+    ``uuid_send_dtmf`` takes them) becomes ``silence_stream://``. Used instead of ``uuid_send_dtmf``, whose inband
+    generator only mixes tones into frames FreeSWITCH already writes (a parked call with a quiet agent writes none).
+    """
+    normal = dtmf.sequence(digits)
+    if normal is None:
+        raise Refused(f"digits must be {dtmf.SEQUENCE_RULE}")
+    if not dtmf.valid_duration(duration_ms):
+        raise Refused(f"duration must be {dtmf.MIN_DURATION_MS}-{dtmf.MAX_DURATION_MS} ms")
+    parts: list[str] = []
+    keys = ""
+    for c in normal + "|":
+        if c in "wW|":
+            if keys:
+                parts.append(f"tone_stream://d={duration_ms};w={duration_ms};{keys}")
+                keys = ""
+            if c != "|":
+                parts.append(f"silence_stream://{500 if c == 'w' else 1000}")
+        else:
+            keys += c
+    return f"uuid_broadcast {_uuid(uuid)} file_string://{'!'.join(parts)} aleg"
+
+
 def uuid_deflect(uuid: str, target: str) -> str:
     """REFER the peer to ``target`` (a SIP URI, validated by the caller)."""
     return f"uuid_deflect {_uuid(uuid)} {argument(target, 'transfer target', 512)}"

@@ -406,11 +406,6 @@ async def test_inband_dtmf_from_the_caller_reaches_the_agent(env: Env, running: 
     assert record["dtmf"] == {"received": "37#", "sent": "19*"}  # the generator's own DTMF events are not received
 
 
-@pytest.mark.xfail(
-    reason="start_dtmf_generate's write bug only runs on frames FreeSWITCH writes to the caller: a parked call with "
-    "no agent audio playing writes none, so the digits are swallowed without tones (FreeSWITCH 1.10.12, measured)",
-    strict=False,
-)
 async def test_the_agents_digits_are_tones_in_the_callers_audio(env: Env, running: Running) -> None:
     r = running
     peer = await AudioPeer.open()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import re
 import sys
 import wave
@@ -308,8 +309,71 @@ class ChannelAudio:
         ch.execute_complete("playback", pb.path, response=response, app_uuid=pb.app_uuid)
 
 
+#: libteletone's DTMF map (libteletone_generate.c teletone_init_session: its row of 7 8 9 C is at 859 Hz, not 852)
+_DTMF_FREQS = {
+    "1": (697.0, 1209.0), "2": (697.0, 1336.0), "3": (697.0, 1477.0), "A": (697.0, 1633.0),
+    "4": (770.0, 1209.0), "5": (770.0, 1336.0), "6": (770.0, 1477.0), "B": (770.0, 1633.0),
+    "7": (859.0, 1209.0), "8": (859.0, 1336.0), "9": (859.0, 1477.0), "C": (859.0, 1633.0),
+    "*": (941.0, 1209.0), "0": (941.0, 1336.0), "#": (941.0, 1477.0), "D": (941.0, 1633.0),
+}  # fmt: skip
+
+
+def _tone(freqs: Sequence[float], on_ms: int, off_ms: int, rate: int) -> array:
+    """``on_ms`` of the summed sines (each at about -10 dBFS), then ``off_ms`` of silence."""
+    n = on_ms * rate // 1000
+    amp = 0.3 * 32767 / max(1, len(freqs))
+    out = array("h", (int(amp * sum(math.sin(2 * math.pi * f * i / rate) for f in freqs)) for i in range(n)))
+    out.extend(array("h", bytes(2 * (off_ms * rate // 1000))))
+    return out
+
+
+def teletone(script: str, rate: int) -> array | None:
+    """What ``tone_stream://<script>`` plays, for the part of libteletone's script language the project uses:
+    ``d=<ms>`` and ``w=<ms>`` (the duration and the gap of each key), ``v=``/``L=``/``l=`` (volume and loops:
+    ignored), ``%(on,off,f1[,f2…])`` tones and runs of keys (0-9 * # A-D, DTMF). None for anything else."""
+    duration, wait = 200, 0
+    out = array("h")
+    for segment in script.split(";"):
+        segment = segment.strip()
+        if not segment:
+            continue
+        if segment[:2] in ("d=", "w=", "v=", "L=", "l=", "c=", "r=", ">=", "<=", "+="):
+            value = segment[2:]
+            if segment[0] in "dw":
+                if not value.isdigit():
+                    return None
+                duration, wait = (int(value), wait) if segment[0] == "d" else (duration, int(value))
+            continue
+        for m in re.finditer(r"%\(([^)]*)\)|([0-9*#A-D])|(.)", segment):
+            if m.group(1) is not None:
+                parts = m.group(1).split(",")
+                try:
+                    on, off, freqs = int(parts[0]), int(parts[1]), [float(f) for f in parts[2:]]
+                except (ValueError, IndexError):
+                    return None
+                out.extend(_tone(freqs, on, off, rate))
+            elif m.group(2) is not None:
+                out.extend(_tone(_DTMF_FREQS[m.group(2)], duration, wait, rate))
+            else:
+                return None
+    return out
+
+
 def load_audio(sim: SimulatedFreeSwitch, path: str, rate: int) -> tuple[array | None, int | None]:
-    """Samples at ``rate`` and their count for a playable path; ``(None, -1)`` when it cannot be found."""
+    """Samples at ``rate`` and their count for a playable path; ``(None, -1)`` when it cannot be found.
+
+    ``file_string://a!b!…`` plays its parts in turn, ``tone_stream://`` through :func:`teletone`."""
+    if path.startswith("file_string://"):
+        joined = array("h")
+        for part in path[len("file_string://") :].split("!"):
+            samples, count = load_audio(sim, part, rate)
+            if count is None or count < 0:
+                return None, -1
+            joined.extend(samples if samples is not None else array("h", bytes(2 * count)))
+        return joined, len(joined)
+    if path.startswith("tone_stream://"):
+        tones = teletone(path[len("tone_stream://") :], rate)
+        return (None, -1) if tones is None else (tones, len(tones))
     if path.startswith("silence_stream://"):
         spec = path[len("silence_stream://") :].split(",")[0]
         try:
