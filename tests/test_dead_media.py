@@ -23,7 +23,7 @@ from orchestrator.agents.raw import RawProtocol
 from orchestrator.agents.twilio import TwilioProtocol
 from orchestrator.config import check_text
 from orchestrator.config.model import ElevenLabsAgent, RawAgent
-from orchestrator.render.plan import build
+from orchestrator.render.plan import BACKSTOP_FACTOR, build
 
 __all__ = ["flow"]  # the fixture, from test_media_flow
 
@@ -151,10 +151,12 @@ trunks:
 numbers: [{number: "+15550000001", trunk: carrier, agent: bot}]
 agents: [{name: bot, protocol: raw, url: "ws://127.0.0.1:9/a"}]
 """
+#: live quality sampling off: FreeSWITCH applies the trunk's media timeout itself
+UNSAMPLED = "orchestrator: {quality: {sample_seconds: 0}}\n"
 
 
-def _variables(tmp: Path, fs: str = "", trunk: str = "") -> tuple[dict[str, str], dict[str, str]]:
-    result = check_text(BASE % (fs, trunk), "d.yaml", {}, tmp)
+def _variables(tmp: Path, fs: str = "", trunk: str = "", extra: str = "") -> tuple[dict[str, str], dict[str, str]]:
+    result = check_text(BASE % (fs, trunk) + extra, "d.yaml", {}, tmp)
     assert result.errors == [], [str(d) for d in result.errors]
     assert result.deployment is not None
     plan = build(result.deployment, tmp)
@@ -173,9 +175,14 @@ def _variables(tmp: Path, fs: str = "", trunk: str = "") -> tuple[dict[str, str]
     ],
 )
 def test_media_timeout_per_trunk(tmp_path: Path, fs: str, trunk: str, expected: str | None) -> None:
-    context, gateway = _variables(tmp_path, fs, trunk)
+    # without live sampling FreeSWITCH applies the timeout; with it (the default) the orchestrator does, outside
+    # holds, and FreeSWITCH keeps 10 times it as a backstop
+    context, gateway = _variables(tmp_path, fs, trunk, UNSAMPLED)
     for variables in (context, gateway):
         assert variables.get("media_timeout") == expected and "media_hold_timeout" not in variables
+    backstop = None if expected is None else str(int(expected) * BACKSTOP_FACTOR)
+    for variables in _variables(tmp_path, fs, trunk):
+        assert variables.get("media_timeout") == backstop
 
 
 def test_simulator_reads_the_timeouts_as_freeswitch_does() -> None:
@@ -197,3 +204,75 @@ def test_simulator_reads_the_timeouts_as_freeswitch_does() -> None:
     assert timeouts(ch) == (5000, 50000)
     ch.setvar("media_hold_timeout_audio", "7000")
     assert timeouts(ch) == (5000, 7000)
+
+
+# -- the orchestrator's own dead-media watch (calls/deadmedia.py): RTP outside holds ----------------------------
+
+
+def test_a_watch_counts_quiet_time_outside_holds_only() -> None:
+    from orchestrator.calls.deadmedia import Watch
+
+    w = Watch(10.0)
+    assert not w.observe(0.0, 0, held=False)  # the first sample starts the count
+    assert not w.observe(5.0, 250, held=False)  # growing
+    assert not w.observe(14.0, 250, held=False)  # quiet for 9 s
+    assert w.observe(15.0, 250, held=False)  # 10 s: dead, once
+    assert not w.observe(16.0, 250, held=False)
+    held = Watch(10.0)
+    held.observe(0.0, 100, held=False)
+    for t in range(1, 60):
+        assert not held.observe(float(t), 100, held=True)  # a silent hold never counts
+    assert not held.observe(65.0, 100, held=False)  # resumed: the count starts at the last held sample
+    assert held.observe(69.0, 100, held=False)
+    reset = Watch(3.0)
+    reset.observe(0.0, 900, held=False)
+    assert not reset.observe(2.0, 5, held=False)  # a new RTP session counts from 0 again: that is RTP
+    assert not reset.observe(4.0, None, held=False)  # no reading: nothing decided
+    assert reset.observe(5.0, 5, held=False)
+
+
+async def test_the_orchestrator_hangs_up_dead_media_but_never_a_hold(tmp_path: Path) -> None:
+    from simulator import SimulatedFreeSwitch
+    from test_controller import PASSWORD, Harness, deployment_text
+
+    from orchestrator.calls.controller import Controller
+    from orchestrator.esl.client import Backoff
+    from orchestrator.media import fork
+
+    sim = SimulatedFreeSwitch(PASSWORD)
+    await sim.start()
+    text = deployment_text([sim.port]).replace(
+        "  - name: carrier\n", "  - name: carrier\n    media_timeout_seconds: 1\n"
+    )
+    text = text.replace("orchestrator:\n", "orchestrator:\n  quality: {sample_seconds: 1}\n")
+    result = check_text(text, "d.yaml", {}, tmp_path)
+    assert result.errors == [] and result.deployment is not None
+    notices: list[object] = []
+    controller = Controller(
+        result.deployment, tmp_path, tokens=fork.Tokens(b"t"), backoff=Backoff(initial=0.02, maximum=0.1)
+    )
+    controller.quality.interval = 0.1  # ten samples a second: the test waits for the decision, not for seconds
+    controller.add_listener(notices.append)
+    await controller.start()
+    h = Harness([sim], controller, notices, tmp_path)
+    try:
+        await asyncio.wait_for(controller.nodes["fs1"].synced.wait(), 5)
+        held = await h.inbound()
+        dead = await h.inbound(number="+15550000002", agent="sales")
+        await h.wait("answered", held)
+        await h.wait("answered", dead)
+        assert sim.hold(held, "inactive")  # a hold without RTP, for three times the timeout
+        sim.stop_rtp(dead)
+        await h.wait("ended", dead, timeout=10)
+        record = controller.ended[dead]
+        assert record["result"] == "media_timeout" and record["hangup"]["cause"] == "MEDIA_TIMEOUT"
+        assert record["hangup_by"] == "orchestrator"
+        assert any(c.startswith(f"api uuid_kill {dead} MEDIA_TIMEOUT") for c in sim.received_commands)
+        await asyncio.sleep(3)  # the held call outlives its timeout three times over ...
+        assert held in controller.tracker.calls and controller.tracker.calls[held].state == "answered"
+        assert sim.unhold(held)  # ... and, resumed with RTP, stays
+        await asyncio.sleep(1.5)
+        assert held in controller.tracker.calls and not any(f"uuid_kill {held}" in c for c in sim.received_commands)
+    finally:
+        await controller.stop()
+        await sim.stop()

@@ -213,6 +213,8 @@ class Controller:
             metrics=self.metrics,
             trunks=[t.name for t in deployment.trunks],
             command_timeout=o.command_timeout_seconds,
+            media_timeout=self._media_timeout,
+            on_dead=self._dead_media,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -742,6 +744,25 @@ class Controller:
             pass  # already gone
         except EslError as exc:
             raise CallError("freeswitch_unreachable", str(exc), 503) from None
+
+    def _media_timeout(self, call: Call) -> float:
+        """The dead-media timeout of the call's trunk in seconds (0: none): ``trunks[].media_timeout_seconds``, else
+        ``freeswitch.media_timeout_seconds``."""
+        for t in self.deployment.trunks:
+            if t.name == call.trunk and t.media_timeout_seconds is not None:
+                return float(t.media_timeout_seconds)
+        return float(self.deployment.freeswitch.media_timeout_seconds)
+
+    def _dead_media(self, call: Call) -> None:
+        """No RTP for the trunk's timeout outside a hold (calls/deadmedia.py): hang up with MEDIA_TIMEOUT, as
+        FreeSWITCH's own timeout would (recorded ``media_timeout``)."""
+        self._spawn(self._kill_quietly(call, "MEDIA_TIMEOUT", "orchestrator"))
+
+    async def _kill_quietly(self, call: Call, cause: str, by: str) -> None:
+        try:
+            await self._kill(call, cause, by)
+        except CallError as exc:
+            log.warning("call %s: hang-up (%s) not sent: %s", call.uuid, cause, exc.message)
 
     def _dtmf_mode(self, call: Call) -> str:
         """How the call's trunk carries digits (``trunks[].dtmf.mode``, else ``freeswitch.dtmf.mode``)."""

@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from orchestrator.calls import quality
+from orchestrator.calls.deadmedia import Watch
 from orchestrator.calls.tracker import Call, CallState, Notice, NoticeKind
 from orchestrator.config.model import QualitySettings
 from orchestrator.esl import commands
@@ -61,6 +62,8 @@ class QualitySampler:
         interval: float | None = None,
         timeout: float | None = None,
         per_node: int = 16,
+        media_timeout: Callable[[Call], float] | None = None,
+        on_dead: Callable[[Call], None] | None = None,
     ) -> None:
         self.settings = settings
         self.interval = settings.sample_seconds if interval is None else interval
@@ -75,6 +78,9 @@ class QualitySampler:
         self._task: asyncio.Task[None] | None = None
         self._rounds: dict[str, asyncio.Task[None]] = {}
         self._slow: set[str] = set()  # nodes skipped in the last round (logged once)
+        #: dead media (calls/deadmedia.py): the call's trunk's timeout in seconds (0: none), and what ends a dead call
+        self.media_timeout = media_timeout
+        self.on_dead = on_dead
 
     @property
     def enabled(self) -> bool:
@@ -174,6 +180,24 @@ class QualitySampler:
         if reading is None or not call.active:
             return  # gone, no media yet, unreadable, or hung up while the reply was on its way
         self.add(call, reading)
+        self.watch_media(call, reading)
+
+    def watch_media(self, call: Call, reading: quality.Reading) -> bool:
+        """Feed the call's dead-media watch; True (and ``on_dead`` called) when its RTP stopped for the trunk's
+        timeout outside a hold."""
+        if self.media_timeout is None or self.on_dead is None:
+            return False
+        if call.dead_media is None:
+            seconds = self.media_timeout(call)
+            if not seconds:
+                return False
+            call.dead_media = Watch(seconds)
+        held = call.held_since is not None
+        if not call.dead_media.observe(self.clock(), reading.get("in_packet_count"), held):
+            return False
+        log.info("call %s: no RTP for %.0f s outside a hold: dead media", call.uuid, call.dead_media.timeout)
+        self.on_dead(call)
+        return True
 
     def _track(self, call: Call) -> quality.Track:
         if call.live_quality is None:

@@ -32,6 +32,7 @@ from orchestrator import channelvars, dtmf
 from orchestrator.calls import attended as att
 from orchestrator.calls import outcome
 from orchestrator.calls import recording as rec
+from orchestrator.calls.deadmedia import Watch
 from orchestrator.calls.quality import Track
 from orchestrator.channelvars import ANSWER_VARIABLES, RECORDING_PATH, TRANSFER_OF
 from orchestrator.channelvars import PREFIX as VAR
@@ -217,6 +218,7 @@ class Call:
     route: str = ""  # inbound: the numbers[] entry (number or block) that answered
     rule: int | None = None  # inbound: the index of the entry's rule that chose the agent (None: the entry's own)
     live_quality: Track | None = field(default=None, repr=False)  # sampled while up (calls/sampler.py)
+    dead_media: Watch | None = field(default=None, repr=False)  # RTP outside holds (calls/deadmedia.py)
 
     @property
     def quality_series(self) -> list[dict[str, Any]]:

@@ -307,7 +307,7 @@ def _gateway(trunk: Trunk, deployment: Deployment, edge: Edge | None = None) -> 
         ("rtp_secure_media_outbound", SRTP_MODES[out.media_encryption]),
         ("absolute_codec_string", _codec_string(out.codecs or deployment.freeswitch.codecs)),
     ]
-    variables += media_timeouts(trunk, deployment.freeswitch)
+    variables += media_timeouts(trunk, deployment)
     variables += dtmf_variables(trunk, deployment.freeswitch)
     if out.accept_crypto_in_avp:
         variables.append((CRYPTO_IN_AVP, "true"))
@@ -404,16 +404,28 @@ def _profile(deployment: Deployment, transport: Transport) -> tuple[Profile, Dir
     return profile, DirectoryDomain(domain, tuple(users)) if users else None
 
 
-def media_timeouts(trunk: Trunk, fs: FreeSwitch) -> list[tuple[str, str]]:
+#: FreeSWITCH's own dead-media timeout, as a multiple of the trunk's, while the orchestrator applies it
+#: (calls/deadmedia.py; check_media_timeout_params: a media_hold_timeout left unset is 10 x media_timeout)
+BACKSTOP_FACTOR = 10
+
+
+def media_timeouts(trunk: Trunk, deployment: Deployment) -> list[tuple[str, str]]:
     """The channel variable of a trunk's dead-media timeout: ``media_timeout`` in milliseconds (switch_core_media.c
     check_media_timeout_params reads it whenever the RTP session is (re)activated); none when it is off.
 
     No ``media_hold_timeout``: FreeSWITCH 1.10.12 switches to it in switch_core_media_toggle_hold, but the same
     re-INVITE then runs switch_core_media_activate_rtp, whose check_media_timeout_params sets ``media_timeout``
     again -- measured on the real switch (tests/integration/test_limits_live.py): a held call without RTP times out
-    after ``media_timeout``, whatever the hold timeout says."""
+    after ``media_timeout``, whatever the hold timeout says. So while live quality sampling runs, the orchestrator
+    applies the timeout outside holds (calls/deadmedia.py) and FreeSWITCH keeps only a backstop of
+    ``BACKSTOP_FACTOR`` times it."""
+    fs = deployment.freeswitch
     seconds = fs.media_timeout_seconds if trunk.media_timeout_seconds is None else trunk.media_timeout_seconds
-    return [("media_timeout", str(seconds * 1000))] if seconds else []
+    if not seconds:
+        return []
+    if deployment.orchestrator.quality.sample_seconds:
+        seconds *= BACKSTOP_FACTOR
+    return [("media_timeout", str(seconds * 1000))]
 
 
 #: sofia's ``dtmf-type`` (profile parameter and ``dtmf_type`` channel variable) for each ``dtmf.mode``
@@ -516,7 +528,7 @@ def _contexts(deployment: Deployment) -> list[TrunkContext]:
             ("rtp_secure_media_inbound", SRTP_MODES[inbound.media_encryption]),
             ("absolute_codec_string", _codec_string(inbound.codecs or fs.codecs)),
         ]
-        variables += media_timeouts(trunk, fs)
+        variables += media_timeouts(trunk, deployment)
         variables += dtmf_variables(trunk, fs)
         if inbound.accept_crypto_in_avp:
             variables.append((CRYPTO_IN_AVP, "true"))

@@ -28,6 +28,7 @@ re-INVITE before the answer, ``bypass_media_after_hold``, music on hold towards 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from .channel import SimChannel, now_us
@@ -72,13 +73,19 @@ class DeadMedia:
         """The far end stops sending RTP (a dead carrier leg, a phone gone off the network)."""
         ch = self.channels[uuid]
         ch.rtp_flowing = False
+        self._rtp_flow(ch)
         self._arm_media_timer(ch)
 
     def start_rtp(self: SimulatedFreeSwitch, uuid: str) -> None:
         """RTP arrives again: the count starts over and nothing times out while it flows."""
         ch = self.channels[uuid]
         ch.rtp_flowing = True
+        self._rtp_flow(ch)
         self._cancel_media_timer(ch)
+
+    def _rtp_flow(self: SimulatedFreeSwitch, ch: SimChannel) -> None:
+        """The channel's RTP counters (mediaStats) follow: nothing is received while the far end sends nothing."""
+        self.rtp_of(ch).set_flowing(time.monotonic(), ch.rtp_flowing)
 
     def hold(self: SimulatedFreeSwitch, uuid: str, mode: str = "sendonly", *, rtp: bool | None = None) -> bool:
         """The far end re-INVITEs with ``a=sendonly`` or ``a=inactive``: an answered call goes on hold (returns
@@ -88,6 +95,7 @@ class DeadMedia:
             raise ValueError(f"hold mode {mode!r}: sendonly or inactive")
         ch.setvar("media_audio_mode", HOLD_MODES[mode])
         ch.rtp_flowing = (mode == "sendonly") if rtp is None else rtp
+        self._rtp_flow(ch)
         if not ch.answered or ch.hold_mode is not None:
             ch.hold_mode = ch.hold_mode or (mode if ch.answered else None)
             self._arm_media_timer(ch)
@@ -103,6 +111,7 @@ class DeadMedia:
         """The far end re-INVITEs with ``a=sendrecv`` (and sends RTP again): the call is resumed."""
         ch = self.channels[uuid]
         ch.rtp_flowing = True
+        self._rtp_flow(ch)
         if ch.hold_mode is None:
             return False
         self._leave_hold(ch)

@@ -12,7 +12,8 @@ measured on 1.10.12, 2 of every 5 lost gave 40 flaws a second), flaws beyond the
 ``jitter_ms`` sets the running variance (its square), whose minimum and maximum FreeSWITCH reports.
 ``R = (int)(100 * (received - flaws) / received)`` (100 when out of 0–100) and ``mos = 1 + 0.035 R + 0.000007 R
 (R - 60)(100 - R)``, as ``do_mos``; 4.5 before the first packet. ``fixed`` values win over the model (tests set any
-counter, even to a value FreeSWITCH never sends). Not modelled: escalating penalties of consecutive gaps, DTMF/CNG
+counter, even to a value FreeSWITCH never sends). A far end that stops sending (``flowing`` False: ``stop_rtp``, a
+hold without RTP) adds nothing received. Not modelled: escalating penalties of consecutive gaps, DTMF/CNG
 packets, the jitter buffer, RTCP (``rtcp_*`` stay 0), video.
 """
 
@@ -57,13 +58,15 @@ class RtpStats:
     _loss_due: float = 0.0
     min_variance: float = 0.0
     max_variance: float = 0.0
+    #: the far end sends RTP (False: it stopped, or holds the call without sending: nothing is received)
+    flowing: bool = True
 
     def advance(self, now: float) -> None:
         """Count the packets of the ticks up to ``now`` at the current loss."""
         total = max(0, int((now - self.started) / PTIME))
         new, self.ticks = total - self.ticks, max(total, self.ticks)
-        if new <= 0:
-            return
+        if new <= 0 or not self.flowing:
+            return  # (a silent far end: FreeSWITCH still sends its packets, it receives none)
         self._loss_due += new * min(max(self.loss_pct, 0.0), 100.0) / 100.0
         lost = min(new, int(self._loss_due))
         self._loss_due -= lost
@@ -79,6 +82,11 @@ class RtpStats:
             if variance < self.min_variance or self.min_variance == 0:
                 self.min_variance = variance
             self.max_variance = max(self.max_variance, variance)
+
+    def set_flowing(self, now: float, flowing: bool) -> None:
+        """The far end stops (or starts again) sending RTP from ``now`` on."""
+        self.advance(now)
+        self.flowing = flowing
 
     def set(self, now: float, *, loss_pct: float | None = None, jitter_ms: float | None = None) -> None:
         """Change the far end's stream from ``now`` on."""
