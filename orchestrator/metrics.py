@@ -42,6 +42,19 @@ class Metrics:
             ["trunk", "direction", "limit"],
             registry=r,
         )
+        self.machine_verdicts = Counter(
+            "sipagent_machine_detection",
+            "Outbound answering-machine detection verdicts (human, machine, unknown), by mode and trunk.",
+            ["mode", "verdict", "trunk"],
+            registry=r,
+        )
+        self.machine_seconds = Histogram(
+            "sipagent_machine_detection_seconds",
+            "From the answer to the answering-machine detection verdict, by verdict.",
+            ["verdict"],
+            buckets=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15),
+            registry=r,
+        )
         self.holds = Counter("sipagent_holds", "Times the far end put a call on hold, by trunk.", ["trunk"], registry=r)
         self.esl_connected = Gauge(
             "sipagent_esl_connected", "1 when the node's event socket is up.", ["node"], registry=r

@@ -32,6 +32,24 @@ class CallInfo:
     variables: dict[str, str] = field(default_factory=dict)  # call variables (X- headers, API variables)
 
 
+@dataclass(frozen=True)
+class MachineUpdate:
+    """What answering-machine detection learned on an outbound call (docs/call-flow.md#answering-machine-detection).
+
+    ``event``: ``verdict`` (``verdict`` is human, machine or unknown; ``action`` says what follows: ``continue``,
+    ``wait`` -- wait_for_beep: stay silent, your audio is held back until told to speak --, or ``hangup``),
+    ``speak`` (wait_for_beep: the greeting is over, ``reason`` beep, greeting_end or timeout: leave the message
+    now) or ``beep`` (notify: the voicemail beep played). ``data`` holds the figures (``verdict_ms``,
+    ``speech_ms``, ``reason`` …) for protocols that pass them on.
+    """
+
+    event: str  # verdict | speak | beep
+    verdict: str  # human | machine | unknown
+    action: str = "continue"  # verdict: continue | wait | hangup
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 # -- actions: what an adapter asks the bridge to do -------------------------------------------------
 @dataclass(frozen=True)
 class Send:
@@ -208,6 +226,10 @@ class AgentProtocol(ABC):
     def hold(self, held: bool) -> list[Message]:
         """The far end put the call on hold (``held``: a re-INVITE sendonly/inactive; FreeSWITCH's CHANNEL_HOLD)
         or took it off hold (CHANNEL_UNHOLD). While held the caller hears nothing of the agent."""
+        return []
+
+    def machine(self, update: MachineUpdate) -> list[Message]:
+        """Answering-machine detection's verdict and, with wait_for_beep, the cue to speak (outbound calls)."""
         return []
 
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:

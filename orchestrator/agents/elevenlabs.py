@@ -16,7 +16,12 @@ To the agent:
 - a caller's DTMF digit as ``contextual_update`` ("The caller pressed the keypad key 5."): it reaches
   the agent's context without interrupting it or forcing a reply per digit, so multi-digit entries
   work; the agent reacts on its next turn. Hold and resume by the caller's side (a re-INVITE sendonly or
-  inactive, then sendrecv) are ``contextual_update`` too ("The caller put the call on hold …").
+  inactive, then sendrecv) are ``contextual_update`` too ("The caller put the call on hold …");
+- answering-machine detection on an outbound call (:class:`MachineUpdate`): the verdict as ``contextual_update``
+  ("An answering machine or voicemail answered …", "A person answered …"); with wait_for_beep, once the greeting
+  is over, ``user_message`` ("[The voicemail greeting has ended …] Leave your message now."): a contextual update
+  never makes the agent speak, and the machine gives it no turn, so the cue is a user turn (it appears as a user
+  line in ElevenLabs' transcript).
 
 From the agent: ``audio`` → :class:`Play` (dropped when its ``event_id`` is at or below the last
 ``interruption``'s), ``interruption`` → :class:`Clear`, transcripts → :class:`Transcript`
@@ -59,6 +64,7 @@ from orchestrator.agents.base import (
     Clear,
     Ending,
     Hangup,
+    MachineUpdate,
     Message,
     Play,
     ProtocolViolation,
@@ -80,6 +86,23 @@ BRIEF_PARAMETERS = ("brief", "summary")
 RECORD_TOOL = "record"
 #: ElevenLabs' own transfer tools act on its telephony integrations, not on a call bridged here
 SERVER_TRANSFER_TOOLS = ("transfer_to_number", "transfer_to_sip_uri")
+#: what the agent is told of answering-machine detection (contextual_update; the cue to speak is a user_message)
+VERDICT_TEXT = {
+    ("human", "continue"): "A person answered this call (not an answering machine).",
+    ("unknown", "continue"): "It is not clear whether a person or an answering machine answered this call.",
+    ("machine", "continue"): "An answering machine or voicemail answered this call, not a person.",
+    ("machine", "wait"): (
+        "An answering machine or voicemail answered this call. Stay silent while its greeting plays: you will be "
+        "told when to leave your message."
+    ),
+    ("machine", "hangup"): "An answering machine or voicemail answered this call: the call is being ended.",
+}
+SPEAK_NOW = {
+    "beep": "[The voicemail greeting has ended and the beep has played.] Leave your message now.",
+    "greeting_end": "[The voicemail greeting has ended.] Leave your message now.",
+    "timeout": "[The voicemail is recording now.] Leave your message now.",
+}
+BEEP_PLAYED = "The voicemail beep has played: the machine is recording from now on."
 MAX_TEXT = 4000  # a transcript line
 MAX_FIELD = 300  # a name, an id, an error message
 
@@ -165,6 +188,15 @@ class ElevenLabsProtocol(AgentProtocol):
             if held
             else "The caller took the call off hold and can hear you again."
         )
+        return [json.dumps({"type": "contextual_update", "text": text})]
+
+    def machine(self, update: MachineUpdate) -> list[Message]:
+        if update.event == "speak":
+            text = SPEAK_NOW.get(update.reason, SPEAK_NOW["timeout"])
+            return [json.dumps({"type": "user_message", "text": text})]
+        if update.event == "beep":
+            return [json.dumps({"type": "contextual_update", "text": BEEP_PLAYED})]
+        text = VERDICT_TEXT.get((update.verdict, update.action)) or VERDICT_TEXT[(update.verdict, "continue")]
         return [json.dumps({"type": "contextual_update", "text": text})]
 
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:

@@ -18,6 +18,13 @@ Bridge → agent
                            ``{"type":"mark","name":"x"}``
 ``hold``                   the caller's side put the call on hold (re-INVITE sendonly/inactive) or resumed it:
                            ``{"type":"hold","held":true}`` / ``{"type":"hold","held":false}``
+``machine_detection``      answering-machine detection on an outbound call: ``{"type":"machine_detection",
+                           "event":"verdict","verdict":"human"|"machine"|"unknown","action":"continue"|"wait"|
+                           "hangup","reason":"long_greeting","verdict_ms":3020,"speech_ms":2900,…}``; with
+                           ``wait_for_beep`` (action ``wait``: the agent's audio is held back meanwhile) then
+                           ``{"type":"machine_detection","event":"speak","verdict":"machine","reason":"beep"|
+                           "greeting_end"|"timeout"}``: leave the message now; with ``notify`` possibly
+                           ``{"event":"beep",…}`` (docs/call-flow.md#answering-machine-detection)
 ``result``                 outcome of a ``transfer``, ``dtmf`` or ``record`` request that had an ``id``:
                            ``{"type":"result","id":"…","ok":true,"detail":"…"}``
 ``stop``                   the call ended; the bridge closes the connection next: ``{"type":"stop",
@@ -64,6 +71,7 @@ from orchestrator.agents.base import (
     CallInfo,
     Clear,
     Hangup,
+    MachineUpdate,
     Mark,
     Message,
     Play,
@@ -117,6 +125,15 @@ class RawProtocol(AgentProtocol):
 
     def hold(self, held: bool) -> list[Message]:
         return [json.dumps({"type": "hold", "held": held})]
+
+    def machine(self, update: MachineUpdate) -> list[Message]:
+        message: dict[str, Any] = {"type": "machine_detection", "event": update.event, "verdict": update.verdict}
+        if update.event == "verdict":
+            message["action"] = update.action
+        if update.reason:
+            message["reason"] = update.reason
+        message.update({k: v for k, v in update.data.items() if k not in message})
+        return [json.dumps(message)]
 
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
         return [json.dumps({"type": "result", "id": tool_call_id, "ok": not is_error, "detail": result})]

@@ -3,9 +3,13 @@
 To the agent, as Twilio sends them: ``connected``, ``start`` (``tracks: ["inbound"]``, μ-law 8 kHz,
 ``customParameters`` = call variables plus ``caller_id``, ``called_number``, ``call_id``, ``direction``),
 ``media`` (caller audio, one message per piece the bridge hands over: ``agent_chunk_ms``), ``dtmf``, ``mark``
-(echoed when the audio before it has been heard) and ``stop``; and two events of this bridge's own, in the same
-envelope, since Twilio has none for it: ``hold`` / ``unhold`` (``{"track": "inbound_track"}``) when the caller's
-side holds or resumes the call (agents that do not know them skip them as unknown events). Every message but
+(echoed when the audio before it has been heard) and ``stop``; and events of this bridge's own, in the same
+envelope, since Twilio has none for them: ``hold`` / ``unhold`` (``{"track": "inbound_track"}``) when the caller's
+side holds or resumes the call, and ``machineDetection`` on an outbound call with answering-machine detection
+(``{"answeredBy": "human"|"machine_start"|"machine_end_beep"|"machine_end_silence"|"machine_end_other"|
+"unknown", "event": "verdict"|"speak"|"beep", "verdict", "action", "reason", "verdict_ms", …}``: Twilio's own
+AnsweredBy words, which it reports in a status callback, never in the stream). Agents that do not know them skip
+them as unknown events. Every message but
 ``connected`` carries ``streamSid`` and a string ``sequenceNumber`` counting from 1 (``start`` is 1). A ``media``
 message's ``chunk`` counts from 1 and its ``timestamp`` is the ms of caller audio sent before it.
 
@@ -35,7 +39,17 @@ from typing import Any
 from orchestrator import dtmf
 from orchestrator.agents import _wire
 from orchestrator.agents._wire import Malformed, get
-from orchestrator.agents.base import Action, AgentProtocol, CallInfo, Clear, Mark, Message, Play, TransferAction
+from orchestrator.agents.base import (
+    Action,
+    AgentProtocol,
+    CallInfo,
+    Clear,
+    MachineUpdate,
+    Mark,
+    Message,
+    Play,
+    TransferAction,
+)
 from orchestrator.audio.convert import Converter
 from orchestrator.config.model import TwilioAgent
 
@@ -43,6 +57,8 @@ from orchestrator.config.model import TwilioAgent
 ACCOUNT_SID = "AC" + "0" * 32
 RATE = 8000
 MAX_NAME = 256  # mark names
+#: the end of a machine's greeting in Twilio's AnsweredBy words
+ANSWERED_BY_END = {"beep": "machine_end_beep", "greeting_end": "machine_end_silence", "timeout": "machine_end_other"}
 
 
 def call_sid(call_id: str) -> str:
@@ -124,6 +140,24 @@ class TwilioProtocol(AgentProtocol):
     def tool_result(self, tool_call_id: str, result: str, is_error: bool = False) -> list[Message]:
         # the outcome of a ``transfer`` the agent asked for with an ``id`` (an extension, like ``hold``)
         return [self._event("transferResult", {"id": tool_call_id, "ok": not is_error, "detail": result})]
+
+    def machine(self, update: MachineUpdate) -> list[Message]:
+        # Twilio reports AMD as AnsweredBy (human, machine_start, machine_end_beep, machine_end_silence,
+        # machine_end_other, unknown) in a status callback, never in the Media Stream: here it is an extension
+        # event in the stream's envelope with those words
+        if update.event == "verdict":
+            answered_by = {"human": "human", "unknown": "unknown"}.get(update.verdict, "machine_start")
+        elif update.event == "speak":
+            answered_by = ANSWERED_BY_END.get(update.reason, "machine_end_other")
+        else:
+            answered_by = "machine_end_beep"
+        body: dict[str, Any] = {"answeredBy": answered_by, "event": update.event, "verdict": update.verdict}
+        if update.event == "verdict":
+            body["action"] = update.action
+        if update.reason:
+            body["reason"] = update.reason
+        body.update({k: v for k, v in update.data.items() if k not in body})
+        return [self._event("machineDetection", body)]
 
     def close(self, reason: str) -> list[Message]:
         if self._stopped:

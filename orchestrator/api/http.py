@@ -31,6 +31,7 @@ from orchestrator.api.events import event_routes
 from orchestrator.calls.controller import CallError, Controller
 from orchestrator.calls.dialing import MAX_ENTRIES, MAX_VALUE
 from orchestrator.calls.tracker import CallState
+from orchestrator.config.model import MachineDetection
 from orchestrator.webhooks import WebhookService
 
 log = logging.getLogger("sipagent.api")
@@ -139,6 +140,12 @@ class CallRequest(BaseModel):
         "voice_id, prompt; each at most 1 KiB, no control characters.",
     )
     timeout_seconds: int | None = Field(None, ge=5, le=600, description="Ring time before giving up.")
+    machine_detection: MachineDetection | None = Field(
+        None,
+        description="Answering-machine detection for this call: a mode (off, notify, hangup, wait_for_beep) or "
+        "settings; each field given wins over the agent's, the trunk's and the orchestrator's "
+        "(docs/call-flow.md#answering-machine-detection).",
+    )
 
 
 class TransferRequest(BaseModel):
@@ -266,6 +273,7 @@ def _call_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
             variables=req.variables,
             agent_overrides=req.agent_overrides,
             timeout=req.timeout_seconds,
+            machine_detection=req.machine_detection,
         )
         return call.summary()
 

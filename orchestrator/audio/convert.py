@@ -48,6 +48,11 @@ ENCODINGS = ("l16", "ulaw", "alaw")
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
 
+def rms(pcm: bytes) -> float:
+    """The RMS of L16 samples (an odd trailing byte ignored; 0 for no samples)."""
+    return float(audioop.rms(pcm[: len(pcm) // 2 * 2], 2)) if len(pcm) >= 2 else 0.0
+
+
 def parse_format(name: str) -> tuple[str, int]:
     """An agent audio format name (``pcm_16000``, ``ulaw_8000``, ``alaw_8000``) → (encoding, rate)."""
     kind, _, rate_text = name.partition("_")

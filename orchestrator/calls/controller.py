@@ -23,6 +23,7 @@ from typing import Any
 from orchestrator import dtmf, store
 from orchestrator.calls import attended as att
 from orchestrator.calls import dialing, records
+from orchestrator.calls import machine as amd
 from orchestrator.calls import recording as rec
 from orchestrator.calls.limits import OutboundLimiter
 from orchestrator.calls.nodes import node_endpoints
@@ -44,7 +45,7 @@ from orchestrator.calls.tracker import (
     fork_rate,
 )
 from orchestrator.config import routing
-from orchestrator.config.model import Deployment, Orchestrator
+from orchestrator.config.model import Deployment, MachineDetection, Orchestrator
 from orchestrator.esl import commands
 from orchestrator.esl.client import EslClient, EslError
 from orchestrator.esl.protocol import CommandError, EslProtocolError, Event, parse_json_event
@@ -136,6 +137,9 @@ def _fork_metadata(call: Call) -> dict[str, Any]:
         metadata["agent_overrides"] = call.agent_overrides
     if inbound and call.rule is not None:
         metadata["route_rule"] = call.rule
+    m = call.machine
+    if m is not None and m.settings.mode != "off" and not m.verdict and not call.reattached:
+        metadata["machine_detection"] = m.settings.model_dump()  # the bridge measures the callee's speech
     return metadata
 
 
@@ -289,6 +293,7 @@ class Controller:
                 timer.cancel()
             self.metrics.esl_connected.labels(node).set(1)
             self.metrics.esl_connects.labels(node).inc()
+            await self._modules(node)
             await self._resync(node)
             self.nodes[node].synced.set()
 
@@ -321,6 +326,18 @@ class Controller:
                 len(notices),
             )
         self._notify(notices)
+
+    async def _modules(self, node: str) -> None:
+        """Which optional modules the node has loaded: mod_avmd (answering-machine beeps)."""
+        try:
+            loaded = (await self.nodes[node].client.api(commands.module_exists("mod_avmd"))).strip() == "true"
+        except (EslError, CommandError) as exc:
+            log.warning("node %s: cannot tell whether mod_avmd is loaded (%s): no beep detection there", node, exc)
+            loaded = False
+        if loaded:
+            self.tracker.avmd_nodes.add(node)
+        else:
+            self.tracker.avmd_nodes.discard(node)
 
     async def _resync(self, node: str) -> None:
         """After (re)connecting: list the node's channels, dump each, let the tracker reconcile.
@@ -478,6 +495,11 @@ class Controller:
         elif notice.kind == NoticeKind.HOLD:
             if notice.data.get("held"):
                 m.holds.labels(call.trunk).inc()
+        elif notice.kind == NoticeKind.MACHINE and notice.data.get("event") == "verdict" and call.machine is not None:
+            verdict = call.machine.verdict
+            m.machine_verdicts.labels(call.machine.settings.mode, verdict, call.trunk).inc()
+            if call.answered_at and call.machine.verdict_at:
+                m.machine_seconds.labels(verdict).observe(max(0.0, call.machine.verdict_at - call.answered_at))
         elif notice.kind == NoticeKind.RECORDING and call.recording is not None:
             state = notice.data.get("state")
             if state in (rec.RecState.RECORDING, rec.RecState.STOPPED) and self.recording_files.active:
@@ -594,6 +616,7 @@ class Controller:
         variables: dict[str, str] | None = None,
         agent_overrides: dict[str, str] | None = None,
         timeout: int | None = None,
+        machine_detection: MachineDetection | dict[str, Any] | str | None = None,
     ) -> Call:
         """Place an outbound call through ``trunk`` to an E.164 number or SIP URI; returns at once.
 
@@ -614,6 +637,10 @@ class Controller:
             )
         except dialing.Invalid as exc:
             raise _refused(exc) from None
+        try:
+            detection = amd.resolve(self.deployment, trunk=dial.trunk, agent=dial.agent, request=machine_detection)
+        except amd.Invalid as exc:
+            raise CallError("invalid_machine_detection", str(exc)) from None
         node = self._pick_node()
         active = sum(1 for c in self.tracker.calls.values() if c.direction == "outbound" and c.trunk == dial.trunk)
         refusal = self.limiter.admit(dial.trunk, active)
@@ -632,6 +659,8 @@ class Controller:
         )
         call.variables.update(dial.variables)
         call.agent_overrides = dial.agent_overrides
+        if detection.mode != "off":
+            call.machine = amd.MachineState(detection)
         self._publish(self.call_events.seen(call))
         self._gauge()
         self._spawn(self._originate(node, uuid, command))
@@ -697,6 +726,27 @@ class Controller:
             self._publish(self.call_events.agent_failed(call, failure, detail))
         if final and waiting is not None:
             self._finish(uuid)
+
+    async def machine_detection(self, uuid: str, data: dict[str, Any]) -> None:
+        """The media bridge's answering-machine detection report: the verdict and its figures, the cue to speak,
+        ``done`` (mod_avmd may stop). A machine in ``hangup`` mode is hung up (result ``machine_detected``)."""
+        call = self._live(uuid)
+        m = call.machine
+        if m is None or not isinstance(data, dict):
+            return
+        had = m.verdict
+        amd.accept_report(m, data, self.tracker.clock())
+        if m.verdict and not had:
+            self._notify([Notice(NoticeKind.MACHINE, call, {"event": "verdict", "verdict": m.verdict})])
+            log.info("call %s: answering-machine detection: %s (%s)", uuid, m.verdict, m.report.get("reason", ""))
+        hangup = m.verdict == "machine" and m.settings.mode == "hangup" and not m.action
+        if hangup:
+            m.action = "hangup"
+            m.done = True
+        if m.done:
+            self._execute(self.tracker.stop_avmd(uuid))
+        if hangup:
+            await self._kill(call, "NORMAL_CLEARING", "orchestrator")
 
     async def record(self, uuid: str, action: str) -> dict[str, Any]:
         """Start, stop, pause or resume the call's recording (calls/recording.py says what may be done when)."""

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from orchestrator.calls.machine import MACHINE_DETECTED
 from orchestrator.calls.tracker import Call
 
 log = logging.getLogger("sipagent.records")
@@ -39,9 +40,12 @@ AGENT_FAILURES = frozenset(
 def result(call: Call) -> str:
     """What happened, in one word: FreeSWITCH's result, unless the orchestrator ended an answered call because
     its agent (``agent_failed``) or its media path (``media_failed``) failed — the media outcome says which —, or a
-    trunk's inbound limit refused it (``limit_exceeded``: 503 with Retry-After, ``limit`` says which)."""
+    trunk's inbound limit refused it (``limit_exceeded``: 503 with Retry-After, ``limit`` says which), or an answering
+    machine answered an outbound call in machine detection's ``hangup`` mode (``machine_detected``)."""
     if call.refused == "limit_exceeded":
         return "limit_exceeded"  # a trunk's inbound limit refused it (503 + Retry-After): not the far end failing
+    if call.machine is not None and call.machine.action == "hangup" and call.hangup_by == "orchestrator":
+        return MACHINE_DETECTED  # hangup mode: an answering machine answered
     base = call.hangup.result if call.hangup else "unknown"
     outcome = (call.media or {}).get("outcome")
     if base == "completed" and call.hangup_by == "orchestrator":
@@ -113,6 +117,7 @@ def build(call: Call, lost: bool = False) -> dict[str, Any]:
         "lost": lost,
         "media": call.media or None,
         "recording": call.recording.to_dict() if call.recording and call.recording.state != "none" else None,
+        "machine_detection": call.machine.to_dict(call.answered_at) if call.machine is not None else None,
     }
 
 

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from orchestrator import channelvars, dtmf
 from orchestrator.calls import attended as att
+from orchestrator.calls import machine as amd
 from orchestrator.calls import outcome
 from orchestrator.calls import recording as rec
 from orchestrator.calls.deadmedia import Watch
@@ -65,7 +66,7 @@ EVENTS = [
     "CHANNEL_EXECUTE_COMPLETE",  # the recording announcement has played
     "CODEC",  # a re-INVITE changed the codec: the fork restarts at the new rate
 ]
-CUSTOM = [*dialects.EVENT_SUBCLASSES, "sofia::notify_refer"]
+CUSTOM = [*dialects.EVENT_SUBCLASSES, "sofia::notify_refer", *amd.EVENTS]
 
 #: an attended transfer fails this long after its ring and brief time-outs if FreeSWITCH never said how it went
 ATTENDED_SLACK = 10.0
@@ -127,6 +128,7 @@ class NoticeKind(enum.StrEnum):
     HOLD = "hold"  # the far end put the call on hold (re-INVITE sendonly/inactive) or resumed it: data {"held": bool}
     RECORDING = "recording"  # the call's recording started, stopped, was paused or resumed (data: state)
     CODEC = "codec"  # the far end changed the codec mid-call (data: codec, rate, previous_rate, fork_restarted)
+    MACHINE = "machine"  # answering-machine detection: data {"event": "beep", "frequency"} or {"event": "verdict", …}
 
 
 #: fork module events passed on as they are
@@ -217,6 +219,7 @@ class Call:
     recording: rec.Recording | None = None  # set at the answer (calls/recording.py)
     route: str = ""  # inbound: the numbers[] entry (number or block) that answered
     rule: int | None = None  # inbound: the index of the entry's rule that chose the agent (None: the entry's own)
+    machine: amd.MachineState | None = None  # outbound answering-machine detection (calls/machine.py)
     live_quality: Track | None = field(default=None, repr=False)  # sampled while up (calls/sampler.py)
     dead_media: Watch | None = field(default=None, repr=False)  # RTP outside holds (calls/deadmedia.py)
 
@@ -255,6 +258,7 @@ class Call:
             "quality": self.live_quality.current() if self.live_quality is not None else None,
             "held": self.held_since is not None,
             "recording": self.recording.to_dict() if self.recording is not None else None,
+            "machine_detection": self.machine.to_dict(self.answered_at) if self.machine is not None else None,
         }
 
 
@@ -298,6 +302,9 @@ class CallTracker:
         self.clock = clock
         #: attended transfers' target legs (their UUID, ours) -> the call they are dialled for
         self.legs: dict[str, str] = {}
+        #: the nodes that have mod_avmd loaded (``module_exists mod_avmd`` at each connection): only there may
+        #: ``avmd_start`` run -- an application FreeSWITCH does not know hangs the call up
+        self.avmd_nodes: set[str] = set()
 
     # -- entry points ---------------------------------------------------------------------------
     def handle(self, node: str, event: Event) -> tuple[list[Api], list[Notice]]:
@@ -762,8 +769,51 @@ class CallTracker:
         """The answered call's fork (and its recording, when the policy says always)."""
         assert call.recording is not None
         if call.recording.policy == "always" and self.policy.recording.directory:
-            return self.start_recording(call.uuid, fork=True)
-        return [self._fork(call)]
+            actions = self.start_recording(call.uuid, fork=True)
+        else:
+            actions = [self._fork(call)]
+        return actions + self._start_avmd(call)
+
+    # -- answering-machine detection (calls/machine.py) -------------------------------------------------
+    def _start_avmd(self, call: Call) -> list[Api]:
+        """At the answer of an outbound call with machine detection: mod_avmd's ``avmd_start`` (where loaded)."""
+        m = call.machine
+        if m is None or m.settings.mode == "off" or not m.settings.beep or m.avmd != "off":
+            return []  # off, or started before (the fork restarts on a codec change, mod_avmd needs not)
+        if call.node not in self.avmd_nodes:
+            m.avmd = "unavailable"
+            return []
+        m.avmd = "starting"
+        return [Api(call.node, commands.avmd_start(call.uuid, amd.AVMD_ARGS), call.uuid)]
+
+    def stop_avmd(self, uuid: str) -> list[Api]:
+        """The media bridge needs no beep any more: stop mod_avmd (its detector threads) if it runs."""
+        call = self.calls.get(uuid)
+        m = call.machine if call is not None else None
+        if call is None or m is None or m.avmd not in ("starting", "running"):
+            return []
+        m.avmd = "stopped"
+        return [Api(call.node, commands.avmd_stop(uuid), uuid)]
+
+    def _avmd_event(self, call: Call, event: Event) -> tuple[list[Api], list[Notice]]:
+        """avmd::start / avmd::beep / avmd::stop. mod_avmd fires each twice (avmd_fire_event: a copy at once, and
+        the original through the session's queue with the channel's headers): the first counts."""
+        m = call.machine
+        if m is None:
+            return [], []
+        sub = event.subclass
+        if sub == amd.START:
+            if m.avmd == "starting":
+                m.avmd = "running"
+            return [], []
+        if sub == amd.STOP:
+            m.avmd = "stopped" if m.avmd in ("starting", "running") else m.avmd
+            return [], []
+        beep = amd.beep(event.headers, _when(event) or self.clock())
+        if beep is None or m.beep_at is not None:
+            return [], []
+        m.beep_at, m.beep_frequency = beep.at, beep.frequency
+        return [], [Notice(NoticeKind.MACHINE, call, {"event": "beep", "frequency": beep.frequency})]
 
     # -- recording (calls/recording.py) ---------------------------------------------------------
     def _recording_path(self, call: Call) -> str:
@@ -1034,6 +1084,8 @@ class CallTracker:
             return self._play_file(call, event.body), []
         if sub == "sofia::notify_refer":
             return self._notify_refer(call, event)
+        if sub in amd.EVENTS:
+            return self._avmd_event(call, event)
         return [], []
 
     def _play_file(self, call: Call, body: str) -> list[Api]:

@@ -399,6 +399,89 @@ class Inbound(Model):
         return [h if isinstance(h, InboundHeader) else InboundHeader(header=h) for h in self.headers]
 
 
+#: answering-machine detection on outbound calls (docs/call-flow.md#answering-machine-detection)
+MachineMode = Literal["off", "notify", "hangup", "wait_for_beep"]
+
+
+class MachineDetection(Model):
+    """Answering-machine and voicemail detection for outbound calls (docs/call-flow.md#answering-machine-detection).
+
+    Set on a trunk's outbound section, an agent, orchestrator.machine_detection, or per call in POST /v1/calls;
+    each field comes from the most specific level that sets it (call, agent, trunk, orchestrator, these defaults).
+    A bare mode (``machine_detection: hangup``) is short for ``{mode: hangup}``.
+    """
+
+    mode: MachineMode = Field(
+        "off",
+        description="off; notify (the agent is told human, machine or unknown); hangup (a machine is hung up on, "
+        "recorded machine_detected); wait_for_beep (on a machine the agent is held silent until the beep or the "
+        "greeting's end, then told to leave its message).",
+    )
+    beep: bool = Field(
+        True, description="Listen for the voicemail beep with FreeSWITCH's mod_avmd (loaded when this is used)."
+    )
+    speech_threshold_dbfs: float = Field(
+        -40.0, ge=-70, le=-10, description="A 20 ms frame of the callee's audio this loud (RMS, dBFS) is speech."
+    )
+    min_speech_ms: int = Field(
+        120, ge=20, le=1000, description="Less speech than this before a silence is noise, not a greeting."
+    )
+    human_speech_max_ms: int = Field(
+        1500,
+        ge=200,
+        le=10000,
+        description="A greeting this short followed by silence_after_speech_ms of silence is a person (hello?).",
+    )
+    silence_after_speech_ms: int = Field(
+        800, ge=200, le=5000, description="The silence that ends a greeting (shorter pauses are part of it)."
+    )
+    machine_speech_ms: int = Field(
+        3000,
+        ge=500,
+        le=20000,
+        description="A greeting longer than this (pauses shorter than silence_after_speech_ms included) is a "
+        "machine; one between human_speech_max_ms and this, then silence, is unknown.",
+    )
+    no_speech_seconds: float = Field(5.0, gt=0, le=60, description="No speech this long after the answer: unknown.")
+    greeting_end_silence_ms: int = Field(
+        1500,
+        ge=200,
+        le=10000,
+        description="wait_for_beep: a machine's greeting followed by this much silence has ended even without a beep.",
+    )
+    beep_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=120,
+        description="wait_for_beep: the agent speaks at the latest this long after the answer; mod_avmd listens "
+        "no longer than this.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"mode": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _order(self) -> MachineDetection:
+        if self.human_speech_max_ms >= self.machine_speech_ms:
+            raise ValueError(
+                f"human_speech_max_ms ({self.human_speech_max_ms}) must be below machine_speech_ms "
+                f"({self.machine_speech_ms})"
+            )
+        return self
+
+    def given(self) -> dict[str, object]:
+        """The fields this level sets (the others come from a less specific level)."""
+        return {k: getattr(self, k) for k in self.model_fields_set}
+
+
+_MACHINE_HELP = (
+    "Answering-machine detection on outbound calls: a mode (off, notify, hangup, wait_for_beep) or the whole "
+    "section (docs/call-flow.md#answering-machine-detection)."
+)
+
+
 class Outbound(Model):
     """Calls from us to the trunk."""
 
@@ -425,6 +508,7 @@ class Outbound(Model):
     limits: CallLimits | None = Field(
         None, description="Concurrent calls and calls per second placed through the API (over: 429 + Retry-After)."
     )
+    machine_detection: MachineDetection | None = Field(None, description=_MACHINE_HELP)
 
     @field_validator("codecs")
     @classmethod
@@ -629,6 +713,7 @@ class _AgentBase(Model):
         60.0, gt=0, le=600, description="A transfer the agent asked for with no outcome by then is reported failed."
     )
     recording: RecordingPolicy | None = Field(None, description=_RECORDING_POLICY_HELP)
+    machine_detection: MachineDetection | None = Field(None, description=_MACHINE_HELP)
 
 
 class ElevenLabsAgent(_AgentBase):
@@ -1143,6 +1228,9 @@ class Orchestrator(Model):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     transfers: TransferSettings = Field(default_factory=TransferSettings)
+    machine_detection: MachineDetection | None = Field(
+        None, description=_MACHINE_HELP + " Here: for every outbound call whose agent and trunk set less."
+    )
     api: HttpApi = Field(default_factory=HttpApi)
     records: Annotated[str, AfterValidator(records_location)] | None = Field(
         "calls.db",

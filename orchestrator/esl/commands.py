@@ -124,6 +124,30 @@ def uuid_broadcast_prompt(uuid: str, prompt: str) -> str:
     return f"uuid_broadcast {_uuid(uuid)} {prompt} aleg"
 
 
+_AVMD_ARGS = re.compile(r"[a-z_]+=[0-9]+(,[a-z_]+=[0-9]+)*")
+
+
+def avmd_start(uuid: str, args: str) -> str:
+    """Start mod_avmd's beep detection on the channel: its ``avmd_start`` application (``key=value,…``), run in the
+    channel's thread through ``uuid_broadcast`` -- the ``avmd <uuid> start`` API never detects a beep in 1.10.12
+    (docs/call-flow.md#answering-machine-detection)."""
+    if not _AVMD_ARGS.fullmatch(args):
+        raise Refused("avmd arguments are key=number pairs separated by commas")
+    return f"uuid_broadcast {_uuid(uuid)} avmd_start::{args} aleg"
+
+
+def module_exists(module: str) -> str:
+    """``module_exists <mod_name>``: ``true`` or ``false``."""
+    if not re.fullmatch(r"mod_[a-z0-9_]{1,64}", module):
+        raise Refused("a module name is mod_ and lower-case letters, digits or _")
+    return f"module_exists {module}"
+
+
+def avmd_stop(uuid: str) -> str:
+    """Stop mod_avmd on the channel (``avmd <uuid> stop``: removes its media bug at once, fires ``avmd::stop``)."""
+    return f"avmd {_uuid(uuid)} stop"
+
+
 def uuid_record(uuid: str, action: str, path: str, variables: Mapping[str, str] | None = None) -> str:
     """``uuid_record <uuid> start|stop|pause|resume|mask|unmask <path>`` (``stop all`` stops every recording).
 

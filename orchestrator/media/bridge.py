@@ -453,7 +453,8 @@ class MediaBridge:
 
     # -- notices from the call controller -----------------------------------------------------------
     def on_notice(self, notice: Any) -> None:
-        """Call events: DTMF, transfer outcomes and hold/resume to the agent; hang-up closes the session; overruns."""
+        """Call events: DTMF, transfer outcomes, hold/resume and voicemail beeps to the agent; hang-up closes the
+        session; overruns."""
         session = self.sessions.get(notice.call.uuid)
         kind = notice.kind
         if kind == "dtmf":
@@ -465,6 +466,9 @@ class MediaBridge:
         elif kind == "hold":
             if session is not None and isinstance(notice.data, dict):
                 session.hold(bool(notice.data.get("held")))
+        elif kind == "machine":  # mod_avmd heard the voicemail beep
+            if session is not None and isinstance(notice.data, dict) and notice.data.get("event") == "beep":
+                session.machine_beep()
         elif kind in ("hangup", "ended"):
             if session is not None:
                 session.call_ended()

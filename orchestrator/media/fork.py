@@ -133,6 +133,8 @@ class ForkMetadata(BaseModel):
     agent_overrides: Any = None
     #: inbound: the index of the routing rule that chose the agent (its agent overrides apply); none: the number's
     route_rule: int | None = Field(None, ge=0, le=1000)
+    #: outbound answering-machine detection settings, checked by the session (orchestrator.media.amd)
+    machine_detection: Any = None
 
     @property
     def fork_rate(self) -> int:

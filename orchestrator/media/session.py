@@ -27,9 +27,9 @@ from orchestrator.agents import _wire, base
 from orchestrator.agents import connect as agent_connect
 from orchestrator.agents import overrides as agent_overrides
 from orchestrator.agents.connect import SetupError, classify, endpoint, resolve
-from orchestrator.audio.convert import Converter
-from orchestrator.config.model import Deployment, MediaSettings
-from orchestrator.media import dialects, fork
+from orchestrator.audio.convert import Converter, rms
+from orchestrator.config.model import Deployment, MachineDetection, MediaSettings
+from orchestrator.media import amd, dialects, fork
 from orchestrator.media.agent_connection import AgentConnection, agent_line
 from orchestrator.media.lifecycle import (
     CONNECTING,
@@ -72,6 +72,7 @@ class CallControl(Protocol):
     ) -> None: ...
     async def send_dtmf(self, uuid: str, digits: str, duration_ms: int = 100) -> None: ...
     async def record(self, uuid: str, action: str) -> dict[str, Any]: ...
+    async def machine_detection(self, uuid: str, data: dict[str, Any]) -> None: ...
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None: ...
     async def flush_playback(self, uuid: str) -> None: ...
     def media_update(self, uuid: str, data: dict[str, Any], final: bool = False) -> None: ...
@@ -198,6 +199,20 @@ class Session:
         self._timer_at: float | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._drain_until = 0.0
+        # answering-machine detection (outbound calls; media/amd.py): the detector, and what happens to the
+        # agent's audio meanwhile -- "hold" (kept until the verdict), "drop" (a machine's greeting plays), None
+        self.amd: amd.Detector | None = None
+        self.amd_gate: str | None = None
+        self.amd_held: list[base.Play | base.Mark] = []
+        self.amd_held_bytes = 0
+        self.amd_dropped_ms = 0.0
+        self._amd_updates: list[base.MachineUpdate] = []  # told to the agent once it is connected
+        self._amd_timer: asyncio.TimerHandle | None = None
+        self._amd_timer_at: float | None = None
+        settings = self._machine_settings(meta)
+        if settings is not None:
+            self.amd = amd.Detector(settings, self.started)
+            self.amd_gate = "hold" if settings.mode in ("hangup", "wait_for_beep") else None
 
     # -- the lifecycle's view -------------------------------------------------------------------
     @property
@@ -258,6 +273,9 @@ class Session:
         st.bytes_in += len(pcm)
         if self._from_fork is not None:
             pcm = self._from_fork.convert(pcm)
+        if self.amd is not None and not self.amd.finished:
+            now = time.monotonic()
+            self._amd(self.amd.frame(amd.level_dbfs(rms(pcm)), len(pcm) * 500 / self.rate, now), now)
         if self.agent is not None:
             self._hand_over(pcm)
         elif self.life.phase is CONNECTING:
@@ -382,6 +400,10 @@ class Session:
             conn.send(message)
         while self.pending:  # caller audio that waited for the connection
             self._hand_over(self.pending.popleft())
+        for update in self._amd_updates:  # a verdict reached before the agent was connected
+            for message in self.adapter.machine(update):
+                conn.send(message)
+        self._amd_updates.clear()
         self._arm()
         return True
 
@@ -405,6 +427,9 @@ class Session:
     def _act(self, action: base.Action) -> None:
         kind = type(action)
         if kind is base.Play:  # the hot path: inline
+            if self.amd_gate is not None:
+                self._amd_gated(action)  # type: ignore[arg-type]
+                return
             pcm = action.pcm  # type: ignore[union-attr]
             st = self.stats
             st.frames_from_agent += 1
@@ -420,6 +445,9 @@ class Session:
         elif kind is base.Clear:
             self.interrupt()
         elif kind is base.Mark:
+            if self.amd_gate is not None:
+                self._amd_gated(action)  # type: ignore[arg-type]
+                return
             self.pacer.mark(action.name)  # type: ignore[union-attr]
             self.bridge.pacing.add(self)
         elif kind is base.Hangup:
@@ -492,6 +520,8 @@ class Session:
 
     def interrupt(self) -> None:
         """Barge-in: flush everything the caller has not heard yet."""
+        if self.amd_held:
+            self._amd_drop_held()
         self.stats.interruptions += 1
         self.bridge.metrics.interruptions.inc()
         cleared = self.pacer.clear(time.monotonic())
@@ -594,6 +624,124 @@ class Session:
         """Count ``kind`` in ``sipagent_media_errors_total``."""
         self.bridge.metrics.media_errors.labels(kind).inc()
 
+    # -- answering-machine detection (media/amd.py; docs/call-flow.md#answering-machine-detection) -------------
+    def _machine_settings(self, meta: fork.ForkMetadata) -> MachineDetection | None:
+        """The call's detection settings from its fork metadata (outbound calls only; invalid: none, logged)."""
+        if meta.machine_detection is None or meta.direction != "outbound":
+            return None
+        try:
+            settings = MachineDetection.model_validate(meta.machine_detection)
+        except ValueError as exc:
+            log.warning("call %s: machine_detection in the fork metadata refused: %.200s", self.call_id, exc)
+            return None
+        return settings if settings.mode != "off" else None
+
+    def machine_beep(self) -> None:
+        """mod_avmd heard the voicemail beep (the controller's ``machine`` notice)."""
+        if self.amd is not None and not self.amd.finished:
+            now = time.monotonic()
+            self._amd(self.amd.beep(now), now)
+
+    def expire_machine(self, now: float) -> None:
+        """What the detector's timeouts decide by ``now`` (its timer passes the time; a test may pass a later one)."""
+        if self.amd is not None:
+            self._amd(self.amd.poll(now), now)
+
+    def _amd_wake(self) -> None:
+        self._amd_timer = self._amd_timer_at = None
+        self.expire_machine(time.monotonic())
+
+    def _amd(self, decisions: list[amd.Decision], now: float) -> None:
+        """Carry out the detector's decisions, then arm its timer."""
+        detector = self.amd
+        assert detector is not None
+        for d in decisions:
+            if isinstance(d, amd.Decided):
+                self._amd_verdict(d, detector)
+            elif isinstance(d, amd.Speak):
+                self.amd_gate = None
+                self._amd_tell(base.MachineUpdate("speak", "machine", reason=d.reason))
+                self._event("machine_detection", {"event": "speak", "reason": d.reason})
+                self._amd_report({"speak_ms": d.speak_ms, "speak_reason": d.reason})
+            else:
+                self._amd_tell(base.MachineUpdate("beep", "machine", data={"beep_ms": d.beep_ms}))
+                self._amd_report({})
+        due = detector.deadline
+        if due != self._amd_timer_at:
+            if self._amd_timer is not None:
+                self._amd_timer.cancel()
+            self._amd_timer_at = due
+            self._amd_timer = (
+                None if due is None else asyncio.get_running_loop().call_later(max(0.0, due - now), self._amd_wake)
+            )
+
+    def _amd_verdict(self, d: amd.Decided, detector: amd.Detector) -> None:
+        mode = detector.s.mode
+        machine = d.verdict is amd.Verdict.MACHINE
+        action = "continue"
+        if machine and mode == "wait_for_beep":
+            action = "wait"
+        elif machine and mode == "hangup":
+            action = "hangup"
+        figures = {"verdict_ms": d.verdict_ms, "speech_ms": d.speech_ms, "greeting_ms": d.greeting_ms}
+        self._amd_tell(base.MachineUpdate("verdict", d.verdict.value, action, d.reason, figures))
+        self._event("machine_detection", {"event": "verdict", "verdict": d.verdict.value, "reason": d.reason})
+        if not machine:
+            self._amd_release()
+        elif action != "continue":
+            self._amd_drop_held()
+            self.amd_gate = "drop"
+        else:
+            self._amd_release()
+        self._amd_report({"verdict": d.verdict.value, "reason": d.reason, **figures})
+
+    def _amd_tell(self, update: base.MachineUpdate) -> None:
+        if self.agent is None:
+            self._amd_updates.append(update)
+            return
+        self.flush_caller_audio()
+        for message in self.adapter.machine(update):
+            self.agent.send(message)
+
+    def _amd_report(self, data: dict[str, Any]) -> None:
+        control = self.bridge.control
+        if control is None:
+            return
+        assert self.amd is not None
+        self.spawn(control.machine_detection(self.call_id, {**data, "done": self.amd.finished}))
+
+    def _amd_gated(self, action: base.Play | base.Mark) -> None:
+        """Agent audio (or a mark) while the detector holds it back: kept until the verdict, or dropped."""
+        if isinstance(action, base.Play):
+            ms = len(action.pcm) * 500 / self.rate
+            if self.amd_gate == "drop" or self.amd_held_bytes + len(action.pcm) > self.rate * 2 * 30:
+                self.amd_dropped_ms += ms
+                return
+            self.amd_held_bytes += len(action.pcm)
+        elif self.amd_gate == "drop":  # nothing before it will be heard: heard at once
+            self._marks_played([action.name])
+            return
+        self.amd_held.append(action)
+
+    def _amd_release(self) -> None:
+        """A person (or unknown): what the agent said meanwhile plays now, in order."""
+        self.amd_gate = None
+        held, self.amd_held, self.amd_held_bytes = self.amd_held, [], 0
+        for action in held:
+            self._act(action)
+
+    def _amd_drop_held(self) -> None:
+        """A machine (or a barge-in while held): the held audio is never played; its marks count as heard."""
+        held, self.amd_held, self.amd_held_bytes = self.amd_held, [], 0
+        self.amd_dropped_ms += sum(len(a.pcm) for a in held if isinstance(a, base.Play)) * 500 / self.rate
+        self._marks_played([a.name for a in held if isinstance(a, base.Mark)])
+
+    def _marks_played(self, names: list[str]) -> None:
+        if self.agent is not None:
+            for name in names:
+                for message in self.adapter.mark_played(name):
+                    self.agent.send(message)
+
     # -- endings --------------------------------------------------------------------------------
     def fail(self, reason: str, detail: str) -> None:
         """The media path broke: end the call the configured way (once)."""
@@ -694,6 +842,9 @@ class Session:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+        if self._amd_timer is not None:
+            self._amd_timer.cancel()
+            self._amd_timer = None
         self.bridge.pacing.discard(self)
         if self.agent is not None:
             self.flush_caller_audio()
@@ -725,4 +876,5 @@ class Session:
             "agent_protocol_errors": st.violations,
             "transcript": st.transcript,
             "agent_events": self.events,
+            **({"machine_held_back_ms": round(self.amd_dropped_ms)} if self.amd is not None else {}),
         }

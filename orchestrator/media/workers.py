@@ -5,9 +5,10 @@ more cores runs ``orchestrator.media.workers`` bridge processes. They all listen
 with ``SO_REUSEPORT``, so the kernel spreads the forks' connections over them, and each connects back
 to the main process over a Unix socket (newline-delimited JSON):
 
-* main → worker: call notices (``dtmf``, ``transfer``, ``hold``, ``hangup``, ``ended``) for every call — a worker
-  ignores calls it does not carry; ``stop``;
-* worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``record``, ``play_and_hangup``,
+* main → worker: call notices (``dtmf``, ``transfer``, ``hold``, ``machine``, ``hangup``, ``ended``) for every
+  call — a worker ignores calls it does not carry; ``stop``;
+* worker → main: call actions (``hangup``, ``transfer``, ``send_dtmf``, ``record``, ``machine_detection``,
+  ``play_and_hangup``,
   ``flush_playback``) answered by ``{"id", "ok", "error"}``; ``claim_fork`` (may this fork connection
   serve the call? asked during its handshake) answered by ``{"id", "ok", "result": true|false}``;
   ``media`` updates for the call record;
@@ -40,8 +41,17 @@ from orchestrator.metrics import Metrics
 log = logging.getLogger("sipagent.media.workers")
 
 #: (fork_failed: the controller ends the call)
-NOTICES = ("dtmf", "transfer", "hold", "hangup", "ended", "fork_buffer_overrun")
-ACTIONS = ("hangup", "transfer", "send_dtmf", "record", "play_and_hangup", "flush_playback", "claim_fork")
+NOTICES = ("dtmf", "transfer", "hold", "machine", "hangup", "ended", "fork_buffer_overrun")
+ACTIONS = (
+    "hangup",
+    "transfer",
+    "send_dtmf",
+    "record",
+    "machine_detection",
+    "play_and_hangup",
+    "flush_playback",
+    "claim_fork",
+)
 MAX_LINE = 1 << 20
 MEDIA_GRACE = 2.0  # seconds
 
@@ -244,6 +254,9 @@ class RemoteControl:
     async def record(self, uuid: str, action: str) -> dict[str, Any]:
         result = await self._request("record", uuid, action)
         return result if isinstance(result, dict) else {}
+
+    async def machine_detection(self, uuid: str, data: dict[str, Any]) -> None:
+        await self._request("machine_detection", uuid, data)
 
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None:
         await self._request("play_and_hangup", uuid, prompt, reason, by)

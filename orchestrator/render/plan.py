@@ -251,6 +251,16 @@ class Plan:
         return any(c.limits for c in self.contexts)
 
     @property
+    def needs_avmd(self) -> bool:
+        """mod_avmd is loaded when some trunk, agent or the orchestrator sets answering-machine detection that
+        listens for beeps (the orchestrator starts it only on nodes where ``module_exists mod_avmd``)."""
+        d = self.deployment
+        levels = [d.orchestrator.machine_detection]
+        levels += [t.outbound.machine_detection for t in d.trunks if t.outbound is not None]
+        levels += [a.machine_detection for a in d.agents]
+        return any(level is not None and level.beep for level in levels)
+
+    @property
     def log_levels(self) -> list[str]:
         """Levels the log file records: the configured one and everything more severe."""
         return LOG_LEVELS[LOG_LEVELS.index(self.fs.log_level) :]

@@ -192,6 +192,8 @@ class Renderer:
             "logfile.conf.xml",
         ):
             files[f"autoload_configs/{name}"] = self._render(f"autoload_configs/{name}.j2", plan=plan)
+        if plan.needs_avmd:
+            files["autoload_configs/avmd.conf.xml"] = self._render("autoload_configs/avmd.conf.xml.j2", plan=plan)
         for profile in plan.profiles:
             files[f"sip_profiles/{profile.name}.xml"] = self._render(
                 "sip_profiles/profile.xml.j2", plan=plan, profile=profile

@@ -439,7 +439,11 @@ class ApiCommands:
         ch = self._chan(argv[0])
         if ch is None:
             return "-ERR invalid uuid\n"
-        self.channel_audio(ch).broadcast(argv[1])
+        app, sep, args = argv[1].partition("::")
+        if sep and ":" not in app:  # switch_ivr_broadcast: <app>::<args> runs an application (simulator.avmd)
+            self.broadcast_app(ch, app, args)
+        else:
+            self.channel_audio(ch).broadcast(argv[1])
         return "+OK Message sent\n"
 
     # -- originate ------------------------------------------------------------------------------------

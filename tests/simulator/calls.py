@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import fsstrings
+from .avmd import Avmd
 from .bridging import Bridging
 from .causes import normalize_cause, q850
 from .channel import SimChannel, runs_on_answer
@@ -43,7 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CallFlows", "DialError", "Outcome", "parse_dial_string"]
 
 
-class CallFlows(ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Recordings, Gateways, DeadMedia, Rtcp):
+class CallFlows(
+    ChannelLifecycle, Dialing, Bridging, Transfers, Refer, ForkGlue, Recordings, Avmd, Gateways, DeadMedia, Rtcp
+):
     """Mixin with the telephone-network side of :class:`~simulator.server.SimulatedFreeSwitch`."""
 
     channels: dict[str, SimChannel]

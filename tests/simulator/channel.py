@@ -95,6 +95,7 @@ SOURCES: dict[str, tuple[str, str, int]] = {
     "GATEWAY_STATE": ("sofia_reg.c", "sofia_reg_fire_custom_gateway_state_event", 156),
     "HEARTBEAT": ("switch_core.c", "send_heartbeat", 95),
     "RECV_RTCP_MESSAGE": ("switch_core_media.c", "switch_core_media_read_frame", 2945),
+    "AVMD": ("mod_avmd.c", "avmd_fire_event", 700),
     "CUSTOM": ("mod_sofia.c", "sofia_event_callback", 1),
 }
 
@@ -309,6 +310,7 @@ class SimChannel:
     forks: list[dict[str, Any]] = field(default_factory=list)
     bugs: dict[str, dict[str, Any]] = field(default_factory=dict)
     recordings: list[Any] = field(default_factory=list)  # uuid_record media bugs (simulator.recording)
+    avmd: Any = None  # mod_avmd's media bug (simulator.avmd)
     audio: Any = field(default=None, repr=False)
     bridged_to: str | None = None
     rtp_stats: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RTP_STATS))

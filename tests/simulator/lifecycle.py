@@ -290,6 +290,7 @@ class ChannelLifecycle:
         ch.fire_state("CS_HANGUP")
         self._drop_forks(ch)
         self._drop_recordings(ch)
+        self._drop_avmd(ch)
         ch.fire_callstate("HANGUP")
         self._report_hangup(ch, cause, disposition, post_vars or [])
         if result_hook is not None and not self.bgjob_before_hangup_complete:
