@@ -52,7 +52,9 @@ def resolve(
         if level is not None:
             merged.update(level.given())
     try:
-        return MachineDetection.model_validate(merged)
+        settings = MachineDetection.model_validate(merged)
+        settings.check_order()
+        return settings
     except ValueError as exc:  # e.g. the call's human_speech_max_ms above the trunk's machine_speech_ms
         raise Invalid(f"machine_detection (merged with the agent's and trunk's): {_first_error(exc)}") from None
 
