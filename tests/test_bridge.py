@@ -51,6 +51,9 @@ class Control:
             raise self.record_error
         return {"state": "recording"}
 
+    async def machine_detection(self, uuid: str, data: dict[str, Any]) -> None:
+        self.calls.append(("machine_detection", uuid, data))
+
     async def play_and_hangup(self, uuid: str, prompt: str, reason: str, by: str) -> None:
         self.calls.append(("prompt", uuid, prompt, reason))
 

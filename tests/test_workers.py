@@ -157,3 +157,33 @@ orchestrator: {records: null}
     controller._notify([Notice("ended", other)])
     await asyncio.sleep(0.7)
     assert controller.describe(other.uuid)["media"] is None and other.uuid not in controller._awaiting
+
+
+async def test_a_voicemail_beep_reaches_the_worker_and_its_verdict_the_main_process() -> None:
+    """Answering-machine detection across processes: the main process's ``machine`` notice (mod_avmd's beep) reaches
+    the worker's session; its verdict and cue to speak go to the agent and back to the controller."""
+    port = free_port()
+    async with FakeRawAgent(rate=8000) as agent:
+        dep = deployment({"protocol": "raw", "url": agent.url, "audio_format": "pcm_8000"}, port=port)
+        control = Control()
+        pool = WorkerPool(dep, control, Metrics(), TOKENS.secret, 1)
+        await pool.start()
+        try:
+            cid = "c0ffee00-0000-4000-8000-00000000beef"
+            url = fork.fork_url(f"ws://127.0.0.1:{port}", cid, TOKENS.token(cid))
+            ws = await connect(url, subprotocols=[dialects.SUBPROTOCOL])  # type: ignore[list-item]
+            meta = {"call_id": cid, "agent": "bot", "rate": 8000, "direction": "outbound",
+                    "machine_detection": {"mode": "wait_for_beep"}}  # fmt: skip
+            await ws.send(json.dumps(meta))
+            session = await agent.wait_session()
+            pool.on_notice(Notice("machine", _Call(cid), {"event": "beep", "frequency": 950.5}))  # type: ignore[arg-type]
+            await agent.wait_for(lambda: len(session.of_type("machine_detection")) == 2)
+            verdict, speak = session.of_type("machine_detection")
+            assert (verdict["verdict"], verdict["reason"], verdict["action"]) == ("machine", "beep", "wait")
+            assert speak["event"] == "speak" and speak["reason"] == "beep"
+            await wait_until(lambda: len(control.calls) == 2)
+            assert control.calls[0][:2] == ("machine_detection", cid) and control.calls[0][2]["verdict"] == "machine"
+            assert control.calls[1][2]["speak_reason"] == "beep" and control.calls[1][2]["done"] is True
+            await ws.close()
+        finally:
+            await pool.stop()

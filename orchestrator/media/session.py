@@ -209,6 +209,7 @@ class Session:
         self._amd_updates: list[base.MachineUpdate] = []  # told to the agent once it is connected
         self._amd_timer: asyncio.TimerHandle | None = None
         self._amd_timer_at: float | None = None
+        self._amd_done = False  # the controller was told the detector needs nothing more
         settings = self._machine_settings(meta)
         if settings is not None:
             self.amd = amd.Detector(settings, self.started)
@@ -666,6 +667,8 @@ class Session:
             else:
                 self._amd_tell(base.MachineUpdate("beep", "machine", data={"beep_ms": d.beep_ms}))
                 self._amd_report({})
+        if detector.finished and not self._amd_done:  # e.g. notify: no beep within beep_timeout_seconds
+            self._amd_report({})
         due = detector.deadline
         if due != self._amd_timer_at:
             if self._amd_timer is not None:
@@ -708,6 +711,7 @@ class Session:
         if control is None:
             return
         assert self.amd is not None
+        self._amd_done = self.amd.finished
         self.spawn(control.machine_detection(self.call_id, {**data, "done": self.amd.finished}))
 
     def _amd_gated(self, action: base.Play | base.Mark) -> None:
