@@ -155,6 +155,8 @@ async def test_wait_for_beep_holds_the_agent_until_the_beep_then_it_leaves_its_m
     assert md["speak_reason"] == "beep" and md["beep_detection"] == "stopped"
     assert greetings.beep_at_ms() <= md["beep_ms"] <= greetings.beep_at_ms() + 800
     assert md["answer_to_verdict_ms"] >= md["verdict_ms"] - 50
+    beeps = [n for n in f.notices if n.kind == "machine" and n.data.get("event") == "beep"]
+    assert len(beeps) == 1  # mod_avmd fires avmd::beep twice: counted once
     await f.controller.hangup(uuid)
     ended = await f.wait("ended")
     assert ended.call.media["machine_held_back_ms"] == 1000
@@ -229,6 +231,27 @@ async def test_twilio_gets_answered_by_in_its_envelope(flow: Flow) -> None:
     body = event["machineDetection"]
     assert body["answeredBy"] == "human" and body["event"] == "verdict" and body["action"] == "continue"
     assert event["streamSid"].startswith("MZ") and event["sequenceNumber"].isdigit()
+
+
+@pytest.mark.parametrize(
+    "flow", [{"agent": FakeTwilioAgent, "agent_yaml": "protocol: twilio, url: '%s'"}], indirect=True
+)
+async def test_marks_of_held_audio_are_answered_when_it_is_dropped(flow: Flow) -> None:
+    """Twilio: audio and a mark sent while the greeting plays; the audio is dropped, the mark echoed at once, in
+    order (nothing before it will ever be heard); after the cue, audio and marks flow as usual."""
+    f = flow
+    await f.call(greetings.machine(), machine_detection="wait_for_beep")
+    session = await f.agent.wait_session()
+    await f.agent.send_audio(tone(600, 8000, 400))
+    await f.agent.send_mark("greeting-1")
+    await f.agent.wait_for(lambda: session.of_type("mark"), timeout=15)
+    assert session.of_type("machineDetection")[0]["machineDetection"]["action"] == "wait"
+    assert [m["mark"]["name"] for m in session.of_type("mark")] == ["greeting-1"]
+    await f.agent.wait_for(lambda: len(session.of_type("machineDetection")) == 2, timeout=15)
+    assert session.of_type("machineDetection")[1]["machineDetection"]["answeredBy"] == "machine_end_beep"
+    await f.agent.send_audio(tone(1000, 8000, 200))
+    await f.agent.send_mark("message-1")
+    await f.agent.wait_for(lambda: len(session.of_type("mark")) == 2, timeout=5)
 
 
 @pytest.mark.parametrize("flow", [{"avmd": False}], indirect=True)
