@@ -8,6 +8,7 @@ raw agent.
   own stereo recording of the call shows it);
 * a short "Hello?": human, mod_avmd stopped;
 * hangup mode: a machine is hung up on, recorded ``machine_detected``, and the UAS gets the BYE;
+* each in both playback modes (file: drachtio's module; streaming: jambonz's, with FREESWITCH_STREAMING_FORK);
 * mod_avmd's ``avmd <uuid> start`` API, by contrast, never reports the beep in 1.10.12 (why the orchestrator runs
   the application).
 """
@@ -29,8 +30,8 @@ import pytest
 from audio_tools import tone
 from deployments import render_and_start
 from fake_agents import FakeRawAgent
-from switch import FreeSwitch, free_port, requires_switch, suite_env, suite_ports
-from test_freeswitch_media import media_deployment
+from switch import MODE, FreeSwitch, free_port, requires_switch, suite_env, suite_ports
+from test_freeswitch_media import STREAMING_FORK, _mod_dir_with, media_deployment
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
@@ -98,13 +99,16 @@ class Env:
         self.fs, self.ports, self.work = fs, ports, work
 
 
-@pytest.fixture(scope="module")
-def amd_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    root = tmp_path_factory.mktemp("fsamd")
+@pytest.fixture(scope="module", params=["file", "streaming"])
+def amd_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    mode = request.param
+    if mode == "streaming" and not (MODE == "process" and STREAMING_FORK):
+        pytest.skip("streaming playback: a switch this suite starts with FREESWITCH_STREAMING_FORK (jambonz module)")
+    root = tmp_path_factory.mktemp(f"fsamd-{mode}")
     work = root / "deployment"
     work.mkdir()
     ports = suite_ports("bridge", "agent", "uas")
-    doc = media_deployment(work, ports, playback="file")
+    doc = media_deployment(work, ports, playback=mode)
     doc["trunks"][1]["outbound"] = {
         "address": "127.0.0.1",
         "port": ports["uas"],
@@ -117,7 +121,7 @@ def amd_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     for name, pcm in (("machine", greetings.machine(8000)), ("hello", greetings.hello(8000))):
         greetings.write_pcmu_wav(pcm, 8000, work / f"{name}-pcmu.wav")
         (work / f"uas-{name}.xml").write_text(UAS.replace("GREETING", str(work / f"{name}-pcmu.wav")))
-    fs = render_and_start(doc, root, work)
+    fs = render_and_start(doc, root, work, mod_dir=_mod_dir_with(STREAMING_FORK, root) if mode == "streaming" else None)
     try:
         yield Env(fs, ports, work)
     finally:
@@ -214,7 +218,7 @@ async def test_voicemail_greeting_then_beep_the_agent_leaves_its_message_after_i
     await r.controller.hangup(uuid)
     await r.wait("ended")
     await asyncio.wait_for(uas.wait(), 15)
-    print(f"\nmachine: verdict {md['verdict_ms']} ms after the audio started ({md['answer_to_verdict_ms']} ms after the "
+    print(f"\nmachine ({r.controller.deployment.orchestrator.media.playback}): verdict {md['verdict_ms']} ms after the audio started ({md['answer_to_verdict_ms']} ms after the "
           f"answer), {md['speech_ms']} ms of speech; beep at {md['beep_ms']} ms ({beep.data['frequency']} Hz by "
           f"mod_avmd; in the greeting at {greetings.beep_at_ms()} ms); spoke at {md['speak_ms']} ms")  # fmt: skip
     assert 3000 <= md["verdict_ms"] <= 4500 and md["speech_ms"] > 2000
