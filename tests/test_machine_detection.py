@@ -267,6 +267,17 @@ async def test_without_mod_avmd_the_speech_heuristic_still_decides(flow: Flow) -
     assert record is not None and record["machine_detection"]["beep_detection"] == "unavailable"
 
 
+async def test_no_audio_at_all_is_unknown_by_the_clock(flow: Flow) -> None:
+    """The fork connects but the far end sends nothing the bridge gets: the no-speech deadline still decides."""
+    f = flow
+    f.sim.frame_interval = 3600.0  # the simulated channel's media clock stands still: no frame reaches the fork
+    await f.call(b"", machine_detection={"mode": "hangup", "no_speech_seconds": 0.5})
+    session = await f.agent.wait_session()
+    await f.agent.wait_for(lambda: session.of_type("machine_detection"), timeout=5)
+    [verdict] = session.of_type("machine_detection")
+    assert verdict["verdict"] == "unknown" and verdict["reason"] == "no_speech" and verdict["action"] == "continue"
+
+
 async def test_off_and_unknown(flow: Flow) -> None:
     f = flow
     uuid = await f.call(b"\x00\x00" * 8000 * 6, machine_detection={"mode": "notify", "no_speech_seconds": 1.5})

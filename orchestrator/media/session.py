@@ -15,6 +15,7 @@ lifecycle's next deadline. It knows the bridge only through :class:`SessionHost`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -214,6 +215,9 @@ class Session:
         if settings is not None:
             self.amd = amd.Detector(settings, self.started)
             self.amd_gate = "hold" if settings.mode in ("hangup", "wait_for_beep") else None
+            with contextlib.suppress(RuntimeError):  # no loop: a test drives expire_machine itself
+                asyncio.get_running_loop()
+                self._amd([], self.started)  # the no-speech deadline runs even if no frame ever comes
 
     # -- the lifecycle's view -------------------------------------------------------------------
     @property
