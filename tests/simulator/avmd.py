@@ -81,7 +81,8 @@ class SimAvmd:
         purity = float(spectrum[max(0, peak - 2) : peak + 3].sum() / spectrum.sum()) if spectrum.sum() > 0 else 0.0
         if 0 < peak < len(spectrum) - 1:  # parabolic interpolation of the peak
             a, b, c = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
-            peak_f = peak + 0.5 * (a - c) / (a - 2 * b + c)
+            curve = a - 2 * b + c
+            peak_f = peak + 0.5 * (a - c) / curve if curve else float(peak)  # flat: no better estimate
         else:
             peak_f = float(peak)
         freq = peak_f * rate / len(x) if len(x) else 0.0
