@@ -318,6 +318,13 @@ RECORD_FILTERS = frozenset(
 RecordName = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
+def _known_parameters(request: Request, known: frozenset[str]) -> None:
+    """Refuse a query parameter the endpoint does not know (a misspelt filter must not be ignored)."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise CallError("invalid_request", f"unknown parameter {unknown[0][:64]!r}: use {', '.join(sorted(known))}")
+
+
 def _epoch(value: datetime | None) -> float | None:
     """An ISO 8601 time as epoch seconds (a time without an offset is UTC)."""
     if value is None:
@@ -362,12 +369,7 @@ def _record_routes(app: FastAPI, controller: Controller, v1: list[Any]) -> None:
         limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")] = None,
     ) -> dict[str, Any]:
-        unknown = sorted(set(request.query_params) - RECORD_FILTERS)
-        if unknown:
-            raise CallError(
-                "invalid_request",
-                f"unknown parameter {unknown[0][:64]!r}: use {', '.join(sorted(RECORD_FILTERS))}",
-            )
+        _known_parameters(request, RECORD_FILTERS)
         start, end = _epoch(since), _epoch(until)
         if start is not None and end is not None and start > end:
             raise CallError("invalid_request", "since is after until")
@@ -406,12 +408,7 @@ def _webhook_routes(app: FastAPI, controller: Controller, v1: list[Any], webhook
         limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=128, description="next_cursor of the previous page.")] = None,
     ) -> dict[str, Any]:
-        unknown = sorted(set(request.query_params) - DELIVERY_FILTERS)
-        if unknown:
-            raise CallError(
-                "invalid_request",
-                f"unknown parameter {unknown[0][:64]!r}: use {', '.join(sorted(DELIVERY_FILTERS))}",
-            )
+        _known_parameters(request, DELIVERY_FILTERS)
         filters = store.DeliveryFilters(endpoint, status, call_id, event_type)
         found = _records_store(controller)
         try:
