@@ -30,14 +30,12 @@ import pytest
 from audio_tools import tone
 from deployments import render_and_start
 from fake_agents import FakeRawAgent
-from switch import MODE, FreeSwitch, free_port, requires_switch, suite_env, suite_ports
+from live import live_orchestrator
+from switch import MODE, FreeSwitch, free_port, requires_switch, suite_ports
 from test_freeswitch_media import STREAMING_FORK, _mod_dir_with, media_deployment
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
-from orchestrator.config import check_file
-from orchestrator.media.bridge import MediaBridge
-from orchestrator.media.fork import Tokens
 
 pytestmark = [
     *requires_switch,
@@ -154,23 +152,8 @@ class Running:
 
 @pytest.fixture()
 async def running(amd_env: Env) -> AsyncIterator[Running]:
-    result = check_file(amd_env.work / "deployment.yaml", suite_env())
-    assert result.deployment is not None, [str(d) for d in result.errors]
-    notices: list[Notice] = []
-    controller = Controller(result.deployment, result.base_dir, tokens=Tokens(b"amd-test"))
-    bridge = MediaBridge(result.deployment, controller.tokens, controller, controller.metrics)
-    controller.add_listener(bridge.on_notice)
-    controller.add_listener(notices.append)
-    async with FakeRawAgent(rate=8000, port=amd_env.ports["agent"]) as agent:
-        await bridge.start()
-        await controller.start()
-        await controller.nodes["fs1"].client.wait_connected(10)
-        await asyncio.wait_for(controller.nodes["fs1"].synced.wait(), 10)
-        try:
-            yield Running(amd_env, controller, agent, notices)
-        finally:
-            await controller.stop()
-            await bridge.stop()
+    async with live_orchestrator(amd_env.work, amd_env.ports["agent"], b"amd-test", synced=True) as live:
+        yield Running(amd_env, live.controller, live.agent, live.notices)
 
 
 def spans(path: Path, channel: int, win_s: float = 0.1) -> list[tuple[float, float, float]]:

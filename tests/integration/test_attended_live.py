@@ -23,16 +23,14 @@ from typing import Any
 import pytest
 from deployments import render_and_start
 from fake_agents import FakeRawAgent
-from switch import free_port, requires_switch, suite_env, suite_ports
+from live import live_orchestrator
+from switch import free_port, requires_switch, suite_ports
 from test_freeswitch_media import FIXTURES, MediaEnv, caller, media_deployment
 
 from orchestrator.calls import records
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
-from orchestrator.config import check_file
 from orchestrator.esl import commands
-from orchestrator.media.bridge import MediaBridge
-from orchestrator.media.fork import Tokens
 
 pytestmark = [
     *requires_switch,
@@ -78,22 +76,8 @@ class Running:
 
 @pytest.fixture()
 async def running(env: MediaEnv) -> AsyncIterator[Running]:
-    result = check_file(env.work / "deployment.yaml", suite_env())
-    assert result.deployment is not None, [str(d) for d in result.errors]
-    notices: list[Notice] = []
-    controller = Controller(result.deployment, result.base_dir, tokens=Tokens(b"attended-test"))
-    bridge = MediaBridge(result.deployment, controller.tokens, controller, controller.metrics)
-    controller.add_listener(bridge.on_notice)
-    controller.add_listener(notices.append)
-    async with FakeRawAgent(rate=8000, port=env.ports["agent"]) as agent:
-        await bridge.start()
-        await controller.start()
-        await controller.nodes["fs1"].client.wait_connected(10)
-        try:
-            yield Running(controller, agent, notices)
-        finally:
-            await controller.stop()
-            await bridge.stop()
+    async with live_orchestrator(env.work, env.ports["agent"], b"attended-test") as live:
+        yield Running(live.controller, live.agent, live.notices)
 
 
 async def notice(notices: list[Notice], kind: str, timeout: float = 30, **data: Any) -> Notice:

@@ -24,20 +24,18 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from deployments import loopback_example, render_and_start
 from fake_agents import FakeRawAgent
+from live import live_orchestrator, record_of
 from rtp import RtpPeer
 from sipp_scenarios import uac
-from switch import FreeSwitch, free_port, requires_switch, suite_env, suite_ports
+from switch import FreeSwitch, free_port, requires_switch, suite_ports
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
-from orchestrator.config import check_file
 from orchestrator.media.bridge import MediaBridge
-from orchestrator.media.fork import Tokens
 
 pytestmark = [
     *requires_switch,
@@ -88,22 +86,8 @@ class Running:
 
 @pytest.fixture()
 async def running(env: Env) -> AsyncIterator[Running]:
-    result = check_file(env.work / "deployment.yaml", suite_env())
-    assert result.deployment is not None
-    notices: list[Notice] = []
-    controller = Controller(result.deployment, result.base_dir, tokens=Tokens(b"limits-test"))
-    bridge = MediaBridge(result.deployment, controller.tokens, controller, controller.metrics)
-    controller.add_listener(bridge.on_notice)
-    controller.add_listener(notices.append)
-    async with FakeRawAgent(rate=8000, port=env.ports["agent"]) as agent:
-        await bridge.start()
-        await controller.start()
-        await controller.nodes["fs1"].client.wait_connected(10)
-        try:
-            yield Running(controller, bridge, agent, notices)
-        finally:
-            await controller.stop()
-            await bridge.stop()
+    async with live_orchestrator(env.work, env.ports["agent"], b"limits-test") as live:
+        yield Running(live.controller, live.bridge, live.agent, live.notices)
 
 
 async def wait_for(notices: list[Notice], kind: str, count: int = 1, timeout: float = 20) -> list[Notice]:
@@ -115,14 +99,6 @@ async def wait_for(notices: list[Notice], kind: str, count: int = 1, timeout: fl
             return found
         await asyncio.sleep(0.02)
     raise AssertionError(f"no {count} {kind} notice(s); got {[n.kind for n in notices]}")
-
-
-async def record_of(controller: Controller, uuid: str, timeout: float = 10) -> dict[str, Any]:
-    for _ in range(int(timeout / 0.02)):
-        if uuid in controller.ended and controller.ended[uuid].get("media") is not None:
-            return controller.ended[uuid]
-        await asyncio.sleep(0.02)
-    return controller.ended[uuid]
 
 
 async def sipp(env: Env, xml: Path, number: str, source: str = "127.0.0.2") -> asyncio.subprocess.Process:

@@ -24,16 +24,13 @@ from typing import Any
 
 import pytest
 from deployments import loopback_example, render_and_start
-from fake_agents import FakeRawAgent
+from live import live_orchestrator, wait_for
 from rtp import Claim, RtpPeer
 from sipp_scenarios import uac
-from switch import FreeSwitch, free_port, requires_switch, suite_env, suite_ports
+from switch import FreeSwitch, free_port, requires_switch, suite_ports
 
 from orchestrator.calls.controller import Controller
 from orchestrator.calls.tracker import Notice
-from orchestrator.config import check_file
-from orchestrator.media.bridge import MediaBridge
-from orchestrator.media.fork import Tokens
 
 pytestmark = [
     *requires_switch,
@@ -73,32 +70,8 @@ class Running:
 
 @pytest.fixture()
 async def running(env: Env) -> AsyncIterator[Running]:
-    result = check_file(env.work / "deployment.yaml", suite_env())
-    assert result.deployment is not None
-    notices: list[Notice] = []
-    controller = Controller(result.deployment, result.base_dir, tokens=Tokens(b"quality-test"))
-    bridge = MediaBridge(result.deployment, controller.tokens, controller, controller.metrics)
-    controller.add_listener(bridge.on_notice)
-    controller.add_listener(notices.append)
-    async with FakeRawAgent(rate=8000, port=env.ports["agent"]):
-        await bridge.start()
-        await controller.start()
-        await controller.nodes["fs1"].client.wait_connected(10)
-        try:
-            yield Running(controller, notices)
-        finally:
-            await controller.stop()
-            await bridge.stop()
-
-
-async def wait_for(notices: list[Notice], kind: str, timeout: float = 20) -> Notice:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for n in notices:
-            if n.kind == kind:
-                return n
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no {kind} notice; got {[n.kind for n in notices]}")
+    async with live_orchestrator(env.work, env.ports["agent"], b"quality-test") as live:
+        yield Running(live.controller, live.notices)
 
 
 async def test_live_samples_of_a_call_clean_then_lossy(env: Env, running: Running) -> None:
