@@ -94,7 +94,9 @@ class Table:
         self.entries: list[Entry] = [Entry(i, n, n.pattern) for i, n in items]
         self._exact: dict[tuple[str, str], Entry] = {}
         self._blocks: dict[tuple[str, int], list[Entry]] = {}
+        self._by_trunk: dict[str, list[Entry]] = {}
         for entry in self.entries:
+            self._by_trunk.setdefault(entry.trunk, []).append(entry)
             if entry.pattern.exact:
                 self._exact.setdefault((entry.trunk, entry.number.number[1:]), entry)
             else:
@@ -104,7 +106,7 @@ class Table:
 
     def ordered(self, trunk: str) -> list[Entry]:
         """A trunk's entries in precedence order: what the dialplan hunts through, first match wins."""
-        return sorted((e for e in self.entries if e.trunk == trunk), key=lambda e: e.key)
+        return sorted(self._by_trunk.get(trunk, ()), key=lambda e: e.key)
 
     def candidates(self, trunk: str, called: str) -> list[Entry]:
         """Every entry of ``trunk`` holding ``called``, the one that answers first."""
