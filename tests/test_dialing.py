@@ -176,6 +176,16 @@ def test_command_arguments() -> None:
             commands.uuid_send_dtmf(u, digits, 100)
     with pytest.raises(quoting.Refused):
         commands.uuid_send_dtmf(u, "1", 20)
+    # inband trunks: the same digits as tones; nothing else reaches file_string/tone_stream (! ; = would)
+    assert commands.uuid_broadcast_dtmf_tones(u, "1w#", 80) == (
+        f"uuid_broadcast {u} file_string://tone_stream://d=80;w=80;1!silence_stream://500!tone_stream://d=80;w=80;# aleg"
+    )
+    for digits in ("1 2", "1!2", "1;v=0", "E", "12@100", "", "1" * 65, "1::playback"):
+        with pytest.raises(quoting.Refused):
+            commands.uuid_broadcast_dtmf_tones(u, digits, 100)
+    for duration in (0, 39, 2001):
+        with pytest.raises(quoting.Refused):
+            commands.uuid_broadcast_dtmf_tones(u, "1", duration)
     with pytest.raises(quoting.Refused):
         commands.uuid_broadcast(u, "/tmp/a b.wav")
     with pytest.raises(quoting.Refused):
